@@ -1,0 +1,60 @@
+// swift-tools-version:6.2
+// The package: a verbs-shaped fabric API with a libibverbs backend and a
+// software NIC over TCP, and the tools that inspect and measure them.
+import PackageDescription
+
+let package = Package(
+    name: "SwiftFabric",
+    products: [
+        .library(name: "Fabric", targets: ["Fabric"]),
+        .executable(name: "fabric-info", targets: ["fabric-info"]),
+        .executable(name: "fabric-perf", targets: ["fabric-perf"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    ],
+    targets: [
+        // The only module that includes the verbs headers.
+        .systemLibrary(
+            name: "CVerbs",
+            pkgConfig: "libibverbs",
+            providers: [.apt(["libibverbs-dev", "librdmacm-dev"])]
+        ),
+        // Small C helpers the software NIC needs and Swift cannot express:
+        // atomics on raw registered memory.
+        .target(name: "CFabricShims"),
+        .target(
+            name: "FabricCore",
+            dependencies: [.product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "FabricTCP",
+            dependencies: [
+                "FabricCore", "CFabricShims",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "FabricVerbs",
+            dependencies: ["FabricCore", "CVerbs", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "Fabric",
+            dependencies: ["FabricCore", "FabricTCP", "FabricVerbs", .product(name: "Logging", package: "swift-log")]
+        ),
+        .executableTarget(
+            name: "fabric-info",
+            dependencies: ["Fabric", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "fabric-perf",
+            dependencies: ["Fabric", "CFabricShims", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
+        .testTarget(name: "FabricTCPTests", dependencies: ["FabricTCP", "FabricCore"]),
+        .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric"]),
+    ]
+)

@@ -1,0 +1,23 @@
+#include "CFabricShims.h"
+#include <sys/mman.h>
+#include <unistd.h>
+#include <errno.h>
+
+int fabric_range_is_mapped(const void *address, size_t length) {
+    static long page_size = 0;
+    if (page_size == 0) page_size = sysconf(_SC_PAGESIZE);
+    uintptr_t start = (uintptr_t)address & ~((uintptr_t)page_size - 1);
+    uintptr_t end = (uintptr_t)address + (length ? length : 1);
+    // One vector byte per page; a small fixed buffer walked in steps keeps
+    // this allocation-free for any length.
+    unsigned char vec[64];
+    while (start < end) {
+        size_t pages = (end - start + (uintptr_t)page_size - 1) / (uintptr_t)page_size;
+        if (pages > sizeof(vec)) pages = sizeof(vec);
+        if (mincore((void *)start, pages * (size_t)page_size, vec) != 0) {
+            return 0;
+        }
+        start += pages * (uintptr_t)page_size;
+    }
+    return 1;
+}

@@ -1,0 +1,35 @@
+/// Errors from setup and posting: values that say what was wrong and why.
+/// (Errors of work that was accepted come back as completion statuses.)
+public struct FabricError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Kind: Hashable, Sendable {
+        /// An argument was not acceptable; the message names it.
+        case invalidArgument
+        /// A device, queue or table limit was reached.
+        case limitExceeded
+        /// The object is not in a state that allows this (for example posting
+        /// a send on a queue pair that is not connected).
+        case invalidState
+        /// The requested backend or device is not there.
+        case unavailable
+        /// Connection setup failed: refused, unreachable, timed out.
+        case connectionFailed
+        /// The peer could not prove it knows the job secret, or we could not.
+        case authenticationFailed
+        /// The peer speaks another protocol or version.
+        case protocolMismatch
+        /// A timeout passed.
+        case timedOut
+        /// A system call failed; the message carries errno's text.
+        case system(errno: Int32)
+    }
+
+    public var kind: Kind
+    public var message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+}

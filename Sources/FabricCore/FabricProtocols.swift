@@ -1,0 +1,198 @@
+/// The fabric API both backends implement. Application and protocol code is
+/// written generically over `some FabricDevice`: the backend is chosen once,
+/// at setup, and the data path makes no existential calls.
+///
+/// Thread safety (docs/threading.md has the whole contract):
+/// - every object is `Sendable`; posting to one queue pair from several
+///   threads is allowed; one thread at a time should poll a completion queue
+///   (several may, they share the completions);
+/// - a process that forks keeps its objects in the parent; the child cannot
+///   use them, and any call there throws `invalidState` naming fork.
+
+/// A registered memory region (verbs: `ibv_mr`).
+public protocol FabricMemoryRegion: AnyObject, Sendable {
+    var address: UnsafeMutableRawPointer { get }
+    var length: Int { get }
+    var access: MemoryAccess { get }
+    var localKey: LocalKey { get }
+    var remoteKey: RemoteKey { get }
+    /// Revokes the keys. Later remote accesses with the remote key fail with
+    /// a remote access error; local requests with the local key fail with a
+    /// local protection error. Idempotent; also done when the object is freed.
+    func deregister() throws(FabricError)
+}
+
+extension FabricMemoryRegion {
+    /// A scatter element covering `length` bytes at `offset` in this region.
+    @inlinable
+    public func element(offset: Int = 0, length: Int? = nil) -> ScatterGatherElement {
+        let size = length ?? (self.length - offset)
+        return ScatterGatherElement(pointer: address + offset, length: size, localKey: localKey)
+    }
+
+    /// Where a peer can reach `offset` of this region.
+    @inlinable
+    public func remote(offset: Int = 0) -> RemoteMemory {
+        RemoteMemory(address: UInt64(UInt(bitPattern: address + offset)), key: remoteKey)
+    }
+}
+
+/// A protection domain (verbs: `ibv_pd`): regions and queue pairs of one
+/// domain can be used together, and a remote key is honoured only on the
+/// connections of its region's domain.
+public protocol FabricProtectionDomain: AnyObject, Sendable {}
+
+/// A completion queue (verbs: `ibv_cq`).
+public protocol FabricCompletionQueue: AnyObject, Sendable {
+    /// Moves up to `buffer.count` completions into `buffer`, returns how many.
+    /// Also drives the progress of the queue pairs that report here, so a
+    /// busy-polling caller gets the lowest latency with no thread hop.
+    func poll(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int
+
+    /// Sleeps until a completion may be ready or `timeout` passes (nil:
+    /// forever). Returns false on timeout. Then call `poll`.
+    func wait(timeout: Duration?) throws(FabricError) -> Bool
+
+    /// A file descriptor that becomes readable when `poll` may find work;
+    /// for event loops that sleep on many sources. Owned by the queue.
+    var fileDescriptor: Int32 { get }
+
+    var capacity: Int { get }
+}
+
+extension FabricCompletionQueue {
+    /// Polls one completion.
+    @inlinable
+    public func poll() -> Completion? {
+        var completion = Completion.empty
+        let count = withUnsafeMutablePointer(to: &completion) {
+            poll(into: UnsafeMutableBufferPointer(start: $0, count: 1))
+        }
+        return count == 1 ? completion : nil
+    }
+
+    /// Polls until a completion arrives or `timeout` passes, sleeping on the
+    /// queue's descriptor between polls.
+    public func next(timeout: Duration? = nil) throws(FabricError) -> Completion? {
+        let clock = ContinuousClock()
+        let deadline = timeout.map { clock.now + $0 }
+        while true {
+            if let completion = poll() { return completion }
+            var remaining: Duration? = nil
+            if let deadline {
+                remaining = deadline - clock.now
+                if remaining! <= .zero { return nil }
+            }
+            _ = try wait(timeout: remaining)
+        }
+    }
+}
+
+/// A shared receive queue (verbs: `ibv_srq`).
+public protocol FabricSharedReceiveQueue: AnyObject, Sendable {
+    func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult
+}
+
+/// A reliable connected queue pair (verbs: `ibv_qp` of type RC).
+public protocol FabricQueuePair: AnyObject, Sendable {
+    var number: QueuePairNumber { get }
+    var state: QueuePairState { get }
+    var limits: QueuePairLimits { get }
+    /// Posts a send-queue request. Structural errors (too many scatter
+    /// entries, a bad opcode for the device) throw; a full queue returns
+    /// `.wouldBlock`; errors found when executing come back as completions.
+    func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult
+    /// Posts a receive (not allowed when the queue pair uses a shared
+    /// receive queue).
+    func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult
+    /// Closes the connection; outstanding requests complete as flushed.
+    func disconnect()
+}
+
+/// An incoming connection, authenticated, waiting for the application to
+/// accept or reject it (rdma_cm's connect request event).
+public protocol FabricConnectionRequest: AnyObject, Sendable {
+    associatedtype Device: FabricDevice
+    var peer: Endpoint { get }
+    var privateData: [UInt8] { get }
+    /// Creates the queue pair, lets `prepare` post receives before the peer
+    /// can send, and completes the connection.
+    func accept(
+        _ setup: QueuePairSetup<Device>, privateData: [UInt8],
+        prepare: (Device.QueuePair) throws(FabricError) -> Void
+    ) throws(FabricError) -> Device.QueuePair
+    func reject(privateData: [UInt8])
+}
+
+/// A listening endpoint (rdma_cm's listen id).
+public protocol FabricListener: AnyObject, Sendable {
+    associatedtype Device: FabricDevice
+    /// The address actually bound (the port is filled in when 0 was asked).
+    var endpoint: Endpoint { get }
+    /// Waits for the next authenticated connection request.
+    func next(timeout: Duration?) throws(FabricError) -> Device.ConnectionRequest?
+    func close()
+}
+
+/// What a new queue pair is made of.
+public struct QueuePairSetup<Device: FabricDevice>: Sendable {
+    public var protectionDomain: Device.ProtectionDomain
+    public var sendCompletionQueue: Device.CompletionQueue
+    public var receiveCompletionQueue: Device.CompletionQueue
+    public var sharedReceiveQueue: Device.SharedReceiveQueue?
+    public var limits: QueuePairLimits
+    public var retry: RetryPolicy
+
+    public init(
+        protectionDomain: Device.ProtectionDomain, sendCompletionQueue: Device.CompletionQueue,
+        receiveCompletionQueue: Device.CompletionQueue, sharedReceiveQueue: Device.SharedReceiveQueue? = nil,
+        limits: QueuePairLimits = QueuePairLimits(), retry: RetryPolicy = RetryPolicy()
+    ) {
+        self.protectionDomain = protectionDomain
+        self.sendCompletionQueue = sendCompletionQueue
+        self.receiveCompletionQueue = receiveCompletionQueue
+        self.sharedReceiveQueue = sharedReceiveQueue
+        self.limits = limits
+        self.retry = retry
+    }
+}
+
+/// An open device (verbs: `ibv_context` plus rdma_cm).
+public protocol FabricDevice: AnyObject, Sendable {
+    associatedtype ProtectionDomain: FabricProtectionDomain
+    associatedtype MemoryRegion: FabricMemoryRegion
+    associatedtype CompletionQueue: FabricCompletionQueue
+    associatedtype SharedReceiveQueue: FabricSharedReceiveQueue
+    associatedtype QueuePair: FabricQueuePair
+    associatedtype ConnectionRequest: FabricConnectionRequest where ConnectionRequest.Device == Self
+    associatedtype Listener: FabricListener where Listener.Device == Self
+
+    /// "tcp" or "verbs".
+    var backendName: String { get }
+    var name: String { get }
+    var capabilities: DeviceCapabilities { get }
+
+    func allocateProtectionDomain() throws(FabricError) -> ProtectionDomain
+    func registerMemory(
+        _ address: UnsafeMutableRawPointer, length: Int, access: MemoryAccess,
+        in domain: ProtectionDomain
+    ) throws(FabricError) -> MemoryRegion
+    func createCompletionQueue(capacity: Int) throws(FabricError) -> CompletionQueue
+    func createSharedReceiveQueue(
+        in domain: ProtectionDomain, capacity: Int, maxScatterEntries: Int
+    ) throws(FabricError) -> SharedReceiveQueue
+
+    /// Connects to a listening peer. `prepare` runs once the queue pair
+    /// exists and before the peer can send to it: post receives there.
+    /// Returns the queue pair and the private data the peer accepted with.
+    func connect(
+        to endpoint: Endpoint, _ setup: QueuePairSetup<Self>, options: ConnectOptions,
+        prepare: (QueuePair) throws(FabricError) -> Void
+    ) throws(FabricError) -> (queuePair: QueuePair, privateData: [UInt8])
+
+    /// Listens on `endpoint` (port 0 picks a free port).
+    func listen(on endpoint: Endpoint, backlog: Int) throws(FabricError) -> Listener
+
+    /// Returns the next asynchronous event, if any.
+    func pollAsyncEvent() -> AsyncEvent?
+}
