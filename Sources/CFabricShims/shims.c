@@ -1,7 +1,9 @@
+#define _GNU_SOURCE
 #include "CFabricShims.h"
 #include <sys/mman.h>
 #include <unistd.h>
 #include <errno.h>
+#include <sys/socket.h>
 
 int fabric_range_is_mapped(const void *address, size_t length) {
     static long page_size = 0;
@@ -20,4 +22,8 @@ int fabric_range_is_mapped(const void *address, size_t length) {
         start += pages * (uintptr_t)page_size;
     }
     return 1;
+}
+
+int fabric_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
+    return accept4(fd, address, length, flags);
 }

@@ -52,7 +52,7 @@ public enum CompletionStatus: UInt8, Hashable, Sendable, CustomStringConvertible
 
 /// Why a request failed, in more words than the status (verbs' vendor error,
 /// but portable). `none` on success.
-public enum CompletionDetail: UInt16, Hashable, Sendable, CustomStringConvertible {
+public enum CompletionDetail: UInt16, Error, Hashable, Sendable, CustomStringConvertible {
     case none = 0
     case unknownKey
     case keyOfAnotherProtectionDomain

@@ -1,0 +1,165 @@
+import CFabricShims
+import FabricCore
+import Glibc
+import Synchronization
+
+/// A fixed ring of completions. No allocation after creation.
+struct CompletionRing: ~Copyable {
+    let storage: UnsafeMutablePointer<Completion>
+    let capacity: Int
+    var head = 0
+    var count = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        storage = .allocate(capacity: capacity)
+        storage.initialize(repeating: .empty, count: capacity)
+    }
+
+    deinit {
+        storage.deinitialize(count: capacity)
+        storage.deallocate()
+    }
+
+    /// False when full (an overrun).
+    @inline(__always)
+    mutating func push(_ completion: Completion) -> Bool {
+        guard count < capacity else { return false }
+        var index = head + count
+        if index >= capacity { index -= capacity }
+        storage[index] = completion
+        count += 1
+        return true
+    }
+
+    @inline(__always)
+    mutating func pop(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int {
+        let n = min(count, buffer.count)
+        for i in 0..<n {
+            buffer[i] = storage[head]
+            head += 1
+            if head == capacity { head = 0 }
+        }
+        count -= n
+        return n
+    }
+}
+
+/// The software NIC's completion queue. Polling an empty queue drives the
+/// progress of the queue pairs that report here, on the caller's thread: a
+/// busy-polling application moves its own bytes with no thread hop.
+public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendable {  // state behind locks or atomics; descriptors immutable
+    public let capacity: Int
+    let device: TCPDeviceCore
+    private let ring: Locked<CompletionRing>
+    /// Wakes a sleeper when a completion is added by another thread.
+    private let notifier: EventNotifier
+    /// Holds the notifier and the sockets of the attached queue pairs: the
+    /// descriptor a sleeper waits on.
+    private let poller: EventPoller
+    private let armed = Atomic<Bool>(false)
+    private let attached = Locked<[TCPQueuePair]>([])
+
+    init(device: TCPDeviceCore, capacity: Int) throws(FabricError) {
+        self.device = device
+        self.capacity = capacity
+        ring = Locked(CompletionRing(capacity: capacity))
+        notifier = try EventNotifier()
+        poller = try EventPoller()
+        try poller.add(notifier.fd, token: 0, events: .epollIn)
+    }
+
+    public var fileDescriptor: Int32 { poller.fd }
+
+    func attach(_ queuePair: TCPQueuePair) {
+        attached.withLock { list in
+            if !list.contains(where: { $0 === queuePair }) {
+                list.append(queuePair)
+                try? poller.add(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: .epollIn | .epollRDHup)
+            }
+        }
+    }
+
+    func detach(_ queuePair: TCPQueuePair) {
+        attached.withLock { list in
+            if let index = list.firstIndex(where: { $0 === queuePair }) {
+                list.remove(at: index)
+                poller.remove(queuePair.socket)
+            }
+        }
+    }
+
+    /// Adds a completion (called with the producing queue pair's lock held).
+    /// Returns false on overrun.
+    @inline(__always)
+    func push(_ completion: Completion) -> Bool {
+        let pushed = ring.withLock { $0.push(completion) }
+        if armed.load(ordering: .relaxed) && armed.exchange(false, ordering: .acquiringAndReleasing) {
+            notifier.signal()
+        }
+        return pushed
+    }
+
+    public func poll(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int {
+        let found = ring.withLock { $0.pop(into: buffer) }
+        if found > 0 { return found }
+        progressAttached(now: device.noteApplicationProgress())
+        return ring.withLock { $0.pop(into: buffer) }
+    }
+
+    /// Drives every attached queue pair once, skipping any another thread is
+    /// already driving.
+    func progressAttached(now: UInt64) {
+        let queuePairs = attached.withLock { $0 }
+        for queuePair in queuePairs {
+            queuePair.progress(by: .application, now: now)
+        }
+    }
+
+    var isEmpty: Bool { ring.withLock { $0.count == 0 } }
+
+    public func wait(timeout: Duration?) throws(FabricError) -> Bool {
+        if !isEmpty { return true }
+        device.blockedWaiters.wrappingAdd(1, ordering: .relaxed)
+        defer {
+            device.blockedWaiters.wrappingSubtract(1, ordering: .relaxed)
+            device.noteApplicationProgress()
+        }
+        armed.store(true, ordering: .sequentiallyConsistent)
+        progressAttached(now: MonotonicClock.now())
+        if !isEmpty {
+            armed.store(false, ordering: .relaxed)
+            return true
+        }
+        let start = MonotonicClock.now()
+        let limit = timeout.map { start &+ MonotonicClock.nanoseconds($0) }
+        var events = epoll_event()
+        while true {
+            // Sleep no longer than the nearest timer of an attached queue
+            // pair (an RNR retry, an owed acknowledgement, a response timeout).
+            let now = MonotonicClock.now()
+            var deadline = nearestDeadline()
+            if let limit { deadline = min(deadline, limit) }
+            let milliseconds: Int32 = deadline == .max ? -1 : Int32(min((deadline > now ? deadline - now : 0) / 1_000_000 + 1, 60_000))
+            let n = poller.wait(&events, capacity: 1, timeoutMilliseconds: milliseconds)
+            if n > 0 { break }
+            progressAttached(now: MonotonicClock.now())
+            if !isEmpty { break }
+            if let limit, MonotonicClock.now() >= limit {
+                armed.store(false, ordering: .relaxed)
+                return false
+            }
+        }
+        armed.store(false, ordering: .relaxed)
+        notifier.drain()
+        return true
+    }
+
+    private func nearestDeadline() -> UInt64 {
+        attached.withLock { list in
+            var nearest = UInt64.max
+            for queuePair in list { nearest = min(nearest, queuePair.deadline.load(ordering: .relaxed)) }
+            return nearest
+        }
+    }
+}

@@ -1,0 +1,213 @@
+import CFabricShims
+import Crypto
+import FabricCore
+import Glibc
+import Logging
+import Synchronization
+
+/// Set in a forked child: every object of the parent refuses to work there.
+let forkGeneration = Atomic<Int>(0)
+private let installForkHandler: Void = {
+    pthread_atfork(nil, nil, { forkGeneration.wrappingAdd(1, ordering: .relaxed) })
+}()
+
+/// What the device's objects share: the key table, the job secret, the
+/// queue pairs, the async events and the progress thread ("the card").
+final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is atomic or behind a lock
+    let name: String
+    let capabilities: DeviceCapabilities
+    let regions = RegionTable()
+    let secret: SymmetricKey
+    let secretSource: JobSecret.Source
+    let logger: Logger
+    let generation: Int
+
+    /// Threads sleeping in a completion queue's `wait`.
+    let blockedWaiters = Atomic<Int>(0)
+    /// When the application last drove progress (ns, monotonic).
+    let lastApplicationProgress = Atomic<UInt64>(0)
+    /// Payload bytes copied from the staging buffer (small payloads that
+    /// arrived with their header); large payloads are never copied.
+    let copiedBytes = Atomic<Int>(0)
+
+    private struct Registry {
+        var byNumber: [UInt32: TCPQueuePair] = [:]
+        /// The same queue pairs as a list the progress thread can take
+        /// without copying (an array reference, no allocation).
+        var list: [TCPQueuePair] = []
+    }
+    private let queuePairs = Locked(Registry())
+    private let nextQueuePairNumber = Atomic<UInt32>(1)
+    private let events = Locked<[AsyncEvent]>([])
+    let poller: EventPoller
+    let control: EventNotifier
+    private let stopping = Atomic<Bool>(false)
+    private let threadStarted = Atomic<Bool>(false)
+    private var thread = pthread_t()
+
+    /// The application counts as present (and drives progress itself) for
+    /// this long after its last poll.
+    static let handOffDelay: UInt64 = 1_000_000
+
+    init(name: String, capabilities: DeviceCapabilities, logger: Logger) throws(FabricError) {
+        _ = installForkHandler
+        self.name = name
+        self.capabilities = capabilities
+        self.logger = logger
+        generation = forkGeneration.load(ordering: .relaxed)
+        (secret, secretSource) = try JobSecret.load()
+        poller = try EventPoller()
+        control = try EventNotifier()
+        try poller.add(control.fd, token: 0, events: .epollIn)
+        if fabric_guard_install() != 0 {
+            throw FabricError(.unavailable, "cannot install the fault guard for registered memory (sigaction failed)")
+        }
+    }
+
+    @inline(__always)
+    func checkNotForked() throws(FabricError) {
+        if forkGeneration.load(ordering: .relaxed) != generation {
+            throw FabricError(.invalidState, "this object belongs to the parent of a fork(); a child process must open its own device")
+        }
+    }
+
+    @inline(__always)
+    @discardableResult
+    func noteApplicationProgress() -> UInt64 {
+        let now = MonotonicClock.now()
+        lastApplicationProgress.store(now, ordering: .relaxed)
+        return now
+    }
+
+    @inline(__always)
+    func noteCopied(_ count: Int) {
+        copiedBytes.wrappingAdd(count, ordering: .relaxed)
+    }
+
+    func makeQueuePairNumber() -> QueuePairNumber {
+        QueuePairNumber(rawValue: nextQueuePairNumber.wrappingAdd(1, ordering: .relaxed).oldValue)
+    }
+
+    func register(_ queuePair: TCPQueuePair) {
+        queuePairs.withLock {
+            $0.byNumber[queuePair.number.rawValue] = queuePair
+            $0.list.append(queuePair)
+        }
+        try? poller.add(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: .epollIn | .epollRDHup)
+        startThreadIfNeeded()
+    }
+
+    func unregister(_ queuePair: TCPQueuePair) {
+        poller.remove(queuePair.socket)
+        queuePairs.withLock {
+            $0.byNumber[queuePair.number.rawValue] = nil
+            $0.list.removeAll { $0 === queuePair }
+        }
+    }
+
+    /// A queue pair's socket is full: let the progress thread finish the
+    /// write when the application is away.
+    func wantsWritable(_ number: QueuePairNumber) {
+        if let queuePair = queuePairs.withLock({ $0.byNumber[number.rawValue] }) {
+            poller.modify(queuePair.socket, token: UInt64(number.rawValue), events: .epollIn | .epollOut | .epollRDHup)
+        }
+    }
+
+    func postEvent(_ event: AsyncEvent) {
+        events.withLock { $0.append(event) }
+        logger.debug("async event", metadata: ["event": "\(event)"])
+    }
+
+    func pollEvent() -> AsyncEvent? {
+        events.withLock { $0.isEmpty ? nil : $0.removeFirst() }
+    }
+
+    // MARK: - The progress thread
+
+    private func startThreadIfNeeded() {
+        guard !threadStarted.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let status = pthread_create(&thread, nil, { raw in
+            let core = Unmanaged<TCPDeviceCore>.fromOpaque(raw!).takeRetainedValue()
+            core.runProgressThread()
+            return nil
+        }, context)
+        if status != 0 {
+            Unmanaged<TCPDeviceCore>.fromOpaque(context).release()
+            threadStarted.store(false, ordering: .relaxed)
+            logger.error("cannot start the progress thread: \(SystemCalls.errorText(status)); one-sided operations progress only while the application polls")
+        }
+    }
+
+    func stop() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        control.signal()
+        if threadStarted.load(ordering: .relaxed) {
+            pthread_join(thread, nil)
+        }
+    }
+
+    /// The card: while the application polls (or sleeps in `wait`), it only
+    /// looks after queue pairs nobody drives; when the application is away
+    /// it sleeps on every socket and serves one-sided operations itself.
+    private func runProgressThread() {
+        let capacity = 64
+        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
+        defer { events.deallocate() }
+        while !stopping.load(ordering: .relaxed) {
+            let now = MonotonicClock.now()
+            let waiting = blockedWaiters.load(ordering: .relaxed) > 0
+            let polling = now &- lastApplicationProgress.load(ordering: .relaxed) < Self.handOffDelay
+            if waiting || polling {
+                // Stay off the sockets: waking on every arrival would steal
+                // the core the application is polling on.
+                var descriptor = pollfd(fd: control.fd, events: Int16(POLLIN), revents: 0)
+                let tick: Int32 = waiting ? 10 : 1
+                _ = Glibc.poll(&descriptor, 1, min(tick, millisecondsUntil(nearestDeadline(), now: now)))
+                if descriptor.revents != 0 { control.drain() }
+                sweep(olderThan: Self.handOffDelay)
+                continue
+            }
+            let timeout = millisecondsUntil(nearestDeadline(), now: now)
+            let count = poller.wait(events, capacity: capacity, timeoutMilliseconds: timeout)
+            let after = MonotonicClock.now()
+            for i in 0..<count {
+                let token = events[i].data.u64
+                if token == 0 { control.drain(); continue }
+                guard let queuePair = queuePairs.withLock({ $0.byNumber[UInt32(truncatingIfNeeded: token)] }) else { continue }
+                queuePair.progress(by: .progressThread, now: after)
+                if events[i].events & .epollOut != 0 && !queuePair.hasPendingOutput {
+                    poller.modify(queuePair.socket, token: token, events: .epollIn | .epollRDHup)
+                }
+            }
+            if count == 0 { sweep(olderThan: 0) }
+        }
+    }
+
+    /// Drives queue pairs that no one drove for `age` nanoseconds, and those
+    /// whose timers are due.
+    private func sweep(olderThan age: UInt64) {
+        let now = MonotonicClock.now()
+        let list = queuePairs.withLock { $0.list }
+        for queuePair in list {
+            let due = queuePair.deadline.load(ordering: .relaxed) <= now
+            if due || now &- queuePair.lastProgress.load(ordering: .relaxed) >= age {
+                queuePair.progress(by: .progressThread, now: now)
+            }
+        }
+    }
+
+    private func nearestDeadline() -> UInt64 {
+        queuePairs.withLock { table in
+            var nearest = UInt64.max
+            for queuePair in table.list { nearest = min(nearest, queuePair.deadline.load(ordering: .relaxed)) }
+            return nearest
+        }
+    }
+
+    private func millisecondsUntil(_ deadline: UInt64, now: UInt64) -> Int32 {
+        if deadline == .max { return -1 }
+        if deadline <= now { return 0 }
+        return Int32(min((deadline - now) / 1_000_000 + 1, 60_000))
+    }
+}

@@ -1,0 +1,155 @@
+import FabricCore
+import Glibc
+import Synchronization
+
+/// A reliable connected queue pair of the software NIC: one TCP connection.
+/// All its state lives in `core`, behind one lock; posting takes it, and so
+/// does progress (the application's polls and the progress thread, which
+/// only tries it and never waits).
+public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // mutable state behind `core`'s lock; the rest is immutable or atomic
+    public let number: QueuePairNumber
+    public let limits: QueuePairLimits
+    let socket: Int32
+    let device: TCPDeviceCore
+    let sendCQ: TCPCompletionQueue
+    let receiveCQ: TCPCompletionQueue
+    let usesSharedReceiveQueue: Bool
+    let core: Locked<QueuePairCore>
+    /// The engine's next timer (RNR retry, owed ack, response timeout).
+    let deadline = Atomic<UInt64>(.max)
+    /// When progress last ran, for the progress thread's hand-off.
+    let lastProgress = Atomic<UInt64>(0)
+    private let detached = Atomic<Bool>(false)
+
+    init(socket: Int32, number: QueuePairNumber, device: TCPDeviceCore, setup: QueuePairSetup<TCPDevice>) {
+        self.socket = socket
+        self.number = number
+        self.limits = setup.limits
+        self.device = device
+        self.sendCQ = setup.sendCompletionQueue
+        self.receiveCQ = setup.receiveCompletionQueue
+        self.usesSharedReceiveQueue = setup.sharedReceiveQueue != nil
+        core = Locked(QueuePairCore(
+            fd: socket, number: number, device: device, sendCQ: setup.sendCompletionQueue,
+            receiveCQ: setup.receiveCompletionQueue, sharedReceiveQueue: setup.sharedReceiveQueue,
+            domain: ObjectIdentifier(setup.protectionDomain), limits: setup.limits, retry: setup.retry))
+    }
+
+    deinit {
+        SystemCalls.close(socket)
+    }
+
+    public var state: QueuePairState { core.withLock { $0.state } }
+
+    /// Connected: the engine starts moving bytes.
+    func activate() {
+        SystemCalls.setNonBlocking(socket)
+        core.withLock { $0.state = .readyToSend }
+        device.register(self)
+        sendCQ.attach(self)
+        if receiveCQ !== sendCQ { receiveCQ.attach(self) }
+    }
+
+    @inline(__always)
+    public func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
+        try device.checkNotForked()
+        try checkShape(request)
+        return try core.withLock { (core) throws(FabricError) -> PostResult in try core.postSend(request) }
+    }
+
+    @inline(__always)
+    public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
+        try device.checkNotForked()
+        guard !usesSharedReceiveQueue else {
+            throw FabricError(.invalidArgument, "\(number) takes its receives from a shared receive queue; post them there")
+        }
+        guard request.local.count <= limits.maxReceiveScatterEntries else {
+            throw FabricError(.invalidArgument, "receive \(request.id) has \(request.local.count) scatter entries; \(number) allows \(limits.maxReceiveScatterEntries)")
+        }
+        return try core.withLock { (core) throws(FabricError) -> PostResult in try core.postReceive(request) }
+    }
+
+    /// Checks what can be checked without the lock: the request's shape.
+    @inline(__always)
+    private func checkShape(_ request: SendWorkRequest) throws(FabricError) {
+        let count = request.local.count
+        if count > limits.maxSendScatterEntries {
+            throw FabricError(.invalidArgument, "send \(request.id) has \(count) scatter entries; \(number) allows \(limits.maxSendScatterEntries)")
+        }
+        switch request.operation {
+        case .fetchAndAdd, .compareAndSwap:
+            guard count == 1, request.local[0].length == 8 else {
+                throw FabricError(.invalidArgument, "\(request.operation.name) \(request.id) needs exactly one 8-byte local buffer for the old value")
+            }
+            return
+        case .read:
+            break
+        default:
+            if request.flags.contains(.inline) && Int(request.local.totalLength) > limits.maxInlineData {
+                throw FabricError(.invalidArgument, "send \(request.id) asks for \(request.local.totalLength) inline bytes; \(number) allows \(limits.maxInlineData)")
+            }
+        }
+        let total = request.local.totalLength
+        if total > UInt64(device.capabilities.maxMessageSize) {
+            throw FabricError(.invalidArgument, "\(request.operation.name) \(request.id) is \(total) bytes; the device's maximum message is \(device.capabilities.maxMessageSize) bytes")
+        }
+    }
+
+    /// One round of progress if no other thread is driving this queue pair.
+    @inline(__always)
+    func progress(by driver: ProgressDriver, now: UInt64 = 0) {
+        if let next = core.withLockIfAvailable({ $0.progress(by: driver) }) {
+            deadline.store(next, ordering: .relaxed)
+            if now != 0 { lastProgress.store(now, ordering: .relaxed) }
+        }
+    }
+
+    /// Whether output is waiting for the socket to drain.
+    var hasPendingOutput: Bool {
+        core.withLock { $0.current != nil || $0.responses.count > 0 || $0.transmitted < $0.tail }
+    }
+
+    public func disconnect() {
+        core.withLock { core in
+            if core.state == .readyToSend {
+                core.queueDisconnect()
+                core.enterError(.flushed, .disconnected)
+            }
+            core.shutdownSocket()
+        }
+        detach()
+    }
+
+    /// Leaves the completion queues and the progress thread's set.
+    func detach() {
+        guard !detached.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        sendCQ.detach(self)
+        if receiveCQ !== sendCQ { receiveCQ.detach(self) }
+        device.unregister(self)
+    }
+
+    /// Counters of this queue pair.
+    public var counters: QueuePairStatistics {
+        core.withLock { core in
+            QueuePairStatistics(
+                framesSent: core.counters.framesSent, framesReceived: core.counters.framesReceived,
+                bytesSent: core.counters.bytesSent, bytesReceived: core.counters.bytesReceived,
+                receiverNotReadyNaksSent: core.counters.receiverNotReadyNaksSent,
+                receiverNotReadyNaksReceived: core.counters.receiverNotReadyNaksReceived,
+                outOfSequenceDropped: core.counters.outOfSequenceDropped,
+                remoteAccessErrors: core.counters.remoteAccessErrors)
+        }
+    }
+}
+
+/// A snapshot of a queue pair's counters.
+public struct QueuePairStatistics: Hashable, Sendable {
+    public var framesSent: Int
+    public var framesReceived: Int
+    public var bytesSent: Int
+    public var bytesReceived: Int
+    public var receiverNotReadyNaksSent: Int
+    public var receiverNotReadyNaksReceived: Int
+    public var outOfSequenceDropped: Int
+    public var remoteAccessErrors: Int
+}

@@ -1,0 +1,353 @@
+import FabricCore
+import Glibc
+
+/// The outgoing byte stream: requests from the send queue, the responder's
+/// frames, acknowledgements. Payloads leave from registered memory through
+/// sendmsg with an iovec per piece; several frames share one call.
+extension QueuePairCore {
+    /// Whether the next waiting request may go out now.
+    private func mayTransmit(_ position: Int, outstanding: Int) -> Bool {
+        guard state == .readyToSend, resendAt == 0, position < tail else { return false }
+        let slot = sendQueue.slots[sendQueue.index(position)]
+        if slot.flags.contains(.fence) && outstanding > 0 { return false }
+        if slot.awaitsResponse && outstanding >= EngineTuning.maxOutstandingReadAtomics { return false }
+        return true
+    }
+
+    /// Appends the iovecs of `item` from byte `skip` on; returns the item's
+    /// wire length, or nil if its memory could not be claimed (a request
+    /// whose region was deregistered: it fails before any byte is sent).
+    /// `complete` turns false when not all of the item's pieces fit in the
+    /// iovec array: nothing may follow it in this batch.
+    private mutating func appendSegments(_ item: OutputItem, skip: Int, iovCount: inout Int, accessCount: inout Int, complete: inout Bool) -> Int? {
+        var skipLeft = skip
+        var total = 0
+        func add(_ pointer: UnsafeMutableRawPointer?, _ length: Int, _ iov: UnsafeMutablePointer<iovec>, _ iovCount: inout Int, _ skipLeft: inout Int, _ total: inout Int) {
+            total += length
+            if skipLeft >= length { skipLeft -= length; return }
+            iov[iovCount] = iovec(iov_base: pointer.map { $0 + skipLeft }, iov_len: length - skipLeft)
+            skipLeft = 0
+            iovCount += 1
+        }
+        switch item {
+        case .request(let position):
+            let slot = sendQueue.slots[sendQueue.index(position)]
+            let header = sendQueue.header(position)
+            let headerLength = slot.opcode == .fetchAndAdd || slot.opcode == .compareAndSwap
+                ? FrameHeader.size + atomicRequestPayload : FrameHeader.size
+            add(header, headerLength, iov, &iovCount, &skipLeft, &total)
+            if slot.opcode == .send || slot.opcode == .sendWithImmediate || slot.opcode == .write || slot.opcode == .writeWithImmediate {
+                let base = sendQueue.elementBase(position)
+                for i in 0..<slot.elementCount {
+                    let element = sendQueue.elements[base + i]
+                    if element.length == 0 { continue }
+                    if let record = sendQueue.records[base + i] {
+                        guard record.beginAccess() else {
+                            return nil
+                        }
+                        accessed[accessCount] = Unmanaged.passUnretained(record)
+                        accessCount += 1
+                    }
+                    add(UnsafeMutableRawPointer(bitPattern: UInt(element.address)), Int(element.length), iov, &iovCount, &skipLeft, &total)
+                }
+            }
+        case .response(let index):
+            let item = responses.items[index]
+            let buffer = responses.buffer(index)
+            let opcode = WireOpcode(rawValue: buffer.load(fromByteOffset: 1, as: UInt8.self))
+            switch opcode {
+            case .readResponse:
+                add(buffer, FrameHeader.size, iov, &iovCount, &skipLeft, &total)
+                if item.payloadLength > 0 {
+                    var usable = item.payload != nil
+                    if usable, let record = item.record {
+                        if record.beginAccess() {
+                            accessed[accessCount] = Unmanaged.passUnretained(record)
+                            accessCount += 1
+                        } else {
+                            // Deregistered since the check: send zeros and say so.
+                            markResponseFailed(index, detail: .unknownKey)
+                            usable = false
+                        }
+                    }
+                    if usable {
+                        add(item.payload, item.payloadLength, iov, &iovCount, &skipLeft, &total)
+                    } else {
+                        var left = item.payloadLength
+                        while left > 0 {
+                            let piece = min(left, 65536)
+                            if skipLeft >= piece || iovCount < EngineTuning.iovecCapacity - 2 {
+                                add(zeroPage, piece, iov, &iovCount, &skipLeft, &total)
+                            } else {
+                                total += piece
+                                complete = false
+                            }
+                            left -= piece
+                        }
+                    }
+                }
+                if complete {
+                    add(buffer + 40, 4, iov, &iovCount, &skipLeft, &total)
+                } else {
+                    total += 4
+                }
+            case .atomicResponse:
+                add(buffer, FrameHeader.size + atomicResponsePayload, iov, &iovCount, &skipLeft, &total)
+            default:
+                add(buffer, FrameHeader.size, iov, &iovCount, &skipLeft, &total)
+            }
+        case .standaloneAck, .disconnect:
+            add(controlHeader, FrameHeader.size, iov, &iovCount, &skipLeft, &total)
+        }
+        return total
+    }
+
+    /// A READ response whose memory is gone: zeros, and a trailer that
+    /// turns the response into a remote access error at the requester.
+    mutating func markResponseFailed(_ index: Int, detail: CompletionDetail) {
+        responses.items[index].record = nil
+        responses.items[index].payload = nil
+        responses.items[index].fatal = true
+        responses.buffer(index).storeBytes(
+            of: NakSyndrome.encode(status: .remoteAccessError, detail: detail).littleEndian,
+            toByteOffset: 40, as: UInt32.self)
+    }
+
+    private func headerPointer(_ item: OutputItem) -> UnsafeMutableRawPointer {
+        switch item {
+        case .request(let position): return sendQueue.header(position)
+        case .response(let index): return responses.buffer(index)
+        case .standaloneAck, .disconnect: return controlHeader
+        }
+    }
+
+    /// Writes as much of the pending output as the socket takes.
+    mutating func flushOutput(standaloneAcknowledge: Bool = false) {
+        var wantAcknowledge = standaloneAcknowledge && acknowledgeOwed
+        while !socketShut {
+            // Build a batch without changing state: the current partial
+            // frame, then responses, then requests that may go.
+            var iovCount = 0
+            var accessCount = 0
+            var count = 0
+            var freshFrom = 0
+            var outstanding = outstandingReadAtomics
+            var blockedRequest: Int? = nil
+            var complete = true
+            if let current {
+                guard let length = appendSegments(current, skip: currentOffset, iovCount: &iovCount, accessCount: &accessCount, complete: &complete) else {
+                    releaseAccessed(accessCount)
+                    failCurrentRequest()
+                    return
+                }
+                batch[0] = current
+                batchLengths[0] = length - currentOffset
+                count = 1
+                freshFrom = 1
+            }
+            var responseIndex = (current.map { if case .response = $0 { return 1 } else { return 0 } } ?? 0)
+            while complete && count < EngineTuning.batchCapacity && responseIndex < responses.count && iovCount < EngineTuning.iovecCapacity - 4 {
+                var index = responses.head + responseIndex
+                if index >= responses.depth { index -= responses.depth }
+                let item = OutputItem.response(index: index)
+                guard let length = appendSegments(item, skip: 0, iovCount: &iovCount, accessCount: &accessCount, complete: &complete) else { break }
+                batch[count] = item
+                batchLengths[count] = length
+                count += 1
+                responseIndex += 1
+            }
+            var position = transmitted
+            while complete && count < EngineTuning.batchCapacity && iovCount < EngineTuning.iovecCapacity - sendQueue.maxElements - 2
+                    && mayTransmit(position, outstanding: outstanding) {
+                let item = OutputItem.request(position: position)
+                let before = iovCount
+                guard let length = appendSegments(item, skip: 0, iovCount: &iovCount, accessCount: &accessCount, complete: &complete) else {
+                    iovCount = before
+                    blockedRequest = position
+                    break
+                }
+                if sendQueue.slots[sendQueue.index(position)].awaitsResponse { outstanding += 1 }
+                batch[count] = item
+                batchLengths[count] = length
+                count += 1
+                position += 1
+            }
+            if count == 0 && wantAcknowledge && state == .readyToSend {
+                var header = FrameHeader(opcode: .acknowledge)
+                header.acknowledge = expectedSequence
+                header.encode(to: controlHeader)
+                _ = appendSegments(.standaloneAck, skip: 0, iovCount: &iovCount, accessCount: &accessCount, complete: &complete)
+                batch[0] = .standaloneAck
+                batchLengths[0] = FrameHeader.size
+                count = 1
+            }
+            if count == 0 {
+                releaseAccessed(accessCount)
+                if let blockedRequest, blockedRequest == transmitted {
+                    failRequestBeforeSending(blockedRequest)
+                }
+                return
+            }
+            // The acknowledgement rides on every frame that starts here.
+            for i in freshFrom..<count {
+                FrameHeader.patchAcknowledge(expectedSequence, at: headerPointer(batch[i]))
+            }
+
+            let result = SystemCalls.writeVector(fd, iov, iovCount)
+            releaseAccessed(accessCount)
+            switch result {
+            case .transferred(var written):
+                counters.bytesSent += written
+                if count > freshFrom && written >= (freshFrom == 1 ? batchLengths[0] : 0) + FrameHeader.size {
+                    acknowledgeOwed = false
+                    acknowledgeRequested = false
+                    acceptedSinceAcknowledge = 0
+                    wantAcknowledge = false
+                }
+                for i in 0..<count {
+                    let item = batch[i]
+                    let isCurrent = i == 0 && freshFrom == 1
+                    if written >= batchLengths[i] {
+                        written -= batchLengths[i]
+                        if !isCurrent { take(item) }
+                        finished(item)
+                        if isCurrent { current = nil; currentOffset = 0 }
+                    } else {
+                        if !isCurrent {
+                            take(item)
+                            current = item
+                            currentOffset = written
+                        } else {
+                            currentOffset += written
+                        }
+                        return  // the socket is full
+                    }
+                }
+            case .wouldBlock:
+                device.wantsWritable(number)
+                return
+            case .endOfStream:
+                return
+            case .failed(let code):
+                if code == EFAULT {
+                    handleTransmitFault(first: batch[0], isCurrent: freshFrom == 1)
+                } else {
+                    connectionFailed(.peerClosedConnection)
+                    return
+                }
+            }
+        }
+    }
+
+    private func releaseAccessed(_ count: Int) {
+        for i in 0..<count { accessed[i].takeUnretainedValue().endAccess() }
+    }
+
+    /// The frame's first byte is being sent: it leaves the waiting set.
+    private mutating func take(_ item: OutputItem) {
+        if case .request(let position) = item {
+            precondition(position == transmitted)
+            transmitted += 1
+            sendQueue.slots[sendQueue.index(position)].sentAt = MonotonicClock.now()
+            if sendQueue.slots[sendQueue.index(position)].awaitsResponse { outstandingReadAtomics += 1 }
+        }
+    }
+
+    /// The frame's last byte was sent.
+    private mutating func finished(_ item: OutputItem) {
+        counters.framesSent += 1
+        switch item {
+        case .request:
+            break
+        case .response(let index):
+            precondition(index == responses.head)
+            let fatal = responses.items[index].fatal
+            responses.popFront()
+            if fatal { shutdownSocket() }
+        case .standaloneAck:
+            break
+        case .disconnect:
+            shutdownSocket()
+        }
+    }
+
+    /// sendmsg said EFAULT: the memory of the first frame's payload is not
+    /// mapped. A READ response turns into zeros plus an error trailer; a
+    /// request fails locally and ends the connection.
+    private mutating func handleTransmitFault(first: OutputItem, isCurrent: Bool) {
+        switch first {
+        case .response(let index):
+            markResponseFailed(index, detail: .pageNotMapped)
+        case .request(let position):
+            if !isCurrent { take(first) }
+            sendQueue.slots[sendQueue.index(position)].status = .localProtectionError
+            sendQueue.slots[sendQueue.index(position)].detail = .localMemoryFault
+            current = nil
+            enterError(.localProtectionError, .localMemoryFault)
+            shutdownSocket()
+        default:
+            connectionFailed(.localMemoryFault)
+        }
+    }
+
+    /// The partially sent request's region was deregistered mid-frame: the
+    /// frame cannot be finished, so the connection ends.
+    private mutating func failCurrentRequest() {
+        if case .request(let position) = current {
+            sendQueue.slots[sendQueue.index(position)].status = .localProtectionError
+            sendQueue.slots[sendQueue.index(position)].detail = .unknownKey
+        }
+        current = nil
+        enterError(.localProtectionError, .unknownKey)
+        shutdownSocket()
+    }
+
+    /// A request whose region was deregistered before its first byte.
+    private mutating func failRequestBeforeSending(_ position: Int) {
+        transmitted += 1
+        sendQueue.slots[sendQueue.index(position)].status = .localProtectionError
+        sendQueue.slots[sendQueue.index(position)].detail = .unknownKey
+        enterError(.localProtectionError, .unknownKey)
+    }
+
+    mutating func shutdownSocket() {
+        guard !socketShut else { return }
+        socketShut = true
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
+    /// Queues a responder frame; false if the peer exceeded its allowance
+    /// of outstanding reads and atomics.
+    mutating func queueResponse(_ header: FrameHeader, payload: UnsafeMutableRawPointer? = nil, length: Int = 0, record: RegionRecord? = nil, atomicValue: UInt64 = 0, fatal: Bool = false) -> Bool {
+        guard !responses.isFull else { return false }
+        let index = responses.reserve()
+        let buffer = responses.buffer(index)
+        header.encode(to: buffer)
+        buffer.storeBytes(of: atomicValue.littleEndian, toByteOffset: 32, as: UInt64.self)
+        buffer.storeBytes(of: UInt32(0), toByteOffset: 40, as: UInt32.self)
+        responses.items[index].payload = payload
+        responses.items[index].payloadLength = length
+        responses.items[index].record = record
+        responses.items[index].fatal = fatal
+        return true
+    }
+
+    /// Queues the graceful end of the connection.
+    mutating func queueDisconnect() {
+        guard !socketShut else { return }
+        var header = FrameHeader(opcode: .disconnect)
+        header.acknowledge = expectedSequence
+        header.encode(to: controlHeader)
+        if current == nil {
+            var iovCount = 0
+            var accessCount = 0
+            var complete = true
+            _ = appendSegments(.disconnect, skip: 0, iovCount: &iovCount, accessCount: &accessCount, complete: &complete)
+            if case .transferred(let n) = SystemCalls.writeVector(fd, iov, iovCount), n == FrameHeader.size {
+                shutdownSocket()
+                return
+            }
+        }
+        shutdownSocket()
+    }
+}

@@ -1,0 +1,156 @@
+import CFabricShims
+import FabricCore
+import Synchronization
+
+/// The software NIC's record of one registration: what the table maps keys
+/// to and what in-flight transfers hold on to.
+///
+/// Its `state` counts transfers in progress (in steps of 2) and carries an
+/// "invalid" bit. A transfer begins with `beginAccess` (fails once the bit is
+/// set), makes one non-blocking system call, and ends with `endAccess`.
+/// Deregistration sets the bit and waits for the count to drain, which takes
+/// at most one such call: after it returns, no byte of the range is touched.
+final class RegionRecord: Sendable {
+    let base: UInt64
+    let length: UInt64
+    let access: MemoryAccess
+    let localKey: UInt32
+    let remoteKey: UInt32
+    let domain: ObjectIdentifier
+    private let state = Atomic<Int>(0)
+
+    init(base: UInt64, length: UInt64, access: MemoryAccess, localKey: UInt32, remoteKey: UInt32, domain: ObjectIdentifier) {
+        self.base = base
+        self.length = length
+        self.access = access
+        self.localKey = localKey
+        self.remoteKey = remoteKey
+        self.domain = domain
+    }
+
+    @inline(__always)
+    func beginAccess() -> Bool {
+        let old = state.wrappingAdd(2, ordering: .acquiring).oldValue
+        if old & 1 != 0 {
+            state.wrappingSubtract(2, ordering: .releasing)
+            return false
+        }
+        return true
+    }
+
+    @inline(__always)
+    func endAccess() {
+        state.wrappingSubtract(2, ordering: .releasing)
+    }
+
+    var isValid: Bool { state.load(ordering: .acquiring) & 1 == 0 }
+
+    /// Marks the record invalid and waits until no transfer is inside it.
+    func invalidate() {
+        state.bitwiseOr(1, ordering: .sequentiallyConsistent)
+        var spins = 0
+        while state.load(ordering: .acquiring) != 1 {
+            spins += 1
+            if spins > 1000 { sched_yieldShim() }
+        }
+    }
+
+    /// Whether [address, address+count) lies inside the region (no overflow).
+    @inline(__always)
+    func contains(address: UInt64, count: UInt64) -> Bool {
+        guard address >= base else { return false }
+        let offset = address - base
+        return offset <= length && count <= length - offset
+    }
+}
+
+@inline(__always) func sched_yieldShim() {
+    _ = sched_yield()
+}
+
+import Glibc
+
+/// The device's key table: local and remote keys to their records.
+final class RegionTable: Sendable {
+    private struct Maps {
+        var byLocalKey: [UInt32: RegionRecord] = [:]
+        var byRemoteKey: [UInt32: RegionRecord] = [:]
+    }
+    private let maps = Locked(Maps())
+
+    var count: Int { maps.withLock { $0.byLocalKey.count } }
+
+    func insert(_ record: RegionRecord) {
+        maps.withLock {
+            $0.byLocalKey[record.localKey] = record
+            $0.byRemoteKey[record.remoteKey] = record
+        }
+    }
+
+    func remove(_ record: RegionRecord) {
+        maps.withLock {
+            $0.byLocalKey[record.localKey] = nil
+            $0.byRemoteKey[record.remoteKey] = nil
+        }
+    }
+
+    /// Checks a peer's access: key known, same protection domain, right
+    /// granted, range inside. Nothing is touched before this passes.
+    @inline(__always)
+    func checkRemote(key: UInt32, address: UInt64, length: UInt64, right: MemoryAccess, domain: ObjectIdentifier) -> Result<RegionRecord, CompletionDetail> {
+        guard let record = maps.withLock({ $0.byRemoteKey[key] }) else { return .failure(.unknownKey) }
+        guard record.domain == domain else { return .failure(.keyOfAnotherProtectionDomain) }
+        guard record.access.contains(right) else { return .failure(.accessNotGranted) }
+        guard record.contains(address: address, count: length) else { return .failure(.outOfBounds) }
+        return .success(record)
+    }
+
+    /// Checks a local scatter element of a work request.
+    @inline(__always)
+    func checkLocal(_ element: ScatterGatherElement, needsWrite: Bool, domain: ObjectIdentifier) -> Result<RegionRecord, CompletionDetail> {
+        guard let record = maps.withLock({ $0.byLocalKey[element.localKey.rawValue] }) else { return .failure(.unknownKey) }
+        guard record.domain == domain else { return .failure(.keyOfAnotherProtectionDomain) }
+        if needsWrite && !record.access.contains(.localWrite) { return .failure(.accessNotGranted) }
+        guard record.contains(address: element.address, count: UInt64(element.length)) else { return .failure(.outOfBounds) }
+        return .success(record)
+    }
+}
+
+/// A registered memory region of the software NIC. Deregisters itself when
+/// freed if its owner did not.
+public final class TCPMemoryRegion: FabricMemoryRegion, @unchecked Sendable {  // immutable but for `record`, guarded by `deregistered`
+    public let address: UnsafeMutableRawPointer
+    public let length: Int
+    public let access: MemoryAccess
+    public let localKey: LocalKey
+    public let remoteKey: RemoteKey
+    let record: RegionRecord
+    private let table: RegionTable
+    private let deregistered = Atomic<Bool>(false)
+
+    init(address: UnsafeMutableRawPointer, length: Int, access: MemoryAccess, domain: TCPProtectionDomain, table: RegionTable) {
+        self.address = address
+        self.length = length
+        self.access = access
+        let keys = KeyGenerator.shared
+        let local = keys.next()
+        let remote = keys.next()
+        localKey = LocalKey(rawValue: local)
+        remoteKey = RemoteKey(rawValue: remote)
+        record = RegionRecord(
+            base: UInt64(UInt(bitPattern: address)), length: UInt64(length), access: access,
+            localKey: local, remoteKey: remote, domain: ObjectIdentifier(domain))
+        self.table = table
+        table.insert(record)
+    }
+
+    public func deregister() throws(FabricError) {
+        guard !deregistered.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        table.remove(record)
+        record.invalidate()
+    }
+
+    deinit {
+        try? deregister()
+    }
+}

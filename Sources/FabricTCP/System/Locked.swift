@@ -1,0 +1,36 @@
+// UNSAFE AREA: the lock every mutable structure of the software NIC sits
+// behind. A pthread mutex (uncontended: one atomic each way) around a value
+// that is only reachable through `withLock`.
+import Glibc
+
+final class Locked<Value: ~Copyable>: @unchecked Sendable {  // the value is only touched with the mutex held
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var value: Value
+
+    init(_ value: consuming Value) {
+        mutex = .allocate(capacity: 1)
+        mutex.initialize(to: pthread_mutex_t())
+        pthread_mutex_init(mutex, nil)
+        self.value = value
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    @inline(__always)
+    func withLock<Result, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value)
+    }
+
+    /// Runs `body` only if the lock is free at once; nil otherwise.
+    @inline(__always)
+    func withLockIfAvailable<Result>(_ body: (inout Value) -> Result) -> Result? {
+        guard pthread_mutex_trylock(mutex) == 0 else { return nil }
+        defer { pthread_mutex_unlock(mutex) }
+        return body(&value)
+    }
+}

@@ -1,0 +1,200 @@
+// UNSAFE AREA: the software NIC's only direct system calls. Every wrapper reads
+// errno at once, retries EINTR, and returns "would block" as a value.
+import CFabricShims
+import FabricCore
+import Glibc
+
+/// The result of a non-blocking transfer.
+enum TransferResult: Equatable {
+    /// This many bytes moved (never 0 for a read: see `endOfStream`).
+    case transferred(Int)
+    case wouldBlock
+    /// The peer closed its side (a read returned 0).
+    case endOfStream
+    /// errno of the failure (EFAULT when a buffer is not mapped).
+    case failed(Int32)
+}
+
+enum SystemCalls {
+    static func errorText(_ code: Int32) -> String {
+        String(cString: strerror(code))
+    }
+
+    static func error(_ what: String, _ code: Int32 = errno) -> FabricError {
+        FabricError(.system(errno: code), "\(what): \(errorText(code))")
+    }
+
+    /// readv on a non-blocking descriptor.
+    @inline(__always)
+    static func readVector(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>, _ count: Int) -> TransferResult {
+        while true {
+            let n = Glibc.readv(fd, vectors, Int32(count))
+            if n > 0 { return .transferred(n) }
+            if n == 0 { return .endOfStream }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
+            return .failed(code)
+        }
+    }
+
+    /// sendmsg without SIGPIPE on a non-blocking socket.
+    @inline(__always)
+    static func writeVector(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>, _ count: Int) -> TransferResult {
+        var message = msghdr()
+        message.msg_iov = vectors
+        message.msg_iovlen = count
+        while true {
+            let n = Glibc.sendmsg(fd, &message, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+            if n >= 0 { return .transferred(n) }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
+            return .failed(code)
+        }
+    }
+
+    static func setNonBlocking(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+    }
+
+    static func setBlocking(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK)
+    }
+
+    static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) {
+        var value = value
+        _ = setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    /// Blocking exact read/write with a deadline, for the handshake only.
+    static func readExactly(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, deadline: UInt64) throws(FabricError) {
+        var done = 0
+        while done < buffer.count {
+            try waitFor(fd, events: Int16(POLLIN), deadline: deadline, what: "reading the handshake")
+            let n = Glibc.read(fd, buffer.baseAddress! + done, buffer.count - done)
+            if n > 0 { done += n; continue }
+            if n == 0 {
+                throw FabricError(.connectionFailed, "the peer closed the connection during the handshake")
+            }
+            let code = errno
+            if code == EINTR || code == EAGAIN || code == EWOULDBLOCK { continue }
+            throw error("reading the handshake", code)
+        }
+    }
+
+    static func writeExactly(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, deadline: UInt64) throws(FabricError) {
+        var done = 0
+        while done < buffer.count {
+            try waitFor(fd, events: Int16(POLLOUT), deadline: deadline, what: "writing the handshake")
+            let n = Glibc.send(fd, buffer.baseAddress! + done, buffer.count - done, Int32(MSG_NOSIGNAL))
+            if n >= 0 { done += n; continue }
+            let code = errno
+            if code == EINTR || code == EAGAIN || code == EWOULDBLOCK { continue }
+            throw error("writing the handshake", code)
+        }
+    }
+
+    static func waitFor(_ fd: Int32, events: Int16, deadline: UInt64, what: String) throws(FabricError) {
+        while true {
+            let now = MonotonicClock.now()
+            if now >= deadline {
+                throw FabricError(.timedOut, "timed out \(what)")
+            }
+            let milliseconds = Int32(min((deadline - now + 999_999) / 1_000_000, 60_000))
+            var descriptor = pollfd(fd: fd, events: events, revents: 0)
+            let n = Glibc.poll(&descriptor, 1, milliseconds)
+            if n > 0 { return }
+            if n < 0 && errno != EINTR { throw error(what) }
+        }
+    }
+
+    static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (a vDSO call, about 20 ns).
+enum MonotonicClock {
+    @inline(__always)
+    static func now() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+    }
+
+    static func nanoseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        if seconds < 0 { return 0 }
+        return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
+    }
+}
+
+/// An eventfd, used to wake a sleeper from another thread.
+final class EventNotifier: @unchecked Sendable {  // the descriptor is immutable; eventfd is thread-safe
+    let fd: Int32
+
+    init() throws(FabricError) {
+        fd = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
+        if fd < 0 { throw SystemCalls.error("eventfd") }
+    }
+
+    func signal() {
+        var one: UInt64 = 1
+        _ = Glibc.write(fd, &one, 8)
+    }
+
+    func drain() {
+        var value: UInt64 = 0
+        _ = Glibc.read(fd, &value, 8)
+    }
+
+    deinit { SystemCalls.close(fd) }
+}
+
+/// An epoll set. Each registered descriptor carries a 64-bit token.
+final class EventPoller: @unchecked Sendable {  // epoll calls are thread-safe; the fd is immutable
+    let fd: Int32
+
+    init() throws(FabricError) {
+        fd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        if fd < 0 { throw SystemCalls.error("epoll_create1") }
+    }
+
+    func add(_ target: Int32, token: UInt64, events: UInt32) throws(FabricError) {
+        var event = epoll_event()
+        event.events = events
+        event.data.u64 = token
+        if epoll_ctl(fd, EPOLL_CTL_ADD, target, &event) != 0 {
+            throw SystemCalls.error("epoll_ctl add")
+        }
+    }
+
+    func modify(_ target: Int32, token: UInt64, events: UInt32) {
+        var event = epoll_event()
+        event.events = events
+        event.data.u64 = token
+        _ = epoll_ctl(fd, EPOLL_CTL_MOD, target, &event)
+    }
+
+    func remove(_ target: Int32) {
+        var event = epoll_event()
+        _ = epoll_ctl(fd, EPOLL_CTL_DEL, target, &event)
+    }
+
+    /// Waits up to `timeoutMilliseconds` (-1: forever); returns the count.
+    func wait(_ events: UnsafeMutablePointer<epoll_event>, capacity: Int, timeoutMilliseconds: Int32) -> Int {
+        let n = epoll_wait(fd, events, Int32(capacity), timeoutMilliseconds)
+        return n < 0 ? 0 : Int(n)
+    }
+
+    deinit { SystemCalls.close(fd) }
+}
+
+extension UInt32 {
+    static let epollIn = UInt32(EPOLLIN.rawValue)
+    static let epollOut = UInt32(EPOLLOUT.rawValue)
+    static let epollRDHup = UInt32(EPOLLRDHUP.rawValue)
+}

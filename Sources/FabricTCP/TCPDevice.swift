@@ -1,0 +1,161 @@
+import CFabricShims
+import FabricCore
+import Glibc
+import Logging
+
+/// A protection domain of the software NIC.
+public final class TCPProtectionDomain: FabricProtectionDomain, Sendable {
+    let device: TCPDeviceCore
+    init(device: TCPDeviceCore) { self.device = device }
+}
+
+/// The software NIC: the fabric API over ordinary TCP sockets, with a
+/// card's semantics (keys checked, data placed straight into registered
+/// memory, one-sided operations served by the device's progress thread).
+public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable; shared state lives in the core
+    public typealias ProtectionDomain = TCPProtectionDomain
+    public typealias MemoryRegion = TCPMemoryRegion
+    public typealias CompletionQueue = TCPCompletionQueue
+    public typealias SharedReceiveQueue = TCPSharedReceiveQueue
+    public typealias QueuePair = TCPQueuePair
+    public typealias ConnectionRequest = TCPConnectionRequest
+    public typealias Listener = TCPListener
+
+    public static let deviceName = "tcp0"
+
+    /// What the software NIC offers.
+    public static let defaultCapabilities = DeviceCapabilities(
+        maxMessageSize: 64 << 20, maxInlineData: 4096, maxScatterEntries: 16, maxQueuePairs: 4096,
+        maxQueueDepth: 16384, maxCompletionQueueDepth: 1 << 20, maxMemoryRegions: 1 << 20,
+        maxMemoryRegionSize: 1 << 40, maxPrivateData: Handshake.maxPrivateData, atomics: .global,
+        memoryModel: .followsCurrentMapping, oneSidedProgress: .targetProgressThread)
+
+    let core: TCPDeviceCore
+    public let backendName = "tcp"
+    public var name: String { core.name }
+    public var capabilities: DeviceCapabilities { core.capabilities }
+    /// Where the job secret came from.
+    public var secretSource: JobSecret.Source { core.secretSource }
+
+    /// Opens the software NIC. Fails only if no job secret can be had (the
+    /// environment variable is malformed, or the key file is unusable).
+    public init(logger: Logger = Logger(label: "fabric.tcp")) throws(FabricError) {
+        core = try TCPDeviceCore(name: Self.deviceName, capabilities: Self.defaultCapabilities, logger: logger)
+    }
+
+    deinit {
+        core.stop()
+    }
+
+    /// Payload bytes the NIC copied rather than placed (small payloads read
+    /// together with their header); see docs/tcp-backend.md.
+    public var copiedPayloadBytes: Int { core.copiedBytes.load(ordering: .relaxed) }
+
+    public func allocateProtectionDomain() throws(FabricError) -> TCPProtectionDomain {
+        try core.checkNotForked()
+        return TCPProtectionDomain(device: core)
+    }
+
+    public func registerMemory(
+        _ address: UnsafeMutableRawPointer, length: Int, access: MemoryAccess, in domain: TCPProtectionDomain
+    ) throws(FabricError) -> TCPMemoryRegion {
+        try core.checkNotForked()
+        guard domain.device === core else {
+            throw FabricError(.invalidArgument, "the protection domain belongs to another device")
+        }
+        guard length > 0 else {
+            throw FabricError(.invalidArgument, "cannot register 0 bytes")
+        }
+        guard length <= capabilities.maxMemoryRegionSize else {
+            throw FabricError(.invalidArgument, "cannot register \(length) bytes; the device allows \(capabilities.maxMemoryRegionSize)")
+        }
+        guard UInt(bitPattern: address).addingReportingOverflow(UInt(length)).overflow == false else {
+            throw FabricError(.invalidArgument, "the range at \(address) of \(length) bytes wraps around the address space")
+        }
+        if (access.contains(.remoteWrite) || access.contains(.remoteAtomic)) && !access.contains(.localWrite) {
+            throw FabricError(.invalidArgument, "remote write and remote atomic access need local write access too (as on verbs)")
+        }
+        guard core.regions.count < capabilities.maxMemoryRegions else {
+            throw FabricError(.limitExceeded, "the device has \(capabilities.maxMemoryRegions) memory regions registered already")
+        }
+        guard fabric_range_is_mapped(address, length) == 1 else {
+            throw FabricError(.invalidArgument, "the range at \(address) of \(length) bytes is not mapped memory")
+        }
+        return TCPMemoryRegion(address: address, length: length, access: access, domain: domain, table: core.regions)
+    }
+
+    public func createCompletionQueue(capacity: Int) throws(FabricError) -> TCPCompletionQueue {
+        try core.checkNotForked()
+        guard capacity > 0, capacity <= capabilities.maxCompletionQueueDepth else {
+            throw FabricError(.invalidArgument, "completion queue capacity \(capacity) is outside 1...\(capabilities.maxCompletionQueueDepth)")
+        }
+        return try TCPCompletionQueue(device: core, capacity: capacity)
+    }
+
+    public func createSharedReceiveQueue(in domain: TCPProtectionDomain, capacity: Int, maxScatterEntries: Int) throws(FabricError) -> TCPSharedReceiveQueue {
+        try core.checkNotForked()
+        guard capacity > 0, capacity <= capabilities.maxQueueDepth else {
+            throw FabricError(.invalidArgument, "shared receive queue capacity \(capacity) is outside 1...\(capabilities.maxQueueDepth)")
+        }
+        guard maxScatterEntries > 0, maxScatterEntries <= capabilities.maxScatterEntries else {
+            throw FabricError(.invalidArgument, "\(maxScatterEntries) scatter entries is outside 1...\(capabilities.maxScatterEntries)")
+        }
+        return TCPSharedReceiveQueue(domain: domain, table: core.regions, capacity: capacity, maxElements: maxScatterEntries)
+    }
+
+    func validate(_ setup: QueuePairSetup<TCPDevice>) throws(FabricError) {
+        let limits = setup.limits
+        let caps = capabilities
+        func check(_ value: Int, _ range: ClosedRange<Int>, _ what: String) throws(FabricError) {
+            guard range.contains(value) else {
+                throw FabricError(.invalidArgument, "\(what) \(value) is outside \(range.lowerBound)...\(range.upperBound)")
+            }
+        }
+        try check(limits.sendQueueDepth, 1...caps.maxQueueDepth, "send queue depth")
+        try check(limits.receiveQueueDepth, 1...caps.maxQueueDepth, "receive queue depth")
+        try check(limits.maxSendScatterEntries, 0...caps.maxScatterEntries, "send scatter entries")
+        try check(limits.maxReceiveScatterEntries, 0...caps.maxScatterEntries, "receive scatter entries")
+        try check(limits.maxInlineData, 0...caps.maxInlineData, "inline data size")
+        guard setup.protectionDomain.device === core, setup.sendCompletionQueue.device === core,
+              setup.receiveCompletionQueue.device === core
+        else {
+            throw FabricError(.invalidArgument, "the protection domain and completion queues must belong to this device")
+        }
+        if let shared = setup.sharedReceiveQueue, shared.domain !== setup.protectionDomain {
+            throw FabricError(.invalidArgument, "the shared receive queue belongs to another protection domain")
+        }
+    }
+
+    public func connect(
+        to endpoint: Endpoint, _ setup: QueuePairSetup<TCPDevice>, options: ConnectOptions,
+        prepare: (TCPQueuePair) throws(FabricError) -> Void
+    ) throws(FabricError) -> (queuePair: TCPQueuePair, privateData: [UInt8]) {
+        try core.checkNotForked()
+        try validate(setup)
+        guard options.privateData.count <= Handshake.maxPrivateData else {
+            throw FabricError(.invalidArgument, "private data of \(options.privateData.count) bytes; at most \(Handshake.maxPrivateData) are allowed")
+        }
+        let deadline = MonotonicClock.now() &+ MonotonicClock.nanoseconds(options.timeout)
+        let fd = try Sockets.connect(to: endpoint, localAddress: options.localAddress, deadline: deadline)
+        let accepted: [UInt8]
+        do {
+            accepted = try ClientHandshake.run(fd: fd, secret: core.secret, privateData: options.privateData, deadline: deadline, peer: endpoint)
+        } catch {
+            SystemCalls.close(fd)
+            throw error
+        }
+        let queuePair = TCPQueuePair(socket: fd, number: core.makeQueuePairNumber(), device: core, setup: setup)
+        try prepare(queuePair)
+        queuePair.activate()
+        core.logger.debug("connected", metadata: ["peer": "\(endpoint)", "qp": "\(queuePair.number)"])
+        return (queuePair, accepted)
+    }
+
+    public func listen(on endpoint: Endpoint, backlog: Int = 128) throws(FabricError) -> TCPListener {
+        try core.checkNotForked()
+        let (fd, bound) = try Sockets.listen(on: endpoint, backlog: backlog)
+        return TCPListener(fd: fd, endpoint: bound, device: self)
+    }
+
+    public func pollAsyncEvent() -> AsyncEvent? { core.pollEvent() }
+}
