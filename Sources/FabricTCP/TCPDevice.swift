@@ -40,7 +40,17 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
     /// Opens the software NIC. Fails only if no job secret can be had (the
     /// environment variable is malformed, or the key file is unusable).
     public init(logger: Logger = Logger(label: "fabric.tcp")) throws(FabricError) {
-        core = try TCPDeviceCore(name: Self.deviceName, capabilities: Self.defaultCapabilities, logger: logger)
+        core = try TCPDeviceCore(name: Self.deviceName, capabilities: Self.defaultCapabilities, secret: nil, logger: logger)
+    }
+
+    /// Opens the software NIC with an explicit job secret (at least 16
+    /// bytes), for programs that get it from somewhere else than the
+    /// environment or the key file.
+    public init(secret: [UInt8], logger: Logger = Logger(label: "fabric.tcp")) throws(FabricError) {
+        guard secret.count >= 16 else {
+            throw FabricError(.invalidArgument, "the job secret must be at least 16 bytes; got \(secret.count)")
+        }
+        core = try TCPDeviceCore(name: Self.deviceName, capabilities: Self.defaultCapabilities, secret: secret, logger: logger)
     }
 
     deinit {

@@ -41,6 +41,9 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     private let events = Locked<[AsyncEvent]>([])
     let poller: EventPoller
     let control: EventNotifier
+    /// While the progress thread sleeps on the sockets: the deadline it
+    /// sleeps until (.max: none). 0 while it only naps between sweeps.
+    let threadSleepsUntil = Atomic<UInt64>(0)
     private let stopping = Atomic<Bool>(false)
     private let threadStarted = Atomic<Bool>(false)
     private var thread = pthread_t()
@@ -49,13 +52,17 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     /// this long after its last poll.
     static let handOffDelay: UInt64 = 1_000_000
 
-    init(name: String, capabilities: DeviceCapabilities, logger: Logger) throws(FabricError) {
+    init(name: String, capabilities: DeviceCapabilities, secret explicitSecret: [UInt8]?, logger: Logger) throws(FabricError) {
         _ = installForkHandler
         self.name = name
         self.capabilities = capabilities
         self.logger = logger
         generation = forkGeneration.load(ordering: .relaxed)
-        (secret, secretSource) = try JobSecret.load()
+        if let explicitSecret {
+            (secret, secretSource) = (SymmetricKey(data: explicitSecret), .explicit)
+        } else {
+            (secret, secretSource) = try JobSecret.load()
+        }
         poller = try EventPoller()
         control = try EventNotifier()
         try poller.add(control.fd, token: 0, events: .epollIn)
@@ -139,6 +146,17 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         }
     }
 
+    /// A queue pair's timer now falls before the progress thread's wake-up:
+    /// wake it (once; happens when the application returns after an absence).
+    @inline(__always)
+    func timerMoved(to deadline: UInt64) {
+        if deadline < threadSleepsUntil.load(ordering: .sequentiallyConsistent) {
+            if threadSleepsUntil.exchange(0, ordering: .acquiringAndReleasing) != 0 {
+                control.signal()
+            }
+        }
+    }
+
     func stop() {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
         control.signal()
@@ -163,13 +181,19 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
                 // the core the application is polling on.
                 var descriptor = pollfd(fd: control.fd, events: Int16(POLLIN), revents: 0)
                 let tick: Int32 = waiting ? 10 : 1
-                _ = Glibc.poll(&descriptor, 1, min(tick, millisecondsUntil(nearestDeadline(), now: now)))
+                let untilDeadline = millisecondsUntil(nearestDeadline(), now: now)
+                _ = Glibc.poll(&descriptor, 1, untilDeadline < 0 ? tick : min(tick, untilDeadline))
                 if descriptor.revents != 0 { control.drain() }
                 sweep(olderThan: Self.handOffDelay)
                 continue
             }
-            let timeout = millisecondsUntil(nearestDeadline(), now: now)
+            let deadline = nearestDeadline()
+            threadSleepsUntil.store(deadline, ordering: .sequentiallyConsistent)
+            // A deadline set meanwhile by the application is seen here or
+            // wakes us (see `timerMoved`).
+            let timeout = millisecondsUntil(min(deadline, nearestDeadline()), now: now)
             let count = poller.wait(events, capacity: capacity, timeoutMilliseconds: timeout)
+            threadSleepsUntil.store(0, ordering: .relaxed)
             let after = MonotonicClock.now()
             for i in 0..<count {
                 let token = events[i].data.u64

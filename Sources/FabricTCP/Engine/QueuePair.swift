@@ -99,7 +99,8 @@ public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // muta
     @inline(__always)
     func progress(by driver: ProgressDriver, now: UInt64 = 0) {
         if let next = core.withLockIfAvailable({ $0.progress(by: driver) }) {
-            deadline.store(next, ordering: .relaxed)
+            deadline.store(next, ordering: .sequentiallyConsistent)
+            if next != .max { device.timerMoved(to: next) }
             if now != 0 { lastProgress.store(now, ordering: .relaxed) }
         }
     }

@@ -1,6 +1,7 @@
 import CFabricShims
 import FabricCore
 import Glibc
+let debugTrace = getenv("FABRIC_DEBUG_TRACE") != nil
 
 /// The incoming byte stream. Headers and small payloads arrive together in
 /// the staging buffer (one read for many small frames); larger payloads are
@@ -16,6 +17,7 @@ extension QueuePairCore {
                     continue
                 }
                 let decoded = FrameHeader.decode(from: staging + stagedStart, maxMessage: maxMessage)
+                if debugTrace { print("DEBUG \(number) frame \(decoded)") }
                 stagedStart += FrameHeader.size
                 counters.framesReceived += 1
                 switch decoded {
@@ -122,6 +124,7 @@ extension QueuePairCore {
         iov[iovCount] = iovec(iov_base: staging, iov_len: tail)
         iovCount += 1
         let result = SystemCalls.readVector(fd, iov, iovCount)
+        if debugTrace { print("DEBUG \(number) readv \(iovCount) planned=\(planned) remaining=\(payloadRemaining) -> \(result)") }
         releaseAccessed(accessCount)
         switch result {
         case .transferred(let n):
@@ -460,6 +463,7 @@ extension QueuePairCore {
             return false
         }
         acknowledged += newlyAcknowledged
+        if debugTrace { print("DEBUG \(number) ack upto \(value) acknowledged=\(acknowledged) head=\(head) tail=\(tail)") }
         receiverNotReadyRetriesLeft = retry.receiverNotReadyRetries
         retireCompleted()
         return true

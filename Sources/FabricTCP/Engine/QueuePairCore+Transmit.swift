@@ -194,6 +194,7 @@ extension QueuePairCore {
             }
 
             let result = SystemCalls.writeVector(fd, iov, iovCount)
+            if debugTrace { print("DEBUG \(number) write \(iovCount) iovs count=\(count) -> \(result) current=\(String(describing: current)) offset=\(currentOffset)") }
             releaseAccessed(accessCount)
             switch result {
             case .transferred(var written):
@@ -220,6 +221,7 @@ extension QueuePairCore {
                         } else {
                             currentOffset += written
                         }
+                        device.wantsWritable(number)
                         return  // the socket is full
                     }
                 }

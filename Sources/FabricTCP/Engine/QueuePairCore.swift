@@ -340,7 +340,7 @@ struct QueuePairCore: ~Copyable {
                     standalone = driver == .progressThread
                         || acceptedSinceAcknowledge >= EngineTuning.acknowledgeBatch
                         || (hadAcknowledgeOwed && acknowledgeRequested)
-                        || now &- acknowledgeOwedSince >= EngineTuning.acknowledgeDelay
+                        || (now > acknowledgeOwedSince && now - acknowledgeOwedSince >= EngineTuning.acknowledgeDelay)
                 }
                 flushOutput(standaloneAcknowledge: standalone)
                 checkResponseTimeout(now: now)
@@ -364,7 +364,7 @@ struct QueuePairCore: ~Copyable {
         guard state == .readyToSend, head < transmitted, now != 0 else { return }
         let slot = sendQueue.slots[sendQueue.index(head)]
         guard slot.sentAt != 0 else { return }
-        if now &- slot.sentAt > MonotonicClock.nanoseconds(retry.responseTimeout) {
+        if now > slot.sentAt && now - slot.sentAt > MonotonicClock.nanoseconds(retry.responseTimeout) {
             sendQueue.slots[sendQueue.index(head)].status = .transportRetryExceeded
             sendQueue.slots[sendQueue.index(head)].detail = .peerTimedOut
             enterError(.transportRetryExceeded, .peerTimedOut)

@@ -12,10 +12,13 @@ public enum JobSecret {
     public enum Source: Equatable, Sendable, CustomStringConvertible {
         case environment
         case keyFile(String)
+        /// Given by the program when it opened the device.
+        case explicit
         public var description: String {
             switch self {
             case .environment: return "environment variable \(JobSecret.environmentVariable)"
             case .keyFile(let path): return "key file \(path)"
+            case .explicit: return "given by the program"
             }
         }
     }

@@ -1,0 +1,84 @@
+@_exported import FabricCore
+@_exported import FabricTCP
+import FabricVerbs
+import Logging
+
+/// The backends this build knows.
+public enum FabricBackend: String, CaseIterable, Sendable, Codable {
+    case verbs
+    case tcp
+}
+
+/// Which backend a process would use, and why.
+public struct BackendChoice: Sendable, Codable, Equatable {
+    public var backend: FabricBackend
+    public var reason: String
+    public var forced: Bool
+}
+
+public enum Fabric {
+    /// The variable that forces a backend: "tcp" or "verbs".
+    public static let backendVariable = "FABRIC_BACKEND"
+
+    /// Chooses a backend: the environment variable wins; else verbs when an
+    /// RDMA device with an active port and rdma_cm exist; else tcp.
+    public static func choose(environment: [String: String] = environmentVariables()) throws(FabricError) -> BackendChoice {
+        if let forced = environment[backendVariable], !forced.isEmpty {
+            guard let backend = FabricBackend(rawValue: forced.lowercased()) else {
+                throw FabricError(.invalidArgument, "\(backendVariable)=\(forced) is not a backend; use tcp or verbs")
+            }
+            return BackendChoice(backend: backend, reason: "forced by \(backendVariable)=\(forced)", forced: true)
+        }
+        let (devices, reason) = VerbsProbe.devices()
+        let active = devices.filter(\.hasActivePort)
+        let (connectionManager, cmReason) = VerbsProbe.connectionManagerAvailable()
+        if !active.isEmpty && connectionManager {
+            return BackendChoice(backend: .verbs, reason: "RDMA device \(active[0].name) has an active port", forced: false)
+        }
+        let why: String
+        if active.isEmpty {
+            why = devices.isEmpty ? (reason ?? "no RDMA device") : "no RDMA device has an active port"
+        } else {
+            why = cmReason ?? "rdma_cm is not available"
+        }
+        return BackendChoice(backend: .tcp, reason: "\(why); using the tcp software NIC", forced: false)
+    }
+
+    /// Opens the software NIC.
+    public static func openTCP(logger: Logger = Logger(label: "fabric.tcp")) throws(FabricError) -> TCPDevice {
+        try TCPDevice(logger: logger)
+    }
+
+    /// Opens the chosen backend's default device, logging the choice once.
+    /// Pass the result to code written for `some FabricDevice`: the backend
+    /// is then fixed for everything that code does.
+    public static func openDefaultDevice(logger: Logger = Logger(label: "fabric")) throws(FabricError) -> any FabricDevice {
+        let choice = try choose()
+        switch choice.backend {
+        case .tcp:
+            logger.info("fabric backend: tcp (\(choice.reason))")
+            return try TCPDevice(logger: logger)
+        case .verbs:
+            let (devices, reason) = VerbsProbe.devices()
+            if devices.isEmpty {
+                throw FabricError(.unavailable, "the verbs backend was requested (\(choice.reason)) but there is no RDMA device (\(reason ?? "none listed")); \(VerbsProbe.howToCreateDevice)")
+            }
+            throw FabricError(.unavailable, "RDMA device \(devices[0].name) is present, but this build's verbs data path is not available yet; set \(backendVariable)=tcp")
+        }
+    }
+
+    public static func environmentVariables() -> [String: String] {
+        var result: [String: String] = [:]
+        var cursor = environ
+        while let entry = cursor.pointee {
+            let text = String(cString: entry)
+            if let equals = text.firstIndex(of: "=") {
+                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
+            cursor += 1
+        }
+        return result
+    }
+}
+
+import Glibc

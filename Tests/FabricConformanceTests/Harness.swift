@@ -1,0 +1,158 @@
+import Dispatch
+import Fabric
+import Foundation
+import Glibc
+import Testing
+
+/// The backends the suite runs on here: tcp always; verbs when a device
+/// with an active port exists (its own harness boots one in a VM).
+enum ConformanceBackend: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case tcp
+    var testDescription: String { rawValue }
+
+    static var available: [ConformanceBackend] { [.tcp] }
+
+    /// A fresh device. Each side of a pair gets its own, like two hosts.
+    func open(secret: [UInt8] = testSecret) throws -> TCPDevice {
+        switch self {
+        case .tcp: return try TCPDevice(secret: secret)
+        }
+    }
+}
+
+let testSecret = Array("conformance-suite-secret-0123456789".utf8)
+
+/// Page-aligned memory owned by a test.
+final class Buffer: @unchecked Sendable {
+    let pointer: UnsafeMutableRawPointer
+    let count: Int
+    init(_ count: Int, fill: UInt8 = 0) {
+        self.count = count
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 4096)
+        pointer.initializeMemory(as: UInt8.self, repeating: fill, count: max(count, 1))
+    }
+    deinit { pointer.deallocate() }
+    var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: pointer, count: count) }
+    func fillPattern(seed: UInt8) {
+        for i in 0..<count { pointer.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31 &+ Int(seed)), toByteOffset: i, as: UInt8.self) }
+    }
+    func matchesPattern(seed: UInt8, count n: Int? = nil, offset: Int = 0) -> Bool {
+        for i in 0..<(n ?? count) where pointer.load(fromByteOffset: offset + i, as: UInt8.self) != UInt8(truncatingIfNeeded: i &* 31 &+ Int(seed)) {
+            return false
+        }
+        return true
+    }
+    func word(_ offset: Int = 0) -> UInt64 { pointer.load(fromByteOffset: offset, as: UInt64.self) }
+    func setWord(_ value: UInt64, _ offset: Int = 0) { pointer.storeBytes(of: value, toByteOffset: offset, as: UInt64.self) }
+}
+
+/// One side of a connection: its own device, domain, queues and memory.
+final class Side<D: FabricDevice>: @unchecked Sendable {
+    let device: D
+    let domain: D.ProtectionDomain
+    let sendCQ: D.CompletionQueue
+    let receiveCQ: D.CompletionQueue
+    var queuePair: D.QueuePair!
+
+    init(_ device: D, cqCapacity: Int = 4096) throws {
+        self.device = device
+        domain = try device.allocateProtectionDomain()
+        sendCQ = try device.createCompletionQueue(capacity: cqCapacity)
+        receiveCQ = try device.createCompletionQueue(capacity: cqCapacity)
+    }
+
+    func setup(limits: QueuePairLimits = QueuePairLimits(), retry: RetryPolicy = RetryPolicy(), shared: D.SharedReceiveQueue? = nil) -> QueuePairSetup<D> {
+        QueuePairSetup(protectionDomain: domain, sendCompletionQueue: sendCQ, receiveCompletionQueue: receiveCQ, sharedReceiveQueue: shared, limits: limits, retry: retry)
+    }
+
+    func register(_ buffer: Buffer, _ access: MemoryAccess = .all) throws -> D.MemoryRegion {
+        try device.registerMemory(buffer.pointer, length: buffer.count, access: access, in: domain)
+    }
+
+    /// Polls `queue` until a completion arrives (fails the test after 20 s).
+    func next(_ queue: D.CompletionQueue, timeout: Duration = .seconds(20)) throws -> Completion {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            if let completion = queue.poll() { return completion }
+        }
+        throw TestFailure("no completion within \(timeout)")
+    }
+
+    func nextSend() throws -> Completion { try next(sendCQ) }
+    func nextReceive() throws -> Completion { try next(receiveCQ) }
+
+    /// Checks that nothing completes for a little while.
+    func nothingCompletes(_ queue: D.CompletionQueue, for duration: Duration = .milliseconds(50)) -> Completion? {
+        let clock = ContinuousClock()
+        let deadline = clock.now + duration
+        while clock.now < deadline {
+            if let completion = queue.poll() { return completion }
+        }
+        return nil
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Two sides connected over loopback. `prepareServer` runs on the server's
+/// queue pair before the connection completes (post receives there).
+struct Connection<D: FabricDevice> {
+    let client: Side<D>
+    let server: Side<D>
+}
+
+func connect<D: FabricDevice>(
+    client clientDevice: D, server serverDevice: D,
+    host: String = "127.0.0.1",
+    clientSetup: ((Side<D>) -> QueuePairSetup<D>)? = nil,
+    serverSetup: ((Side<D>) -> QueuePairSetup<D>)? = nil,
+    prepareServer: @escaping @Sendable (D.QueuePair) throws -> Void = { _ in },
+    prepareClient: (D.QueuePair) throws -> Void = { _ in }
+) throws -> Connection<D> {
+    let client = try Side(clientDevice)
+    let server = try Side(serverDevice)
+    let listener = try serverDevice.listen(on: Endpoint(host: host, port: 0), backlog: 16)
+    defer { listener.close() }
+    let setupForServer = serverSetup?(server) ?? server.setup()
+    let done = DispatchSemaphore(value: 0)
+    nonisolated(unsafe) var serverError: Error?
+    nonisolated(unsafe) let serverSide = server
+    nonisolated(unsafe) let setupCopy = setupForServer
+    DispatchQueue.global().async {
+        do {
+            guard let request = try listener.next(timeout: .seconds(20)) else { throw TestFailure("no connection request") }
+            serverSide.queuePair = try request.accept(setupCopy, privateData: []) { (qp) throws(FabricError) in
+                do { try prepareServer(qp) } catch let error as FabricError { throw error } catch { throw FabricError(.invalidState, "\(error)") }
+            }
+        } catch {
+            serverError = error
+        }
+        done.signal()
+    }
+    let (queuePair, _) = try clientDevice.connect(
+        to: listener.endpoint, clientSetup?(client) ?? client.setup(), options: ConnectOptions(timeout: .seconds(20))
+    ) { (qp) throws(FabricError) in
+        do { try prepareClient(qp) } catch let error as FabricError { throw error } catch { throw FabricError(.invalidState, "\(error)") }
+    }
+    client.queuePair = queuePair
+    done.wait()
+    if let serverError { throw serverError }
+    return Connection(client: client, server: server)
+}
+
+/// Opens two devices of `backend` and connects them.
+func connectedPair(
+    _ backend: ConformanceBackend, host: String = "127.0.0.1",
+    limits: QueuePairLimits = QueuePairLimits(), retry: RetryPolicy = RetryPolicy(),
+    prepareServer: @escaping @Sendable (TCPQueuePair) throws -> Void = { _ in }
+) throws -> Connection<TCPDevice> {
+    try connect(
+        client: backend.open(), server: backend.open(), host: host,
+        clientSetup: { $0.setup(limits: limits, retry: retry) },
+        serverSetup: { $0.setup(limits: limits, retry: retry) },
+        prepareServer: prepareServer)
+}
