@@ -8,7 +8,6 @@ extension QueuePairCore {
     mutating func enterError(_ status: CompletionStatus, _ detail: CompletionDetail) {
         guard state != .error else { return }
         let wasConnected = state == .readyToSend
-        print("DEBUG enterError \(number) \(status) \(detail)")
         state = .error
         if case .request = current {
             // A request cut off mid-frame: the stream cannot continue.

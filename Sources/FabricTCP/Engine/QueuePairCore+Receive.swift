@@ -1,7 +1,6 @@
 import CFabricShims
 import FabricCore
 import Glibc
-let debugTrace = getenv("FABRIC_DEBUG_TRACE") != nil
 
 /// The incoming byte stream. Headers and small payloads arrive together in
 /// the staging buffer (one read for many small frames); larger payloads are
@@ -17,7 +16,6 @@ extension QueuePairCore {
                     continue
                 }
                 let decoded = FrameHeader.decode(from: staging + stagedStart, maxMessage: maxMessage)
-                if debugTrace { print("DEBUG \(number) frame \(decoded)") }
                 stagedStart += FrameHeader.size
                 counters.framesReceived += 1
                 switch decoded {
@@ -124,7 +122,6 @@ extension QueuePairCore {
         iov[iovCount] = iovec(iov_base: staging, iov_len: tail)
         iovCount += 1
         let result = SystemCalls.readVector(fd, iov, iovCount)
-        if debugTrace { print("DEBUG \(number) readv \(iovCount) planned=\(planned) remaining=\(payloadRemaining) -> \(result)") }
         releaseAccessed(accessCount)
         switch result {
         case .transferred(let n):
@@ -278,7 +275,6 @@ extension QueuePairCore {
             switch table.checkRemote(key: header.remoteKey, address: header.remoteAddress, length: UInt64(length), right: .remoteRead, domain: domain) {
             case .failure(let detail):
                 counters.remoteAccessErrors += 1
-                acceptRequest()
                 sendNak(header.sequence, .remoteAccessError, detail)
             case .success(let record):
                 var response = FrameHeader(opcode: .readResponse)
@@ -323,6 +319,8 @@ extension QueuePairCore {
         acceptedSinceAcknowledge += 1
     }
 
+    /// A NAK names a request that was NOT accepted: the acknowledgement it
+    /// carries stops just before it.
     private mutating func sendNak(_ sequence: UInt32, _ status: CompletionStatus, _ detail: CompletionDetail) {
         var nak = FrameHeader(opcode: .negativeAcknowledge)
         nak.sequence = sequence
@@ -378,7 +376,6 @@ extension QueuePairCore {
         case .discard(let nak):
             targets.reset()
             if let nak {
-                if nak.status != .receiverNotReadyRetryExceeded { acceptRequest() }
                 sendNak(nak.sequence, nak.status, nak.detail)
             }
         }
@@ -389,7 +386,6 @@ extension QueuePairCore {
         let operand1 = UInt64(littleEndian: operands.loadUnaligned(as: UInt64.self))
         let operand2 = UInt64(littleEndian: operands.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
         if header.remoteAddress & 7 != 0 {
-            acceptRequest()
             sendNak(header.sequence, .remoteInvalidRequest, .unalignedAtomic)
             return
         }
@@ -400,7 +396,6 @@ extension QueuePairCore {
             sendNak(header.sequence, .remoteAccessError, detail)
         case .success(let record):
             guard record.beginAccess() else {
-                acceptRequest()
                 sendNak(header.sequence, .remoteAccessError, .unknownKey)
                 return
             }
@@ -410,11 +405,11 @@ extension QueuePairCore {
                 ? fabric_guarded_fetch_add_u64(address, operand1, &old)
                 : fabric_guarded_compare_swap_u64(address, operand1, operand2, &old)
             record.endAccess()
-            acceptRequest()
             if status != 0 {
                 sendNak(header.sequence, .remoteAccessError, .pageNotMapped)
                 return
             }
+            acceptRequest()
             var response = FrameHeader(opcode: .atomicResponse)
             response.sequence = header.sequence
             response.length = UInt32(atomicResponsePayload)
@@ -463,7 +458,6 @@ extension QueuePairCore {
             return false
         }
         acknowledged += newlyAcknowledged
-        if debugTrace { print("DEBUG \(number) ack upto \(value) acknowledged=\(acknowledged) head=\(head) tail=\(tail)") }
         receiverNotReadyRetriesLeft = retry.receiverNotReadyRetries
         retireCompleted()
         return true

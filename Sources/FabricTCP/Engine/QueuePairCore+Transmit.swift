@@ -194,7 +194,6 @@ extension QueuePairCore {
             }
 
             let result = SystemCalls.writeVector(fd, iov, iovCount)
-            if debugTrace { print("DEBUG \(number) write \(iovCount) iovs count=\(count) -> \(result) current=\(String(describing: current)) offset=\(currentOffset)") }
             releaseAccessed(accessCount)
             switch result {
             case .transferred(var written):
