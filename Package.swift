@@ -49,9 +49,11 @@ let package = Package(
             name: "fabric-info",
             dependencies: ["Fabric", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // Counts heap allocations in fabric-perf's timed loops.
+        .target(name: "CAllocationCounter"),
         .executableTarget(
             name: "fabric-perf",
-            dependencies: ["Fabric", "CFabricShims", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Fabric", "CFabricShims", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(name: "FabricTCPTests", dependencies: ["FabricTCP", "FabricCore"]),

@@ -1,0 +1,11 @@
+// Counts heap allocations of the whole process while enabled, so that a
+// benchmark can show that its steady state allocates nothing. Linked only
+// into fabric-perf: it replaces malloc and friends for that executable and
+// forwards to glibc's own implementations.
+#ifndef CALLOCATION_COUNTER_H
+#define CALLOCATION_COUNTER_H
+#include <stdint.h>
+
+void allocation_counter_enable(int enabled);
+uint64_t allocation_counter_count(void);
+#endif

@@ -1,0 +1,181 @@
+import ArgumentParser
+import Fabric
+import Foundation
+import Glibc
+
+@main
+struct FabricPerf: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fabric-perf",
+        abstract: "Latency, bandwidth and message rate of the fabric, beside a raw-TCP reference measured in the same run.",
+        discussion: """
+            Always two processes. `fabric-perf` alone starts a server process on loopback and measures against it; \
+            `fabric-perf server` and `fabric-perf client --host H --port P` run the two ends by hand.
+            Repetitions are interleaved (fabric, raw, raw, fabric, ...) and every figure is a median, with percentiles and the spread of the repetition medians.
+            """,
+        subcommands: [Loopback.self, Server.self, Client.self],
+        defaultSubcommand: Loopback.self)
+}
+
+struct PlanOptions: ParsableArguments {
+    @Option(help: "Tests, comma-separated: \(PerfTest.allCases.map(\.rawValue).joined(separator: ", ")), or 'all'.")
+    var tests = "lat-send,lat-write,lat-read,lat-fadd,lat-cas,bw-write,bw-read,bw-send,rate-send"
+
+    @Option(help: "Message sizes, comma-separated (1 B to 8 MiB; suffixes K, M).")
+    var sizes = "8,1K,64K,1M,4M"
+
+    @Option(name: .customLong("reps"), help: "Interleaved repetitions (at least 1).")
+    var repetitions = 10
+
+    @Option(help: "Waiting style: poll (busy-poll both ends), block (sleep on the completion queue's descriptor), or both.")
+    var mode = "poll"
+
+    @Option(help: "Scale the iterations per repetition (0.01 to 100).")
+    var scale = 1.0
+
+    @Flag(name: .customLong("no-raw"), help: "Skip the raw-TCP reference.")
+    var noRaw = false
+
+    @Flag(help: "Print one JSON object per measurement instead of a table.")
+    var json = false
+
+    func plan() throws -> PerfPlan {
+        let names = tests == "all" ? PerfTest.allCases.map(\.rawValue) : tests.split(separator: ",").map(String.init)
+        var chosen: [PerfTest] = []
+        for name in names {
+            guard let test = PerfTest(rawValue: name) else {
+                throw ValidationError("unknown test '\(name)'; known: \(PerfTest.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            chosen.append(test)
+        }
+        var sizeList: [Int] = []
+        for text in sizes.split(separator: ",") {
+            guard let size = parseSize(String(text)), size >= 1, size <= 8 << 20 else {
+                throw ValidationError("size '\(text)' is not a size from 1 B to 8 MiB")
+            }
+            sizeList.append(size)
+        }
+        guard repetitions >= 1 else { throw ValidationError("--reps must be at least 1") }
+        guard (0.01...100).contains(scale) else { throw ValidationError("--scale must be from 0.01 to 100") }
+        let modes: [String]
+        switch mode {
+        case "poll": modes = ["poll"]
+        case "block": modes = ["block"]
+        case "both": modes = ["poll", "block"]
+        default: throw ValidationError("--mode must be poll, block or both")
+        }
+        return PerfPlan(tests: chosen, sizes: sizeList, repetitions: repetitions, modes: modes, scale: scale, raw: !noRaw)
+    }
+
+    var capacity: Int { (sizes.split(separator: ",").compactMap { parseSize(String($0)) }.max() ?? 8) + 64 }
+}
+
+struct Loopback: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start a server process on loopback and measure against it (the default).")
+    @OptionGroup var options: PlanOptions
+    @Option(help: "Loopback address to use (127.0.0.1 or ::1).")
+    var host = "127.0.0.1"
+
+    func run() throws {
+        let plan = try options.plan()
+        // A fresh job secret for this run, shared with the server process.
+        var generator = SystemRandomNumberGenerator()
+        let secret = (0..<32).map { _ in String(UInt8.random(in: 0...255, using: &generator), radix: 16) }.joined()
+        setenv(JobSecret.environmentVariable, secret, 1)
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
+        if !FileManager.default.isExecutableFile(atPath: server.executableURL!.path) {
+            server.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        }
+        server.arguments = ["server", "--host", host, "--port", "0", "--capacity", String(options.capacity)]
+        let output = Pipe()
+        server.standardOutput = output
+        try server.run()
+        defer { if server.isRunning { server.terminate() }; server.waitUntilExit() }
+        let first = try readLine(from: output.fileHandleForReading)
+        guard first.hasPrefix("control port "), let port = UInt16(first.dropFirst("control port ".count)) else {
+            throw PerfError("the server process said '\(first)'")
+        }
+        try runClient(host: host, port: port, options: options, plan: plan)
+    }
+
+    private func readLine(from handle: FileHandle) throws -> String {
+        var bytes: [UInt8] = []
+        while true {
+            let chunk = handle.readData(ofLength: 1)
+            if chunk.isEmpty { throw PerfError("the server process exited before it listened") }
+            if chunk[0] == 10 { return String(decoding: bytes, as: UTF8.self) }
+            bytes.append(chunk[0])
+        }
+    }
+}
+
+struct Server: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve one client, then exit.")
+    @Option(help: "Address to listen on.") var host = "0.0.0.0"
+    @Option(help: "Control port (0 picks one and prints it).") var port: UInt16 = 18515
+    @Option(help: "Bytes of each registered buffer.") var capacity = (8 << 20) + 64
+
+    func run() throws {
+        let (listener, bound) = try PlainSocket.listen(host: host, port: port)
+        FileHandle.standardOutput.write(Data("control port \(bound)\n".utf8))
+        let control = ControlChannel(fd: try PlainSocket.accept(listener))
+        close(listener)
+        let device = try Fabric.openDefaultDevice()
+        try serve(device: device, control: control, host: host, capacity: capacity)
+    }
+}
+
+struct Client: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure against a running server.")
+    @OptionGroup var options: PlanOptions
+    @Option(help: "The server's host.") var host = "127.0.0.1"
+    @Option(help: "The server's control port.") var port: UInt16 = 18515
+
+    func run() throws {
+        try runClient(host: host, port: port, options: options, plan: try options.plan())
+    }
+}
+
+func runClient(host: String, port: UInt16, options: PlanOptions, plan: PerfPlan) throws {
+    let control = ControlChannel(fd: try PlainSocket.connect(host: host, port: port))
+    let device = try Fabric.openDefaultDevice()
+    let measurements = try drive(device: device, control: control, host: host, plan: plan, capacity: options.capacity) { line in
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+    if options.json {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        for measurement in measurements {
+            print(String(decoding: try encoder.encode(measurement), as: UTF8.self))
+        }
+    } else {
+        printTable(measurements, load: loadAverage())
+    }
+}
+
+func loadAverage() -> String {
+    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "unknown"
+}
+
+func printTable(_ measurements: [Measurement], load: String) {
+    print("fabric-perf: medians over interleaved repetitions; load average \(load)")
+    let header = ["test", "size", "mode", "backend", "median", "p10", "p90", "p99", "unit", "metric", "reps", "spread%", "x raw", "alloc/op"]
+    var rows: [[String]] = [header]
+    func number(_ value: Double) -> String {
+        if value.isNaN { return "-" }
+        return value >= 100 ? String(format: "%.0f", value) : String(format: "%.2f", value)
+    }
+    for m in measurements {
+        rows.append([
+            m.test, formatSize(m.size), m.mode, m.backend, number(m.median), number(m.p10), number(m.p90), number(m.p99),
+            m.unit, m.metric, String(m.repetitions), String(format: "%.0f", m.spreadPercent),
+            m.ratioToRaw.map { String(format: "%.3f", $0) } ?? "",
+            m.allocationsPerOperation.map { String(format: "%.3f", $0) } ?? "",
+        ])
+    }
+    let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+    for row in rows {
+        print(zip(row, widths).map { $0.0.padding(toLength: $0.1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+    }
+}

@@ -1,0 +1,257 @@
+import CAllocationCounter
+import CFabricShims
+import Fabric
+import Foundation
+import Glibc
+
+/// One end of the measured fabric connection, for any backend.
+final class FabricSide<D: FabricDevice> {
+    let device: D
+    let domain: D.ProtectionDomain
+    let cq: D.CompletionQueue
+    var queuePair: D.QueuePair!
+    let capacity: Int
+    let sendBuffer: UnsafeMutableRawPointer
+    let receiveBuffer: UnsafeMutableRawPointer
+    let sendRegion: D.MemoryRegion
+    let receiveRegion: D.MemoryRegion
+    var peer = RemoteMemory(address: 0, key: RemoteKey(rawValue: 0))
+    let completions: UnsafeMutableBufferPointer<Completion>
+    let receiveDepth = 512
+    var busyPoll = true
+    let inlineLimit = 64
+
+    init(device: D, capacity: Int) throws {
+        self.device = device
+        self.capacity = capacity
+        domain = try device.allocateProtectionDomain()
+        cq = try device.createCompletionQueue(capacity: 8192)
+        sendBuffer = .allocate(byteCount: capacity, alignment: 4096)
+        sendBuffer.initializeMemory(as: UInt8.self, repeating: 0x5A, count: capacity)
+        receiveBuffer = .allocate(byteCount: capacity, alignment: 4096)
+        receiveBuffer.initializeMemory(as: UInt8.self, repeating: 0, count: capacity)
+        sendRegion = try device.registerMemory(sendBuffer, length: capacity, access: .all, in: domain)
+        receiveRegion = try device.registerMemory(receiveBuffer, length: capacity, access: .all, in: domain)
+        completions = .allocate(capacity: 64)
+        completions.initialize(repeating: .empty)
+    }
+
+    var setup: QueuePairSetup<D> {
+        QueuePairSetup(
+            protectionDomain: domain, sendCompletionQueue: cq, receiveCompletionQueue: cq,
+            limits: QueuePairLimits(sendQueueDepth: 512, receiveQueueDepth: receiveDepth, maxSendScatterEntries: 1, maxReceiveScatterEntries: 1, maxInlineData: inlineLimit))
+    }
+
+    /// Receives always cover the whole receive buffer.
+    func postReceives(_ count: Int) throws {
+        for _ in 0..<count {
+            _ = try queuePair.postReceive(ReceiveWorkRequest(id: 0, local: .single(receiveRegion.element())))
+        }
+    }
+
+    /// Polls once; sleeps on the queue's descriptor first in blocking mode.
+    @inline(__always)
+    func poll() throws -> Int {
+        let n = cq.poll(into: completions)
+        if n == 0 && !busyPoll {
+            _ = try cq.wait(timeout: .seconds(30))
+            return cq.poll(into: completions)
+        }
+        for i in 0..<n where completions[i].status != .success {
+            throw PerfError("completion failed: \(completions[i])")
+        }
+        return n
+    }
+
+    @inline(__always)
+    func post(_ operation: SendOperation, size: Int, id: UInt64, signaled: Bool) throws {
+        var flags: SendFlags = signaled ? [.signaled] : []
+        switch operation {
+        case .send, .sendWithImmediate, .write, .writeWithImmediate:
+            if size <= inlineLimit { flags.insert(.inline) }
+        default: break
+        }
+        let local: ScatterList = size == 0 ? .empty : .single(sendRegion.element(offset: 0, length: size))
+        while try queuePair.postSend(SendWorkRequest(id: id, operation: operation, local: local, flags: flags)) == .wouldBlock {
+            _ = try poll()
+        }
+    }
+
+    /// Waits for a receive completion, reposting the receive; other
+    /// completions (signalled sends) are consumed on the way.
+    @inline(__always)
+    func awaitReceive() throws {
+        while true {
+            let n = try poll()
+            var received = false
+            for i in 0..<n where completions[i].opcode == .receive || completions[i].opcode == .receiveWithImmediate {
+                received = true
+                _ = try queuePair.postReceive(ReceiveWorkRequest(id: 0, local: .single(receiveRegion.element())))
+            }
+            if received { return }
+        }
+    }
+
+    /// Waits for the completion of request `id`.
+    @inline(__always)
+    func awaitCompletion(_ id: UInt64) throws {
+        while true {
+            let n = try poll()
+            for i in 0..<n where completions[i].workRequestID == id && completions[i].opcode != .receive { return }
+        }
+    }
+
+    /// Waits until the peer wrote `marker` into the last byte of `size`.
+    @inline(__always)
+    func awaitMarker(_ marker: UInt8, size: Int) throws {
+        let address = receiveBuffer + (size - 1)
+        while address.load(as: UInt8.self) != marker {
+            _ = try poll()
+        }
+    }
+}
+
+/// The client's half of each test: it drives and times.
+struct FabricClient<D: FabricDevice> {
+    let side: FabricSide<D>
+
+    func latency(_ test: PerfTest, size: Int, iterations: Int) throws -> (Samples, UInt64) {
+        let warmup = max(10, iterations / 10)
+        var samples = Samples(capacity: iterations)
+        var allocations: UInt64 = 0
+        let operation: SendOperation
+        switch test {
+        case .latencySend: operation = .send
+        case .latencyWrite: operation = .write(side.peer)
+        case .latencyRead, .latencyReadPassive: operation = .read(side.peer)
+        case .latencyFetchAdd, .latencyFetchAddPassive: operation = .fetchAndAdd(side.peer, add: 1)
+        case .latencyCompareSwap: operation = .compareAndSwap(side.peer, compare: 0, swap: 0)
+        default: throw PerfError("\(test.rawValue) is not a latency test")
+        }
+        for i in 0..<(warmup + iterations) {
+            if i == warmup {
+                allocation_counter_enable(1)
+                allocations = allocation_counter_count()
+            }
+            let start = now()
+            switch test {
+            case .latencySend:
+                try side.post(operation, size: size, id: UInt64(i), signaled: i % 64 == 63)
+                try side.awaitReceive()
+            case .latencyWrite:
+                let marker = UInt8(i % 255 + 1)
+                side.sendBuffer.storeBytes(of: marker, toByteOffset: size - 1, as: UInt8.self)
+                try side.post(operation, size: size, id: UInt64(i), signaled: i % 64 == 63)
+                try side.awaitMarker(marker, size: size)
+            default:
+                try side.post(operation, size: test.effectiveSize(size), id: UInt64(i), signaled: true)
+                try side.awaitCompletion(UInt64(i))
+            }
+            if i >= warmup { samples.append(Double(now() - start) / 1000) }
+        }
+        allocations = allocation_counter_count() - allocations
+        allocation_counter_enable(0)
+        // Drain the last signalled completions.
+        if test == .latencySend || test == .latencyWrite {
+            let clock = ContinuousClock()
+            let until = clock.now + .milliseconds(5)
+            while clock.now < until { _ = side.cq.poll(into: side.completions) }
+        }
+        if test.metric == "one-way" {
+            samples = Samples(halving: samples)
+        }
+        return (samples, allocations)
+    }
+
+    func bandwidth(_ test: PerfTest, size: Int, count: Int) throws -> (Double, UInt64) {
+        let operation: SendOperation
+        switch test {
+        case .bandwidthWrite: operation = .write(side.peer)
+        case .bandwidthRead: operation = .read(side.peer)
+        case .bandwidthSend, .rateSend: operation = .send
+        default: throw PerfError("\(test.rawValue) is not a bandwidth test")
+        }
+        let window = max(2, min(128, (32 << 20) / max(size, 1)))
+        let every = max(1, min(16, window / 2))
+        let start = now()
+        allocation_counter_enable(1)
+        let allocationsBefore = allocation_counter_count()
+        var posted = 0
+        var completed = 0
+        while completed < count {
+            while posted < count && posted - completed < window {
+                let signaled = posted % every == every - 1 || posted == count - 1
+                try side.post(operation, size: size, id: UInt64(posted), signaled: signaled)
+                posted += 1
+            }
+            let n = try side.poll()
+            for i in 0..<n { completed = max(completed, Int(side.completions[i].workRequestID) + 1) }
+        }
+        let elapsed = Double(now() - start) / 1e9
+        let allocations = allocation_counter_count() - allocationsBefore
+        allocation_counter_enable(0)
+        if test.isRate { return (Double(count) / elapsed / 1e6, allocations) }
+        return (Double(size * count) / elapsed / 1e6, allocations)
+    }
+}
+
+/// The server's half: echo, place, or serve one-sided operations.
+struct FabricServer<D: FabricDevice> {
+    let side: FabricSide<D>
+    let control: ControlChannel
+
+    func run(_ test: PerfTest, size: Int, count: Int) throws -> UInt64 {
+        let warmup = test.isLatency ? max(10, count / 10) : 0
+        allocation_counter_enable(1)
+        let before = allocation_counter_count()
+        switch test {
+        case .latencySend:
+            for i in 0..<(warmup + count) {
+                try side.awaitReceive()
+                try side.post(.send, size: size, id: UInt64(i), signaled: i % 64 == 63)
+            }
+        case .latencyWrite:
+            for i in 0..<(warmup + count) {
+                let marker = UInt8(i % 255 + 1)
+                try side.awaitMarker(marker, size: size)
+                side.sendBuffer.storeBytes(of: marker, toByteOffset: size - 1, as: UInt8.self)
+                try side.post(.write(side.peer), size: size, id: UInt64(i), signaled: i % 64 == 63)
+            }
+        case .bandwidthSend, .rateSend:
+            var received = 0
+            while received < count {
+                let n = try side.poll()
+                for i in 0..<n where side.completions[i].opcode == .receive {
+                    received += 1
+                    _ = try side.queuePair.postReceive(ReceiveWorkRequest(id: 0, local: .single(side.receiveRegion.element())))
+                }
+            }
+        default:
+            // One-sided: the card serves the client. An active target polls
+            // its queue; a passive one computes and never calls the library.
+            var spins = 0
+            var sink: UInt64 = 0
+            while true {
+                if test.passiveTarget {
+                    for k in 0..<2000 { sink = sink &* 6364136223846793005 &+ UInt64(k) }
+                    if control.hasInput() { break }
+                } else {
+                    _ = try side.poll()
+                    spins += 1
+                    if spins % 256 == 0 && control.hasInput() { break }
+                }
+            }
+            if sink == 42 { print("") }
+        }
+        let allocations = allocation_counter_count() - before
+        allocation_counter_enable(0)
+        return allocations
+    }
+}
+
+extension Samples {
+    init(halving other: Samples) {
+        self.init(capacity: other.values.count)
+        for value in other.values { append(value / 2) }
+    }
+}

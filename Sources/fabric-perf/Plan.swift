@@ -1,0 +1,68 @@
+/// What fabric-perf can measure, and how much of each.
+enum PerfTest: String, CaseIterable, Codable {
+    case latencySend = "lat-send"
+    case latencyWrite = "lat-write"
+    case latencyRead = "lat-read"
+    case latencyFetchAdd = "lat-fadd"
+    case latencyCompareSwap = "lat-cas"
+    case latencyReadPassive = "lat-read-passive"
+    case latencyFetchAddPassive = "lat-fadd-passive"
+    case bandwidthWrite = "bw-write"
+    case bandwidthRead = "bw-read"
+    case bandwidthSend = "bw-send"
+    case rateSend = "rate-send"
+
+    var isLatency: Bool { rawValue.hasPrefix("lat-") }
+    var isRate: Bool { self == .rateSend }
+
+    /// One-sided tests whose target does not call the library at all.
+    var passiveTarget: Bool { self == .latencyReadPassive || self == .latencyFetchAddPassive }
+
+    /// Round trips for READ and atomics (they are round trips by nature);
+    /// one way for send and write ping-pongs.
+    var metric: String {
+        switch self {
+        case .latencySend, .latencyWrite: return "one-way"
+        case .latencyRead, .latencyFetchAdd, .latencyCompareSwap, .latencyReadPassive, .latencyFetchAddPassive: return "round-trip"
+        default: return "throughput"
+        }
+    }
+
+    var unit: String { isLatency ? "us" : (isRate ? "Mmsg/s" : "MB/s") }
+
+    /// Atomics move 8 bytes whatever size was asked.
+    func effectiveSize(_ size: Int) -> Int {
+        switch self {
+        case .latencyFetchAdd, .latencyCompareSwap, .latencyFetchAddPassive: return 8
+        case .rateSend: return 8
+        default: return size
+        }
+    }
+
+    /// Iterations (latency) or messages (bandwidth) per repetition.
+    func count(for size: Int, scale: Double) -> Int {
+        let base: Int
+        if isLatency {
+            switch size {
+            case ..<4096: base = 2000
+            case ..<65537: base = 600
+            case ..<(1 << 20 + 1): base = 100
+            default: base = 20
+            }
+        } else if isRate {
+            base = 200_000
+        } else {
+            base = max(16, min(4000, (192 << 20) / max(size, 1)))
+        }
+        return max(4, Int(Double(base) * scale))
+    }
+}
+
+struct PerfPlan {
+    var tests: [PerfTest]
+    var sizes: [Int]
+    var repetitions: Int
+    var modes: [String]
+    var scale: Double
+    var raw: Bool
+}

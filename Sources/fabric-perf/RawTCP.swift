@@ -1,0 +1,82 @@
+import Foundation
+import Glibc
+
+/// The reference: the same exchanges over one plain TCP connection, with the
+/// same waiting style as the measured path (busy-polling non-blocking reads
+/// against busy-polling, blocking reads against sleeping on the completion
+/// queue's descriptor).
+struct RawTCP {
+    let fd: Int32
+    let buffer: UnsafeMutableRawPointer
+    let capacity: Int
+    let busyPoll: Bool
+
+    @inline(__always)
+    func sendAll(_ count: Int) {
+        var done = 0
+        while done < count {
+            let n = Glibc.send(fd, buffer + done, count - done, Int32(MSG_NOSIGNAL))
+            if n > 0 { done += n } else if n < 0 && errno != EINTR && errno != EAGAIN { fatalError("raw send: \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    @inline(__always)
+    func receiveAll(_ count: Int) {
+        var done = 0
+        let flags = busyPoll ? Int32(MSG_DONTWAIT) : 0
+        while done < count {
+            let n = Glibc.recv(fd, buffer + done, min(count - done, capacity), flags)
+            if n > 0 { done += n; continue }
+            if n == 0 { fatalError("raw: the peer closed the connection") }
+            if errno != EAGAIN && errno != EINTR { fatalError("raw recv: \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    /// Client side of a ping-pong: request `request` bytes, answer `response`
+    /// bytes; returns each round trip in microseconds.
+    func pingPong(request: Int, response: Int, iterations: Int, warmup: Int) -> Samples {
+        var samples = Samples(capacity: iterations)
+        for i in 0..<(iterations + warmup) {
+            let start = now()
+            sendAll(request)
+            receiveAll(response)
+            if i >= warmup { samples.append(Double(now() - start) / 1000) }
+        }
+        return samples
+    }
+
+    /// Server side of the ping-pong.
+    func echo(request: Int, response: Int, iterations: Int) {
+        for _ in 0..<iterations {
+            receiveAll(request)
+            sendAll(response)
+        }
+    }
+
+    /// Client side of a stream: `count` writes of `size` bytes, then wait
+    /// for one byte back. Returns MB/s (1e6 B/s).
+    func stream(size: Int, count: Int) -> Double {
+        let start = now()
+        for _ in 0..<count { sendAll(size) }
+        receiveAll(1)
+        let seconds = Double(now() - start) / 1e9
+        return Double(size * count) / seconds / 1e6
+    }
+
+    func sink(size: Int, count: Int) {
+        var left = size * count
+        while left > 0 {
+            let piece = min(left, capacity)
+            receiveAll(piece)
+            left -= piece
+        }
+        sendAll(1)
+    }
+}
+
+@inline(__always)
+func now() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}

@@ -1,0 +1,174 @@
+import Fabric
+import Foundation
+import Glibc
+
+/// The server process: serves whatever the client asks, over the fabric and
+/// over a raw TCP connection, until the client says quit.
+func serve<D: FabricDevice>(device: D, control: ControlChannel, host: String, capacity: Int) throws {
+    let side = try FabricSide(device: device, capacity: capacity)
+    let listener = try device.listen(on: Endpoint(host: host, port: 0), backlog: 4)
+    let (rawListener, rawPort) = try PlainSocket.listen(host: host, port: 0)
+    try control.send("ports \(listener.endpoint.port) \(rawPort) \(capacity)")
+    guard let request = try listener.next(timeout: .seconds(60)) else { throw PerfError("the client did not connect") }
+    side.queuePair = try request.accept(side.setup, privateData: []) { (qp) throws(FabricError) in
+        for _ in 0..<side.receiveDepth {
+            _ = try qp.postReceive(ReceiveWorkRequest(id: 0, local: .single(side.receiveRegion.element())))
+        }
+    }
+    let rawFD = try PlainSocket.accept(rawListener)
+    close(rawListener)
+    defer { close(rawFD) }
+    let remote = side.receiveRegion.remote()
+    try control.send("memory \(remote.address) \(remote.key.rawValue)")
+    let words = try control.expect("memory")
+    side.peer = RemoteMemory(address: UInt64(words[0])!, key: RemoteKey(rawValue: UInt32(words[1])!))
+    let server = FabricServer(side: side, control: control)
+    while true {
+        let words = try control.receive().split(separator: " ").map(String.init)
+        guard words.first == "run", words.count == 6, let test = PerfTest(rawValue: words[1]),
+              let size = Int(words[2]), let count = Int(words[3]) else {
+            if words.first == "quit" { return }
+            throw PerfError("unexpected control line: \(words.joined(separator: " "))")
+        }
+        let busyPoll = words[4] == "poll"
+        side.busyPoll = busyPoll
+        if words[5] == "fabric" {
+            try control.send("ready")
+            let allocations = try server.run(test, size: size, count: count)
+            if !(test.isLatency && (test == .latencySend || test == .latencyWrite)) && test != .bandwidthSend && test != .rateSend {
+                _ = try control.expect("stop")
+            }
+            try control.send("done \(allocations)")
+        } else {
+            let raw = RawTCP(fd: rawFD, buffer: side.receiveBuffer, capacity: capacity, busyPoll: busyPoll)
+            try control.send("ready")
+            if test.isLatency {
+                let (request, response) = rawShape(test, size: size)
+                raw.echo(request: request, response: response, iterations: count + max(10, count / 10))
+            } else {
+                raw.sink(size: test.effectiveSize(size), count: count)
+            }
+            try control.send("done 0")
+        }
+    }
+}
+
+/// Request and response sizes of the raw exchange that stands for a test.
+func rawShape(_ test: PerfTest, size: Int) -> (Int, Int) {
+    switch test {
+    case .latencySend, .latencyWrite: return (size, size)
+    case .latencyRead, .latencyReadPassive: return (8, size)
+    default: return (8, 8)
+    }
+}
+
+/// One cell of the plan.
+struct MeasurementKey: Hashable {
+    var test: PerfTest
+    var size: Int
+    var mode: String
+    var raw: Bool
+}
+
+/// The client process: connects, runs the plan with interleaved
+/// repetitions, and returns every measurement.
+func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, plan: PerfPlan, capacity: Int, progress: (String) -> Void) throws -> [Measurement] {
+    let side = try FabricSide(device: device, capacity: capacity)
+    let ports = try control.expect("ports")
+    guard ports.count == 3, let fabricPort = UInt16(ports[0]), let rawPort = UInt16(ports[1]), let serverCapacity = Int(ports[2]) else {
+        throw PerfError("bad ports line")
+    }
+    guard serverCapacity >= capacity else { throw PerfError("the server's buffers (\(serverCapacity) B) are smaller than the largest size asked") }
+    let (queuePair, _) = try device.connect(to: Endpoint(host: host, port: fabricPort), side.setup, options: ConnectOptions()) { (qp) throws(FabricError) in
+        for _ in 0..<side.receiveDepth {
+            _ = try qp.postReceive(ReceiveWorkRequest(id: 0, local: .single(side.receiveRegion.element())))
+        }
+    }
+    side.queuePair = queuePair
+    let rawFD = try PlainSocket.connect(host: host, port: rawPort)
+    defer { close(rawFD) }
+    let memory = try control.expect("memory")
+    side.peer = RemoteMemory(address: UInt64(memory[0])!, key: RemoteKey(rawValue: UInt32(memory[1])!))
+    let remote = side.receiveRegion.remote()
+    try control.send("memory \(remote.address) \(remote.key.rawValue)")
+
+    var results: [MeasurementKey: [Samples]] = [:]
+    var allocations: [MeasurementKey: (UInt64, Int)] = [:]
+    let client = FabricClient(side: side)
+    for repetition in 0..<plan.repetitions {
+        for test in plan.tests {
+            let sizes = (test == .latencyFetchAdd || test == .latencyCompareSwap || test == .latencyFetchAddPassive || test == .rateSend) ? [8] : plan.sizes
+            for size in sizes {
+                for mode in plan.modes {
+                    let count = test.count(for: size, scale: plan.scale)
+                    var order = plan.raw ? [false, true] : [false]
+                    if repetition % 2 == 1 { order.reverse() }
+                    for raw in order {
+                        let key = MeasurementKey(test: test, size: size, mode: mode, raw: raw)
+                        try control.send("run \(test.rawValue) \(size) \(count) \(mode) \(raw ? "raw" : "fabric")")
+                        _ = try control.expect("ready")
+                        side.busyPoll = mode == "poll"
+                        var samples = Samples()
+                        var clientAllocations: UInt64 = 0
+                        if raw {
+                            let rawTCP = RawTCP(fd: rawFD, buffer: side.sendBuffer, capacity: capacity, busyPoll: mode == "poll")
+                            if test.isLatency {
+                                let (request, response) = rawShape(test, size: size)
+                                let roundTrips = rawTCP.pingPong(request: request, response: response, iterations: count, warmup: max(10, count / 10))
+                                samples = test.metric == "one-way" ? Samples(halving: roundTrips) : roundTrips
+                            } else {
+                                let effective = test.effectiveSize(size)
+                                let megabytes = rawTCP.stream(size: effective, count: count)
+                                samples.append(test.isRate ? megabytes / Double(effective) : megabytes)
+                            }
+                        } else if test.isLatency {
+                            (samples, clientAllocations) = try client.latency(test, size: size, iterations: count)
+                        } else {
+                            let (value, allocated) = try client.bandwidth(test, size: test.effectiveSize(size), count: count)
+                            samples.append(value)
+                            clientAllocations = allocated
+                        }
+                        if !raw && !(test == .latencySend || test == .latencyWrite || test == .bandwidthSend || test == .rateSend) {
+                            try control.send("stop")
+                        }
+                        let done = try control.expect("done")
+                        let serverAllocations = UInt64(done.first ?? "0") ?? 0
+                        results[key, default: []].append(samples)
+                        let previous = allocations[key] ?? (0, 0)
+                        allocations[key] = (previous.0 + clientAllocations + serverAllocations, previous.1 + count)
+                    }
+                }
+            }
+        }
+        progress("repetition \(repetition + 1) of \(plan.repetitions) done")
+    }
+    try control.send("quit")
+
+    var measurements: [Measurement] = []
+    for test in plan.tests {
+        let sizes = (test == .latencyFetchAdd || test == .latencyCompareSwap || test == .latencyFetchAddPassive || test == .rateSend) ? [8] : plan.sizes
+        for size in sizes {
+            for mode in plan.modes {
+                let fabricKey = MeasurementKey(test: test, size: size, mode: mode, raw: false)
+                guard let fabricSamples = results[fabricKey] else { continue }
+                let (allocated, operations) = allocations[fabricKey] ?? (0, 1)
+                var fabric = Measurement(
+                    test: test.rawValue, backend: device.backendName, mode: mode, size: size, unit: test.unit,
+                    metric: test.metric, perRepetition: fabricSamples,
+                    allocationsPerOperation: Double(allocated) / Double(max(operations, 1)))
+                let rawKey = MeasurementKey(test: test, size: size, mode: mode, raw: true)
+                if let rawSamples = results[rawKey] {
+                    let raw = Measurement(
+                        test: test.rawValue, backend: "raw-tcp", mode: mode, size: size, unit: test.unit,
+                        metric: test.metric, perRepetition: rawSamples, allocationsPerOperation: nil)
+                    fabric.ratioToRaw = fabric.median / raw.median
+                    measurements.append(fabric)
+                    measurements.append(raw)
+                } else {
+                    measurements.append(fabric)
+                }
+            }
+        }
+    }
+    return measurements
+}

@@ -1,0 +1,96 @@
+import Foundation
+
+/// Numbers from repeated measurements, and what a report says about them.
+struct Samples {
+    private(set) var values: [Double] = []
+
+    init(capacity: Int = 0) { values.reserveCapacity(capacity) }
+
+    mutating func append(_ value: Double) { values.append(value) }
+    mutating func append(contentsOf other: Samples) { values.append(contentsOf: other.values) }
+
+    var isEmpty: Bool { values.isEmpty }
+
+    func percentile(_ p: Double) -> Double {
+        guard !values.isEmpty else { return .nan }
+        let sorted = values.sorted()
+        let rank = p / 100 * Double(sorted.count - 1)
+        let lower = Int(rank.rounded(.down))
+        let upper = min(lower + 1, sorted.count - 1)
+        let fraction = rank - Double(lower)
+        return sorted[lower] * (1 - fraction) + sorted[upper] * fraction
+    }
+
+    var median: Double { percentile(50) }
+    var minimum: Double { values.min() ?? .nan }
+    var maximum: Double { values.max() ?? .nan }
+}
+
+/// One line of the report: one test, size, backend and mode.
+struct Measurement: Codable {
+    var test: String
+    var backend: String
+    var mode: String
+    var size: Int
+    /// "us" (latency), "MB/s" (bandwidth, 1e6 B/s), "Mmsg/s" (message rate).
+    var unit: String
+    /// What the latency means: "one-way" (round trip / 2) or "round-trip".
+    var metric: String
+    var median: Double
+    var p10: Double
+    var p90: Double
+    var p99: Double
+    var minimum: Double
+    var maximum: Double
+    var repetitions: Int
+    /// The median of each repetition, in run order.
+    var repetitionMedians: [Double]
+    /// (max - min) / median of the repetition medians, in percent.
+    var spreadPercent: Double
+    /// Heap allocations per operation in the timed loop (nil: not counted).
+    var allocationsPerOperation: Double?
+    /// This measurement's median over the raw-TCP reference's (same test,
+    /// size and mode); for bandwidth and rate, higher is better.
+    var ratioToRaw: Double?
+
+    init(test: String, backend: String, mode: String, size: Int, unit: String, metric: String, perRepetition: [Samples], allocationsPerOperation: Double?) {
+        self.test = test
+        self.backend = backend
+        self.mode = mode
+        self.size = size
+        self.unit = unit
+        self.metric = metric
+        var all = Samples()
+        for samples in perRepetition { all.append(contentsOf: samples) }
+        median = all.median
+        p10 = all.percentile(10)
+        p90 = all.percentile(90)
+        p99 = all.percentile(99)
+        minimum = all.minimum
+        maximum = all.maximum
+        repetitions = perRepetition.count
+        repetitionMedians = perRepetition.map(\.median)
+        let low = repetitionMedians.min() ?? .nan
+        let high = repetitionMedians.max() ?? .nan
+        var medians = Samples()
+        for value in repetitionMedians { medians.append(value) }
+        spreadPercent = (high - low) / medians.median * 100
+        self.allocationsPerOperation = allocationsPerOperation
+    }
+}
+
+func formatSize(_ size: Int) -> String {
+    if size >= 1 << 20 && size % (1 << 20) == 0 { return "\(size >> 20)MiB" }
+    if size >= 1 << 10 && size % (1 << 10) == 0 { return "\(size >> 10)KiB" }
+    return "\(size)B"
+}
+
+func parseSize(_ text: String) -> Int? {
+    let lower = text.lowercased()
+    let scales: [(String, Int)] = [("mib", 1 << 20), ("kib", 1 << 10), ("m", 1 << 20), ("k", 1 << 10), ("b", 1)]
+    for (suffix, scale) in scales where lower.hasSuffix(suffix) {
+        guard let value = Int(lower.dropLast(suffix.count)), value >= 0 else { return nil }
+        return value * scale
+    }
+    return Int(lower)
+}
