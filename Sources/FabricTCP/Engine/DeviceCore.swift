@@ -115,7 +115,8 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     /// A queue pair's socket is full: let the progress thread finish the
     /// write when the application is away.
     func wantsWritable(_ number: QueuePairNumber) {
-        if let queuePair = queuePairs.withLock({ $0.byNumber[number.rawValue] }) {
+        if let queuePair = queuePairs.withLock({ $0.byNumber[number.rawValue] }),
+           !queuePair.watchingWritable.exchange(true, ordering: .relaxed) {
             poller.modify(queuePair.socket, token: UInt64(number.rawValue), events: .epollIn | .epollOut | .epollRDHup)
         }
     }
@@ -201,6 +202,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
                 guard let queuePair = queuePairs.withLock({ $0.byNumber[UInt32(truncatingIfNeeded: token)] }) else { continue }
                 queuePair.progress(by: .progressThread, now: after)
                 if events[i].events & .epollOut != 0 && !queuePair.hasPendingOutput {
+                    queuePair.watchingWritable.store(false, ordering: .relaxed)
                     poller.modify(queuePair.socket, token: token, events: .epollIn | .epollRDHup)
                 }
             }

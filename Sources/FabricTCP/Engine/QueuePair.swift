@@ -19,6 +19,8 @@ public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // muta
     let deadline = Atomic<UInt64>(.max)
     /// When progress last ran, for the progress thread's hand-off.
     let lastProgress = Atomic<UInt64>(0)
+    /// The progress thread also watches this socket for room to write.
+    let watchingWritable = Atomic<Bool>(false)
     private let detached = Atomic<Bool>(false)
 
     init(socket: Int32, number: QueuePairNumber, device: TCPDeviceCore, setup: QueuePairSetup<TCPDevice>) {

@@ -8,11 +8,20 @@ import Glibc
 /// access is checked against the key table before a byte is placed.
 extension QueuePairCore {
     mutating func receive() {
+        // A read that came back short means the socket is drained: reading
+        // again now would only cost a system call that says EAGAIN. And one
+        // call moves at most a budget of bytes, so that completions and
+        // acknowledgements get out while a stream keeps arriving.
+        lastReadShort = false
+        var budget = EngineTuning.receiveBudget
         while !closedForInput {
             if !inPayload {
                 let available = stagedEnd - stagedStart
                 if available < FrameHeader.size {
+                    if lastReadShort || budget <= 0 { return }
+                    let before = counters.bytesReceived
                     if !readIntoStaging(available: available) { return }
+                    budget -= counters.bytesReceived - before
                     continue
                 }
                 let decoded = FrameHeader.decode(from: staging + stagedStart, maxMessage: maxMessage)
@@ -42,7 +51,10 @@ extension QueuePairCore {
             }
             stagedStart = 0
             stagedEnd = 0
+            if lastReadShort || budget <= 0 { return }
+            let before = counters.bytesReceived
             if !readPayloadInPlace() { return }
+            budget -= counters.bytesReceived - before
         }
     }
 
@@ -66,6 +78,7 @@ extension QueuePairCore {
         iov[0] = iovec(iov_base: staging + stagedEnd, iov_len: want)
         switch SystemCalls.readVector(fd, iov, 1) {
         case .transferred(let n):
+            lastReadShort = n < want
             stagedEnd += n
             counters.bytesReceived += n
             return true
@@ -126,6 +139,7 @@ extension QueuePairCore {
         switch result {
         case .transferred(let n):
             counters.bytesReceived += n
+            lastReadShort = n < planned + tail
             let payload = min(n, planned)
             if !discarding { targets.advance(payload) }
             payloadRemaining -= payload

@@ -42,6 +42,8 @@ struct EngineTuning {
     /// ... and so does one owed for this many requests.
     static let acknowledgeBatch = 16
     static let iovecCapacity = 128
+    /// Bytes one progress call reads at most from one queue pair.
+    static let receiveBudget = 4 << 20
     static let batchCapacity = 32
 }
 
@@ -103,6 +105,7 @@ struct QueuePairCore: ~Copyable {
     var headerOnlyRead = false
     var inPayload = false
     var inputEnded = false
+    var lastReadShort = false
     var discarding = false
     var payloadRemaining = 0
     var action: ReceiveAction = .none
@@ -293,7 +296,9 @@ struct QueuePairCore: ~Copyable {
             enterError(.localProtectionError, localFailure)
             return .posted
         }
-        flushOutput()
+        // Send now, unless a frame is stuck half-written: then the socket is
+        // full and progress finishes the job when it drains.
+        if current == nil { flushOutput() }
         return .posted
     }
 
