@@ -1,1 +1,103 @@
-print("x")
+import ArgumentParser
+import Fabric
+import FabricVerbs
+import Foundation
+
+/// Shows the backends, devices and the choice a program would make.
+@main
+struct FabricInfo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fabric-info",
+        abstract: "Backends, devices, the backend that would be chosen and why, and the effective configuration.")
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    struct Report: Codable {
+        struct Backend: Codable {
+            var name: String
+            var available: Bool
+            var detail: String
+            var devices: [String]
+        }
+        var chosen: BackendChoice?
+        var choiceError: String?
+        var backends: [Backend]
+        var verbsDevices: [VerbsDeviceInfo]
+        var tcpCapabilities: DeviceCapabilities?
+        var tcpError: String?
+        var configuration: [String: String]
+    }
+
+    func run() throws {
+        let environment = Fabric.environmentVariables()
+        var report = Report(chosen: nil, choiceError: nil, backends: [], verbsDevices: [], tcpCapabilities: nil, tcpError: nil, configuration: [:])
+        do { report.chosen = try Fabric.choose(environment: environment) } catch { report.choiceError = error.message }
+
+        let (devices, reason) = VerbsProbe.devices()
+        let (connectionManager, cmReason) = VerbsProbe.connectionManagerAvailable()
+        report.verbsDevices = devices
+        let verbsDetail: String
+        if devices.isEmpty {
+            verbsDetail = (reason ?? "no device") + "; " + VerbsProbe.howToCreateDevice
+        } else if !connectionManager {
+            verbsDetail = cmReason ?? "rdma_cm unavailable"
+        } else {
+            verbsDetail = "\(devices.count) device(s), \(devices.filter(\.hasActivePort).count) with an active port"
+        }
+        report.backends.append(.init(name: "verbs", available: !devices.isEmpty && connectionManager, detail: verbsDetail, devices: devices.map(\.name)))
+
+        do {
+            let device = try TCPDevice()
+            report.tcpCapabilities = device.capabilities
+            report.backends.append(.init(name: "tcp", available: true, detail: "software NIC over TCP sockets; job secret from \(device.secretSource)", devices: [device.name]))
+        } catch {
+            report.tcpError = error.message
+            report.backends.append(.init(name: "tcp", available: false, detail: error.message, devices: []))
+        }
+        for name in [Fabric.backendVariable, JobSecret.environmentVariable] {
+            if let value = environment[name] {
+                report.configuration[name] = name == JobSecret.environmentVariable ? "(set, \(value.utf8.count) characters)" : value
+            } else {
+                report.configuration[name] = "(not set)"
+            }
+        }
+        report.configuration["job secret key file"] = JobSecret.defaultKeyFilePath
+
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            return
+        }
+        if let chosen = report.chosen {
+            print("chosen backend: \(chosen.backend.rawValue) (\(chosen.reason))")
+        } else {
+            print("chosen backend: none: \(report.choiceError ?? "")")
+        }
+        print("\nbackends:")
+        for backend in report.backends {
+            print("  \(backend.name): \(backend.available ? "available" : "not available") - \(backend.detail)")
+        }
+        if !devices.isEmpty {
+            print("\nRDMA devices:")
+            for device in devices {
+                print("  \(device.name) (node GUID \(device.nodeGUID))")
+                for port in device.ports {
+                    print("    port \(port.number): \(port.state), \(port.linkLayer), MTU \(port.activeMTU)")
+                }
+            }
+        }
+        if let caps = report.tcpCapabilities {
+            print("\ntcp device \(TCPDevice.deviceName) capabilities:")
+            print("  max message \(caps.maxMessageSize) B, max inline \(caps.maxInlineData) B, max scatter entries \(caps.maxScatterEntries)")
+            print("  max queue pairs \(caps.maxQueuePairs), max queue depth \(caps.maxQueueDepth), max completion queue depth \(caps.maxCompletionQueueDepth)")
+            print("  max memory regions \(caps.maxMemoryRegions), max region size \(caps.maxMemoryRegionSize) B, private data \(caps.maxPrivateData) B")
+            print("  atomics: \(caps.atomics.rawValue); memory: \(caps.memoryModel.rawValue); one-sided progress: \(caps.oneSidedProgress.rawValue)")
+        }
+        print("\nconfiguration:")
+        for (key, value) in report.configuration.sorted(by: { $0.key < $1.key }) {
+            print("  \(key) = \(value)")
+        }
+    }
+}
