@@ -56,7 +56,10 @@ let package = Package(
             dependencies: ["Fabric", "CFabricShims", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
-        .testTarget(name: "FabricTCPTests", dependencies: ["FabricTCP", "FabricCore"]),
+        .testTarget(
+            name: "FabricTCPTests",
+            dependencies: ["FabricTCP", "FabricCore", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric"]),
     ]
 )

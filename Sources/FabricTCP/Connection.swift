@@ -12,6 +12,9 @@ enum ClientHandshake {
         if challenge.status == Handshake.ChallengeStatus.unsupportedVersion.rawValue || challenge.version != Handshake.version {
             throw FabricError(.protocolMismatch, "\(peer) speaks wire protocol version \(challenge.version); this library speaks version \(Handshake.version)")
         }
+        guard challenge.status == Handshake.ChallengeStatus.proceed.rawValue else {
+            throw FabricError(.protocolMismatch, "\(peer) answered the handshake with unknown status \(challenge.status)")
+        }
         let expected = Handshake.serverProof(secret: secret, clientNonce: nonce, serverNonce: challenge.nonce)
         guard Handshake.proofMatches(challenge.proof, expected) else {
             throw FabricError(.authenticationFailed, "\(peer) could not prove it knows the job secret; are both sides started with the same \(JobSecret.environmentVariable) (or key file)?")
@@ -105,10 +108,14 @@ public final class TCPListener: FabricListener, @unchecked Sendable {  // fd imm
 
     private func serverHandshake(_ connection: Int32, peer: Endpoint, deadline: UInt64) throws(FabricError) -> TCPConnectionRequest {
         let hello = try Handshake.decodeHello(try ClientHandshake.receive(connection, Handshake.helloSize, deadline))
+        // The version is answered first: a newer peer may allow more.
         if hello.version != Handshake.version {
             let refusal = Handshake.encodeChallenge(status: .unsupportedVersion, nonce: [UInt8](repeating: 0, count: Handshake.nonceSize), proof: [UInt8](repeating: 0, count: Handshake.macSize))
             try? ClientHandshake.send(connection, refusal, deadline)
             throw FabricError(.protocolMismatch, "the peer speaks wire protocol version \(hello.version); this library speaks version \(Handshake.version)")
+        }
+        guard hello.privateDataLength <= Handshake.maxPrivateData else {
+            throw FabricError(.protocolMismatch, "the peer's private data is \(hello.privateDataLength) bytes; at most \(Handshake.maxPrivateData) are allowed")
         }
         let privateData = hello.privateDataLength > 0 ? try ClientHandshake.receive(connection, hello.privateDataLength, deadline) : []
         let nonce = Handshake.freshNonce()

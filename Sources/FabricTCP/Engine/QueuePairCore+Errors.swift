@@ -32,6 +32,13 @@ extension QueuePairCore {
             sendQueue.releaseRecords(head)
             head += 1
         }
+        // A receive that was being filled when the stream broke.
+        if inPayload, case .receivePlaced(let id, let opcode, _, _) = action {
+            pushReceiveCompletion(Completion(workRequestID: id, status: .flushed, opcode: opcode, queuePair: number, detail: detail))
+            action = .discard(nak: nil)
+            discarding = true
+            targets.reset()
+        }
         acknowledged = tail
         transmitted = tail
         outstandingReadAtomics = 0
@@ -42,7 +49,8 @@ extension QueuePairCore {
         for id in flushedReceives {
             pushReceiveCompletion(Completion(workRequestID: id, status: .flushed, opcode: .receive, queuePair: receiveNumber, detail: detail))
         }
-        // Keep a fatal NAK that tells the peer why; drop other responses.
+        // If a fatal NAK is queued, the responses before it still go out and
+        // the NAK tells the peer why; otherwise responses are dropped.
         var keepsFatalNak = false
         if responses.count > 0 {
             var index = responses.head

@@ -341,7 +341,8 @@ extension QueuePairCore {
         nak.immediate = NakSyndrome.encode(status: status, detail: detail)
         let fatal = status != .receiverNotReadyRetryExceeded
         if !queueResponse(nak, fatal: fatal) {
-            connectionFailed(.malformedFrame)
+            // The peer exceeded its allowance of outstanding requests.
+            protocolViolation(.malformedFrame)
             return
         }
         if fatal {
@@ -406,7 +407,6 @@ extension QueuePairCore {
         switch table.checkRemote(key: header.remoteKey, address: header.remoteAddress, length: 8, right: .remoteAtomic, domain: domain) {
         case .failure(let detail):
             counters.remoteAccessErrors += 1
-            acceptRequest()
             sendNak(header.sequence, .remoteAccessError, detail)
         case .success(let record):
             guard record.beginAccess() else {

@@ -263,8 +263,14 @@ extension QueuePairCore {
         case .response(let index):
             precondition(index == responses.head)
             let fatal = responses.items[index].fatal
+            let failedRead = responses.items[index].payload == nil && responses.items[index].payloadLength > 0
             responses.popFront()
-            if fatal { shutdownSocket() }
+            if fatal {
+                // A READ whose memory vanished ends the connection at both
+                // ends, like any remote access error.
+                if failedRead { enterError(.flushed, .pageNotMapped) }
+                shutdownSocket()
+            }
         case .standaloneAck:
             break
         case .disconnect:

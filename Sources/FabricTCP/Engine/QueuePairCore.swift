@@ -329,7 +329,6 @@ struct QueuePairCore: ~Copyable {
     /// One round of work: read what arrived, send what is owed, run timers.
     /// Returns the next deadline (or .max).
     mutating func progress(by driver: ProgressDriver) -> UInt64 {
-        guard !socketShut || inPayload || stagedEnd > stagedStart else { return .max }
         let hadAcknowledgeOwed = acknowledgeOwed
         if state != .initialized {
             receive()

@@ -101,10 +101,9 @@ enum Handshake {
         guard bytes.count == helloSize, Array(bytes[0..<4]) == magic else {
             throw FabricError(.protocolMismatch, "the peer is not a fabric tcp endpoint (bad handshake magic)")
         }
+        // The private-data limit is checked by the caller after the version:
+        // a peer of another version gets a version refusal, whatever it sent.
         let length = Int(read16(bytes, 6))
-        guard length <= maxPrivateData else {
-            throw FabricError(.protocolMismatch, "the peer's private data is \(length) bytes; at most \(maxPrivateData) are allowed")
-        }
         return Hello(version: read16(bytes, 4), privateDataLength: length, nonce: Array(bytes[8..<(8 + nonceSize)]))
     }
 

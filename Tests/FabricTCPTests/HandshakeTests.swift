@@ -1,0 +1,244 @@
+@testable import FabricTCP
+import Crypto
+import Dispatch
+import FabricCore
+import Glibc
+import Testing
+
+let secretA = Array("tcp-tests-secret-aaaaaaaaaaaaaaaa".utf8)
+let secretB = Array("tcp-tests-secret-bbbbbbbbbbbbbbbb".utf8)
+
+/// A hand-written peer speaking the wire protocol from raw sockets: the
+/// handshake as the spec says, then whatever bytes a test wants.
+struct RawPeer {
+    let fd: Int32
+
+    static func connect(to endpoint: Endpoint) throws -> RawPeer {
+        let deadline = MonotonicClock.now() + 5_000_000_000
+        let fd = try Sockets.connect(to: endpoint, localAddress: nil, deadline: deadline)
+        return RawPeer(fd: fd)
+    }
+
+    func send(_ bytes: [UInt8]) throws {
+        try ClientHandshake.send(fd, bytes, MonotonicClock.now() + 5_000_000_000)
+    }
+
+    func receive(_ count: Int) throws -> [UInt8] {
+        try ClientHandshake.receive(fd, count, MonotonicClock.now() + 5_000_000_000)
+    }
+
+    /// Completes the client handshake with `secret`; returns the verdict status.
+    func handshake(secret: [UInt8], version: UInt16 = Handshake.version) throws -> UInt16 {
+        let nonce = Handshake.freshNonce()
+        try send(Handshake.encodeHello(version: version, nonce: nonce, privateData: []))
+        let challenge = try Handshake.decodeChallenge(try receive(Handshake.challengeSize))
+        if challenge.status != 0 { return 100 + challenge.status }
+        let proof = Handshake.clientProof(secret: SymmetricKey(data: secret), clientNonce: nonce, serverNonce: challenge.nonce, privateData: [])
+        try send(Handshake.encodeProof(proof))
+        let verdict = try Handshake.decodeVerdictHeader(try receive(Handshake.verdictHeaderSize))
+        return verdict.status
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+/// A listener whose device accepts every request in the background.
+final class AcceptingServer: @unchecked Sendable {
+    let device: TCPDevice
+    let listener: TCPListener
+    let domain: TCPProtectionDomain
+    let cq: TCPCompletionQueue
+    let receiveBuffer = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
+    let receiveRegion: TCPMemoryRegion
+    var accepted: [TCPQueuePair] = []
+    let done = DispatchSemaphore(value: 0)
+
+    init(secret: [UInt8], receives: Int = 4, host: String = "127.0.0.1") throws {
+        device = try TCPDevice(secret: secret)
+        listener = try device.listen(on: Endpoint(host: host, port: 0), backlog: 8)
+        domain = try device.allocateProtectionDomain()
+        cq = try device.createCompletionQueue(capacity: 64)
+        receiveRegion = try device.registerMemory(receiveBuffer, length: 4096, access: .all, in: domain)
+    }
+
+    /// Accepts one request (if one comes within `timeout`) and posts receives.
+    func acceptOne(timeout: Duration = .seconds(5), buffer: UnsafeMutableRawPointer? = nil) {
+        DispatchQueue.global().async {
+            defer { self.done.signal() }
+            guard let request = try? self.listener.next(timeout: timeout) else { return }
+            let setup = QueuePairSetup<TCPDevice>(protectionDomain: self.domain, sendCompletionQueue: self.cq, receiveCompletionQueue: self.cq)
+            if let qp = try? request.accept(setup, privateData: [], prepare: { (qp) throws(FabricError) in
+                _ = try qp.postReceive(ReceiveWorkRequest(id: 1, local: .single(self.receiveRegion.element())))
+            }) {
+                self.accepted.append(qp)
+            }
+        }
+    }
+}
+
+@Suite("handshake and hostile peers")
+struct HandshakeTests {
+    @Test("a client with the wrong secret is refused, and both sides say why")
+    func wrongSecret() throws {
+        let server = try AcceptingServer(secret: secretA)
+        server.acceptOne(timeout: .seconds(2))
+        let client = try TCPDevice(secret: secretB)
+        let domain = try client.allocateProtectionDomain()
+        let cq = try client.createCompletionQueue(capacity: 8)
+        let setup = QueuePairSetup<TCPDevice>(protectionDomain: domain, sendCompletionQueue: cq, receiveCompletionQueue: cq)
+        do {
+            _ = try client.connect(to: server.listener.endpoint, setup, options: ConnectOptions(timeout: .seconds(5))) { _ in }
+            Issue.record("connected with the wrong secret")
+        } catch {
+            #expect(error.kind == .authenticationFailed)
+            #expect(error.message.contains("job secret"))
+        }
+        server.done.wait()
+        #expect(server.accepted.isEmpty)
+        #expect(server.listener.refusedAttempts.load(ordering: .relaxed) == 1)
+    }
+
+    @Test("a replayed proof does not open a connection")
+    func replay() throws {
+        let server = try AcceptingServer(secret: secretA)
+        server.acceptOne(timeout: .seconds(2))
+        // Record a proof from one handshake and present it in another: the
+        // server's fresh nonce makes it worthless.
+        let first = try RawPeer.connect(to: server.listener.endpoint)
+        let nonce = Handshake.freshNonce()
+        try first.send(Handshake.encodeHello(nonce: nonce, privateData: []))
+        let challenge = try Handshake.decodeChallenge(try first.receive(Handshake.challengeSize))
+        let recorded = Handshake.clientProof(secret: SymmetricKey(data: secretA), clientNonce: nonce, serverNonce: challenge.nonce, privateData: [])
+        first.close()
+        let second = try RawPeer.connect(to: server.listener.endpoint)
+        try second.send(Handshake.encodeHello(nonce: nonce, privateData: []))
+        _ = try second.receive(Handshake.challengeSize)
+        try second.send(Handshake.encodeProof(recorded))
+        let verdict = try Handshake.decodeVerdictHeader(try second.receive(Handshake.verdictHeaderSize))
+        #expect(verdict.status == Handshake.VerdictStatus.authenticationFailed.rawValue)
+        second.close()
+        server.done.wait()
+        #expect(server.accepted.isEmpty)
+    }
+
+    @Test("another protocol version is refused with a clear error")
+    func versionMismatch() throws {
+        let server = try AcceptingServer(secret: secretA)
+        server.acceptOne(timeout: .seconds(2))
+        let peer = try RawPeer.connect(to: server.listener.endpoint)
+        #expect(try peer.handshake(secret: secretA, version: 9) == 100 + Handshake.ChallengeStatus.unsupportedVersion.rawValue)
+        peer.close()
+        server.done.wait()
+        #expect(server.accepted.isEmpty)
+
+        // And the client side: a server that answers with version 9.
+        let (listenFD, bound) = try Sockets.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 1)
+        DispatchQueue.global().async {
+            var descriptor = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
+            _ = Glibc.poll(&descriptor, 1, 5000)
+            guard let (fd, _) = try? Sockets.accept(listenFD) else { return }
+            SystemCalls.setBlocking(fd)
+            let peer = RawPeer(fd: fd)
+            _ = try? peer.receive(Handshake.helloSize)
+            var challenge = Handshake.encodeChallenge(status: .proceed, nonce: Handshake.freshNonce(), proof: [UInt8](repeating: 0, count: 32))
+            challenge[4] = 9
+            try? peer.send(challenge)
+            usleep(200_000)
+            peer.close()
+        }
+        let client = try TCPDevice(secret: secretA)
+        let domain = try client.allocateProtectionDomain()
+        let cq = try client.createCompletionQueue(capacity: 8)
+        do {
+            _ = try client.connect(to: bound, QueuePairSetup(protectionDomain: domain, sendCompletionQueue: cq, receiveCompletionQueue: cq), options: ConnectOptions(timeout: .seconds(5))) { _ in }
+            Issue.record("connected to a peer of another version")
+        } catch {
+            #expect(error.kind == .protocolMismatch)
+            #expect(error.message.contains("version 9"))
+        }
+        Glibc.close(listenFD)
+    }
+
+    @Test("garbage instead of a handshake is refused and the listener keeps serving")
+    func garbage() throws {
+        let server = try AcceptingServer(secret: secretA)
+        server.acceptOne(timeout: .seconds(3))
+        let junk = try RawPeer.connect(to: server.listener.endpoint)
+        try junk.send(Array("GET / HTTP/1.1\r\nHost: example\r\n\r\n........".utf8))
+        junk.close()
+        // A silent peer is dropped after the handshake timeout; meanwhile a
+        // good peer still gets in.
+        let good = try RawPeer.connect(to: server.listener.endpoint)
+        #expect(try good.handshake(secret: secretA) == Handshake.VerdictStatus.accepted.rawValue)
+        server.done.wait()
+        #expect(server.accepted.count == 1)
+        #expect(server.listener.refusedAttempts.load(ordering: .relaxed) == 1)
+        good.close()
+    }
+
+    enum BadFrame: String, CaseIterable, Sendable {
+        case badVersion, unknownOpcode, oversized, truncated, badAtomicLength, unexpectedResponse, outOfSequence
+    }
+
+    @Test("malformed frames close the connection with a completion that names the cause", arguments: BadFrame.allCases)
+    func malformedFrames(_ kind: BadFrame) throws {
+        let server = try AcceptingServer(secret: secretA)
+        server.acceptOne()
+        let peer = try RawPeer.connect(to: server.listener.endpoint)
+        #expect(try peer.handshake(secret: secretA) == 0)
+        server.done.wait()
+        var header = FrameHeader(opcode: .send, length: 8)
+        var bytes = [UInt8](repeating: 0, count: FrameHeader.size)
+        let expected: CompletionDetail
+        switch kind {
+        case .badVersion:
+            bytes.withUnsafeMutableBytes { header.encode(to: $0.baseAddress!) }
+            bytes[0] = 7
+            expected = .unsupportedVersion
+        case .unknownOpcode:
+            bytes.withUnsafeMutableBytes { header.encode(to: $0.baseAddress!) }
+            bytes[1] = 99
+            expected = .unknownOpcode
+        case .oversized:
+            header.length = UInt32.max
+            bytes.withUnsafeMutableBytes { header.encode(to: $0.baseAddress!) }
+            expected = .oversizedFrame
+        case .truncated:
+            header.length = 1000
+            bytes.withUnsafeMutableBytes { header.encode(to: $0.baseAddress!) }
+            bytes += [UInt8](repeating: 1, count: 10)
+            expected = .truncatedFrame
+        case .badAtomicLength:
+            header = FrameHeader(opcode: .fetchAndAdd, length: 4)
+            bytes.withUnsafeMutableBytes { header.encode(to: $0.baseAddress!) }
+            expected = .malformedFrame
+        case .unexpectedResponse:
+            header = FrameHeader(opcode: .atomicResponse, length: 8)
+            header.sequence = 12
+            bytes.withUnsafeMutableBytes { header.encode(to: $0.baseAddress!) }
+            bytes += [UInt8](repeating: 0, count: 8)
+            expected = .unexpectedResponse
+        case .outOfSequence:
+            header.sequence = 5
+            bytes.withUnsafeMutableBytes { header.encode(to: $0.baseAddress!) }
+            bytes += [UInt8](repeating: 0, count: 8)
+            expected = .malformedFrame
+        }
+        try peer.send(bytes)
+        if kind == .truncated { Glibc.shutdown(peer.fd, Int32(SHUT_WR)) }
+        let qp = try #require(server.accepted.first)
+        let completion = try #require(try server.cq.next(timeout: .seconds(5)))
+        #expect(completion.status == .flushed && completion.detail == expected, "\(kind): \(completion)")
+        #expect(qp.state == .error)
+        // The connection is closed: the peer reads the end of the stream.
+        var byte: UInt8 = 0
+        var result = 0
+        for _ in 0..<100 {
+            result = Glibc.recv(peer.fd, &byte, 1, Int32(MSG_DONTWAIT))
+            if result == 0 || (result < 0 && errno != EAGAIN) { break }
+            usleep(10_000)
+        }
+        #expect(result == 0 || result < 0)
+        peer.close()
+    }
+}
