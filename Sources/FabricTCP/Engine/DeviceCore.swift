@@ -50,7 +50,10 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
 
     /// The application counts as present (and drives progress itself) for
     /// this long after its last poll.
-    static let handOffDelay: UInt64 = 1_000_000
+    static let handOffDelay: UInt64 = 2_000_000
+    /// How often the progress thread looks around while the application
+    /// polls: rarely, since each wake-up takes a core from a poller.
+    static let activeTickMilliseconds: Int32 = 4
 
     init(name: String, capabilities: DeviceCapabilities, secret explicitSecret: [UInt8]?, logger: Logger) throws(FabricError) {
         _ = installForkHandler
@@ -176,14 +179,17 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         while !stopping.load(ordering: .relaxed) {
             let now = MonotonicClock.now()
             let waiting = blockedWaiters.load(ordering: .relaxed) > 0
-            let polling = now &- lastApplicationProgress.load(ordering: .relaxed) < Self.handOffDelay
+            // The application may have stamped a time after our reading.
+            let lastPoll = lastApplicationProgress.load(ordering: .relaxed)
+            let polling = lastPoll >= now || now - lastPoll < Self.handOffDelay
             if waiting || polling {
                 // Stay off the sockets: waking on every arrival would steal
                 // the core the application is polling on.
                 var descriptor = pollfd(fd: control.fd, events: Int16(POLLIN), revents: 0)
-                let tick: Int32 = waiting ? 10 : 1
-                let untilDeadline = millisecondsUntil(nearestDeadline(), now: now)
-                _ = Glibc.poll(&descriptor, 1, untilDeadline < 0 ? tick : min(tick, untilDeadline))
+                let tick: Int32 = waiting ? 10 : Self.activeTickMilliseconds
+                // The application handles the timers of the queue pairs it
+                // drives; the sweep below covers the ones it does not.
+                _ = Glibc.poll(&descriptor, 1, tick)
                 if descriptor.revents != 0 { control.drain() }
                 sweep(olderThan: Self.handOffDelay)
                 continue
@@ -210,14 +216,14 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         }
     }
 
-    /// Drives queue pairs that no one drove for `age` nanoseconds, and those
-    /// whose timers are due.
+    /// Drives the queue pairs that no one drove for `age` nanoseconds (all of
+    /// them for 0: their timers are due and the application is away).
     private func sweep(olderThan age: UInt64) {
         let now = MonotonicClock.now()
         let list = queuePairs.withLock { $0.list }
         for queuePair in list {
-            let due = queuePair.deadline.load(ordering: .relaxed) <= now
-            if due || now &- queuePair.lastProgress.load(ordering: .relaxed) >= age {
+            let last = queuePair.lastProgress.load(ordering: .relaxed)
+            if last < now && now - last >= age || age == 0 {
                 queuePair.progress(by: .progressThread, now: now)
             }
         }

@@ -99,11 +99,13 @@ public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // muta
 
     /// One round of progress if no other thread is driving this queue pair.
     @inline(__always)
-    func progress(by driver: ProgressDriver, now: UInt64 = 0) {
-        if let next = core.withLockIfAvailable({ $0.progress(by: driver) }) {
-            deadline.store(next, ordering: .sequentiallyConsistent)
-            if next != .max { device.timerMoved(to: next) }
-            if now != 0 { lastProgress.store(now, ordering: .relaxed) }
+    func progress(by driver: ProgressDriver, now: UInt64) {
+        if let next = core.withLockIfAvailable({ $0.progress(by: driver, now: now) }) {
+            if deadline.load(ordering: .relaxed) != next {
+                deadline.store(next, ordering: .sequentiallyConsistent)
+                if next != .max { device.timerMoved(to: next) }
+            }
+            lastProgress.store(now, ordering: .relaxed)
         }
     }
 

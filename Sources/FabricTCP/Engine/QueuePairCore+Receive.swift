@@ -75,8 +75,7 @@ extension QueuePairCore {
         let want = headerOnlyRead
             ? FrameHeader.size - available
             : min(EngineTuning.readWindow, EngineTuning.stagingCapacity - stagedEnd)
-        iov[0] = iovec(iov_base: staging + stagedEnd, iov_len: want)
-        switch SystemCalls.readVector(fd, iov, 1) {
+        switch SystemCalls.read(fd, staging + stagedEnd, want) {
         case .transferred(let n):
             lastReadShort = n < want
             stagedEnd += n
@@ -328,7 +327,7 @@ extension QueuePairCore {
         expectedSequence &+= 1
         if !acknowledgeOwed {
             acknowledgeOwed = true
-            acknowledgeOwedSince = MonotonicClock.now()
+            acknowledgeOwedSince = clock
         }
         acceptedSinceAcknowledge += 1
     }

@@ -29,11 +29,11 @@ enum OutputItem: Equatable {
 /// Tunables of the engine. Defaults suit loopback and LANs.
 struct EngineTuning {
     /// Bytes requested per socket read between frames, when frames are small.
-    static let readWindow = 16 * 1024
+    static let readWindow = 64 * 1024
     /// Payloads from this size on are read straight into place; after one,
     /// the next read asks for a header only, so no payload is over-read.
     static let largePayload = 4096
-    static let stagingCapacity = 64 * 1024
+    static let stagingCapacity = 128 * 1024
     static let scratchCapacity = 16 * 1024
     /// Reads and atomics a queue pair keeps outstanding (verbs: max_rd_atomic).
     static let maxOutstandingReadAtomics = 16
@@ -120,7 +120,8 @@ struct QueuePairCore: ~Copyable {
     var acknowledgeRequested = false
     var acknowledgeOwedSince: UInt64 = 0
     var acceptedSinceAcknowledge = 0
-    var lastProgressStart: UInt64 = 0
+    /// The clock reading of the current progress round.
+    var clock: UInt64 = 0
 
     var counters = QueuePairCounters()
 
@@ -328,16 +329,18 @@ struct QueuePairCore: ~Copyable {
 
     /// One round of work: read what arrived, send what is owed, run timers.
     /// Returns the next deadline (or .max).
-    mutating func progress(by driver: ProgressDriver) -> UInt64 {
+    /// `now` is the caller's clock reading (CLOCK_MONOTONIC, ns).
+    mutating func progress(by driver: ProgressDriver, now: UInt64) -> UInt64 {
         let hadAcknowledgeOwed = acknowledgeOwed
         if state != .initialized {
+            clock = now
             receive()
-            if state == .readyToSend || current != nil || responses.count > 0 {
+            let outputWaiting = current != nil || responses.count > 0 || (transmitted < tail && resendAt == 0)
+            if outputWaiting || acknowledgeOwed || resendAt != 0 || head != tail {
                 // An owed acknowledgement goes out alone only if nothing is
                 // about to carry it: the progress thread has no application
                 // reply to wait for; the application had its chance if the
                 // ack was already owed when this round began.
-                let now = (acknowledgeOwed || resendAt != 0 || tail != head) ? MonotonicClock.now() : 0
                 if resendAt != 0 && now >= resendAt { resendAt = 0 }
                 var standalone = false
                 if acknowledgeOwed {

@@ -38,6 +38,20 @@ enum SystemCalls {
         }
     }
 
+    /// recv into one buffer (lighter than readv: no iovec to import).
+    @inline(__always)
+    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> TransferResult {
+        while true {
+            let n = Glibc.recv(fd, buffer, count, Int32(MSG_DONTWAIT))
+            if n > 0 { return .transferred(n) }
+            if n == 0 { return .endOfStream }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
+            return .failed(code)
+        }
+    }
+
     /// sendmsg without SIGPIPE on a non-blocking socket.
     @inline(__always)
     static func writeVector(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>, _ count: Int) -> TransferResult {
