@@ -122,7 +122,13 @@ struct Server: ParsableCommand {
         let control = ControlChannel(fd: try PlainSocket.accept(listener))
         close(listener)
         let device = try Fabric.openDefaultDevice()
-        try serve(device: device, control: control, host: host, capacity: capacity)
+        // Fix the backend's concrete type here, so that the generic code is
+        // specialized for it (no witness-table calls in the timed loops).
+        if let tcp = device as? TCPDevice {
+            try serve(device: tcp, control: control, host: host, capacity: capacity)
+        } else {
+            try serve(device: device, control: control, host: host, capacity: capacity)
+        }
     }
 }
 
@@ -140,8 +146,12 @@ struct Client: ParsableCommand {
 func runClient(host: String, port: UInt16, options: PlanOptions, plan: PerfPlan) throws {
     let control = ControlChannel(fd: try PlainSocket.connect(host: host, port: port))
     let device = try Fabric.openDefaultDevice()
-    let measurements = try drive(device: device, control: control, host: host, plan: plan, capacity: options.capacity) { line in
-        FileHandle.standardError.write(Data((line + "\n").utf8))
+    let progress: (String) -> Void = { line in FileHandle.standardError.write(Data((line + "\n").utf8)) }
+    let measurements: [Measurement]
+    if let tcp = device as? TCPDevice {
+        measurements = try drive(device: tcp, control: control, host: host, plan: plan, capacity: options.capacity, progress: progress)
+    } else {
+        measurements = try drive(device: device, control: control, host: host, plan: plan, capacity: options.capacity, progress: progress)
     }
     if options.json {
         let encoder = JSONEncoder()

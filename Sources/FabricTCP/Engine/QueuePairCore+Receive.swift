@@ -29,6 +29,10 @@ extension QueuePairCore {
                 counters.framesReceived += 1
                 switch decoded {
                 case .success(let header):
+                    // Predict the next frame from this one: after a large
+                    // payload, read the next header alone so that its
+                    // payload, if large again, goes straight into place.
+                    headerOnlyRead = header.payloadLength >= EngineTuning.largePayload
                     handle(header)
                 case .failure(let error):
                     protocolViolation(error.detail)
@@ -143,7 +147,6 @@ extension QueuePairCore {
             if !discarding { targets.advance(payload) }
             payloadRemaining -= payload
             stagedEnd = n - payload
-            headerOnlyRead = planned >= EngineTuning.largePayload
             if payloadRemaining == 0 {
                 inPayload = false
                 finishPayload()

@@ -33,10 +33,17 @@ extension QueuePairCore {
         case .request(let position):
             let slot = sendQueue.slots[sendQueue.index(position)]
             let header = sendQueue.header(position)
-            let headerLength = slot.opcode == .fetchAndAdd || slot.opcode == .compareAndSwap
-                ? FrameHeader.size + atomicRequestPayload : FrameHeader.size
+            let carriesPayload = slot.opcode == .send || slot.opcode == .sendWithImmediate || slot.opcode == .write || slot.opcode == .writeWithImmediate
+            // An inline payload sits right behind its header: one piece.
+            let inlinePayload = carriesPayload && slot.flags.contains(.inline)
+            let headerLength: Int
+            if slot.opcode == .fetchAndAdd || slot.opcode == .compareAndSwap {
+                headerLength = FrameHeader.size + atomicRequestPayload
+            } else {
+                headerLength = inlinePayload ? FrameHeader.size + slot.length : FrameHeader.size
+            }
             add(header, headerLength, iov, &iovCount, &skipLeft, &total)
-            if slot.opcode == .send || slot.opcode == .sendWithImmediate || slot.opcode == .write || slot.opcode == .writeWithImmediate {
+            if carriesPayload && !inlinePayload {
                 let base = sendQueue.elementBase(position)
                 for i in 0..<slot.elementCount {
                     let element = sendQueue.elements[base + i]
@@ -193,7 +200,9 @@ extension QueuePairCore {
                 FrameHeader.patchAcknowledge(expectedSequence, at: headerPointer(batch[i]))
             }
 
-            let result = SystemCalls.writeVector(fd, iov, iovCount)
+            let result = iovCount == 1
+                ? SystemCalls.write(fd, iov[0].iov_base, iov[0].iov_len)
+                : SystemCalls.writeVector(fd, iov, iovCount)
             releaseAccessed(accessCount)
             switch result {
             case .transferred(var written):

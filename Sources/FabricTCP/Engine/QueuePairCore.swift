@@ -349,7 +349,7 @@ struct QueuePairCore: ~Copyable {
                         || (hadAcknowledgeOwed && acknowledgeRequested)
                         || (now > acknowledgeOwedSince && now - acknowledgeOwedSince >= EngineTuning.acknowledgeDelay)
                 }
-                flushOutput(standaloneAcknowledge: standalone)
+                if outputWaiting || standalone { flushOutput(standaloneAcknowledge: standalone) }
                 checkResponseTimeout(now: now)
             }
         }

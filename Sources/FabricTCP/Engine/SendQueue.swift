@@ -25,13 +25,13 @@ struct SendQueueStorage: ~Copyable {
     let depth: Int
     let maxElements: Int
     let maxInline: Int
-    /// Header (32 B) plus atomic operands (16 B) per slot.
-    static let headerStride = FrameHeader.size + atomicRequestPayload
+    /// Per slot: the header (32 B), then the atomic operands (16 B) or the
+    /// inline payload, so that a small frame is one contiguous buffer.
+    let stride: Int
     let slots: UnsafeMutablePointer<SendSlot>
     let elements: UnsafeMutablePointer<ScatterGatherElement>
     let records: UnsafeMutablePointer<RegionRecord?>
     let headers: UnsafeMutableRawPointer
-    let inlineData: UnsafeMutableRawPointer
 
     init(depth: Int, maxElements: Int, maxInline: Int) {
         self.depth = depth
@@ -43,8 +43,8 @@ struct SendQueueStorage: ~Copyable {
         elements.initialize(repeating: ScatterGatherElement(address: 0, length: 0, localKey: LocalKey(rawValue: 0)), count: depth * self.maxElements)
         records = .allocate(capacity: depth * self.maxElements)
         records.initialize(repeating: nil, count: depth * self.maxElements)
-        headers = .allocate(byteCount: depth * SendQueueStorage.headerStride, alignment: 16)
-        inlineData = .allocate(byteCount: max(1, depth * maxInline), alignment: 16)
+        stride = (FrameHeader.size + max(atomicRequestPayload, maxInline) + 15) & ~15
+        headers = .allocate(byteCount: depth * stride, alignment: 64)
     }
 
     deinit {
@@ -54,16 +54,15 @@ struct SendQueueStorage: ~Copyable {
         slots.deinitialize(count: depth)
         slots.deallocate()
         headers.deallocate()
-        inlineData.deallocate()
     }
 
     @inline(__always) func index(_ position: Int) -> Int { position % depth }
     @inline(__always) func header(_ position: Int) -> UnsafeMutableRawPointer {
-        headers + index(position) * SendQueueStorage.headerStride
+        headers + index(position) * stride
     }
     @inline(__always) func elementBase(_ position: Int) -> Int { index(position) * maxElements }
     @inline(__always) func inline(_ position: Int) -> UnsafeMutableRawPointer {
-        inlineData + index(position) * maxInline
+        header(position) + FrameHeader.size
     }
 
     func releaseRecords(_ position: Int) {

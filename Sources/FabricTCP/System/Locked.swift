@@ -1,20 +1,25 @@
 // UNSAFE AREA: the lock every mutable structure of the software NIC sits
 // behind. A pthread mutex (uncontended: one atomic each way) around a value
-// that is only reachable through `withLock`.
+// that is only reachable through `withLock`. The value lives behind a
+// pointer, not in a stored property, so that the hot path pays no dynamic
+// exclusivity check: the mutex already guarantees exclusive access.
 import Glibc
 
 final class Locked<Value: ~Copyable>: @unchecked Sendable {  // the value is only touched with the mutex held
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var value: Value
+    private let value: UnsafeMutablePointer<Value>
 
-    init(_ value: consuming Value) {
+    init(_ initial: consuming Value) {
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         pthread_mutex_init(mutex, nil)
-        self.value = value
+        value = .allocate(capacity: 1)
+        value.initialize(to: initial)
     }
 
     deinit {
+        value.deinitialize(count: 1)
+        value.deallocate()
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
     }
@@ -23,7 +28,7 @@ final class Locked<Value: ~Copyable>: @unchecked Sendable {  // the value is onl
     func withLock<Result, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        return try body(&value)
+        return try body(&value.pointee)
     }
 
     /// Runs `body` only if the lock is free at once; nil otherwise.
@@ -31,6 +36,6 @@ final class Locked<Value: ~Copyable>: @unchecked Sendable {  // the value is onl
     func withLockIfAvailable<Result>(_ body: (inout Value) -> Result) -> Result? {
         guard pthread_mutex_trylock(mutex) == 0 else { return nil }
         defer { pthread_mutex_unlock(mutex) }
-        return body(&value)
+        return body(&value.pointee)
     }
 }

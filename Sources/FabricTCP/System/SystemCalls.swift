@@ -52,6 +52,19 @@ enum SystemCalls {
         }
     }
 
+    /// send of one buffer without SIGPIPE (lighter than sendmsg).
+    @inline(__always)
+    static func write(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> TransferResult {
+        while true {
+            let n = Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+            if n >= 0 { return .transferred(n) }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
+            return .failed(code)
+        }
+    }
+
     /// sendmsg without SIGPIPE on a non-blocking socket.
     @inline(__always)
     static func writeVector(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>, _ count: Int) -> TransferResult {
