@@ -335,13 +335,13 @@ struct QueuePairCore: ~Copyable {
         if state != .initialized {
             clock = now
             receive()
+            if resendAt != 0 && now >= resendAt { resendAt = 0 }
             let outputWaiting = current != nil || responses.count > 0 || (transmitted < tail && resendAt == 0)
             if outputWaiting || acknowledgeOwed || resendAt != 0 || head != tail {
                 // An owed acknowledgement goes out alone only if nothing is
                 // about to carry it: the progress thread has no application
                 // reply to wait for; the application had its chance if the
                 // ack was already owed when this round began.
-                if resendAt != 0 && now >= resendAt { resendAt = 0 }
                 var standalone = false
                 if acknowledgeOwed {
                     standalone = driver == .progressThread
