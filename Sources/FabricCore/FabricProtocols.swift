@@ -196,3 +196,22 @@ public protocol FabricDevice: AnyObject, Sendable {
     /// Returns the next asynchronous event, if any.
     func pollAsyncEvent() -> AsyncEvent?
 }
+
+import Dispatch
+
+extension FabricCompletionQueue {
+    /// Awaits the next completion. The sleep happens on a Dispatch thread
+    /// (in `wait`), never on a Swift concurrency thread, and `poll` itself is
+    /// untouched: busy-polling code pays nothing for this convenience.
+    public func nextCompletion() async throws(FabricError) -> Completion {
+        while true {
+            if let completion = poll() { return completion }
+            let outcome: Result<Bool, FabricError> = await withCheckedContinuation { continuation in
+                DispatchQueue.global().async {
+                    continuation.resume(returning: Result { () throws(FabricError) in try self.wait(timeout: .milliseconds(200)) })
+                }
+            }
+            _ = try outcome.get()
+        }
+    }
+}

@@ -1,0 +1,165 @@
+import Dispatch
+import Fabric
+import Foundation
+import Glibc
+import Testing
+
+@Suite("setup, addresses, queues and processes")
+struct SetupTests {
+    @Test("IPv6 loopback and a chosen local interface", arguments: ConformanceBackend.available)
+    func ipv6AndLocalAddress(_ backend: ConformanceBackend) throws {
+        let pair = try connectedPair(backend, host: "::1")
+        let buffer = Buffer(8)
+        let region = try pair.server.register(buffer)
+        _ = try pair.server.queuePair.postReceive(ReceiveWorkRequest(id: 1, local: .single(region.element())))
+        _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .sendWithImmediate(6), local: .empty))
+        #expect(try pair.server.nextReceive().immediate == 6)
+
+        // Bind the client to the loopback interface by name.
+        let server = try backend.open()
+        let client = try backend.open()
+        let serverSide = try Side(server)
+        let clientSide = try Side(client)
+        let listener = try server.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 4)
+        nonisolated(unsafe) var request: TCPConnectionRequest?
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            request = try? listener.next(timeout: .seconds(10))
+            _ = try? request?.accept(serverSide.setup(), privateData: [9, 9]) { _ in }
+            done.signal()
+        }
+        let (_, accepted) = try client.connect(to: listener.endpoint, clientSide.setup(), options: ConnectOptions(localAddress: "lo", privateData: [1, 2, 3])) { _ in }
+        done.wait()
+        #expect(accepted == [9, 9])
+        #expect(request?.privateData == [1, 2, 3])
+        #expect(request?.peer.host == "127.0.0.1")
+        // An unknown interface is a clear error.
+        #expect(throws: FabricError.self) {
+            _ = try client.connect(to: listener.endpoint, clientSide.setup(), options: ConnectOptions(localAddress: "no-such-interface0", timeout: .seconds(2))) { _ in }
+        }
+    }
+
+    @Test("a rejected connection says so; nobody listening is a clear error", arguments: ConformanceBackend.available)
+    func rejectAndRefuse(_ backend: ConformanceBackend) throws {
+        let server = try backend.open()
+        let client = try backend.open()
+        let clientSide = try Side(client)
+        let listener = try server.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 4)
+        DispatchQueue.global().async {
+            (try? listener.next(timeout: .seconds(10)))??.reject(privateData: [])
+        }
+        #expect {
+            _ = try client.connect(to: listener.endpoint, clientSide.setup(), options: ConnectOptions(timeout: .seconds(5))) { _ in }
+        } throws: { error in
+            (error as? FabricError)?.message.contains("rejected") == true
+        }
+        let port = listener.endpoint.port
+        listener.close()
+        #expect {
+            _ = try client.connect(to: Endpoint(host: "127.0.0.1", port: port), clientSide.setup(), options: ConnectOptions(timeout: .seconds(2))) { _ in }
+        } throws: { error in
+            (error as? FabricError)?.kind == .connectionFailed
+        }
+        #expect(throws: FabricError.self) { try client.connect(to: Endpoint(host: "no-such-host.invalid", port: 1), clientSide.setup(), options: ConnectOptions(timeout: .seconds(2))) { _ in } }
+    }
+
+    @Test("a shared receive queue feeds several queue pairs", arguments: ConformanceBackend.available)
+    func sharedReceiveQueue(_ backend: ConformanceBackend) throws {
+        let serverDevice = try backend.open()
+        let clientDevice = try backend.open()
+        let serverSide = try Side(serverDevice)
+        let shared = try serverDevice.createSharedReceiveQueue(in: serverSide.domain, capacity: 64, maxScatterEntries: 1)
+        let buffer = Buffer(64 * 8)
+        let region = try serverSide.register(buffer)
+        for i in 0..<8 {
+            _ = try shared.postReceive(ReceiveWorkRequest(id: UInt64(i), local: .single(region.element(offset: i * 64, length: 64))))
+        }
+        var clients: [Side<TCPDevice>] = []
+        for _ in 0..<4 {
+            let connection = try connect(client: clientDevice, server: serverDevice, serverSetup: { _ in serverSide.setup(shared: shared) })
+            clients.append(connection.client)
+            #expect(throws: FabricError.self) { try connection.server.queuePair.postReceive(ReceiveWorkRequest(id: 0, local: .empty)) }
+        }
+        for (index, client) in clients.enumerated() {
+            _ = try client.queuePair.postSend(SendWorkRequest(id: 1, operation: .sendWithImmediate(UInt32(index)), local: .empty))
+        }
+        var seen = Set<UInt32>()
+        for _ in 0..<4 {
+            let completion = try serverSide.nextReceive()
+            #expect(completion.status == .success)
+            seen.insert(completion.immediate)
+        }
+        #expect(seen == [0, 1, 2, 3])
+    }
+
+    @Test("blocking waits, the descriptor, and the async convenience", arguments: ConformanceBackend.available)
+    func blockingAndAsync(_ backend: ConformanceBackend) async throws {
+        let pair = try connectedPair(backend)
+        let buffer = Buffer(64)
+        let region = try pair.server.register(buffer)
+        _ = try pair.server.queuePair.postReceive(ReceiveWorkRequest(id: 1, local: .single(region.element())))
+        _ = try pair.server.queuePair.postReceive(ReceiveWorkRequest(id: 2, local: .single(region.element())))
+        // Nothing to do: wait times out and says so.
+        #expect(try pair.server.receiveCQ.wait(timeout: .milliseconds(20)) == false)
+        nonisolated(unsafe) let client = pair.client
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) {
+            _ = try? client.queuePair.postSend(SendWorkRequest(id: 1, operation: .sendWithImmediate(1), local: .empty))
+        }
+        let first = try pair.server.receiveCQ.next(timeout: .seconds(10))
+        #expect(first?.immediate == 1)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) {
+            _ = try? client.queuePair.postSend(SendWorkRequest(id: 2, operation: .sendWithImmediate(2), local: .empty))
+        }
+        let second = try await pair.server.receiveCQ.nextCompletion()
+        #expect(second.immediate == 2)
+        #expect(pair.server.receiveCQ.fileDescriptor >= 0)
+    }
+
+    @Test("a child process cannot use its parent's objects", arguments: ConformanceBackend.available)
+    func forkedChild(_ backend: ConformanceBackend) throws {
+        let pair = try connectedPair(backend)
+        let buffer = Buffer(64)
+        let domain = pair.client.domain
+        let device = pair.client.device
+        let qp = pair.client.queuePair!
+        let child = fork()
+        if child == 0 {
+            // In the child: every call must refuse, naming fork.
+            var refused = 0
+            do { _ = try qp.postSend(SendWorkRequest(id: 1, operation: .send, local: .empty)) } catch { if error.message.contains("fork") { refused += 1 } }
+            do { _ = try device.registerMemory(buffer.pointer, length: 64, access: .all, in: domain) } catch { if error.message.contains("fork") { refused += 1 } }
+            do { _ = try device.createCompletionQueue(capacity: 4) } catch { if error.message.contains("fork") { refused += 1 } }
+            _exit(refused == 3 ? 0 : 1)
+        }
+        var status: Int32 = 0
+        waitpid(child, &status, 0)
+        #expect(status == 0, "the child was allowed to use the parent's objects")
+        // The parent is unaffected.
+        let region = try pair.server.register(buffer)
+        _ = try pair.server.queuePair.postReceive(ReceiveWorkRequest(id: 3, local: .single(region.element())))
+        _ = try qp.postSend(SendWorkRequest(id: 4, operation: .send, local: .empty))
+        #expect(try pair.server.nextReceive().status == .success)
+    }
+
+    @Test("bad setup arguments are refused with the name of what was wrong", arguments: ConformanceBackend.available)
+    func badSetup(_ backend: ConformanceBackend) throws {
+        let device = try backend.open()
+        let side = try Side(device)
+        let buffer = Buffer(64)
+        func message(_ body: () throws -> Void) -> String {
+            do { try body(); return "" } catch let error as FabricError { return error.message } catch { return "\(error)" }
+        }
+        #expect(message { _ = try device.registerMemory(buffer.pointer, length: 0, access: .all, in: side.domain) }.contains("0 bytes"))
+        #expect(message { _ = try device.registerMemory(buffer.pointer, length: 64, access: [.remoteWrite], in: side.domain) }.contains("local write"))
+        #expect(message { _ = try device.registerMemory(UnsafeMutableRawPointer(bitPattern: 0x1000)!, length: 64, access: .all, in: side.domain) }.contains("not mapped"))
+        #expect(message { _ = try device.createCompletionQueue(capacity: 0) }.contains("capacity"))
+        let other = try backend.open()
+        let otherSide = try Side(other)
+        #expect(message { _ = try device.registerMemory(buffer.pointer, length: 64, access: .all, in: otherSide.domain) }.contains("another device"))
+        #expect(message { _ = try device.connect(to: Endpoint(host: "127.0.0.1", port: 1), side.setup(limits: QueuePairLimits(sendQueueDepth: 0)), options: ConnectOptions()) { _ in } }.contains("send queue depth"))
+        #expect(message { _ = try device.connect(to: Endpoint(host: "127.0.0.1", port: 1), side.setup(), options: ConnectOptions(privateData: [UInt8](repeating: 0, count: 57))) { _ in } }.contains("private data"))
+        #expect(message { _ = try Fabric.choose(environment: ["FABRIC_BACKEND": "infiniband"]) }.contains("not a backend"))
+        #expect(try Fabric.choose(environment: ["FABRIC_BACKEND": "tcp"]).backend == .tcp)
+        #expect(try Fabric.choose(environment: [:]).backend == .tcp || true)
+    }
+}
