@@ -235,10 +235,21 @@ struct FabricServer<D: FabricDevice> {
                 if test.passiveTarget {
                     for k in 0..<2000 { sink = sink &* 6364136223846793005 &+ UInt64(k) }
                     if control.hasInput() { break }
-                } else {
+                } else if side.busyPoll {
                     _ = try side.poll()
                     spins += 1
                     if spins % 256 == 0 && control.hasInput() { break }
+                } else {
+                    // Sleep on the completion queue's descriptor and the
+                    // control channel together.
+                    if side.cq.poll(into: side.completions) == 0 {
+                        var descriptors = [
+                            pollfd(fd: side.cq.fileDescriptor, events: Int16(POLLIN), revents: 0),
+                            pollfd(fd: control.fd, events: Int16(POLLIN), revents: 0),
+                        ]
+                        _ = Glibc.poll(&descriptors, 2, 1000)
+                    }
+                    if control.hasInput() { break }
                 }
             }
             if sink == 42 { print("") }

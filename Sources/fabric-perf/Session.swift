@@ -25,6 +25,12 @@ func serve<D: FabricDevice>(device: D, control: ControlChannel, host: String, ca
     let server = FabricServer(side: side, control: control)
     while true {
         let words = try control.receive().split(separator: " ").map(String.init)
+        if words.first == "idle", words.count == 2, let milliseconds = Int(words[1]) {
+            try control.send("ready")
+            let cpu = try idleCPU(side: side, milliseconds: milliseconds)
+            try control.send("done \(cpu)")
+            continue
+        }
         guard words.first == "run", words.count == 6, let test = PerfTest(rawValue: words[1]),
               let size = Int(words[2]), let count = Int(words[3]) else {
             if words.first == "quit" { return }
@@ -142,6 +148,21 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
         }
         progress("repetition \(repetition + 1) of \(plan.repetitions) done")
     }
+    // Idle: both processes sleep on their completion queue with a connected
+    // queue pair and nothing moving; CPU time used, as a share of one core.
+    var idle: [Measurement] = []
+    if plan.modes.contains("block") {
+        var clientSamples = Samples()
+        var serverSamples = Samples()
+        for _ in 0..<3 {
+            try control.send("idle 1000")
+            _ = try control.expect("ready")
+            clientSamples.append(try idleCPU(side: side, milliseconds: 1000))
+            serverSamples.append(Double(try control.expect("done").first ?? "") ?? .nan)
+        }
+        idle.append(Measurement(test: "idle-cpu", backend: "\(device.backendName) client", mode: "block", size: 0, unit: "%", metric: "cpu", perRepetition: [clientSamples], allocationsPerOperation: nil))
+        idle.append(Measurement(test: "idle-cpu", backend: "\(device.backendName) server", mode: "block", size: 0, unit: "%", metric: "cpu", perRepetition: [serverSamples], allocationsPerOperation: nil))
+    }
     try control.send("quit")
 
     var measurements: [Measurement] = []
@@ -170,5 +191,24 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
             }
         }
     }
-    return measurements
+    return measurements + idle
+}
+
+/// Sleeps in the completion queue's wait for `milliseconds` and returns the
+/// process's CPU time in that span as a percentage of one core.
+func idleCPU<D: FabricDevice>(side: FabricSide<D>, milliseconds: Int) throws -> Double {
+    func cpuMicroseconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) * 1e6 + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec)
+    }
+    let start = now()
+    let before = cpuMicroseconds()
+    let end = start + UInt64(milliseconds) * 1_000_000
+    while now() < end {
+        _ = try side.cq.wait(timeout: .nanoseconds(Int64(end - now())))
+        _ = side.cq.poll(into: side.completions)
+    }
+    let elapsed = Double(now() - start) / 1000
+    return (cpuMicroseconds() - before) / elapsed * 100
 }
