@@ -104,6 +104,9 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
         let found = ring.withLock { $0.pop(into: buffer) }
         if found > 0 { return found }
         progressAttached(now: device.noteApplicationProgress())
+        // A round can take a while (a budget of megabytes): stamp its end
+        // too, so the progress thread does not take the application for gone.
+        device.noteApplicationProgress()
         return ring.withLock { $0.pop(into: buffer) }
     }
 

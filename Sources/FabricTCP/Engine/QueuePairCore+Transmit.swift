@@ -131,7 +131,8 @@ extension QueuePairCore {
     /// Writes as much of the pending output as the socket takes.
     mutating func flushOutput(standaloneAcknowledge: Bool = false) {
         var wantAcknowledge = standaloneAcknowledge && acknowledgeOwed
-        while !socketShut {
+        var budget = EngineTuning.transmitBudget
+        while !socketShut && budget > 0 {
             // Build a batch without changing state: the current partial
             // frame, then responses, then requests that may go.
             var iovCount = 0
@@ -200,6 +201,17 @@ extension QueuePairCore {
                 FrameHeader.patchAcknowledge(expectedSequence, at: headerPointer(batch[i]))
             }
 
+            // One call moves at most a chunk: a socket locked for a long
+            // copy holds back the peer's acknowledgements (TCP's and ours).
+            var chunk = EngineTuning.writeChunk
+            for i in 0..<iovCount {
+                if iov[i].iov_len >= chunk {
+                    iov[i].iov_len = chunk
+                    iovCount = i + 1
+                    break
+                }
+                chunk -= iov[i].iov_len
+            }
             let result = iovCount == 1
                 ? SystemCalls.write(fd, iov[0].iov_base, iov[0].iov_len)
                 : SystemCalls.writeVector(fd, iov, iovCount)
@@ -207,6 +219,7 @@ extension QueuePairCore {
             switch result {
             case .transferred(var written):
                 counters.bytesSent += written
+                budget -= written
                 if count > freshFrom && written >= (freshFrom == 1 ? batchLengths[0] : 0) + FrameHeader.size {
                     acknowledgeOwed = false
                     acknowledgeRequested = false

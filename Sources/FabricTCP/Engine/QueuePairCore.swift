@@ -42,6 +42,10 @@ struct EngineTuning {
     /// ... and so does one owed for this many requests.
     static let acknowledgeBatch = 16
     static let iovecCapacity = 128
+    /// Bytes one write call hands to the socket at most.
+    static let writeChunk = 1 << 20
+    /// Bytes one progress call writes at most to one queue pair.
+    static let transmitBudget = 4 << 20
     /// Bytes one progress call reads at most from one queue pair.
     static let receiveBudget = 4 << 20
     static let batchCapacity = 32
