@@ -218,13 +218,18 @@ struct FabricServer<D: FabricDevice> {
                 try side.post(.write(side.peer), size: size, id: UInt64(i), signaled: i % 64 == 63)
             }
         case .bandwidthSend, .rateSend:
+            // Keep polling until the client has its last completion (it
+            // needs our acknowledgement), as a running application would.
             var received = 0
-            while received < count {
+            var spins = 0
+            while true {
                 let n = try side.poll()
                 for i in 0..<n where side.completions[i].opcode == .receive {
                     received += 1
                     _ = try side.queuePair.postReceive(ReceiveWorkRequest(id: 0, local: .single(side.receiveRegion.element())))
                 }
+                spins += 1
+                if received >= count && spins % 64 == 0 && control.hasInput() { break }
             }
         default:
             // One-sided: the card serves the client. An active target polls

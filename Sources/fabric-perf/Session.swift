@@ -41,7 +41,7 @@ func serve<D: FabricDevice>(device: D, control: ControlChannel, host: String, ca
         if words[5] == "fabric" {
             try control.send("ready")
             let allocations = try server.run(test, size: size, count: count)
-            if !(test.isLatency && (test == .latencySend || test == .latencyWrite)) && test != .bandwidthSend && test != .rateSend {
+            if test != .latencySend && test != .latencyWrite {
                 _ = try control.expect("stop")
             }
             try control.send("done \(allocations)")
@@ -134,7 +134,7 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
                             samples.append(value)
                             clientAllocations = allocated
                         }
-                        if !raw && !(test == .latencySend || test == .latencyWrite || test == .bandwidthSend || test == .rateSend) {
+                        if !raw && test != .latencySend && test != .latencyWrite {
                             try control.send("stop")
                         }
                         let done = try control.expect("done")
