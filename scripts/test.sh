@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, runs every test suite.
-# Slow suites are opt-in: FABRIC_SLOW_TESTS=1 (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
