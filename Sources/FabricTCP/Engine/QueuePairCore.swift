@@ -128,6 +128,8 @@ struct QueuePairCore: ~Copyable {
     var clock: UInt64 = 0
 
     var counters = QueuePairCounters()
+    /// The region the last send came from (see `RegionTable.checkLocal`).
+    var lastLocalRecord: RegionRecord?
 
     init(
         fd: Int32, number: QueuePairNumber, device: TCPDeviceCore, sendCQ: TCPCompletionQueue,
@@ -275,7 +277,7 @@ struct QueuePairCore: ~Copyable {
                     sendQueue.records[base + i] = nil
                     continue
                 }
-                switch table.checkLocal(element, needsWrite: needsLocalWrite, domain: domain) {
+                switch table.checkLocal(element, needsWrite: needsLocalWrite, domain: domain, cache: &lastLocalRecord) {
                 case .success(let record):
                     sendQueue.records[base + i] = record
                 case .failure(let detail):

@@ -38,6 +38,9 @@ struct ReceiveRing: ~Copyable {
 
     /// Validates every element against the table and appends the receive.
     /// Returns the failing detail if an element is not usable.
+    /// The region the last receive came from (see `RegionTable.checkLocal`).
+    private var lastRecord: RegionRecord?
+
     mutating func post(_ request: ReceiveWorkRequest, table: RegionTable, domain: ObjectIdentifier) -> CompletionDetail? {
         var index = head + count
         if index >= depth { index -= depth }
@@ -48,7 +51,7 @@ struct ReceiveRing: ~Copyable {
             if element.length == 0 {
                 records[base + i] = nil
             } else {
-                switch table.checkLocal(element, needsWrite: true, domain: domain) {
+                switch table.checkLocal(element, needsWrite: true, domain: domain, cache: &lastRecord) {
                 case .success(let record): records[base + i] = record
                 case .failure(let detail):
                     for j in 0..<i { records[base + j] = nil }

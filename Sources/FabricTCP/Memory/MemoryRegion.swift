@@ -105,6 +105,22 @@ final class RegionTable: Sendable {
         return .success(record)
     }
 
+    /// The same check, trying first the record the caller used last (a
+    /// queue pair posts from the same region again and again): no lock and
+    /// no hash then. A deregistered record fails `isValid` and falls through
+    /// to the table, which no longer knows its key.
+    @inline(__always)
+    func checkLocal(_ element: ScatterGatherElement, needsWrite: Bool, domain: ObjectIdentifier, cache: inout RegionRecord?) -> Result<RegionRecord, CompletionDetail> {
+        if let record = cache, record.localKey == element.localKey.rawValue, record.domain == domain, record.isValid,
+           !needsWrite || record.access.contains(.localWrite),
+           record.contains(address: element.address, count: UInt64(element.length)) {
+            return .success(record)
+        }
+        let result = checkLocal(element, needsWrite: needsWrite, domain: domain)
+        if case .success(let record) = result { cache = record }
+        return result
+    }
+
     /// Checks a local scatter element of a work request.
     @inline(__always)
     func checkLocal(_ element: ScatterGatherElement, needsWrite: Bool, domain: ObjectIdentifier) -> Result<RegionRecord, CompletionDetail> {
