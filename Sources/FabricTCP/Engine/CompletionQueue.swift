@@ -103,10 +103,9 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
     public func poll(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int {
         let found = ring.withLock { $0.pop(into: buffer) }
         if found > 0 { return found }
+        // One round moves at most a budget of bytes per queue pair (well
+        // under the progress thread's hand-off delay), so one stamp suffices.
         progressAttached(now: device.noteApplicationProgress())
-        // A round can take a while (a budget of megabytes): stamp its end
-        // too, so the progress thread does not take the application for gone.
-        device.noteApplicationProgress()
         return ring.withLock { $0.pop(into: buffer) }
     }
 
