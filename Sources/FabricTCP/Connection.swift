@@ -164,11 +164,11 @@ public final class TCPConnectionRequest: FabricConnectionRequest, @unchecked Sen
         guard !answered.exchange(true, ordering: .acquiringAndReleasing) else {
             throw FabricError(.invalidState, "the connection request from \(peer) was already answered")
         }
-        let queuePair = TCPQueuePair(socket: fd, number: device.core.makeQueuePairNumber(), device: device.core, setup: setup)
+        let queuePair = TCPQueuePair(engine: QueuePairEngine(socket: fd, number: device.core.makeQueuePairNumber(), device: device.core, setup: setup))
         try prepare(queuePair)
         // The peer may send as soon as it reads the verdict: the queue pair
         // is live first.
-        queuePair.activate()
+        queuePair.engine.activate()
         let deadline = MonotonicClock.now() &+ TCPListener.handshakeTimeout
         do {
             try ClientHandshake.send(fd, Handshake.encodeVerdict(.accepted, privateData: privateData), deadline)

@@ -154,9 +154,9 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
             SystemCalls.close(fd)
             throw error
         }
-        let queuePair = TCPQueuePair(socket: fd, number: core.makeQueuePairNumber(), device: core, setup: setup)
+        let queuePair = TCPQueuePair(engine: QueuePairEngine(socket: fd, number: core.makeQueuePairNumber(), device: core, setup: setup))
         try prepare(queuePair)
-        queuePair.activate()
+        queuePair.engine.activate()
         core.logger.debug("connected", metadata: ["peer": "\(endpoint)", "qp": "\(queuePair.number)"])
         return (queuePair, accepted)
     }

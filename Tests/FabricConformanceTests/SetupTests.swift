@@ -75,8 +75,10 @@ struct SetupTests {
             _ = try shared.postReceive(ReceiveWorkRequest(id: UInt64(i), local: .single(region.element(offset: i * 64, length: 64))))
         }
         var clients: [Side<TCPDevice>] = []
+        var connections: [Connection<TCPDevice>] = []  // a queue pair lives as long as its owner holds it
         for _ in 0..<4 {
             let connection = try connect(client: clientDevice, server: serverDevice, serverSetup: { _ in serverSide.setup(shared: shared) })
+            connections.append(connection)
             clients.append(connection.client)
             #expect(throws: FabricError.self) { try connection.server.queuePair.postReceive(ReceiveWorkRequest(id: 0, local: .empty)) }
         }
@@ -90,6 +92,7 @@ struct SetupTests {
             seen.insert(completion.immediate)
         }
         #expect(seen == [0, 1, 2, 3])
+        #expect(connections.count == 4)
     }
 
     @Test("blocking waits, the descriptor, and the async convenience", arguments: ConformanceBackend.available)
@@ -161,5 +164,22 @@ struct SetupTests {
         #expect(message { _ = try Fabric.choose(environment: ["FABRIC_BACKEND": "infiniband"]) }.contains("not a backend"))
         #expect(try Fabric.choose(environment: ["FABRIC_BACKEND": "tcp"]).backend == .tcp)
         #expect(try Fabric.choose(environment: [:]).backend == .tcp || true)
+    }
+}
+
+@Suite("ownership")
+struct OwnershipTests {
+    @Test("dropping a queue pair closes its connection; the peer sees it go", arguments: ConformanceBackend.available)
+    func droppedQueuePair(_ backend: ConformanceBackend) throws {
+        var pair: Connection<TCPDevice>? = try connectedPair(backend)
+        let server = pair!.server
+        let buffer = Buffer(8)
+        let region = try server.register(buffer)
+        _ = try server.queuePair.postReceive(ReceiveWorkRequest(id: 1, local: .single(region.element())))
+        pair!.client.queuePair = nil
+        pair = nil
+        let flushed = try server.nextReceive()
+        #expect(flushed.status == .flushed, "\(flushed)")
+        #expect(server.queuePair.state == .error)
     }
 }

@@ -58,7 +58,7 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
     /// descriptor a sleeper waits on.
     private let poller: EventPoller
     private let armed = Atomic<Bool>(false)
-    private let attached = Locked<[TCPQueuePair]>([])
+    private let attached = Locked<[QueuePairEngine]>([])
 
     init(device: TCPDeviceCore, capacity: Int) throws(FabricError) {
         self.device = device
@@ -71,7 +71,7 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
 
     public var fileDescriptor: Int32 { poller.fd }
 
-    func attach(_ queuePair: TCPQueuePair) {
+    func attach(_ queuePair: QueuePairEngine) {
         attached.withLock { list in
             if !list.contains(where: { $0 === queuePair }) {
                 list.append(queuePair)
@@ -80,7 +80,7 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
         }
     }
 
-    func detach(_ queuePair: TCPQueuePair) {
+    func detach(_ queuePair: QueuePairEngine) {
         attached.withLock { list in
             if let index = list.firstIndex(where: { $0 === queuePair }) {
                 list.remove(at: index)

@@ -31,10 +31,10 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     let copiedBytes = Atomic<Int>(0)
 
     private struct Registry {
-        var byNumber: [UInt32: TCPQueuePair] = [:]
+        var byNumber: [UInt32: QueuePairEngine] = [:]
         /// The same queue pairs as a list the progress thread can take
         /// without copying (an array reference, no allocation).
-        var list: [TCPQueuePair] = []
+        var list: [QueuePairEngine] = []
     }
     private let queuePairs = Locked(Registry())
     private let nextQueuePairNumber = Atomic<UInt32>(1)
@@ -98,7 +98,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         QueuePairNumber(rawValue: nextQueuePairNumber.wrappingAdd(1, ordering: .relaxed).oldValue)
     }
 
-    func register(_ queuePair: TCPQueuePair) {
+    func register(_ queuePair: QueuePairEngine) {
         queuePairs.withLock {
             $0.byNumber[queuePair.number.rawValue] = queuePair
             $0.list.append(queuePair)
@@ -107,7 +107,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         startThreadIfNeeded()
     }
 
-    func unregister(_ queuePair: TCPQueuePair) {
+    func unregister(_ queuePair: QueuePairEngine) {
         poller.remove(queuePair.socket)
         queuePairs.withLock {
             $0.byNumber[queuePair.number.rawValue] = nil

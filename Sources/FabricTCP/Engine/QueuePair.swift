@@ -2,13 +2,14 @@ import FabricCore
 import Glibc
 import Synchronization
 
-/// A reliable connected queue pair of the software NIC: one TCP connection.
-/// All its state lives in `core`, behind one lock; posting takes it, and so
-/// does progress (the application's polls and the progress thread, which
-/// only tries it and never waits).
-public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // mutable state behind `core`'s lock; the rest is immutable or atomic
-    public let number: QueuePairNumber
-    public let limits: QueuePairLimits
+/// The engine of a queue pair: one TCP connection. All its state lives in
+/// `core`, behind one lock; posting takes it, and so does progress (the
+/// application's polls and the progress thread, which only tries it and
+/// never waits). The completion queues and the progress thread hold the
+/// engine; the application holds the `TCPQueuePair` in front of it.
+final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `core`'s lock; the rest is immutable or atomic
+    let number: QueuePairNumber
+    let limits: QueuePairLimits
     let socket: Int32
     let device: TCPDeviceCore
     let sendCQ: TCPCompletionQueue
@@ -41,7 +42,7 @@ public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // muta
         SystemCalls.close(socket)
     }
 
-    public var state: QueuePairState { core.withLock { $0.state } }
+    var state: QueuePairState { core.withLock { $0.state } }
 
     /// Connected: the engine starts moving bytes.
     func activate() {
@@ -53,14 +54,14 @@ public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // muta
     }
 
     @inline(__always)
-    public func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
+    func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
         try device.checkNotForked()
         try checkShape(request)
         return try core.withLock { (core) throws(FabricError) -> PostResult in try core.postSend(request) }
     }
 
     @inline(__always)
-    public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
+    func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
         try device.checkNotForked()
         guard !usesSharedReceiveQueue else {
             throw FabricError(.invalidArgument, "\(number) takes its receives from a shared receive queue; post them there")
@@ -114,13 +115,23 @@ public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // muta
         core.withLock { $0.current != nil || $0.responses.count > 0 || $0.transmitted < $0.tail }
     }
 
-    public func disconnect() {
+    func disconnect() {
         core.withLock { core in
             if core.state == .readyToSend {
                 core.queueDisconnect()
                 core.enterError(.flushed, .disconnected)
             }
             core.shutdownSocket()
+        }
+        detach()
+    }
+
+    /// The owner let go: end the connection abruptly and leave.
+    func close() {
+        core.withLock { core in
+            if core.state == .readyToSend { core.enterError(.flushed, .disconnected) }
+            core.socketShut = true
+            _ = shutdown(core.fd, Int32(SHUT_RDWR))
         }
         detach()
     }
@@ -134,7 +145,7 @@ public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // muta
     }
 
     /// Counters of this queue pair.
-    public var counters: QueuePairStatistics {
+    var counters: QueuePairStatistics {
         core.withLock { core in
             QueuePairStatistics(
                 framesSent: core.counters.framesSent, framesReceived: core.counters.framesReceived,
@@ -145,6 +156,38 @@ public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // muta
                 remoteAccessErrors: core.counters.remoteAccessErrors)
         }
     }
+}
+
+/// A reliable connected queue pair of the software NIC. The application
+/// owns it: when its last reference goes, the connection is closed and the
+/// engine leaves the completion queues and the progress thread (outstanding
+/// work is lost, as when a verbs queue pair is destroyed); `disconnect()`
+/// ends it gracefully first.
+public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // immutable; the engine is thread-safe
+    let engine: QueuePairEngine
+
+    init(engine: QueuePairEngine) { self.engine = engine }
+
+    deinit { engine.close() }
+
+    public var number: QueuePairNumber { engine.number }
+    public var limits: QueuePairLimits { engine.limits }
+    public var state: QueuePairState { engine.state }
+
+    @inline(__always)
+    public func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
+        try engine.postSend(request)
+    }
+
+    @inline(__always)
+    public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
+        try engine.postReceive(request)
+    }
+
+    public func disconnect() { engine.disconnect() }
+
+    /// Counters of this queue pair.
+    public var counters: QueuePairStatistics { engine.counters }
 }
 
 /// A snapshot of a queue pair's counters.
