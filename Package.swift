@@ -53,7 +53,7 @@ let package = Package(
         .target(name: "CAllocationCounter"),
         .executableTarget(
             name: "fabric-perf",
-            dependencies: ["Fabric", "CFabricShims", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Fabric", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(

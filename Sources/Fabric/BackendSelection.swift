@@ -68,17 +68,7 @@ public enum Fabric {
     }
 
     public static func environmentVariables() -> [String: String] {
-        var result: [String: String] = [:]
-        var cursor = environ
-        while let entry = cursor.pointee {
-            let text = String(cString: entry)
-            if let equals = text.firstIndex(of: "=") {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            cursor += 1
-        }
-        return result
+        ProcessEnvironment.variables()
     }
 }
 
-import Glibc

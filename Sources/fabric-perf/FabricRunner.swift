@@ -1,5 +1,4 @@
 import CAllocationCounter
-import CFabricShims
 import Fabric
 import Foundation
 import Glibc

@@ -298,7 +298,7 @@ extension QueuePairCore {
                 response.length = header.length
                 acceptRequest()
                 if !queueResponse(response, payload: UnsafeMutableRawPointer(bitPattern: UInt(header.remoteAddress)), length: length, record: record) {
-                    tooManyOutstanding(header.sequence)
+                    tooManyOutstanding()
                 }
             }
         case .fetchAndAdd, .compareAndSwap:
@@ -354,8 +354,8 @@ extension QueuePairCore {
         }
     }
 
-    private mutating func tooManyOutstanding(_ sequence: UInt32) {
-        // The peer ignored the limit on outstanding reads and atomics.
+    /// The peer ignored the limit on outstanding reads and atomics.
+    private mutating func tooManyOutstanding() {
         protocolViolation(.malformedFrame)
     }
 
@@ -430,7 +430,7 @@ extension QueuePairCore {
             response.sequence = header.sequence
             response.length = UInt32(atomicResponsePayload)
             if !queueResponse(response, atomicValue: old) {
-                tooManyOutstanding(header.sequence)
+                tooManyOutstanding()
             }
         }
     }

@@ -24,7 +24,7 @@ public enum JobSecret {
     }
 
     public static var defaultKeyFilePath: String {
-        let environment = ProcessInfoLite.environment
+        let environment = ProcessEnvironment.variables()
         if let config = environment["XDG_CONFIG_HOME"], !config.isEmpty {
             return config + "/swift-fabric/job-secret"
         }
@@ -35,7 +35,7 @@ public enum JobSecret {
     /// Loads the secret: the environment variable if set, else the key file
     /// (created if missing).
     public static func load(keyFilePath: String = defaultKeyFilePath) throws(FabricError) -> (key: SymmetricKey, source: Source) {
-        if let value = ProcessInfoLite.environment[environmentVariable] {
+        if let value = ProcessEnvironment.variables()[environmentVariable] {
             guard value.utf8.count >= 16 else {
                 throw FabricError(.invalidArgument, "\(environmentVariable) is set but shorter than 16 characters; use a long random value")
             }
@@ -98,22 +98,6 @@ public enum JobSecret {
                 throw SystemCalls.error("creating the directory \(prefix)")
             }
         }
-    }
-}
-
-/// The process environment without Foundation.
-enum ProcessInfoLite {
-    static var environment: [String: String] {
-        var result: [String: String] = [:]
-        var cursor = environ
-        while let entry = cursor.pointee {
-            let text = String(cString: entry)
-            if let equals = text.firstIndex(of: "=") {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            cursor += 1
-        }
-        return result
     }
 }
 
