@@ -222,7 +222,7 @@ struct FabricServer<D: FabricDevice> {
             var received = 0
             var spins = 0
             while true {
-                let n = try side.poll()
+                let n = try pollOrSleep()
                 for i in 0..<n where side.completions[i].opcode == .receive {
                     received += 1
                     _ = try side.queuePair.postReceive(ReceiveWorkRequest(id: 0, local: .single(side.receiveRegion.element())))
@@ -239,21 +239,10 @@ struct FabricServer<D: FabricDevice> {
                 if test.passiveTarget {
                     for k in 0..<2000 { sink = sink &* 6364136223846793005 &+ UInt64(k) }
                     if control.hasInput() { break }
-                } else if side.busyPoll {
-                    _ = try side.poll()
-                    spins += 1
-                    if spins % 256 == 0 && control.hasInput() { break }
                 } else {
-                    // Sleep on the completion queue's descriptor and the
-                    // control channel together.
-                    if side.cq.poll(into: side.completions) == 0 {
-                        var descriptors = [
-                            pollfd(fd: side.cq.fileDescriptor, events: Int16(POLLIN), revents: 0),
-                            pollfd(fd: control.fd, events: Int16(POLLIN), revents: 0),
-                        ]
-                        _ = Glibc.poll(&descriptors, 2, 1000)
-                    }
-                    if control.hasInput() { break }
+                    _ = try pollOrSleep()
+                    spins += 1
+                    if (!side.busyPoll || spins % 256 == 0) && control.hasInput() { break }
                 }
             }
             if sink == 42 { print("") }
@@ -261,6 +250,28 @@ struct FabricServer<D: FabricDevice> {
         let allocations = allocation_counter_count() - before
         allocation_counter_enable(0)
         return allocations
+    }
+}
+
+extension FabricServer {
+    /// Busy-polling: one poll. Blocking: poll, and if nothing came, sleep on
+    /// the completion queue's descriptor and the control channel together
+    /// (the client's "stop" must wake the server too).
+    func pollOrSleep() throws -> Int {
+        if side.busyPoll { return try side.poll() }
+        let n = side.cq.poll(into: side.completions)
+        if n > 0 {
+            for i in 0..<n where side.completions[i].status != .success {
+                throw PerfError("completion failed: \(side.completions[i])")
+            }
+            return n
+        }
+        var descriptors = [
+            pollfd(fd: side.cq.fileDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: control.fd, events: Int16(POLLIN), revents: 0),
+        ]
+        _ = Glibc.poll(&descriptors, 2, 1000)
+        return 0
     }
 }
 
