@@ -242,3 +242,39 @@ struct ErrorTests {
         #expect(sawPeerGone)
     }
 }
+
+@Suite("key revocation")
+struct KeyRevocationTests {
+    @Test("a key used a moment ago is refused once deregistered, even over the same range", arguments: ConformanceBackend.available)
+    func revokedAfterUse(_ backend: ConformanceBackend) throws {
+        let pair = try connectedPair(backend)
+        let target = Buffer(4096, fill: 0)
+        let region = try pair.server.register(target)
+        let source = Buffer(64, fill: 7)
+        let sourceRegion = try pair.client.register(source)
+        _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .write(region.remote()), local: .single(sourceRegion.element())))
+        #expect(try pair.client.nextSend().status == .success)
+        let oldRemote = region.remote()
+        try region.deregister()
+        // The same range registered again gets a new key; the old one stays dead.
+        let again = try pair.server.register(target)
+        #expect(again.remoteKey != oldRemote.key)
+        target.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
+        _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 2, operation: .write(oldRemote), local: .single(sourceRegion.element())))
+        let refused = try pair.client.nextSend()
+        #expect(refused.status == .remoteAccessError && refused.detail == .unknownKey, "\(refused)")
+        #expect((0..<4096).allSatisfy { target.pointer.load(fromByteOffset: $0, as: UInt8.self) == 0 })
+        // A local key is revoked the same way.
+        let pair2 = try connectedPair(backend)
+        let local = try pair2.client.register(source)
+        let element = local.element()
+        let remoteBuffer = Buffer(64)
+        let remote = try pair2.server.register(remoteBuffer)
+        _ = try pair2.client.queuePair.postSend(SendWorkRequest(id: 3, operation: .write(remote.remote()), local: .single(element)))
+        #expect(try pair2.client.nextSend().status == .success)
+        try local.deregister()
+        _ = try pair2.client.queuePair.postSend(SendWorkRequest(id: 4, operation: .write(remote.remote()), local: .single(element)))
+        let localRefused = try pair2.client.nextSend()
+        #expect(localRefused.status == .localProtectionError, "\(localRefused)")
+    }
+}

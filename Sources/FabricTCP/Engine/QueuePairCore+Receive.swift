@@ -265,7 +265,7 @@ extension QueuePairCore {
             let immediate: UInt32? = header.opcode == .sendWithImmediate ? header.immediate : nil
             beginPayload(length, action: .receivePlaced(id: id, opcode: .receive, immediate: immediate, length: length))
         case .write, .writeWithImmediate:
-            switch table.checkRemote(key: header.remoteKey, address: header.remoteAddress, length: UInt64(length), right: .remoteWrite, domain: domain) {
+            switch table.checkRemote(key: header.remoteKey, address: header.remoteAddress, length: UInt64(length), right: .remoteWrite, domain: domain, cache: &lastRemoteRecord) {
             case .failure(let detail):
                 counters.remoteAccessErrors += 1
                 beginPayload(length, action: .discard(nak: (header.sequence, .remoteAccessError, detail)), discard: true)
@@ -288,7 +288,7 @@ extension QueuePairCore {
                 }
             }
         case .readRequest:
-            switch table.checkRemote(key: header.remoteKey, address: header.remoteAddress, length: UInt64(length), right: .remoteRead, domain: domain) {
+            switch table.checkRemote(key: header.remoteKey, address: header.remoteAddress, length: UInt64(length), right: .remoteRead, domain: domain, cache: &lastRemoteRecord) {
             case .failure(let detail):
                 counters.remoteAccessErrors += 1
                 sendNak(header.sequence, .remoteAccessError, detail)
@@ -406,7 +406,7 @@ extension QueuePairCore {
             sendNak(header.sequence, .remoteInvalidRequest, .unalignedAtomic)
             return
         }
-        switch table.checkRemote(key: header.remoteKey, address: header.remoteAddress, length: 8, right: .remoteAtomic, domain: domain) {
+        switch table.checkRemote(key: header.remoteKey, address: header.remoteAddress, length: 8, right: .remoteAtomic, domain: domain, cache: &lastRemoteRecord) {
         case .failure(let detail):
             counters.remoteAccessErrors += 1
             sendNak(header.sequence, .remoteAccessError, detail)

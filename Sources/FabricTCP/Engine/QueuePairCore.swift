@@ -130,6 +130,8 @@ struct QueuePairCore: ~Copyable {
     var counters = QueuePairCounters()
     /// The region the last send came from (see `RegionTable.checkLocal`).
     var lastLocalRecord: RegionRecord?
+    /// The region the peer's last one-sided request used.
+    var lastRemoteRecord: RegionRecord?
 
     init(
         fd: Int32, number: QueuePairNumber, device: TCPDeviceCore, sendCQ: TCPCompletionQueue,

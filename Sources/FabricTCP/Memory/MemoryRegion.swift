@@ -94,6 +94,20 @@ final class RegionTable: Sendable {
         }
     }
 
+    /// The same check, trying first the record this queue pair's peer used
+    /// last. A deregistered record fails `isValid` and falls through to the
+    /// table, which no longer knows its key.
+    @inline(__always)
+    func checkRemote(key: UInt32, address: UInt64, length: UInt64, right: MemoryAccess, domain: ObjectIdentifier, cache: inout RegionRecord?) -> Result<RegionRecord, CompletionDetail> {
+        if let record = cache, record.remoteKey == key, record.domain == domain, record.isValid,
+           record.access.contains(right), record.contains(address: address, count: length) {
+            return .success(record)
+        }
+        let result = checkRemote(key: key, address: address, length: length, right: right, domain: domain)
+        if case .success(let record) = result { cache = record }
+        return result
+    }
+
     /// Checks a peer's access: key known, same protection domain, right
     /// granted, range inside. Nothing is touched before this passes.
     @inline(__always)
