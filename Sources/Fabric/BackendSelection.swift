@@ -9,6 +9,14 @@ public enum FabricBackend: String, CaseIterable, Sendable, Codable {
     case tcp
 }
 
+/// A device as `Fabric.listDevices()` reports it.
+public struct DeviceDescription: Sendable, Codable, Equatable {
+    public var backend: FabricBackend
+    public var name: String
+    public var usable: Bool
+    public var detail: String
+}
+
 /// Which backend a process would use, and why.
 public struct BackendChoice: Sendable, Codable, Equatable {
     public var backend: FabricBackend
@@ -42,6 +50,30 @@ public enum Fabric {
             why = cmReason ?? "rdma_cm is not available"
         }
         return BackendChoice(backend: .tcp, reason: "\(why); using the tcp software NIC", forced: false)
+    }
+
+    /// Every device of every backend this build knows, usable or not.
+    public static func listDevices() -> [DeviceDescription] {
+        var result: [DeviceDescription] = []
+        let (devices, _) = VerbsProbe.devices()
+        for device in devices {
+            result.append(DeviceDescription(
+                backend: .verbs, name: device.name, usable: false,
+                detail: device.hasActivePort ? "active port; the verbs data path is not available in this build" : "no active port"))
+        }
+        result.append(DeviceDescription(backend: .tcp, name: TCPDevice.deviceName, usable: true, detail: "software NIC over TCP sockets"))
+        return result
+    }
+
+    /// Opens a device by name (as `listDevices` gives it).
+    public static func openDevice(named name: String, logger: Logger = Logger(label: "fabric")) throws(FabricError) -> any FabricDevice {
+        guard let description = listDevices().first(where: { $0.name == name }) else {
+            throw FabricError(.unavailable, "no device named '\(name)'; devices: \(listDevices().map(\.name).joined(separator: ", "))")
+        }
+        guard description.usable else {
+            throw FabricError(.unavailable, "device '\(name)' cannot be used: \(description.detail)")
+        }
+        return try TCPDevice(logger: logger)
     }
 
     /// Opens the software NIC.

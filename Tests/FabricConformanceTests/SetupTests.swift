@@ -163,7 +163,11 @@ struct SetupTests {
         #expect(message { _ = try device.connect(to: Endpoint(host: "127.0.0.1", port: 1), side.setup(), options: ConnectOptions(privateData: [UInt8](repeating: 0, count: 57))) { _ in } }.contains("private data"))
         #expect(message { _ = try Fabric.choose(environment: ["FABRIC_BACKEND": "infiniband"]) }.contains("not a backend"))
         #expect(try Fabric.choose(environment: ["FABRIC_BACKEND": "tcp"]).backend == .tcp)
-        #expect(try Fabric.choose(environment: [:]).backend == .tcp || true)
+        // Devices are listed and opened by name; a wrong name says which exist.
+        #expect(Fabric.listDevices().contains { $0.name == TCPDevice.deviceName && $0.usable })
+        let opened = try Fabric.openDevice(named: TCPDevice.deviceName)
+        #expect(opened.backendName == "tcp" && opened.capabilities.maxMessageSize == 64 << 20)
+        #expect(message { _ = try Fabric.openDevice(named: "mlx5_9") }.contains("tcp0"))
     }
 }
 
