@@ -89,6 +89,12 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
         }
     }
 
+    /// Adds or removes interest in room to write on a queue pair's socket.
+    func watch(_ queuePair: QueuePairEngine, writable: Bool) {
+        let events: UInt32 = writable ? .epollIn | .epollOut | .epollRDHup : .epollIn | .epollRDHup
+        poller.modify(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: events)
+    }
+
     /// Adds a completion (called with the producing queue pair's lock held).
     /// Returns false on overrun.
     @inline(__always)

@@ -117,11 +117,22 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
 
     /// A queue pair's socket is full: let the progress thread finish the
     /// write when the application is away.
+    /// Also the completion queues' descriptors become readable when the
+    /// socket has room again: output is work a sleeper must wake up for.
     func wantsWritable(_ number: QueuePairNumber) {
         if let queuePair = queuePairs.withLock({ $0.byNumber[number.rawValue] }),
            !queuePair.watchingWritable.exchange(true, ordering: .relaxed) {
             poller.modify(queuePair.socket, token: UInt64(number.rawValue), events: .epollIn | .epollOut | .epollRDHup)
+            queuePair.sendCQ.watch(queuePair, writable: true)
+            if queuePair.receiveCQ !== queuePair.sendCQ { queuePair.receiveCQ.watch(queuePair, writable: true) }
         }
+    }
+
+    func stopWatchingWritable(_ queuePair: QueuePairEngine) {
+        guard queuePair.watchingWritable.exchange(false, ordering: .relaxed) else { return }
+        poller.modify(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: .epollIn | .epollRDHup)
+        queuePair.sendCQ.watch(queuePair, writable: false)
+        if queuePair.receiveCQ !== queuePair.sendCQ { queuePair.receiveCQ.watch(queuePair, writable: false) }
     }
 
     func postEvent(_ event: AsyncEvent) {
@@ -208,8 +219,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
                 guard let queuePair = queuePairs.withLock({ $0.byNumber[UInt32(truncatingIfNeeded: token)] }) else { continue }
                 queuePair.progress(by: .progressThread, now: after)
                 if events[i].events & .epollOut != 0 && !queuePair.hasPendingOutput {
-                    queuePair.watchingWritable.store(false, ordering: .relaxed)
-                    poller.modify(queuePair.socket, token: token, events: .epollIn | .epollRDHup)
+                    stopWatchingWritable(queuePair)
                 }
             }
             if count == 0 { sweep(olderThan: 0) }

@@ -101,18 +101,20 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     /// One round of progress if no other thread is driving this queue pair.
     @inline(__always)
     func progress(by driver: ProgressDriver, now: UInt64) {
-        if let next = core.withLockIfAvailable({ $0.progress(by: driver, now: now) }) {
+        if let (next, stuck) = core.withLockIfAvailable({ core in (core.progress(by: driver, now: now), core.outputStuck) }) {
             if deadline.load(ordering: .relaxed) != next {
                 deadline.store(next, ordering: .sequentiallyConsistent)
                 if next != .max { device.timerMoved(to: next) }
             }
             lastProgress.store(now, ordering: .relaxed)
+            // The output drained: stop watching for room to write.
+            if !stuck && watchingWritable.load(ordering: .relaxed) { device.stopWatchingWritable(self) }
         }
     }
 
     /// Whether output is waiting for the socket to drain.
     var hasPendingOutput: Bool {
-        core.withLock { $0.current != nil || $0.responses.count > 0 || $0.transmitted < $0.tail }
+        core.withLock { $0.outputStuck }
     }
 
     func disconnect() {

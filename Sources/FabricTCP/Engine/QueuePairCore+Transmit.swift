@@ -219,6 +219,7 @@ extension QueuePairCore {
             switch result {
             case .transferred(var written):
                 counters.bytesSent += written
+                socketFullAt = 0
                 budget -= written
                 if count > freshFrom && written >= (freshFrom == 1 ? batchLengths[0] : 0) + FrameHeader.size {
                     acknowledgeOwed = false
@@ -242,11 +243,13 @@ extension QueuePairCore {
                         } else {
                             currentOffset += written
                         }
+                        socketFullAt = clock | 1
                         device.wantsWritable(number)
                         return  // the socket is full
                     }
                 }
             case .wouldBlock:
+                socketFullAt = clock | 1
                 device.wantsWritable(number)
                 return
             case .endOfStream:

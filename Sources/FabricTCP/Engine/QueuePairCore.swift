@@ -126,6 +126,9 @@ struct QueuePairCore: ~Copyable {
     var acceptedSinceAcknowledge = 0
     /// The clock reading of the current progress round.
     var clock: UInt64 = 0
+    /// Set when a write found the socket full; cleared by the next write
+    /// that the socket took whole.
+    var socketFullAt: UInt64 = 0
 
     var counters = QueuePairCounters()
     /// The region the last send came from (see `RegionTable.checkLocal`).
@@ -363,6 +366,9 @@ struct QueuePairCore: ~Copyable {
         }
         return nextDeadline()
     }
+
+    /// Output that waits for room in the socket.
+    var outputStuck: Bool { current != nil || (socketFullAt != 0 && (responses.count > 0 || transmitted < tail)) }
 
     func nextDeadline() -> UInt64 {
         var deadline = UInt64.max
