@@ -127,6 +127,10 @@ struct SetupTests {
         let qp = pair.client.queuePair!
         let child = fork()
         if child == 0 {
+            // The child inherits every descriptor of this test process (other
+            // tests' sockets among them): drop them at once, so that their
+            // connections end only when their owners close them.
+            for fd in 3..<4096 { close(Int32(fd)) }
             // In the child: every call must refuse, naming fork.
             var refused = 0
             do { _ = try qp.postSend(SendWorkRequest(id: 1, operation: .send, local: .empty)) } catch { if error.message.contains("fork") { refused += 1 } }
