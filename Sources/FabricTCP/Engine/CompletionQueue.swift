@@ -58,7 +58,14 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
     /// descriptor a sleeper waits on.
     private let poller: EventPoller
     private let armed = Atomic<Bool>(false)
-    private let attached = Locked<[QueuePairEngine]>([])
+    private struct Attached {
+        var list: [QueuePairEngine] = []
+        /// Whether the sockets are in the epoll set: only once someone sleeps
+        /// through it (a registration costs every arriving packet a callback,
+        /// which busy-polling applications need not pay).
+        var watching = false
+    }
+    private let attached = Locked(Attached())
 
     init(device: TCPDeviceCore, capacity: Int) throws(FabricError) {
         self.device = device
@@ -69,22 +76,38 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
         try poller.add(notifier.fd, token: 0, events: .epollIn)
     }
 
-    public var fileDescriptor: Int32 { poller.fd }
+    public var fileDescriptor: Int32 {
+        startWatching()
+        return poller.fd
+    }
+
+    private func startWatching() {
+        attached.withLock { set in
+            guard !set.watching else { return }
+            set.watching = true
+            for queuePair in set.list { add(queuePair) }
+        }
+    }
+
+    private func add(_ queuePair: QueuePairEngine) {
+        let writable = queuePair.watchingWritable.load(ordering: .relaxed)
+        try? poller.add(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: writable ? .epollIn | .epollOut | .epollRDHup : .epollIn | .epollRDHup)
+    }
 
     func attach(_ queuePair: QueuePairEngine) {
-        attached.withLock { list in
-            if !list.contains(where: { $0 === queuePair }) {
-                list.append(queuePair)
-                try? poller.add(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: .epollIn | .epollRDHup)
+        attached.withLock { set in
+            if !set.list.contains(where: { $0 === queuePair }) {
+                set.list.append(queuePair)
+                if set.watching { add(queuePair) }
             }
         }
     }
 
     func detach(_ queuePair: QueuePairEngine) {
-        attached.withLock { list in
-            if let index = list.firstIndex(where: { $0 === queuePair }) {
-                list.remove(at: index)
-                poller.remove(queuePair.socket)
+        attached.withLock { set in
+            if let index = set.list.firstIndex(where: { $0 === queuePair }) {
+                set.list.remove(at: index)
+                if set.watching { poller.remove(queuePair.socket) }
             }
         }
     }
@@ -92,7 +115,9 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
     /// Adds or removes interest in room to write on a queue pair's socket.
     func watch(_ queuePair: QueuePairEngine, writable: Bool) {
         let events: UInt32 = writable ? .epollIn | .epollOut | .epollRDHup : .epollIn | .epollRDHup
-        poller.modify(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: events)
+        attached.withLock { set in
+            if set.watching { poller.modify(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: events) }
+        }
     }
 
     /// Adds a completion (called with the producing queue pair's lock held).
@@ -118,7 +143,7 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
     /// Drives every attached queue pair once, skipping any another thread is
     /// already driving.
     func progressAttached(now: UInt64) {
-        let queuePairs = attached.withLock { $0 }
+        let queuePairs = attached.withLock { $0.list }
         for queuePair in queuePairs {
             queuePair.progress(by: .application, now: now)
         }
@@ -170,7 +195,7 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
     /// thread straight on the socket's wait queue (one wake-up step less
     /// than through the epoll set, which serves the general case).
     private func sleep(_ milliseconds: Int32, _ events: inout epoll_event) -> (any: Bool, notified: Bool) {
-        let list = attached.withLock { $0 }
+        let list = attached.withLock { $0.list }
         // Output stuck in a full socket needs a wake-up when it drains.
         let writing = list.contains { $0.hasPendingOutput }
         if list.count == 1 {
@@ -183,6 +208,7 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
             }
             return (n > 0, descriptors.1.revents != 0)
         }
+        startWatching()
         let n = poller.wait(&events, capacity: 1, timeoutMilliseconds: writing && (milliseconds < 0 || milliseconds > 1) ? 1 : milliseconds)
         return (n > 0, n > 0 && events.data.u64 == 0)
     }
@@ -190,7 +216,7 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
     private func nearestDeadline() -> UInt64 {
         attached.withLock { list in
             var nearest = UInt64.max
-            for queuePair in list { nearest = min(nearest, queuePair.deadline.load(ordering: .relaxed)) }
+            for queuePair in list.list { nearest = min(nearest, queuePair.deadline.load(ordering: .relaxed)) }
             return nearest
         }
     }

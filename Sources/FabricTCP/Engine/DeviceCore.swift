@@ -35,6 +35,10 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         /// The same queue pairs as a list the progress thread can take
         /// without copying (an array reference, no allocation).
         var list: [QueuePairEngine] = []
+        /// Whether the sockets are in the epoll set. Only while the progress
+        /// thread sleeps on them: an epoll registration costs every arriving
+        /// packet a callback, which busy-polling applications need not pay.
+        var watching = false
     }
     private let queuePairs = Locked(Registry())
     private let nextQueuePairNumber = Atomic<UInt32>(1)
@@ -102,8 +106,8 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         queuePairs.withLock {
             $0.byNumber[queuePair.number.rawValue] = queuePair
             $0.list.append(queuePair)
+            if $0.watching { watch(queuePair) }
         }
-        try? poller.add(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: .epollIn | .epollRDHup)
         startThreadIfNeeded()
     }
 
@@ -112,6 +116,23 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         queuePairs.withLock {
             $0.byNumber[queuePair.number.rawValue] = nil
             $0.list.removeAll { $0 === queuePair }
+        }
+    }
+
+    private func watch(_ queuePair: QueuePairEngine) {
+        let writable = queuePair.watchingWritable.load(ordering: .relaxed)
+        try? poller.add(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: writable ? .epollIn | .epollOut | .epollRDHup : .epollIn | .epollRDHup)
+    }
+
+    /// Puts the sockets into the epoll set or takes them out (on the progress
+    /// thread's changes of mode only).
+    private func watchSockets(_ on: Bool) {
+        queuePairs.withLock { registry in
+            guard registry.watching != on else { return }
+            registry.watching = on
+            for queuePair in registry.list {
+                if on { watch(queuePair) } else { poller.remove(queuePair.socket) }
+            }
         }
     }
 
@@ -196,6 +217,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
             if waiting || polling {
                 // Stay off the sockets: waking on every arrival would steal
                 // the core the application is polling on.
+                watchSockets(false)
                 var descriptor = pollfd(fd: control.fd, events: Int16(POLLIN), revents: 0)
                 let tick: Int32 = waiting ? 10 : Self.activeTickMilliseconds
                 // The application handles the timers of the queue pairs it
@@ -205,6 +227,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
                 sweep(olderThan: Self.handOffDelay)
                 continue
             }
+            watchSockets(true)
             let deadline = nearestDeadline()
             threadSleepsUntil.store(deadline, ordering: .sequentiallyConsistent)
             // A deadline set meanwhile by the application is seen here or
