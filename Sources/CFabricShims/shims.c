@@ -6,8 +6,9 @@
 #include <sys/socket.h>
 
 int fabric_range_is_mapped(const void *address, size_t length) {
-    static long page_size = 0;
-    if (page_size == 0) page_size = sysconf(_SC_PAGESIZE);
+    // Asked each time: registration is not a hot path, and a cached static
+    // would be a data race between threads registering at once.
+    const long page_size = sysconf(_SC_PAGESIZE);
     uintptr_t start = (uintptr_t)address & ~((uintptr_t)page_size - 1);
     uintptr_t end = (uintptr_t)address + (length ? length : 1);
     // One vector byte per page; a small fixed buffer walked in steps keeps
