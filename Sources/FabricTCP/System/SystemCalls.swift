@@ -24,45 +24,37 @@ enum SystemCalls {
         FabricError(.system(errno: code), "\(what): \(errorText(code))")
     }
 
-    /// readv on a non-blocking descriptor.
+    /// Runs one transfer call, retrying EINTR; maps the outcome. A read that
+    /// returns 0 means the peer ended the stream; a write of 0 bytes is just 0.
     @inline(__always)
-    static func readVector(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>, _ count: Int) -> TransferResult {
+    private static func transfer(isRead: Bool, _ call: () -> Int) -> TransferResult {
         while true {
-            let n = Glibc.readv(fd, vectors, Int32(count))
+            let n = call()
             if n > 0 { return .transferred(n) }
-            if n == 0 { return .endOfStream }
+            if n == 0 { return isRead ? .endOfStream : .transferred(0) }
             let code = errno
             if code == EINTR { continue }
             if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
             return .failed(code)
         }
+    }
+
+    /// readv on a non-blocking descriptor.
+    @inline(__always)
+    static func readVector(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>, _ count: Int) -> TransferResult {
+        transfer(isRead: true) { Glibc.readv(fd, vectors, Int32(count)) }
     }
 
     /// recv into one buffer (lighter than readv: no iovec to import).
     @inline(__always)
     static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> TransferResult {
-        while true {
-            let n = Glibc.recv(fd, buffer, count, Int32(MSG_DONTWAIT))
-            if n > 0 { return .transferred(n) }
-            if n == 0 { return .endOfStream }
-            let code = errno
-            if code == EINTR { continue }
-            if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
-            return .failed(code)
-        }
+        transfer(isRead: true) { Glibc.recv(fd, buffer, count, Int32(MSG_DONTWAIT)) }
     }
 
     /// send of one buffer without SIGPIPE (lighter than sendmsg).
     @inline(__always)
     static func write(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> TransferResult {
-        while true {
-            let n = Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
-            if n >= 0 { return .transferred(n) }
-            let code = errno
-            if code == EINTR { continue }
-            if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
-            return .failed(code)
-        }
+        transfer(isRead: false) { Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
     }
 
     /// sendmsg without SIGPIPE on a non-blocking socket.
@@ -71,14 +63,7 @@ enum SystemCalls {
         var message = msghdr()
         message.msg_iov = vectors
         message.msg_iovlen = count
-        while true {
-            let n = Glibc.sendmsg(fd, &message, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
-            if n >= 0 { return .transferred(n) }
-            let code = errno
-            if code == EINTR { continue }
-            if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
-            return .failed(code)
-        }
+        return transfer(isRead: false) { Glibc.sendmsg(fd, &message, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
     }
 
     static func setNonBlocking(_ fd: Int32) {
