@@ -118,6 +118,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     }
 
     func disconnect() {
+        if forkGeneration.load(ordering: .relaxed) != device.generation { return }
         core.withLock { core in
             if core.state == .readyToSend {
                 core.queueDisconnect()
@@ -130,6 +131,9 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
 
     /// The owner let go: end the connection abruptly and leave.
     func close() {
+        // In a forked child the socket is shared with the parent: shutting it
+        // down would end the parent's connection. Only let go of it.
+        if forkGeneration.load(ordering: .relaxed) != device.generation { return }
         core.withLock { core in
             if core.state == .readyToSend { core.enterError(.flushed, .disconnected) }
             core.socketShut = true
