@@ -29,21 +29,30 @@ let package = Package(
             name: "FabricCore",
             dependencies: [.product(name: "Logging", package: "swift-log")]
         ),
+        // What both backends share: the job secret and fork detection.
+        .target(
+            name: "FabricSupport",
+            dependencies: ["FabricCore", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .target(
             name: "FabricTCP",
             dependencies: [
-                "FabricCore", "CFabricShims",
+                "FabricCore", "FabricSupport", "CFabricShims",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
             name: "FabricVerbs",
-            dependencies: ["FabricCore", "CVerbs", .product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                "FabricCore", "FabricSupport", "CVerbs",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .target(
             name: "Fabric",
-            dependencies: ["FabricCore", "FabricTCP", "FabricVerbs", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["FabricCore", "FabricSupport", "FabricTCP", "FabricVerbs", .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(
             name: "fabric-info",

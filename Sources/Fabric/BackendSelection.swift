@@ -1,4 +1,5 @@
 @_exported import FabricCore
+@_exported import FabricSupport
 @_exported import FabricTCP
 import FabricVerbs
 import Logging

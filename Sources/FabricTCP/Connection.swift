@@ -1,5 +1,6 @@
 import Crypto
 import FabricCore
+import FabricSupport
 import Glibc
 import Synchronization
 

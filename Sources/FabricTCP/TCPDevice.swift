@@ -1,5 +1,6 @@
 import CFabricShims
 import FabricCore
+import FabricSupport
 import Glibc
 import Logging
 

@@ -1,15 +1,10 @@
 import CFabricShims
 import Crypto
 import FabricCore
+import FabricSupport
 import Glibc
 import Logging
 import Synchronization
-
-/// Set in a forked child: every object of the parent refuses to work there.
-let forkGeneration = Atomic<Int>(0)
-private let installForkHandler: Void = {
-    pthread_atfork(nil, nil, { forkGeneration.wrappingAdd(1, ordering: .relaxed) })
-}()
 
 /// What the device's objects share: the key table, the job secret, the
 /// queue pairs, the async events and the progress thread ("the card").
@@ -20,7 +15,8 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     let secret: SymmetricKey
     let secretSource: JobSecret.Source
     let logger: Logger
-    let generation: Int
+    /// Every object of the device refuses to work in a forked child.
+    let forkDetection = ForkDetection()
 
     /// Threads sleeping in a completion queue's `wait`.
     let blockedWaiters = Atomic<Int>(0)
@@ -60,11 +56,9 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     static let activeTickMilliseconds: Int32 = 4
 
     init(name: String, capabilities: DeviceCapabilities, secret explicitSecret: [UInt8]?, logger: Logger) throws(FabricError) {
-        _ = installForkHandler
         self.name = name
         self.capabilities = capabilities
         self.logger = logger
-        generation = forkGeneration.load(ordering: .relaxed)
         if let explicitSecret {
             (secret, secretSource) = (SymmetricKey(data: explicitSecret), .explicit)
         } else {
@@ -80,9 +74,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
 
     @inline(__always)
     func checkNotForked() throws(FabricError) {
-        if forkGeneration.load(ordering: .relaxed) != generation {
-            throw FabricError(.invalidState, "this object belongs to the parent of a fork(); a child process must open its own device")
-        }
+        try forkDetection.checkNotForked()
     }
 
     @inline(__always)

@@ -1,4 +1,5 @@
 import FabricCore
+import FabricSupport
 import Glibc
 import Synchronization
 
@@ -118,7 +119,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     }
 
     func disconnect() {
-        if forkGeneration.load(ordering: .relaxed) != device.generation { return }
+        if device.forkDetection.isForkedChild { return }
         core.withLock { core in
             if core.state == .readyToSend {
                 core.queueDisconnect()
@@ -133,7 +134,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     func close() {
         // In a forked child the socket is shared with the parent: shutting it
         // down would end the parent's connection. Only let go of it.
-        if forkGeneration.load(ordering: .relaxed) != device.generation { return }
+        if device.forkDetection.isForkedChild { return }
         core.withLock { core in
             if core.state == .readyToSend { core.enterError(.flushed, .disconnected) }
             core.socketShut = true

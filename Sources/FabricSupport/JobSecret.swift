@@ -62,13 +62,13 @@ public enum JobSecret {
                 throw FabricError(.system(errno: errno), "writing the key file \(path) failed")
             }
         } else if errno != EEXIST {
-            throw SystemCalls.error("creating the key file \(path)")
+            throw systemError("creating the key file \(path)")
         }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw SystemCalls.error("opening the key file \(path)") }
+        if fd < 0 { throw systemError("opening the key file \(path)") }
         defer { close(fd) }
         var status = stat()
-        guard fstat(fd, &status) == 0 else { throw SystemCalls.error("stat of the key file \(path)") }
+        guard fstat(fd, &status) == 0 else { throw systemError("stat of the key file \(path)") }
         guard status.st_mode & 0o077 == 0 else {
             throw FabricError(.invalidArgument, "the key file \(path) is readable by others (mode \(String(status.st_mode & 0o777, radix: 8))); run chmod 600 on it")
         }
@@ -95,19 +95,23 @@ public enum JobSecret {
         for component in path.split(separator: "/", omittingEmptySubsequences: true) {
             prefix += "/" + component
             if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
-                throw SystemCalls.error("creating the directory \(prefix)")
+                throw systemError("creating the directory \(prefix)")
             }
         }
     }
 }
 
+private func systemError(_ what: String, _ code: Int32 = errno) -> FabricError {
+    FabricError(.system(errno: code), "\(what): \(String(cString: strerror(code)))")
+}
+
 extension String {
-    init(format2 byte: UInt8) {
+    fileprivate init(format2 byte: UInt8) {
         let digits = Array("0123456789abcdef")
         self = String([digits[Int(byte >> 4)], digits[Int(byte & 0xf)]])
     }
 
-    func trimmingWhitespace() -> String {
+    fileprivate func trimmingWhitespace() -> String {
         var scalars = Substring(self)
         while let first = scalars.first, first.isWhitespace { scalars.removeFirst() }
         while let last = scalars.last, last.isWhitespace { scalars.removeLast() }
