@@ -1,0 +1,177 @@
+internal import CVerbs
+import FabricCore
+import Glibc
+import Logging
+import Synchronization
+
+/// One established connection, as the event thread knows it.
+final class ConnectionRecord: @unchecked Sendable {  // immutable; `closedLocally` is atomic
+    let id: UnsafeMutablePointer<rdma_cm_id>
+    let qp: UnsafeMutablePointer<ibv_qp>
+    let number: QueuePairNumber
+    /// Set when our side disconnected: its DISCONNECTED event is no news.
+    let closedLocally = Atomic<Bool>(false)
+
+    init(id: UnsafeMutablePointer<rdma_cm_id>, qp: UnsafeMutablePointer<ibv_qp>) {
+        self.id = id
+        self.qp = qp
+        number = QueuePairNumber(rawValue: qp.pointee.qp_num)
+    }
+
+    /// Moves the queue pair to the error state: everything outstanding
+    /// completes as flushed, like on a card whose peer went away.
+    func enterError() {
+        var attributes = ibv_qp_attr()
+        attributes.qp_state = IBV_QPS_ERR
+        _ = ibv_modify_qp(qp, &attributes, Int32(IBV_QP_STATE.rawValue))
+    }
+}
+
+/// Follows established connections without the application's help. A
+/// thread sleeps on the connection manager's event channel (peers that
+/// disconnect) and on the device's asynchronous events (queue pairs the
+/// device declared fatal); it moves the queue pair to the error state and
+/// queues an `AsyncEvent`. It costs the data path nothing.
+final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind `state`
+    /// Established connections' identifiers are moved to this channel.
+    let channel: UnsafeMutablePointer<rdma_event_channel>
+    private let context: UnsafeMutablePointer<ibv_context>
+    /// A pipe whose write end ends the thread.
+    private let wake: (read: Int32, write: Int32)
+    private let logger: Logger
+    private var thread = pthread_t()
+
+    private struct State {
+        var connections: [UInt: ConnectionRecord] = [:]
+        var pending: [AsyncEvent] = []
+    }
+    private let state = Mutex(State())
+
+    /// Queue pairs of every device of the process by number, for the
+    /// device's asynchronous events (one context serves every device object
+    /// opened on it, so any of their threads may read an event).
+    private static let owners = Mutex<[UInt32: Owner]>([:])
+    private struct Owner { weak var events: ConnectionEvents? }
+
+    init(context: UnsafeMutablePointer<ibv_context>, logger: Logger) throws(FabricError) {
+        self.context = context
+        self.logger = logger
+        guard let channel = rdma_create_event_channel() else {
+            throw VerbsError.system("creating an rdma_cm event channel")
+        }
+        self.channel = channel
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else {
+            rdma_destroy_event_channel(channel)
+            throw VerbsError.system("creating a pipe")
+        }
+        wake = (ends[0], ends[1])
+        Self.setNonBlocking(channel.pointee.fd)
+        Self.setNonBlocking(context.pointee.async_fd)
+        let box = Unmanaged.passRetained(self).toOpaque()
+        let status = pthread_create(&thread, nil, { argument in
+            let events = Unmanaged<ConnectionEvents>.fromOpaque(argument!).takeRetainedValue()
+            events.run()
+            return nil
+        }, box)
+        if status != 0 {
+            Unmanaged<ConnectionEvents>.fromOpaque(box).release()
+            throw VerbsError.system("starting the connection event thread", status)
+        }
+    }
+
+    static func setNonBlocking(_ fd: Int32) {
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+    }
+
+    /// Ends the thread; called when the device goes.
+    func stop() {
+        var one: UInt8 = 1
+        _ = write(wake.write, &one, 1)
+        pthread_join(thread, nil)
+        close(wake.read)
+        close(wake.write)
+        rdma_destroy_event_channel(channel)
+    }
+
+    func add(_ record: ConnectionRecord) {
+        state.withLock { $0.connections[UInt(bitPattern: record.id)] = record }
+        Self.owners.withLock { $0[record.number.rawValue] = Owner(events: self) }
+    }
+
+    func remove(_ record: ConnectionRecord) {
+        state.withLock { _ = $0.connections.removeValue(forKey: UInt(bitPattern: record.id)) }
+        Self.owners.withLock { _ = $0.removeValue(forKey: record.number.rawValue) }
+    }
+
+    func post(_ event: AsyncEvent) {
+        state.withLock { $0.pending.append(event) }
+    }
+
+    func nextEvent() -> AsyncEvent? {
+        state.withLock { $0.pending.isEmpty ? nil : $0.pending.removeFirst() }
+    }
+
+    private func run() {
+        var descriptors = [
+            pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: context.pointee.async_fd, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
+        ]
+        while true {
+            let ready = poll(&descriptors, nfds_t(descriptors.count), -1)
+            if ready < 0 && errno == EINTR { continue }
+            if descriptors[2].revents != 0 { return }
+            drainConnectionEvents()
+            drainDeviceEvents()
+        }
+    }
+
+    private func drainConnectionEvents() {
+        var event: UnsafeMutablePointer<rdma_cm_event>?
+        while rdma_get_cm_event(channel, &event) == 0, let received = event {
+            let kind = received.pointee.event
+            let id = received.pointee.id
+            rdma_ack_cm_event(received)
+            guard let id else { continue }
+            let record = state.withLock { $0.connections[UInt(bitPattern: id)] }
+            guard let record else { continue }
+            switch kind {
+            case RDMA_CM_EVENT_DISCONNECTED:
+                if !record.closedLocally.load(ordering: .acquiring) {
+                    record.enterError()
+                    rdma_disconnect(record.id)
+                    post(AsyncEvent(kind: .peerGone, queuePair: record.number, detail: .peerClosedConnection))
+                }
+            case RDMA_CM_EVENT_DEVICE_REMOVAL:
+                record.enterError()
+                post(AsyncEvent(kind: .queuePairFatal, queuePair: record.number, detail: .disconnected))
+            default:
+                break
+            }
+        }
+    }
+
+    private func drainDeviceEvents() {
+        var event = ibv_async_event()
+        while ibv_get_async_event(context, &event) == 0 {
+            switch event.event_type {
+            case IBV_EVENT_QP_FATAL, IBV_EVENT_QP_REQ_ERR, IBV_EVENT_QP_ACCESS_ERR:
+                if let qp = event.element.qp {
+                    let number = qp.pointee.qp_num
+                    let owner = Self.owners.withLock { $0[number]?.events }
+                    owner?.post(AsyncEvent(kind: .queuePairFatal, queuePair: QueuePairNumber(rawValue: number), detail: .queuePairInError))
+                }
+            case IBV_EVENT_CQ_ERR:
+                // The completion queue does not say which device object it
+                // belongs to; every object on this context hears of it.
+                logger.error("a completion queue of the RDMA device overflowed; completions were lost")
+                post(AsyncEvent(kind: .completionQueueOverrun, queuePair: nil, detail: .completionQueueOverrun))
+            default:
+                break
+            }
+            ibv_ack_async_event(&event)
+        }
+    }
+}

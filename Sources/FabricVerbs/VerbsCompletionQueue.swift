@@ -1,0 +1,224 @@
+internal import CVerbs
+import FabricCore
+import Glibc
+import Synchronization
+
+/// A completion queue (ibv_cq) with a completion channel for sleeping.
+///
+/// Polling reads the device's completions straight into a small buffer on
+/// the stack and translates them: no lock but the queue pair's ring, no
+/// allocation, no system call. The completion channel costs nothing until
+/// someone sleeps: `wait` arms it for one sleep, and `fileDescriptor` puts
+/// the queue in descriptor mode, where every poll re-arms it (one system
+/// call on rxe) so that the descriptor is readable whenever work may be
+/// waiting.
+public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Sendable {  // mutable state is atomic or behind locks
+    let device: VerbsDevice
+    let cq: UnsafeMutablePointer<ibv_cq>
+    private let channel: UnsafeMutablePointer<ibv_comp_channel>
+    public let capacity: Int
+
+    /// The queue pairs that report here, by number.
+    private let routes = Mutex<[UInt32: QueuePairWork]>([:])
+    private let descriptorMode = Atomic<Bool>(false)
+    /// A completion `wait` found after arming, handed to the next poll.
+    private let stash = Mutex<Completion?>(nil)
+    private let hasStash = Atomic<Bool>(false)
+
+    /// Completions read from the device per call.
+    static let batch = 16
+
+    init(device: VerbsDevice, capacity: Int) throws(FabricError) {
+        self.device = device
+        self.capacity = capacity
+        guard let channel = ibv_create_comp_channel(device.context) else {
+            throw VerbsError.system("creating a completion channel")
+        }
+        ConnectionEvents.setNonBlocking(channel.pointee.fd)
+        guard let cq = ibv_create_cq(device.context, Int32(capacity), nil, channel, 0) else {
+            let code = errno
+            ibv_destroy_comp_channel(channel)
+            throw VerbsError.system("creating a completion queue of \(capacity) entries", code)
+        }
+        self.channel = channel
+        self.cq = cq
+    }
+
+    deinit {
+        guard !device.forkDetection.isForkedChild else { return }
+        drainChannel()
+        ibv_destroy_cq(cq)
+        ibv_destroy_comp_channel(channel)
+    }
+
+    func attach(_ work: QueuePairWork) {
+        routes.withLock { $0[work.number.rawValue] = work }
+    }
+
+    func detach(_ number: QueuePairNumber) {
+        routes.withLock { _ = $0.removeValue(forKey: number.rawValue) }
+    }
+
+    public var fileDescriptor: Int32 {
+        if !descriptorMode.exchange(true, ordering: .relaxed) { rearm() }
+        return channel.pointee.fd
+    }
+
+    public func poll(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int {
+        guard buffer.count > 0, !device.forkDetection.isForkedChild else { return 0 }
+        var produced = 0
+        if hasStash.load(ordering: .acquiring), let stashed = takeStash() {
+            buffer[0] = stashed
+            produced = 1
+        }
+        if descriptorMode.load(ordering: .relaxed) { rearm() }
+        while produced < buffer.count {
+            let (found, read) = pollDevice(into: UnsafeMutableBufferPointer(rebasing: buffer[produced...]))
+            produced += found
+            // Stop when the device is empty; go on when every completion
+            // read was an internal one (a signal to free ring slots).
+            if read == 0 || found > 0 { break }
+        }
+        return produced
+    }
+
+    public func wait(timeout: Duration?) throws(FabricError) -> Bool {
+        try device.forkDetection.checkNotForked()
+        if hasStash.load(ordering: .acquiring) { return true }
+        rearm()
+        // Completions that arrived before the arming raise no event: look
+        // once more, keeping what is found for the next poll.
+        var completion = Completion.empty
+        let found = withUnsafeMutablePointer(to: &completion) { pointer in
+            var total = 0
+            while true {
+                let (found, read) = pollDevice(into: UnsafeMutableBufferPointer(start: pointer, count: 1))
+                total += found
+                if found > 0 || read == 0 { return total }
+            }
+        }
+        if found == 1 {
+            stash.withLock { $0 = completion }
+            hasStash.store(true, ordering: .releasing)
+            return true
+        }
+        var descriptor = pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0)
+        let milliseconds: Int32
+        if let timeout {
+            let (seconds, attoseconds) = timeout.components
+            let total = max(0, seconds) * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+            milliseconds = Int32(clamping: total)
+        } else {
+            milliseconds = -1
+        }
+        let ready = Glibc.poll(&descriptor, 1, milliseconds)
+        if ready < 0 && errno != EINTR {
+            throw VerbsError.system("waiting on the completion channel")
+        }
+        return ready != 0
+    }
+
+    private func takeStash() -> Completion? {
+        stash.withLock { value in
+            let taken = value
+            value = nil
+            hasStash.store(false, ordering: .releasing)
+            return taken
+        }
+    }
+
+    /// Consumes the channel's events and asks for one for the next completion.
+    private func rearm() {
+        drainChannel()
+        _ = ibv_req_notify_cq(cq, 0)
+    }
+
+    private func drainChannel() {
+        var eventQueue: UnsafeMutablePointer<ibv_cq>?
+        var eventContext: UnsafeMutableRawPointer?
+        var count: UInt32 = 0
+        while ibv_get_cq_event(channel, &eventQueue, &eventContext) == 0 { count += 1 }
+        if count > 0 { ibv_ack_cq_events(cq, count) }
+    }
+
+    /// Reads up to `buffer.count` device completions; returns how many the
+    /// application gets and how many were read.
+    private func pollDevice(into buffer: UnsafeMutableBufferPointer<Completion>) -> (found: Int, read: Int) {
+        let want = min(buffer.count, Self.batch)
+        return withUnsafeTemporaryAllocation(of: ibv_wc.self, capacity: Self.batch) { raw in
+            let read = Int(ibv_poll_cq(cq, Int32(want), raw.baseAddress!))
+            guard read > 0 else { return (0, 0) }
+            var found = 0
+            var cachedWork: QueuePairWork? = nil
+            for index in 0..<read {
+                let wc = raw[index]
+                if cachedWork?.number.rawValue != wc.qp_num {
+                    cachedWork = routes.withLock { $0[wc.qp_num] }
+                }
+                // A completion of a queue pair already destroyed has no one
+                // to go to.
+                guard let work = cachedWork else { continue }
+                if let completion = Self.translate(wc, work: work) {
+                    buffer[found] = completion
+                    found += 1
+                }
+            }
+            return (found, read)
+        }
+    }
+
+    /// A device completion as the application sees it, or nil for one that
+    /// only freed ring slots.
+    static func translate(_ wc: ibv_wc, work: QueuePairWork) -> Completion? {
+        let status = Self.status(wc.status)
+        let queuePair = work.number
+        if wc.wr_id & WorkRequestTag.receive != 0 {
+            let index = wc.wr_id & WorkRequestTag.indexMask
+            let userID: UInt64
+            if wc.wr_id & WorkRequestTag.shared != 0 {
+                userID = work.shared?.slots.withLock { $0.complete(Int(index)) } ?? 0
+            } else {
+                userID = work.receive.withLock { $0.retire(index) }
+            }
+            let withImmediate = wc.wc_flags & IBV_WC_WITH_IMM.rawValue != 0
+            let opcode: CompletionOpcode = (status == .success && wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM) ? .receiveWithImmediate : .receive
+            return Completion(
+                workRequestID: userID, status: status, opcode: opcode,
+                byteLength: status == .success ? wc.byte_len : 0,
+                immediate: withImmediate && status == .success ? UInt32(bigEndian: wc.imm_data) : nil,
+                queuePair: queuePair, detail: detail(status))
+        }
+        let slot = work.send.withLock { $0.retire(wc.wr_id) }
+        guard slot.userSignaled || status != .success else { return nil }
+        return Completion(
+            workRequestID: slot.userID, status: status, opcode: slot.opcode,
+            byteLength: status == .success ? slot.byteLength : 0,
+            queuePair: queuePair, detail: detail(status))
+    }
+
+    static func status(_ status: ibv_wc_status) -> CompletionStatus {
+        switch status {
+        case IBV_WC_SUCCESS: return .success
+        case IBV_WC_LOC_LEN_ERR: return .localLengthError
+        case IBV_WC_LOC_PROT_ERR, IBV_WC_LOC_ACCESS_ERR: return .localProtectionError
+        case IBV_WC_WR_FLUSH_ERR: return .flushed
+        case IBV_WC_REM_ACCESS_ERR: return .remoteAccessError
+        case IBV_WC_REM_INV_REQ_ERR: return .remoteInvalidRequest
+        case IBV_WC_REM_OP_ERR: return .remoteOperationError
+        case IBV_WC_RNR_RETRY_EXC_ERR: return .receiverNotReadyRetryExceeded
+        case IBV_WC_RETRY_EXC_ERR: return .transportRetryExceeded
+        case IBV_WC_BAD_RESP_ERR: return .badResponse
+        default: return .generalError
+        }
+    }
+
+    /// A card names no cause beyond its status; these are what the status
+    /// implies.
+    static func detail(_ status: CompletionStatus) -> CompletionDetail {
+        switch status {
+        case .flushed: return .queuePairInError
+        case .transportRetryExceeded: return .peerTimedOut
+        default: return .none
+        }
+    }
+}

@@ -1,0 +1,325 @@
+internal import CVerbs
+import FabricCore
+import Glibc
+import Synchronization
+
+/// A registered memory region (ibv_mr): the device pinned its pages.
+public final class VerbsMemoryRegion: FabricMemoryRegion, @unchecked Sendable {  // `mr` is taken once, under the lock
+    let domain: VerbsProtectionDomain
+    /// The ibv_mr's address; 0 once deregistered.
+    private let mr: Mutex<UInt>
+    public let address: UnsafeMutableRawPointer
+    public let length: Int
+    public let access: MemoryAccess
+    public let localKey: LocalKey
+    public let remoteKey: RemoteKey
+
+    init(domain: VerbsProtectionDomain, mr: UnsafeMutablePointer<ibv_mr>, access: MemoryAccess) {
+        self.domain = domain
+        address = mr.pointee.addr
+        length = mr.pointee.length
+        self.access = access
+        localKey = LocalKey(rawValue: mr.pointee.lkey)
+        remoteKey = RemoteKey(rawValue: mr.pointee.rkey)
+        self.mr = Mutex(UInt(bitPattern: mr))
+    }
+
+    deinit { try? deregister() }
+
+    public func deregister() throws(FabricError) {
+        guard !domain.device.forkDetection.isForkedChild else {
+            throw FabricError(.invalidState, "this object belongs to the parent of a fork(); a child process must open its own device")
+        }
+        let code: Int32 = mr.withLock { handle in
+            guard let region = UnsafeMutablePointer<ibv_mr>(bitPattern: handle) else { return 0 }
+            let code = ibv_dereg_mr(region)
+            if code == 0 { handle = 0 }
+            return code
+        }
+        if code != 0 { throw VerbsError.system("deregistering \(length) bytes", code) }
+    }
+}
+
+/// A shared receive queue (ibv_srq).
+public final class VerbsSharedReceiveQueue: FabricSharedReceiveQueue, @unchecked Sendable {  // mutable state is behind `slots`
+    let domain: VerbsProtectionDomain
+    let srq: UnsafeMutablePointer<ibv_srq>
+    let slots: Mutex<SharedReceiveSlots>
+    let maxScatterEntries: Int
+
+    init(domain: VerbsProtectionDomain, capacity: Int, maxScatterEntries: Int) throws(FabricError) {
+        self.domain = domain
+        self.maxScatterEntries = maxScatterEntries
+        var attributes = ibv_srq_init_attr()
+        attributes.attr.max_wr = UInt32(capacity)
+        attributes.attr.max_sge = UInt32(maxScatterEntries)
+        guard let srq = ibv_create_srq(domain.pd, &attributes) else {
+            throw VerbsError.system("creating a shared receive queue of \(capacity) entries")
+        }
+        self.srq = srq
+        slots = Mutex(SharedReceiveSlots(capacity: capacity))
+    }
+
+    deinit {
+        if !domain.device.forkDetection.isForkedChild { ibv_destroy_srq(srq) }
+    }
+
+    public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
+        try domain.device.forkDetection.checkNotForked()
+        guard request.local.count <= maxScatterEntries else {
+            throw FabricError(.invalidArgument, "\(request.local.count) scatter entries; this shared receive queue allows \(maxScatterEntries)")
+        }
+        return try slots.withLock { (slots) throws(FabricError) -> PostResult in
+            guard let slot = slots.take(request.id) else { return .wouldBlock }
+            let code = PostingBuffers.withReceive(request.local, id: WorkRequestTag.receive | WorkRequestTag.shared | UInt64(slot)) { wr in
+                var bad: UnsafeMutablePointer<ibv_recv_wr>?
+                return ibv_post_srq_recv(srq, wr, &bad)
+            }
+            if code == 0 { return .posted }
+            slots.giveBack(slot)
+            if code == ENOMEM { return .wouldBlock }
+            throw VerbsError.system("posting to the shared receive queue", code)
+        }
+    }
+}
+
+/// A reliable connected queue pair (ibv_qp of type RC) with its rdma_cm
+/// identifier.
+public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // immutable; rings are behind locks
+    let device: VerbsDevice
+    // Kept alive while the queue pair uses them.
+    let domain: VerbsProtectionDomain
+    let sendQueue: VerbsCompletionQueue
+    let receiveQueue: VerbsCompletionQueue
+    let qp: UnsafeMutablePointer<ibv_qp>
+    let work: QueuePairWork
+    public let number: QueuePairNumber
+    public let limits: QueuePairLimits
+    let retry: RetryPolicy
+    /// Set once the connection is established; the identifier is owned here.
+    private let connection = Mutex<ConnectionRecord?>(nil)
+    private let identifier: UnsafeMutablePointer<rdma_cm_id>
+    /// The channel the identifier was set up on; it must outlive it.
+    private let setupChannel: EventChannel
+
+    /// Creates the queue pair (in the reset state) for connection `id`.
+    init(
+        device: VerbsDevice, setup: QueuePairSetup<VerbsDevice>, id: UnsafeMutablePointer<rdma_cm_id>, channel: EventChannel
+    ) throws(FabricError) {
+        try device.validate(setup)
+        var attributes = ibv_qp_init_attr()
+        attributes.send_cq = setup.sendCompletionQueue.cq
+        attributes.recv_cq = setup.receiveCompletionQueue.cq
+        attributes.srq = setup.sharedReceiveQueue?.srq
+        attributes.qp_type = IBV_QPT_RC
+        attributes.sq_sig_all = 0
+        attributes.cap.max_send_wr = UInt32(setup.limits.sendQueueDepth)
+        attributes.cap.max_recv_wr = setup.sharedReceiveQueue == nil ? UInt32(setup.limits.receiveQueueDepth) : 0
+        attributes.cap.max_send_sge = UInt32(setup.limits.maxSendScatterEntries)
+        attributes.cap.max_recv_sge = UInt32(setup.limits.maxReceiveScatterEntries)
+        attributes.cap.max_inline_data = UInt32(setup.limits.maxInlineData)
+        guard let qp = ibv_create_qp(setup.protectionDomain.pd, &attributes) else {
+            throw VerbsError.system("creating a queue pair (send depth \(setup.limits.sendQueueDepth), receive depth \(setup.limits.receiveQueueDepth))")
+        }
+        self.device = device
+        domain = setup.protectionDomain
+        sendQueue = setup.sendCompletionQueue
+        receiveQueue = setup.receiveCompletionQueue
+        self.qp = qp
+        identifier = id
+        setupChannel = channel
+        number = QueuePairNumber(rawValue: qp.pointee.qp_num)
+        limits = setup.limits
+        retry = setup.retry
+        work = QueuePairWork(
+            number: number, sendDepth: setup.limits.sendQueueDepth,
+            receiveDepth: setup.limits.receiveQueueDepth, shared: setup.sharedReceiveQueue)
+        sendQueue.attach(work)
+        receiveQueue.attach(work)
+    }
+
+    deinit {
+        // In a forked child every handle is the parent's: leave them alone.
+        guard !device.forkDetection.isForkedChild else { return }
+        if let record = connection.withLock({ $0 }) {
+            record.closedLocally.store(true, ordering: .releasing)
+            device.events.remove(record)
+            rdma_disconnect(identifier)
+        }
+        sendQueue.detach(number)
+        receiveQueue.detach(number)
+        ibv_destroy_qp(qp)
+        rdma_destroy_id(identifier)
+    }
+
+    /// The connection is up: its events are followed from now on.
+    func established() {
+        let record = ConnectionRecord(id: identifier, qp: qp)
+        connection.withLock { $0 = record }
+        device.events.add(record)
+    }
+
+    public var state: QueuePairState {
+        guard !device.forkDetection.isForkedChild else { return .error }
+        var attributes = ibv_qp_attr()
+        var initial = ibv_qp_init_attr()
+        guard ibv_query_qp(qp, &attributes, Int32(IBV_QP_STATE.rawValue), &initial) == 0 else { return .error }
+        switch attributes.qp_state {
+        case IBV_QPS_RTS, IBV_QPS_SQD: return .readyToSend
+        case IBV_QPS_ERR, IBV_QPS_SQE: return .error
+        default: return .initialized
+        }
+    }
+
+    public func disconnect() {
+        guard !device.forkDetection.isForkedChild else { return }
+        let record = connection.withLock { $0 }
+        record?.closedLocally.store(true, ordering: .releasing)
+        var attributes = ibv_qp_attr()
+        attributes.qp_state = IBV_QPS_ERR
+        _ = ibv_modify_qp(qp, &attributes, Int32(IBV_QP_STATE.rawValue))
+        if record != nil { rdma_disconnect(identifier) }
+    }
+
+    public func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
+        try device.forkDetection.checkNotForked()
+        let local = request.local
+        guard local.count <= limits.maxSendScatterEntries else {
+            throw FabricError(.invalidArgument, "\(local.count) scatter entries; this queue pair allows \(limits.maxSendScatterEntries)")
+        }
+        let length = local.totalLength
+        var flags: UInt32 = 0
+        if request.flags.contains(.inline) {
+            guard length <= UInt64(limits.maxInlineData) else {
+                throw FabricError(.invalidArgument, "inline payload of \(length) bytes; this queue pair allows \(limits.maxInlineData)")
+            }
+            flags |= IBV_SEND_INLINE.rawValue
+        }
+        if request.flags.contains(.fence) { flags |= IBV_SEND_FENCE.rawValue }
+        guard length <= UInt64(device.capabilities.maxMessageSize) else {
+            throw FabricError(.invalidArgument, "a message of \(length) bytes; \(device.name) carries at most \(device.capabilities.maxMessageSize)")
+        }
+        let opcode: CompletionOpcode
+        switch request.operation {
+        case .send, .sendWithImmediate: opcode = .send
+        case .write, .writeWithImmediate: opcode = .write
+        case .read: opcode = .read
+        case .fetchAndAdd, .compareAndSwap:
+            opcode = request.operation.isFetchAndAdd ? .fetchAndAdd : .compareAndSwap
+            guard local.count == 1, length == 8 else {
+                throw FabricError(.invalidArgument, "\(request.operation.name) needs exactly one 8-byte local buffer")
+            }
+            guard device.capabilities.atomics != .none else {
+                throw FabricError(.invalidArgument, "\(device.name) does not support atomics")
+            }
+        }
+        let userSignaled = request.flags.contains(.signaled)
+        return try work.send.withLock { (ring) throws(FabricError) -> PostResult in
+            if ring.isFull { return .wouldBlock }
+            let signal = userSignaled || ring.needsSignal
+            let code = PostingBuffers.withSend(request, id: ring.posted, flags: flags | (signal ? IBV_SEND_SIGNALED.rawValue : 0)) { wr in
+                var bad: UnsafeMutablePointer<ibv_send_wr>?
+                return ibv_post_send(qp, wr, &bad)
+            }
+            if code == ENOMEM { return .wouldBlock }
+            if code != 0 { throw VerbsError.system("posting \(request.operation.name) on \(number)", code) }
+            ring.record(SendSlot(userID: request.id, byteLength: UInt32(truncatingIfNeeded: length), opcode: opcode, userSignaled: userSignaled), signaledToDevice: signal)
+            return .posted
+        }
+    }
+
+    public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
+        try device.forkDetection.checkNotForked()
+        guard work.shared == nil else {
+            throw FabricError(.invalidArgument, "\(number) takes its receives from a shared receive queue; post them there")
+        }
+        guard request.local.count <= limits.maxReceiveScatterEntries else {
+            throw FabricError(.invalidArgument, "\(request.local.count) scatter entries; this queue pair allows \(limits.maxReceiveScatterEntries) per receive")
+        }
+        return try work.receive.withLock { (ring) throws(FabricError) -> PostResult in
+            if ring.isFull { return .wouldBlock }
+            let code = PostingBuffers.withReceive(request.local, id: WorkRequestTag.receive | ring.posted) { wr in
+                var bad: UnsafeMutablePointer<ibv_recv_wr>?
+                return ibv_post_recv(qp, wr, &bad)
+            }
+            if code == ENOMEM { return .wouldBlock }
+            if code != 0 { throw VerbsError.system("posting a receive on \(number)", code) }
+            ring.record(request.id)
+            return .posted
+        }
+    }
+}
+
+extension SendOperation {
+    var isFetchAndAdd: Bool {
+        if case .fetchAndAdd = self { return true }
+        return false
+    }
+}
+
+/// Builds verbs work requests on the stack: no allocation per post.
+enum PostingBuffers {
+    static func withScatterList<R>(_ list: ScatterList, _ body: (UnsafeMutablePointer<ibv_sge>?, Int32) -> R) -> R {
+        let count = list.count
+        if count == 0 { return body(nil, 0) }
+        return withUnsafeTemporaryAllocation(of: ibv_sge.self, capacity: count) { elements in
+            for index in 0..<count {
+                let element = list[index]
+                elements[index] = ibv_sge(addr: element.address, length: element.length, lkey: element.localKey.rawValue)
+            }
+            return body(elements.baseAddress, Int32(count))
+        }
+    }
+
+    static func withSend(_ request: SendWorkRequest, id: UInt64, flags: UInt32, _ post: (UnsafeMutablePointer<ibv_send_wr>) -> Int32) -> Int32 {
+        withScatterList(request.local) { elements, count in
+            var wr = ibv_send_wr()
+            wr.wr_id = id
+            wr.sg_list = elements
+            wr.num_sge = count
+            wr.send_flags = flags
+            switch request.operation {
+            case .send:
+                wr.opcode = IBV_WR_SEND
+            case .sendWithImmediate(let immediate):
+                wr.opcode = IBV_WR_SEND_WITH_IMM
+                wr.imm_data = immediate.bigEndian
+            case .write(let remote):
+                wr.opcode = IBV_WR_RDMA_WRITE
+                wr.wr.rdma.remote_addr = remote.address
+                wr.wr.rdma.rkey = remote.key.rawValue
+            case .writeWithImmediate(let remote, let immediate):
+                wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM
+                wr.imm_data = immediate.bigEndian
+                wr.wr.rdma.remote_addr = remote.address
+                wr.wr.rdma.rkey = remote.key.rawValue
+            case .read(let remote):
+                wr.opcode = IBV_WR_RDMA_READ
+                wr.wr.rdma.remote_addr = remote.address
+                wr.wr.rdma.rkey = remote.key.rawValue
+            case .fetchAndAdd(let remote, let add):
+                wr.opcode = IBV_WR_ATOMIC_FETCH_AND_ADD
+                wr.wr.atomic.remote_addr = remote.address
+                wr.wr.atomic.rkey = remote.key.rawValue
+                wr.wr.atomic.compare_add = add
+            case .compareAndSwap(let remote, let compare, let swap):
+                wr.opcode = IBV_WR_ATOMIC_CMP_AND_SWP
+                wr.wr.atomic.remote_addr = remote.address
+                wr.wr.atomic.rkey = remote.key.rawValue
+                wr.wr.atomic.compare_add = compare
+                wr.wr.atomic.swap = swap
+            }
+            return post(&wr)
+        }
+    }
+
+    static func withReceive(_ list: ScatterList, id: UInt64, _ post: (UnsafeMutablePointer<ibv_recv_wr>) -> Int32) -> Int32 {
+        withScatterList(list) { elements, count in
+            var wr = ibv_recv_wr()
+            wr.wr_id = id
+            wr.sg_list = elements
+            wr.num_sge = count
+            return post(&wr)
+        }
+    }
+}

@@ -1,0 +1,151 @@
+import FabricCore
+import Synchronization
+
+/// The bookkeeping between the application's work requests and the
+/// device's. The device sees our own 64-bit work request ids:
+/// - a send-queue request's id is its posting sequence number on its queue
+///   pair; send completions come back in that order, so one ring tells the
+///   application's id, the operation and the length of every request, and a
+///   completion retires every earlier request too (they were unsignalled);
+/// - a receive's id has the top bit set and is its sequence number on the
+///   queue pair's receive queue, or, with the second bit, its slot in the
+///   shared receive queue's table.
+/// No allocation happens after creation.
+enum WorkRequestTag {
+    static let receive: UInt64 = 1 << 63
+    static let shared: UInt64 = 1 << 62
+    static let indexMask: UInt64 = (1 << 62) - 1
+}
+
+struct SendSlot {
+    var userID: UInt64 = 0
+    var byteLength: UInt32 = 0
+    var opcode: CompletionOpcode = .send
+    /// The application asked for a completion. Unsignalled requests are
+    /// signalled to the device now and then anyway, to free ring slots;
+    /// those completions are not shown to the application.
+    var userSignaled = false
+}
+
+struct SendRing: ~Copyable {
+    let slots: UnsafeMutablePointer<SendSlot>
+    let capacity: Int
+    var posted: UInt64 = 0
+    var retired: UInt64 = 0
+    /// Unsignalled requests posted since the last signalled one.
+    var unsignaledRun = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        slots = .allocate(capacity: capacity)
+        slots.initialize(repeating: SendSlot(), count: capacity)
+    }
+
+    deinit { slots.deallocate() }
+
+    var isFull: Bool { posted &- retired >= UInt64(capacity) }
+
+    /// Whether the next unsignalled request must be signalled to the device
+    /// so that the ring does not fill with requests nobody retires.
+    var needsSignal: Bool { unsignaledRun >= max(1, capacity / 2) }
+
+    mutating func record(_ slot: SendSlot, signaledToDevice: Bool) {
+        slots[Int(posted % UInt64(capacity))] = slot
+        posted &+= 1
+        unsignaledRun = signaledToDevice ? 0 : unsignaledRun + 1
+    }
+
+    /// The request with sequence `sequence` completed, and with it every
+    /// earlier one.
+    mutating func retire(_ sequence: UInt64) -> SendSlot {
+        if sequence &+ 1 > retired { retired = sequence &+ 1 }
+        return slots[Int(sequence % UInt64(capacity))]
+    }
+}
+
+struct ReceiveRing: ~Copyable {
+    let ids: UnsafeMutablePointer<UInt64>
+    let capacity: Int
+    var posted: UInt64 = 0
+    var retired: UInt64 = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        ids = .allocate(capacity: capacity)
+        ids.initialize(repeating: 0, count: capacity)
+    }
+
+    deinit { ids.deallocate() }
+
+    var isFull: Bool { posted &- retired >= UInt64(capacity) }
+
+    mutating func record(_ userID: UInt64) {
+        ids[Int(posted % UInt64(capacity))] = userID
+        posted &+= 1
+    }
+
+    mutating func retire(_ sequence: UInt64) -> UInt64 {
+        if sequence &+ 1 > retired { retired = sequence &+ 1 }
+        return ids[Int(sequence % UInt64(capacity))]
+    }
+}
+
+/// A shared receive queue's posted receives: any queue pair may consume any
+/// of them, so they are kept in slots with a free list.
+struct SharedReceiveSlots: ~Copyable {
+    let ids: UnsafeMutablePointer<UInt64>
+    let free: UnsafeMutablePointer<Int32>
+    let capacity: Int
+    var freeCount: Int
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        ids = .allocate(capacity: capacity)
+        ids.initialize(repeating: 0, count: capacity)
+        free = .allocate(capacity: capacity)
+        for index in 0..<capacity { free[index] = Int32(capacity - 1 - index) }
+        freeCount = capacity
+    }
+
+    deinit {
+        ids.deallocate()
+        free.deallocate()
+    }
+
+    mutating func take(_ userID: UInt64) -> Int? {
+        guard freeCount > 0 else { return nil }
+        freeCount -= 1
+        let slot = Int(free[freeCount])
+        ids[slot] = userID
+        return slot
+    }
+
+    /// Gives back a slot that was taken but not posted.
+    mutating func giveBack(_ slot: Int) {
+        free[freeCount] = Int32(slot)
+        freeCount += 1
+    }
+
+    mutating func complete(_ slot: Int) -> UInt64 {
+        guard slot < capacity else { return 0 }
+        let id = ids[slot]
+        giveBack(slot)
+        return id
+    }
+}
+
+/// What a completion queue needs to know of a queue pair that reports to it.
+final class QueuePairWork: Sendable {
+    let number: QueuePairNumber
+    let send: Mutex<SendRing>
+    /// Unused when receives come from a shared receive queue.
+    let receive: Mutex<ReceiveRing>
+    let shared: VerbsSharedReceiveQueue?
+
+    init(number: QueuePairNumber, sendDepth: Int, receiveDepth: Int, shared: VerbsSharedReceiveQueue?) {
+        self.number = number
+        send = Mutex(SendRing(capacity: sendDepth))
+        receive = Mutex(ReceiveRing(capacity: shared == nil ? receiveDepth : 1))
+        self.shared = shared
+    }
+}
