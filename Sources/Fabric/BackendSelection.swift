@@ -1,7 +1,7 @@
 @_exported import FabricCore
 @_exported import FabricSupport
 @_exported import FabricTCP
-import FabricVerbs
+@_exported import FabricVerbs
 import Logging
 
 /// The backends this build knows.
@@ -57,10 +57,18 @@ public enum Fabric {
     public static func listDevices() -> [DeviceDescription] {
         var result: [DeviceDescription] = []
         let (devices, _) = VerbsProbe.devices()
+        let (connectionManager, cmReason) = VerbsProbe.connectionManagerAvailable()
         for device in devices {
+            let detail: String
+            if !device.hasActivePort {
+                detail = "no active port"
+            } else if !connectionManager {
+                detail = cmReason ?? "rdma_cm is not available"
+            } else {
+                detail = "active port (\(device.ports.first(where: \.isActive)?.linkLayer ?? "?"))"
+            }
             result.append(DeviceDescription(
-                backend: .verbs, name: device.name, usable: false,
-                detail: device.hasActivePort ? "active port; the verbs data path is not available in this build" : "no active port"))
+                backend: .verbs, name: device.name, usable: device.hasActivePort && connectionManager, detail: detail))
         }
         result.append(DeviceDescription(backend: .tcp, name: TCPDevice.deviceName, usable: true, detail: "software NIC over TCP sockets"))
         return result
@@ -74,12 +82,20 @@ public enum Fabric {
         guard description.usable else {
             throw FabricError(.unavailable, "device '\(name)' cannot be used: \(description.detail)")
         }
-        return try TCPDevice(logger: logger)
+        switch description.backend {
+        case .tcp: return try TCPDevice(logger: logger)
+        case .verbs: return try VerbsDevice(name: name, logger: logger)
+        }
     }
 
     /// Opens the software NIC.
     public static func openTCP(logger: Logger = Logger(label: "fabric.tcp")) throws(FabricError) -> TCPDevice {
         try TCPDevice(logger: logger)
+    }
+
+    /// Opens an RDMA device (nil: the first with an active port).
+    public static func openVerbs(named name: String? = nil, logger: Logger = Logger(label: "fabric.verbs")) throws(FabricError) -> VerbsDevice {
+        try VerbsDevice(name: name, logger: logger)
     }
 
     /// Opens the chosen backend's default device, logging the choice once.
@@ -96,7 +112,8 @@ public enum Fabric {
             if devices.isEmpty {
                 throw FabricError(.unavailable, "the verbs backend was requested (\(choice.reason)) but there is no RDMA device (\(reason ?? "none listed")); \(VerbsProbe.howToCreateDevice)")
             }
-            throw FabricError(.unavailable, "RDMA device \(devices[0].name) is present, but this build's verbs data path is not available yet; set \(backendVariable)=tcp")
+            logger.info("fabric backend: verbs (\(choice.reason))")
+            return try VerbsDevice(logger: logger)
         }
     }
 

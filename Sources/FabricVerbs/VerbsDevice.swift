@@ -86,7 +86,7 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
             throw FabricError(.invalidArgument, "cannot register \(length) bytes; \(name) allows \(capabilities.maxMemoryRegionSize)")
         }
         if !access.isDisjoint(with: [.remoteWrite, .remoteAtomic]) && !access.contains(.localWrite) {
-            throw FabricError(.invalidArgument, "access \(access): remote-write and remote-atomic need local-write as well")
+            throw FabricError(.invalidArgument, "access \(access): remote-write and remote-atomic need local write as well")
         }
         guard let mr = ibv_reg_mr(domain.pd, address, length, Int32(bitPattern: access.verbsFlags)) else {
             throw VerbsError.registration(length: length, code: errno)
@@ -144,10 +144,10 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
         }
         let limits = setup.limits
         guard limits.sendQueueDepth > 0, limits.sendQueueDepth <= capabilities.maxQueueDepth else {
-            throw FabricError(.invalidArgument, "sendQueueDepth \(limits.sendQueueDepth): must be 1...\(capabilities.maxQueueDepth) on \(name)")
+            throw FabricError(.invalidArgument, "send queue depth \(limits.sendQueueDepth): must be 1...\(capabilities.maxQueueDepth) on \(name)")
         }
         guard setup.sharedReceiveQueue != nil || (limits.receiveQueueDepth > 0 && limits.receiveQueueDepth <= capabilities.maxQueueDepth) else {
-            throw FabricError(.invalidArgument, "receiveQueueDepth \(limits.receiveQueueDepth): must be 1...\(capabilities.maxQueueDepth) on \(name)")
+            throw FabricError(.invalidArgument, "receive queue depth \(limits.receiveQueueDepth): must be 1...\(capabilities.maxQueueDepth) on \(name)")
         }
         for (label, value) in [("maxSendScatterEntries", limits.maxSendScatterEntries), ("maxReceiveScatterEntries", limits.maxReceiveScatterEntries)] {
             guard value > 0, value <= capabilities.maxScatterEntries else {

@@ -11,6 +11,10 @@ struct ErrorTests {
 
     @Test("a bad remote access fails at the initiator, flushes the target, and touches nothing", arguments: ConformanceBackend.available, BadAccess.allCases)
     func remoteAccessError(_ backend: ConformanceBackend, _ kind: BadAccess) throws {
+        try remoteAccessError(on: backend.opener, kind)
+    }
+
+    private func remoteAccessError<Backend: BackendOpener>(on backend: Backend, _ kind: BadAccess) throws {
         let pair = try connectedPair(backend)
         let target = Buffer(4096, fill: 0xAA)
         let readOnly = try pair.server.register(target, [.localWrite, .remoteRead])
@@ -67,6 +71,10 @@ struct ErrorTests {
 
     @Test("READ and atomics without the right fail with a remote access error", arguments: ConformanceBackend.available)
     func readAndAtomicRights(_ backend: ConformanceBackend) throws {
+        try readAndAtomicRights(on: backend.opener)
+    }
+
+    private func readAndAtomicRights<Backend: BackendOpener>(on backend: Backend) throws {
         for operation in ["read", "atomic"] {
             let pair = try connectedPair(backend)
             let target = Buffer(64)
@@ -83,6 +91,10 @@ struct ErrorTests {
 
     @Test("an unaligned atomic is a remote invalid request", arguments: ConformanceBackend.available)
     func unalignedAtomic(_ backend: ConformanceBackend) throws {
+        try unalignedAtomic(on: backend.opener)
+    }
+
+    private func unalignedAtomic<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend)
         let target = Buffer(64)
         let region = try pair.server.register(target)
@@ -95,6 +107,10 @@ struct ErrorTests {
 
     @Test("a bad local key is a local protection error", arguments: ConformanceBackend.available)
     func localProtection(_ backend: ConformanceBackend) throws {
+        try localProtection(on: backend.opener)
+    }
+
+    private func localProtection<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend)
         let source = Buffer(64)
         let region = try pair.client.register(source)
@@ -113,15 +129,25 @@ struct ErrorTests {
 
     @Test("a send with no posted receive fails after its RNR retries", arguments: ConformanceBackend.available)
     func receiverNotReady(_ backend: ConformanceBackend) throws {
+        try receiverNotReady(on: backend.opener)
+    }
+
+    private func receiverNotReady<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend, retry: RetryPolicy(receiverNotReadyRetries: 2, receiverNotReadyDelay: .milliseconds(1)))
         _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .send, local: .empty))
         let completion = try pair.client.nextSend()
         #expect(completion.status == .receiverNotReadyRetryExceeded, "\(completion)")
-        #expect(pair.client.queuePair.counters.receiverNotReadyNaksReceived == 3)
+        if let queuePair = pair.client.queuePair as? TCPQueuePair {
+            #expect(queuePair.counters.receiverNotReadyNaksReceived == 3)
+        }
     }
 
     @Test("RNR retries deliver once a receive is posted, in order", arguments: ConformanceBackend.available)
     func receiverNotReadyRecovers(_ backend: ConformanceBackend) throws {
+        try receiverNotReadyRecovers(on: backend.opener)
+    }
+
+    private func receiverNotReadyRecovers<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend, retry: RetryPolicy(receiverNotReadyRetries: nil, receiverNotReadyDelay: .milliseconds(2)))
         let target = Buffer(64)
         let region = try pair.server.register(target)
@@ -141,11 +167,17 @@ struct ErrorTests {
         #expect(target.word(0) == 1 && target.word(8) == 2)
         #expect(try pair.client.nextSend().workRequestID == 1)
         #expect(try pair.client.nextSend().workRequestID == 2)
-        #expect(pair.server.queuePair.counters.receiverNotReadyNaksSent >= 1)
+        if let queuePair = pair.server.queuePair as? TCPQueuePair {
+            #expect(queuePair.counters.receiverNotReadyNaksSent >= 1)
+        }
     }
 
     @Test("a message longer than the receive fails at both ends", arguments: ConformanceBackend.available)
     func receiveTooSmall(_ backend: ConformanceBackend) throws {
+        try receiveTooSmall(on: backend.opener)
+    }
+
+    private func receiveTooSmall<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend)
         let target = Buffer(16)
         let region = try pair.server.register(target)
@@ -161,6 +193,10 @@ struct ErrorTests {
 
     @Test("a full send queue refuses the post without an error", arguments: ConformanceBackend.available)
     func queueFull(_ backend: ConformanceBackend) throws {
+        try queueFull(on: backend.opener)
+    }
+
+    private func queueFull<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend, limits: QueuePairLimits(sendQueueDepth: 4), retry: RetryPolicy(receiverNotReadyRetries: nil))
         for id in 0..<4 {
             #expect(try pair.client.queuePair.postSend(SendWorkRequest(id: UInt64(id), operation: .send, local: .empty)) == .posted)
@@ -170,6 +206,10 @@ struct ErrorTests {
 
     @Test("shapes a queue pair cannot take are refused when posting", arguments: ConformanceBackend.available)
     func refusedShapes(_ backend: ConformanceBackend) throws {
+        try refusedShapes(on: backend.opener)
+    }
+
+    private func refusedShapes<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend, limits: QueuePairLimits(maxSendScatterEntries: 2, maxInlineData: 16))
         let buffer = Buffer(64)
         let region = try pair.client.register(buffer)
@@ -188,6 +228,10 @@ struct ErrorTests {
 
     @Test("memory taken away under a registration (mapped again with no access) gives access errors, not crashes", arguments: ConformanceBackend.available, ["write", "read", "atomic", "receive"])
     func unmappedRegion(_ backend: ConformanceBackend, operation: String) throws {
+        try unmappedRegion(on: backend.opener, operation: operation)
+    }
+
+    private func unmappedRegion<Backend: BackendOpener>(on backend: Backend, operation: String) throws {
         let pair = try connectedPair(backend)
         let size = 1 << 16
         guard let mapping = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), mapping != MAP_FAILED else {
@@ -229,6 +273,10 @@ struct ErrorTests {
 
     @Test("a peer that disconnects mid-transfer completes everything outstanding", arguments: ConformanceBackend.available)
     func peerDisconnects(_ backend: ConformanceBackend) throws {
+        try peerDisconnects(on: backend.opener)
+    }
+
+    private func peerDisconnects<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend, limits: QueuePairLimits(sendQueueDepth: 64))
         let target = Buffer(8 << 20)
         let region = try pair.server.register(target)
@@ -255,6 +303,10 @@ struct ErrorTests {
 struct KeyRevocationTests {
     @Test("a key used a moment ago is refused once deregistered, even over the same range", arguments: ConformanceBackend.available)
     func revokedAfterUse(_ backend: ConformanceBackend) throws {
+        try revokedAfterUse(on: backend.opener)
+    }
+
+    private func revokedAfterUse<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend)
         let target = Buffer(4096, fill: 0)
         let region = try pair.server.register(target)

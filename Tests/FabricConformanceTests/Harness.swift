@@ -4,20 +4,69 @@ import Foundation
 import Glibc
 import Testing
 
-/// The backends the suite runs on here: tcp always; verbs when a device
-/// with an active port exists (its own harness boots one in a VM).
+/// The backends the suite runs on here: tcp always; verbs when the
+/// environment names the address of an RDMA device to test on
+/// (FABRIC_TEST_VERBS_ADDRESS; scripts/vm/ sets it inside its VM).
 enum ConformanceBackend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case tcp
+    case verbs
     var testDescription: String { rawValue }
 
-    static var available: [ConformanceBackend] { [.tcp] }
+    static var available: [ConformanceBackend] {
+        VerbsOpener.address == nil ? [.tcp] : [.tcp, .verbs]
+    }
 
-    /// A fresh device. Each side of a pair gets its own, like two hosts.
-    func open(secret: [UInt8] = testSecret) throws -> TCPDevice {
+    /// The backend's opener; test bodies are generic over it.
+    var opener: any BackendOpener {
         switch self {
-        case .tcp: return try TCPDevice(secret: secret)
+        case .tcp: return TCPOpener()
+        case .verbs: return VerbsOpener()
         }
     }
+}
+
+/// Opens devices of one backend and says what the suite may expect of it.
+protocol BackendOpener: Sendable {
+    associatedtype Device: FabricDevice
+    /// A fresh device. Each side of a pair gets its own, like two hosts.
+    func open(secret: [UInt8]) throws -> Device
+    /// The IPv4 address both sides use.
+    var host: String { get }
+    /// An IPv6 address to test on, if the backend's network has one.
+    var hostIPv6: String? { get }
+    /// The local interface whose address `host` is.
+    var interface: String { get }
+    /// Whether failed completions name their cause in `detail` (the
+    /// software NIC does; a card reports only the status).
+    var reportsDetail: Bool { get }
+}
+
+extension BackendOpener {
+    func open() throws -> Device { try open(secret: testSecret) }
+}
+
+struct TCPOpener: BackendOpener {
+    func open(secret: [UInt8]) throws -> TCPDevice { try TCPDevice(secret: secret) }
+    var host: String { "127.0.0.1" }
+    var hostIPv6: String? { "::1" }
+    var interface: String { "lo" }
+    var reportsDetail: Bool { true }
+}
+
+struct VerbsOpener: BackendOpener {
+    /// The address of the RDMA device's network interface, from the
+    /// environment.
+    static var address: String? {
+        let value = ProcessInfo.processInfo.environment["FABRIC_TEST_VERBS_ADDRESS"]
+        return value?.isEmpty == false ? value : nil
+    }
+    func open(secret: [UInt8]) throws -> VerbsDevice {
+        try VerbsDevice(name: ProcessInfo.processInfo.environment["FABRIC_TEST_VERBS_DEVICE"], secret: secret)
+    }
+    var host: String { Self.address ?? "127.0.0.1" }
+    var hostIPv6: String? { nil }
+    var interface: String { ProcessInfo.processInfo.environment["FABRIC_TEST_VERBS_INTERFACE"] ?? "lo" }
+    var reportsDetail: Bool { false }
 }
 
 let testSecret = Array("conformance-suite-secret-0123456789".utf8)
@@ -145,13 +194,13 @@ func connect<D: FabricDevice>(
 }
 
 /// Opens two devices of `backend` and connects them.
-func connectedPair(
-    _ backend: ConformanceBackend, host: String = "127.0.0.1",
+func connectedPair<Backend: BackendOpener>(
+    _ backend: Backend, host: String? = nil,
     limits: QueuePairLimits = QueuePairLimits(), retry: RetryPolicy = RetryPolicy(),
-    prepareServer: @escaping @Sendable (TCPQueuePair) throws -> Void = { _ in }
-) throws -> Connection<TCPDevice> {
+    prepareServer: @escaping @Sendable (Backend.Device.QueuePair) throws -> Void = { _ in }
+) throws -> Connection<Backend.Device> {
     try connect(
-        client: backend.open(), server: backend.open(), host: host,
+        client: backend.open(), server: backend.open(), host: host ?? backend.host,
         clientSetup: { $0.setup(limits: limits, retry: retry) },
         serverSetup: { $0.setup(limits: limits, retry: retry) },
         prepareServer: prepareServer)

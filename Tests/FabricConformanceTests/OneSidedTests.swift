@@ -5,6 +5,10 @@ import Testing
 struct OneSidedTests {
     @Test("WRITE places data without the target polling", arguments: ConformanceBackend.available, [1, 4096, 1 << 20, 64 << 20])
     func write(_ backend: ConformanceBackend, size: Int) throws {
+        try write(on: backend.opener, size: size)
+    }
+
+    private func write<Backend: BackendOpener>(on backend: Backend, size: Int) throws {
         let pair = try connectedPair(backend)
         let target = Buffer(size)
         let targetRegion = try pair.server.register(target)
@@ -21,6 +25,10 @@ struct OneSidedTests {
 
     @Test("READ fetches data without the target polling", arguments: ConformanceBackend.available, [1, 8, 65_536, 64 << 20])
     func read(_ backend: ConformanceBackend, size: Int) throws {
+        try read(on: backend.opener, size: size)
+    }
+
+    private func read<Backend: BackendOpener>(on backend: Backend, size: Int) throws {
         let pair = try connectedPair(backend)
         let remote = Buffer(size)
         remote.fillPattern(seed: 11)
@@ -36,6 +44,10 @@ struct OneSidedTests {
 
     @Test("READ into a scatter list", arguments: ConformanceBackend.available)
     func readScatter(_ backend: ConformanceBackend) throws {
+        try readScatter(on: backend.opener)
+    }
+
+    private func readScatter<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend)
         let remote = Buffer(300)
         remote.fillPattern(seed: 2)
@@ -56,6 +68,10 @@ struct OneSidedTests {
 
     @Test("fetch-and-add and compare-and-swap", arguments: ConformanceBackend.available)
     func atomics(_ backend: ConformanceBackend) throws {
+        try atomics(on: backend.opener)
+    }
+
+    private func atomics<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend)
         let remote = Buffer(64)
         remote.setWord(100, 8)
@@ -90,6 +106,10 @@ struct OneSidedTests {
 
     @Test("WRITE with immediate consumes a receive and tells its length", arguments: ConformanceBackend.available)
     func writeWithImmediate(_ backend: ConformanceBackend) throws {
+        try writeWithImmediate(on: backend.opener)
+    }
+
+    private func writeWithImmediate<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend)
         let target = Buffer(4096)
         let targetRegion = try pair.server.register(target)
@@ -107,6 +127,10 @@ struct OneSidedTests {
 
     @Test("a receive completion implies earlier WRITEs are visible", arguments: ConformanceBackend.available)
     func writesVisibleBeforeSend(_ backend: ConformanceBackend) throws {
+        try writesVisibleBeforeSend(on: backend.opener)
+    }
+
+    private func writesVisibleBeforeSend<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend, limits: QueuePairLimits(sendQueueDepth: 256))
         let target = Buffer(1 << 20)
         let targetRegion = try pair.server.register(target)
@@ -130,6 +154,10 @@ struct OneSidedTests {
 
     @Test("a fenced request waits for an earlier READ", arguments: ConformanceBackend.available)
     func fence(_ backend: ConformanceBackend) throws {
+        try fence(on: backend.opener)
+    }
+
+    private func fence<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend)
         let remote = Buffer(8)
         remote.setWord(1)
@@ -150,14 +178,18 @@ struct OneSidedTests {
 
     @Test("many queue pairs share completion queues", arguments: ConformanceBackend.available)
     func manyQueuePairs(_ backend: ConformanceBackend) throws {
+        try manyQueuePairs(on: backend.opener)
+    }
+
+    private func manyQueuePairs<Backend: BackendOpener>(on backend: Backend) throws {
         let clientDevice = try backend.open()
         let serverDevice = try backend.open()
         let target = Buffer(64 * 4096)
-        var pairs: [Connection<TCPDevice>] = []
+        var pairs: [Connection<Backend.Device>] = []
         for _ in 0..<32 {
             pairs.append(try connect(client: clientDevice, server: serverDevice))
         }
-        var regions: [TCPMemoryRegion] = []
+        var regions: [Backend.Device.MemoryRegion] = []
         for (index, pair) in pairs.enumerated() {
             let region = try pair.server.register(target)
             regions.append(region)

@@ -8,31 +8,37 @@ import Testing
 struct SetupTests {
     @Test("IPv6 loopback and a chosen local interface", arguments: ConformanceBackend.available)
     func ipv6AndLocalAddress(_ backend: ConformanceBackend) throws {
-        let pair = try connectedPair(backend, host: "::1")
-        let buffer = Buffer(8)
-        let region = try pair.server.register(buffer)
-        _ = try pair.server.queuePair.postReceive(ReceiveWorkRequest(id: 1, local: .single(region.element())))
-        _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .sendWithImmediate(6), local: .empty))
-        #expect(try pair.server.nextReceive().immediate == 6)
+        try ipv6AndLocalAddress(on: backend.opener)
+    }
+
+    private func ipv6AndLocalAddress<Backend: BackendOpener>(on backend: Backend) throws {
+        if let hostIPv6 = backend.hostIPv6 {
+            let pair = try connectedPair(backend, host: hostIPv6)
+            let buffer = Buffer(8)
+            let region = try pair.server.register(buffer)
+            _ = try pair.server.queuePair.postReceive(ReceiveWorkRequest(id: 1, local: .single(region.element())))
+            _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .sendWithImmediate(6), local: .empty))
+            #expect(try pair.server.nextReceive().immediate == 6)
+        }
 
         // Bind the client to the loopback interface by name.
         let server = try backend.open()
         let client = try backend.open()
         let serverSide = try Side(server)
         let clientSide = try Side(client)
-        let listener = try server.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 4)
-        nonisolated(unsafe) var request: TCPConnectionRequest?
+        let listener = try server.listen(on: Endpoint(host: backend.host, port: 0), backlog: 4)
+        nonisolated(unsafe) var request: Backend.Device.ConnectionRequest?
         let done = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
             request = try? listener.next(timeout: .seconds(10))
             _ = try? request?.accept(serverSide.setup(), privateData: [9, 9]) { _ in }
             done.signal()
         }
-        let (_, accepted) = try client.connect(to: listener.endpoint, clientSide.setup(), options: ConnectOptions(localAddress: "lo", privateData: [1, 2, 3])) { _ in }
+        let (_, accepted) = try client.connect(to: listener.endpoint, clientSide.setup(), options: ConnectOptions(localAddress: backend.interface, privateData: [1, 2, 3])) { _ in }
         done.wait()
         #expect(accepted == [9, 9])
         #expect(request?.privateData == [1, 2, 3])
-        #expect(request?.peer.host == "127.0.0.1")
+        #expect(request?.peer.host == backend.host)
         // An unknown interface is a clear error.
         #expect(throws: FabricError.self) {
             _ = try client.connect(to: listener.endpoint, clientSide.setup(), options: ConnectOptions(localAddress: "no-such-interface0", timeout: .seconds(2))) { _ in }
@@ -41,10 +47,14 @@ struct SetupTests {
 
     @Test("a rejected connection says so; nobody listening is a clear error", arguments: ConformanceBackend.available)
     func rejectAndRefuse(_ backend: ConformanceBackend) throws {
+        try rejectAndRefuse(on: backend.opener)
+    }
+
+    private func rejectAndRefuse<Backend: BackendOpener>(on backend: Backend) throws {
         let server = try backend.open()
         let client = try backend.open()
         let clientSide = try Side(client)
-        let listener = try server.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 4)
+        let listener = try server.listen(on: Endpoint(host: backend.host, port: 0), backlog: 4)
         DispatchQueue.global().async {
             (try? listener.next(timeout: .seconds(10)))??.reject(privateData: [])
         }
@@ -56,7 +66,7 @@ struct SetupTests {
         let port = listener.endpoint.port
         listener.close()
         #expect {
-            _ = try client.connect(to: Endpoint(host: "127.0.0.1", port: port), clientSide.setup(), options: ConnectOptions(timeout: .seconds(2))) { _ in }
+            _ = try client.connect(to: Endpoint(host: backend.host, port: port), clientSide.setup(), options: ConnectOptions(timeout: .seconds(2))) { _ in }
         } throws: { error in
             (error as? FabricError)?.kind == .connectionFailed
         }
@@ -65,6 +75,10 @@ struct SetupTests {
 
     @Test("a shared receive queue feeds several queue pairs", arguments: ConformanceBackend.available)
     func sharedReceiveQueue(_ backend: ConformanceBackend) throws {
+        try sharedReceiveQueue(on: backend.opener)
+    }
+
+    private func sharedReceiveQueue<Backend: BackendOpener>(on backend: Backend) throws {
         let serverDevice = try backend.open()
         let clientDevice = try backend.open()
         let serverSide = try Side(serverDevice)
@@ -74,8 +88,8 @@ struct SetupTests {
         for i in 0..<8 {
             _ = try shared.postReceive(ReceiveWorkRequest(id: UInt64(i), local: .single(region.element(offset: i * 64, length: 64))))
         }
-        var clients: [Side<TCPDevice>] = []
-        var connections: [Connection<TCPDevice>] = []  // a queue pair lives as long as its owner holds it
+        var clients: [Side<Backend.Device>] = []
+        var connections: [Connection<Backend.Device>] = []  // a queue pair lives as long as its owner holds it
         for _ in 0..<4 {
             let connection = try connect(client: clientDevice, server: serverDevice, serverSetup: { _ in serverSide.setup(shared: shared) })
             connections.append(connection)
@@ -97,6 +111,10 @@ struct SetupTests {
 
     @Test("blocking waits, the descriptor, and the async convenience", arguments: ConformanceBackend.available)
     func blockingAndAsync(_ backend: ConformanceBackend) async throws {
+        try await blockingAndAsync(on: backend.opener)
+    }
+
+    private func blockingAndAsync<Backend: BackendOpener>(on backend: Backend) async throws {
         let pair = try connectedPair(backend)
         let buffer = Buffer(64)
         let region = try pair.server.register(buffer)
@@ -120,6 +138,10 @@ struct SetupTests {
 
     @Test("a child process cannot use its parent's objects", arguments: ConformanceBackend.available)
     func forkedChild(_ backend: ConformanceBackend) throws {
+        try forkedChild(on: backend.opener)
+    }
+
+    private func forkedChild<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend)
         let buffer = Buffer(64)
         let domain = pair.client.domain
@@ -150,6 +172,10 @@ struct SetupTests {
 
     @Test("bad setup arguments are refused with the name of what was wrong", arguments: ConformanceBackend.available)
     func badSetup(_ backend: ConformanceBackend) throws {
+        try badSetup(on: backend.opener)
+    }
+
+    private func badSetup<Backend: BackendOpener>(on backend: Backend) throws {
         let device = try backend.open()
         let side = try Side(device)
         let buffer = Buffer(64)
@@ -163,8 +189,8 @@ struct SetupTests {
         let other = try backend.open()
         let otherSide = try Side(other)
         #expect(message { _ = try device.registerMemory(buffer.pointer, length: 64, access: .all, in: otherSide.domain) }.contains("another device"))
-        #expect(message { _ = try device.connect(to: Endpoint(host: "127.0.0.1", port: 1), side.setup(limits: QueuePairLimits(sendQueueDepth: 0)), options: ConnectOptions()) { _ in } }.contains("send queue depth"))
-        #expect(message { _ = try device.connect(to: Endpoint(host: "127.0.0.1", port: 1), side.setup(), options: ConnectOptions(privateData: [UInt8](repeating: 0, count: 57))) { _ in } }.contains("private data"))
+        #expect(message { _ = try device.connect(to: Endpoint(host: backend.host, port: 1), side.setup(limits: QueuePairLimits(sendQueueDepth: 0)), options: ConnectOptions()) { _ in } }.contains("send queue depth"))
+        #expect(message { _ = try device.connect(to: Endpoint(host: backend.host, port: 1), side.setup(), options: ConnectOptions(privateData: [UInt8](repeating: 0, count: 57))) { _ in } }.contains("private data"))
         #expect(message { _ = try Fabric.choose(environment: ["FABRIC_BACKEND": "infiniband"]) }.contains("not a backend"))
         #expect(try Fabric.choose(environment: ["FABRIC_BACKEND": "tcp"]).backend == .tcp)
         // Devices are listed and opened by name; a wrong name says which exist.
@@ -179,7 +205,11 @@ struct SetupTests {
 struct OwnershipTests {
     @Test("dropping a queue pair closes its connection; the peer sees it go", arguments: ConformanceBackend.available)
     func droppedQueuePair(_ backend: ConformanceBackend) throws {
-        var pair: Connection<TCPDevice>? = try connectedPair(backend)
+        try droppedQueuePair(on: backend.opener)
+    }
+
+    private func droppedQueuePair<Backend: BackendOpener>(on backend: Backend) throws {
+        var pair: Connection<Backend.Device>? = try connectedPair(backend)
         let server = pair!.server
         let buffer = Buffer(8)
         let region = try server.register(buffer)

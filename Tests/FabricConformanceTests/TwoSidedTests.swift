@@ -5,8 +5,12 @@ import Testing
 struct TwoSidedTests {
     @Test("a send lands in the posted receive", arguments: ConformanceBackend.available)
     func sendReceive(_ backend: ConformanceBackend) throws {
+        try sendReceive(on: backend.opener)
+    }
+
+    private func sendReceive<Backend: BackendOpener>(on backend: Backend) throws {
         let receiveBuffer = Buffer(64)
-        nonisolated(unsafe) var receiveRegion: TCPMemoryRegion?
+        nonisolated(unsafe) var receiveRegion: Backend.Device.MemoryRegion?
         let pair = try connectedPair(backend) { qp in
             _ = qp
         }
@@ -31,6 +35,10 @@ struct TwoSidedTests {
 
     @Test("send with immediate, inline send and a zero-length send", arguments: ConformanceBackend.available)
     func immediateInlineAndEmpty(_ backend: ConformanceBackend) throws {
+        try immediateInlineAndEmpty(on: backend.opener)
+    }
+
+    private func immediateInlineAndEmpty<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend)
         let receiveBuffer = Buffer(256)
         let region = try pair.server.register(receiveBuffer)
@@ -61,6 +69,10 @@ struct TwoSidedTests {
 
     @Test("scatter and gather lists", arguments: ConformanceBackend.available)
     func scatterGather(_ backend: ConformanceBackend) throws {
+        try scatterGather(on: backend.opener)
+    }
+
+    private func scatterGather<Backend: BackendOpener>(on backend: Backend) throws {
         let pair = try connectedPair(backend)
         let target = Buffer(3000)
         let targetRegion = try pair.server.register(target)
@@ -92,6 +104,10 @@ struct TwoSidedTests {
 
     @Test("messages of every size class arrive intact", arguments: ConformanceBackend.available, [1, 7, 64, 4095, 4096, 65_536, 1 << 20, 8 << 20])
     func sizes(_ backend: ConformanceBackend, size: Int) throws {
+        try sizes(on: backend.opener, size: size)
+    }
+
+    private func sizes<Backend: BackendOpener>(on backend: Backend, size: Int) throws {
         let pair = try connectedPair(backend)
         let target = Buffer(size)
         let targetRegion = try pair.server.register(target)
@@ -110,6 +126,10 @@ struct TwoSidedTests {
 
     @Test("sends are received in posting order", arguments: ConformanceBackend.available)
     func ordering(_ backend: ConformanceBackend) throws {
+        try ordering(on: backend.opener)
+    }
+
+    private func ordering<Backend: BackendOpener>(on backend: Backend) throws {
         let count = 500
         let pair = try connectedPair(backend, limits: QueuePairLimits(sendQueueDepth: 64, receiveQueueDepth: 512))
         let target = Buffer(8 * count)
