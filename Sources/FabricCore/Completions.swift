@@ -10,6 +10,11 @@ public enum CompletionStatus: UInt8, Hashable, Sendable, CustomStringConvertible
     /// A local scatter element named a key, range or right this queue pair
     /// may not use (verbs: IBV_WC_LOC_PROT_ERR).
     case localProtectionError
+    /// The device could not execute the request as posted (verbs:
+    /// IBV_WC_LOC_QP_OP_ERR; rxe reports a bad local key or an unusable
+    /// receive this way, where other devices say local protection or length
+    /// error).
+    case localQueuePairOperationError
     /// The queue pair was in the error state; the request was not executed
     /// (verbs: IBV_WC_WR_FLUSH_ERR).
     case flushed
@@ -38,6 +43,7 @@ public enum CompletionStatus: UInt8, Hashable, Sendable, CustomStringConvertible
         case .success: return "success"
         case .localLengthError: return "local length error"
         case .localProtectionError: return "local protection error"
+        case .localQueuePairOperationError: return "local queue pair operation error"
         case .flushed: return "flushed"
         case .remoteAccessError: return "remote access error"
         case .remoteInvalidRequest: return "remote invalid request"

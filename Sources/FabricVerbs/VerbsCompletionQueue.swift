@@ -201,6 +201,7 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
         case IBV_WC_SUCCESS: return .success
         case IBV_WC_LOC_LEN_ERR: return .localLengthError
         case IBV_WC_LOC_PROT_ERR, IBV_WC_LOC_ACCESS_ERR: return .localProtectionError
+        case IBV_WC_LOC_QP_OP_ERR: return .localQueuePairOperationError
         case IBV_WC_WR_FLUSH_ERR: return .flushed
         case IBV_WC_REM_ACCESS_ERR: return .remoteAccessError
         case IBV_WC_REM_INV_REQ_ERR: return .remoteInvalidRequest

@@ -209,6 +209,9 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
             guard local.count == 1, length == 8 else {
                 throw FabricError(.invalidArgument, "\(request.operation.name) needs exactly one 8-byte local buffer")
             }
+            guard request.operation.remoteAddress % 8 == 0 else {
+                throw FabricError(.invalidArgument, "\(request.operation.name) at remote address 0x\(String(request.operation.remoteAddress, radix: 16)): atomics need an 8-byte aligned address")
+            }
             guard device.capabilities.atomics != .none else {
                 throw FabricError(.invalidArgument, "\(device.name) does not support atomics")
             }
@@ -254,6 +257,16 @@ extension SendOperation {
     var isFetchAndAdd: Bool {
         if case .fetchAndAdd = self { return true }
         return false
+    }
+
+    /// The remote address of a one-sided operation (0 for sends).
+    var remoteAddress: UInt64 {
+        switch self {
+        case .send, .sendWithImmediate: return 0
+        case .write(let remote), .writeWithImmediate(let remote, _), .read(let remote),
+             .fetchAndAdd(let remote, _), .compareAndSwap(let remote, _, _):
+            return remote.address
+        }
     }
 }
 

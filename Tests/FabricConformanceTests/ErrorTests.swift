@@ -53,7 +53,7 @@ struct ErrorTests {
         _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 2, operation: .send, local: .empty))
         let failed = try pair.client.nextSend()
         #expect(failed.workRequestID == 1 && failed.status == .remoteAccessError, "\(failed)")
-        #expect(failed.detail == expectedDetail, "\(failed)")
+        #expect(backend.hasDetail(failed, expectedDetail), "\(failed)")
         let flushed = try pair.client.nextSend()
         #expect(flushed.workRequestID == 2 && flushed.status == .flushed)
         let targetFlushed = try pair.server.nextReceive()
@@ -84,7 +84,7 @@ struct ErrorTests {
             let op: SendOperation = operation == "read" ? .read(region.remote()) : .fetchAndAdd(region.remote(), add: 1)
             _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: op, local: .single(localRegion.element())))
             let completion = try pair.client.nextSend()
-            #expect(completion.status == .remoteAccessError && completion.detail == .accessNotGranted, "\(operation): \(completion)")
+            #expect(completion.status == .remoteAccessError && backend.hasDetail(completion, .accessNotGranted), "\(operation): \(completion)")
             #expect(target.word() == 0)
         }
     }
@@ -100,7 +100,16 @@ struct ErrorTests {
         let region = try pair.server.register(target)
         let local = Buffer(8)
         let localRegion = try pair.client.register(local)
-        _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .compareAndSwap(region.remote(offset: 4), compare: 0, swap: 1), local: .single(localRegion.element())))
+        let request = SendWorkRequest(id: 1, operation: .compareAndSwap(region.remote(offset: 4), compare: 0, swap: 1), local: .single(localRegion.element()))
+        if !backend.reportsDetail {
+            // A card's provider refuses the post (rxe: EINVAL); the verbs
+            // backend checks first and names the cause.
+            #expect { _ = try pair.client.queuePair.postSend(request) } throws: { error in
+                (error as? FabricError)?.message.contains("aligned") == true
+            }
+            return
+        }
+        _ = try pair.client.queuePair.postSend(request)
         let completion = try pair.client.nextSend()
         #expect(completion.status == .remoteInvalidRequest && completion.detail == .unalignedAtomic, "\(completion)")
     }
@@ -117,14 +126,14 @@ struct ErrorTests {
         let bad = ScatterGatherElement(address: region.element().address, length: 64, localKey: LocalKey(rawValue: region.localKey.rawValue ^ 1))
         _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 9, operation: .send, local: .single(bad)))
         let completion = try pair.client.nextSend()
-        #expect(completion.workRequestID == 9 && completion.status == .localProtectionError, "\(completion)")
+        #expect(completion.workRequestID == 9 && backend.localProtectionStatuses.contains(completion.status), "\(completion)")
         #expect(pair.client.queuePair.state == .error)
         // Beyond the region's end.
         let pair2 = try connectedPair(backend)
         let region2 = try pair2.client.register(source)
         _ = try pair2.client.queuePair.postSend(SendWorkRequest(id: 10, operation: .send, local: .single(region2.element(offset: 32, length: 64))))
         let completion2 = try pair2.client.nextSend()
-        #expect(completion2.status == .localProtectionError && completion2.detail == .outOfBounds, "\(completion2)")
+        #expect(backend.localProtectionStatuses.contains(completion2.status) && backend.hasDetail(completion2, .outOfBounds), "\(completion2)")
     }
 
     @Test("a send with no posted receive fails after its RNR retries", arguments: ConformanceBackend.available)
@@ -186,9 +195,17 @@ struct ErrorTests {
         let sourceRegion = try pair.client.register(source)
         _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .send, local: .single(sourceRegion.element())))
         let received = try pair.server.nextReceive()
-        #expect(received.workRequestID == 3 && received.status == .localLengthError, "\(received)")
         let sent = try pair.client.nextSend()
-        #expect(sent.status == .remoteInvalidRequest && sent.detail == .receiveBufferTooSmall, "\(sent)")
+        if backend.reportsDetail {
+            #expect(received.workRequestID == 3 && received.status == .localLengthError, "\(received)")
+            #expect(sent.status == .remoteInvalidRequest && sent.detail == .receiveBufferTooSmall, "\(sent)")
+        } else {
+            // rxe answers with a remote operation error and fails the
+            // receive as a local queue pair operation error
+            // (docs/verbs-backend.md lists the differences).
+            #expect(received.workRequestID == 3 && [.localLengthError, .localQueuePairOperationError].contains(received.status), "\(received)")
+            #expect([.remoteInvalidRequest, .remoteOperationError].contains(sent.status), "\(sent)")
+        }
     }
 
     @Test("a full send queue refuses the post without an error", arguments: ConformanceBackend.available)
@@ -261,7 +278,13 @@ struct ErrorTests {
         }
         _ = try pair.client.queuePair.postSend(request)
         let completion = try pair.client.nextSend()
-        if operation == "receive" {
+        if pair.server.device.capabilities.memoryModel == .pinned {
+            // The device pinned the pages at registration and keeps using
+            // them: nothing fails, and the bytes go to pages the process no
+            // longer sees (the registration cache's hazard, tested below).
+            #expect(completion.status == .success, "\(completion)")
+            if operation == "receive" { #expect(try pair.server.nextReceive().status == .success) }
+        } else if operation == "receive" {
             #expect(completion.status == .remoteOperationError, "\(completion)")
             let received = try pair.server.nextReceive()
             #expect(received.status == .localProtectionError, "\(received)")
@@ -322,7 +345,7 @@ struct KeyRevocationTests {
         target.pointer.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
         _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 2, operation: .write(oldRemote), local: .single(sourceRegion.element())))
         let refused = try pair.client.nextSend()
-        #expect(refused.status == .remoteAccessError && refused.detail == .unknownKey, "\(refused)")
+        #expect(refused.status == .remoteAccessError && backend.hasDetail(refused, .unknownKey), "\(refused)")
         #expect((0..<4096).allSatisfy { target.pointer.load(fromByteOffset: $0, as: UInt8.self) == 0 })
         // A local key is revoked the same way.
         let pair2 = try connectedPair(backend)
@@ -335,6 +358,6 @@ struct KeyRevocationTests {
         try local.deregister()
         _ = try pair2.client.queuePair.postSend(SendWorkRequest(id: 4, operation: .write(remote.remote()), local: .single(element)))
         let localRefused = try pair2.client.nextSend()
-        #expect(localRefused.status == .localProtectionError, "\(localRefused)")
+        #expect(backend.localProtectionStatuses.contains(localRefused.status), "\(localRefused)")
     }
 }

@@ -43,6 +43,19 @@ protocol BackendOpener: Sendable {
 
 extension BackendOpener {
     func open() throws -> Device { try open(secret: testSecret) }
+
+    /// Whether a failed completion names `detail`, where the backend names
+    /// causes at all.
+    func hasDetail(_ completion: Completion, _ detail: CompletionDetail) -> Bool {
+        !reportsDetail || completion.detail == detail
+    }
+
+    /// The statuses the backend gives a request whose local memory it may
+    /// not use: local protection error; rxe says local queue pair
+    /// operation error instead (docs/verbs-backend.md).
+    var localProtectionStatuses: Set<CompletionStatus> {
+        reportsDetail ? [.localProtectionError] : [.localProtectionError, .localQueuePairOperationError]
+    }
 }
 
 struct TCPOpener: BackendOpener {
@@ -156,7 +169,7 @@ struct Connection<D: FabricDevice> {
 
 func connect<D: FabricDevice>(
     client clientDevice: D, server serverDevice: D,
-    host: String = "127.0.0.1",
+    host: String,
     clientSetup: ((Side<D>) -> QueuePairSetup<D>)? = nil,
     serverSetup: ((Side<D>) -> QueuePairSetup<D>)? = nil,
     prepareServer: @escaping @Sendable (D.QueuePair) throws -> Void = { _ in },

@@ -91,7 +91,7 @@ struct SetupTests {
         var clients: [Side<Backend.Device>] = []
         var connections: [Connection<Backend.Device>] = []  // a queue pair lives as long as its owner holds it
         for _ in 0..<4 {
-            let connection = try connect(client: clientDevice, server: serverDevice, serverSetup: { _ in serverSide.setup(shared: shared) })
+            let connection = try connect(client: clientDevice, server: serverDevice, host: backend.host, serverSetup: { _ in serverSide.setup(shared: shared) })
             connections.append(connection)
             clients.append(connection.client)
             #expect(throws: FabricError.self) { try connection.server.queuePair.postReceive(ReceiveWorkRequest(id: 0, local: .empty)) }
