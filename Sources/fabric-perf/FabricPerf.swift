@@ -126,6 +126,8 @@ struct Server: ParsableCommand {
         // specialized for it (no witness-table calls in the timed loops).
         if let tcp = device as? TCPDevice {
             try serve(device: tcp, control: control, host: host, capacity: capacity)
+        } else if let verbs = device as? VerbsDevice {
+            try serve(device: verbs, control: control, host: host, capacity: capacity)
         } else {
             try serve(device: device, control: control, host: host, capacity: capacity)
         }
@@ -150,6 +152,8 @@ func runClient(host: String, port: UInt16, options: PlanOptions, plan: PerfPlan)
     let measurements: [Measurement]
     if let tcp = device as? TCPDevice {
         measurements = try drive(device: tcp, control: control, host: host, plan: plan, capacity: options.capacity, progress: progress)
+    } else if let verbs = device as? VerbsDevice {
+        measurements = try drive(device: verbs, control: control, host: host, plan: plan, capacity: options.capacity, progress: progress)
     } else {
         measurements = try drive(device: device, control: control, host: host, plan: plan, capacity: options.capacity, progress: progress)
     }

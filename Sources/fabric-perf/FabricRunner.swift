@@ -18,11 +18,13 @@ final class FabricSide<D: FabricDevice> {
     let completions: UnsafeMutableBufferPointer<Completion>
     let receiveDepth = 512
     var busyPoll = true
-    let inlineLimit = 64
+    /// Payloads up to this size are sent inline (copied at post time).
+    let inlineLimit: Int
 
     init(device: D, capacity: Int) throws {
         self.device = device
         self.capacity = capacity
+        inlineLimit = min(64, device.capabilities.maxInlineData)
         domain = try device.allocateProtectionDomain()
         cq = try device.createCompletionQueue(capacity: 8192)
         sendBuffer = .allocate(byteCount: capacity, alignment: 4096)
