@@ -6,14 +6,18 @@ import Testing
 
 /// The backends the suite runs on here: tcp always; verbs when the
 /// environment names the address of an RDMA device to test on
-/// (FABRIC_TEST_VERBS_ADDRESS; scripts/vm/ sets it inside its VM).
+/// (FABRIC_TEST_VERBS_ADDRESS; scripts/test-verbs.sh sets it inside its VM).
+/// FABRIC_TEST_BACKENDS ("tcp", "verbs" or "tcp,verbs") narrows the list.
 enum ConformanceBackend: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case tcp
     case verbs
     var testDescription: String { rawValue }
 
     static var available: [ConformanceBackend] {
-        VerbsOpener.address == nil ? [.tcp] : [.tcp, .verbs]
+        let present: [ConformanceBackend] = VerbsOpener.address == nil ? [.tcp] : [.tcp, .verbs]
+        guard let wanted = ProcessInfo.processInfo.environment["FABRIC_TEST_BACKENDS"], !wanted.isEmpty else { return present }
+        let names = Set(wanted.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        return present.filter { names.contains($0.rawValue) }
     }
 
     /// The backend's opener; test bodies are generic over it.

@@ -221,3 +221,43 @@ struct OwnershipTests {
         #expect(server.queuePair.state == .error)
     }
 }
+
+@Suite("backends that meet")
+struct CrossBackendTests {
+    /// A tcp peer and a verbs peer cannot talk: each must get a clear error
+    /// naming the likely cause within the timeout, never a hang.
+    @Test("a tcp peer and a verbs peer get a clear error, not a hang", .enabled(if: VerbsOpener.address != nil))
+    func tcpMeetsVerbs() throws {
+        let verbs = VerbsOpener()
+        let tcp = TCPOpener()
+        let clock = ContinuousClock()
+
+        // verbs client -> tcp listener on the RDMA interface's address.
+        let tcpServer = try tcp.open()
+        let tcpListener = try tcpServer.listen(on: Endpoint(host: verbs.host, port: 0), backlog: 4)
+        defer { tcpListener.close() }
+        let verbsClient = try verbs.open()
+        let verbsSide = try Side(verbsClient)
+        var start = clock.now
+        #expect {
+            _ = try verbsClient.connect(to: tcpListener.endpoint, verbsSide.setup(), options: ConnectOptions(timeout: .seconds(10))) { _ in }
+        } throws: { error in
+            (error as? FabricError)?.message.contains("same backend") == true
+        }
+        #expect(clock.now - start < .seconds(12))
+
+        // tcp client -> verbs listener.
+        let verbsServer = try verbs.open()
+        let verbsListener = try verbsServer.listen(on: Endpoint(host: verbs.host, port: 0), backlog: 4)
+        defer { verbsListener.close() }
+        let tcpClient = try tcp.open()
+        let tcpSide = try Side(tcpClient)
+        start = clock.now
+        #expect {
+            _ = try tcpClient.connect(to: verbsListener.endpoint, tcpSide.setup(), options: ConnectOptions(timeout: .seconds(10))) { _ in }
+        } throws: { error in
+            (error as? FabricError)?.message.contains("same one") == true
+        }
+        #expect(clock.now - start < .seconds(12))
+    }
+}

@@ -189,7 +189,8 @@ enum Sockets {
             SystemCalls.setNonBlocking(fd)
             let status = address.withPointer { Glibc.connect(fd, $0, $1) }
             if status != 0 && errno != EINPROGRESS {
-                lastError = FabricError(.connectionFailed, "connecting to \(endpoint): \(SystemCalls.errorText(errno))")
+                let code = errno
+                lastError = FabricError(.connectionFailed, "connecting to \(endpoint): \(SystemCalls.errorText(code))\(code == ECONNREFUSED ? refusedHint : "")")
                 SystemCalls.close(fd)
                 continue
             }
@@ -203,7 +204,7 @@ enum Sockets {
             var length = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &socketError, &length)
             if socketError != 0 {
-                lastError = FabricError(.connectionFailed, "connecting to \(endpoint): \(SystemCalls.errorText(socketError))")
+                lastError = FabricError(.connectionFailed, "connecting to \(endpoint): \(SystemCalls.errorText(socketError))\(socketError == ECONNREFUSED ? refusedHint : "")")
                 SystemCalls.close(fd)
                 continue
             }
@@ -213,3 +214,7 @@ enum Sockets {
         throw lastError
     }
 }
+
+/// Why a connection may be refused although the peer runs: the verbs
+/// backend listens through rdma_cm, whose ports are not TCP ports.
+private let refusedHint = "; nothing listens there over TCP: if the peer uses the verbs backend, both sides must use the same one (FABRIC_BACKEND)"
