@@ -1,0 +1,474 @@
+#!/usr/bin/env bash
+# Runs one command inside a small qemu VM that has a real soft-RoCE device.
+#
+#   scripts/vm/run-in-vm.sh [options] -- COMMAND ARGS...
+#
+# The VM boots Debian's stock kernel (fetched with apt, cached), loads rdma_rxe,
+# creates rxe0 on a veth interface with address 10.77.0.1, and runs COMMAND in
+# the host's own root filesystem (shared read-only over 9p, writable through a
+# tmpfs overlay) in the host's current directory. COMMAND's output appears on
+# stdout and its exit status becomes this script's. See docs/verbs-vm.md.
+#
+# Exit status: COMMAND's; 124 if the VM ran out of time; 125 if the harness
+# itself failed (packages, kernel, boot).
+set -euo pipefail
+
+readonly script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+readonly cache_dir="${FABRIC_VM_CACHE:-${HOME:-/root}/.cache/swift-fabric/vm}"
+# modprobe and depmod live in sbin, which a non-root PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
+
+# Addresses and device inside the VM; they never leave it (-nic none).
+readonly vm_addr=10.77.0.1
+readonly vm_peer_addr=10.77.0.2
+readonly vm_device=rxe0
+
+# What the initramfs loads, in this order; modprobe adds each one's
+# dependencies in front of it. crc32_generic is no symbol dependency of
+# rdma_rxe, but rxe asks the crypto API for crc32 and `rdma link add` fails
+# ("No such file or directory") without it. sch_netem and sch_tbf let tests
+# add delay, loss and rate limits with tc.
+readonly vm_modules=(virtio_pci 9pnet_virtio 9p overlay veth
+    crc32_generic ib_core ib_uverbs rdma_rxe rdma_cm rdma_ucm sch_netem sch_tbf)
+
+readonly host_packages=(qemu-system-x86 busybox-static kmod cpio gzip xz-utils
+    iproute2 ibverbs-providers ibverbs-utils rdmacm-utils perftest)
+
+timeout_seconds=600
+memory_mib=2048
+verbose=0
+share_dirs=()
+extra_env=()
+work_dir=""
+qemu_pid=""
+
+usage() {
+    cat <<'EOF'
+usage: scripts/vm/run-in-vm.sh [options] -- COMMAND ARGS...
+
+Runs COMMAND inside a qemu VM with a soft-RoCE device rxe0 (address 10.77.0.1),
+in the host's current directory, and exits with COMMAND's status.
+
+options:
+  --timeout SECONDS   kill the VM after this long (default 600); exit 124
+  --memory MIB        VM memory (default 2048)
+  --share-out DIR     mount host directory DIR read-write at the same path in
+                      the VM, for result files (may be repeated)
+  --env NAME[=VALUE]  pass an environment variable into the VM (may be repeated)
+  --verbose           show the kernel's and init's console output on stderr
+  -h, --help          this text
+
+environment: FABRIC_VM_CACHE (default ~/.cache/swift-fabric/vm) holds the
+kernel and initramfs; FABRIC_JOB_SECRET is passed into the VM when set.
+EOF
+}
+
+log() { printf 'vm: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 125; }
+
+# Microseconds since the epoch, for timings without a float in sight.
+now_us() { echo "${EPOCHREALTIME//[.,]/}"; }
+# Seconds between two now_us stamps, with one decimal.
+us_diff() { local d=$(($2 - $1)); printf '%d.%d' $((d / 1000000)) $((d % 1000000 / 100000)); }
+seconds_since() { us_diff "$1" "$(now_us)"; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+parse_args() {
+    while [ $# -gt 0 ]; do
+        case $1 in
+            --timeout) timeout_seconds=${2:?--timeout needs a value}; shift 2 ;;
+            --memory) memory_mib=${2:?--memory needs a value}; shift 2 ;;
+            --share-out) share_dirs+=("${2:?--share-out needs a directory}"); shift 2 ;;
+            --env) extra_env+=("${2:?--env needs NAME or NAME=VALUE}"); shift 2 ;;
+            --verbose) verbose=1; shift ;;
+            -h|--help) usage; exit 0 ;;
+            --) shift; break ;;
+            *) usage >&2; exit 125 ;;
+        esac
+    done
+    [ $# -gt 0 ] || { usage >&2; exit 125; }
+    [[ $timeout_seconds =~ ^[0-9]+$ ]] || die "--timeout wants whole seconds"
+    [[ $memory_mib =~ ^[0-9]+$ ]] || die "--memory wants MiB"
+    command_args=("$@")
+}
+
+ensure_packages() {
+    local missing=() package
+    for package in "${host_packages[@]}"; do
+        [ "$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null)" = "install ok installed" ] ||
+            missing+=("$package")
+    done
+    if [ ${#missing[@]} -eq 0 ]; then return; fi
+    log "installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+}
+
+# The ABI-named package that linux-image-amd64 points at today, e.g.
+# linux-image-6.1.0-56-amd64. Old ABIs leave the mirror, so it is never pinned.
+kernel_package() {
+    apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+}
+
+kernel_candidate_version() {
+    apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" { print $2; exit }'
+}
+
+# Downloads and unpacks one kernel package into TARGET (NAME_VERSION under
+# $cache_dir/kernels). depmod runs here because the package's postinst never
+# does. Called in an `if`, where set -e is off, so every step is checked.
+unpack_kernel() {
+    local package=$1 version=$2 target=$3 tmp release
+    mkdir -p "$cache_dir/kernels"
+    tmp=$(mktemp -d "$cache_dir/kernels/.partial.XXXXXX") || return 1
+    # Sandbox user root: otherwise apt warns that _apt cannot write here.
+    if (cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download "$package=$version") &&
+        dpkg -x "$tmp"/*.deb "$tmp/root" &&
+        release=$(ls "$tmp/root/lib/modules") &&
+        depmod -b "$tmp/root" "$release"; then
+        rm -f "$tmp"/*.deb
+        # Another run may have unpacked the same kernel meanwhile; keep theirs.
+        mv -T "$tmp" "$target" 2>/dev/null || rm -rf "$tmp"
+    else
+        rm -rf "$tmp"
+        return 1
+    fi
+}
+
+# Sets kernel_dir, kernel_release and kernel_origin.
+fetch_kernel() {
+    local package version key
+    package=$(kernel_package)
+    if [ -z "$package" ]; then
+        as_root apt-get update -qq
+        package=$(kernel_package)
+    fi
+    if [ -n "$package" ]; then
+        version=$(kernel_candidate_version "$package")
+        key="${package}_${version}"
+        kernel_dir="$cache_dir/kernels/$key"
+        kernel_origin=cached
+        if [ ! -d "$kernel_dir/root" ]; then
+            kernel_origin=downloaded
+            log "fetching $package $version"
+            if ! unpack_kernel "$package" "$version" "$kernel_dir"; then
+                # The package lists may be older than the mirror.
+                as_root apt-get update -qq
+                package=$(kernel_package)
+                version=$(kernel_candidate_version "$package")
+                kernel_dir="$cache_dir/kernels/${package}_${version}"
+                if [ ! -d "$kernel_dir/root" ] && ! unpack_kernel "$package" "$version" "$kernel_dir"; then
+                    kernel_dir=""
+                fi
+            fi
+            if [ -n "$kernel_dir" ]; then
+                prune_kernels "$(basename "$kernel_dir")"
+            fi
+        fi
+    fi
+    if [ -z "${kernel_dir:-}" ] || [ ! -d "$kernel_dir/root" ]; then
+        # No mirror today: any kernel fetched before will do.
+        kernel_dir=$(ls -d "$cache_dir"/kernels/linux-image-*/ 2>/dev/null | tail -n 1)
+        kernel_dir=${kernel_dir%/}
+        [ -n "$kernel_dir" ] || die "cannot download a Debian kernel (apt-get download ${package:-linux-image-amd64})"
+        kernel_origin="cached, offline fallback"
+        log "warning: using the cached $(basename "$kernel_dir")"
+    fi
+    kernel_release=$(ls "$kernel_dir/root/lib/modules")
+    [ -f "$kernel_dir/root/boot/vmlinuz-$kernel_release" ] || die "no vmlinuz in $kernel_dir"
+    choose_kernel_image
+}
+
+# Sets kernel_image. Debian's vmlinuz decompresses itself (xz) before
+# the kernel prints a line, which takes about 5 s under emulation. The plain
+# ELF inside it has a PVH entry point that qemu boots directly, so it is
+# unpacked once on the host and cached; vmlinuz stays the fallback.
+choose_kernel_image() {
+    local vmlinuz="$kernel_dir/root/boot/vmlinuz-$kernel_release" vmlinux="$kernel_dir/vmlinux" partial
+    if [ ! -f "$vmlinux" ]; then
+        partial=$(mktemp "$vmlinux.XXXXXX")
+        extract_vmlinux "$vmlinuz" "$partial" && mv "$partial" "$vmlinux" || rm -f "$partial"
+    fi
+    if [ -f "$vmlinux" ]; then kernel_image=$vmlinux; else kernel_image=$vmlinuz; fi
+}
+
+# Finds the first xz stream in a bzImage and decompresses it; succeeds only
+# if the result is an ELF file.
+extract_vmlinux() {
+    local offset
+    offset=$(LC_ALL=C grep -m 1 -obUaP '\xFD7zXZ\x00' "$1" | head -n 1 | cut -d: -f1)
+    [ -n "$offset" ] || return 1
+    # xz stops at the end of the stream; a pipe from tail would then fail
+    # with SIGPIPE, so tail feeds it through a process substitution.
+    xz -dc --single-stream < <(tail -c +$((offset + 1)) "$1") >"$2" 2>/dev/null || return 1
+    [ "$(head -c 4 "$2")" = $'\x7fELF' ]
+}
+
+# Keeps the cache to one kernel and the initramfs images built for it.
+prune_kernels() {
+    local keep=$1 entry
+    for entry in "$cache_dir"/kernels/*; do
+        [ "$(basename "$entry")" = "$keep" ] || rm -rf "$entry"
+    done
+    rm -rf "$cache_dir/initramfs"
+}
+
+# Module files for vm_modules with their dependencies first, no repeats,
+# as paths under the unpacked kernel.
+module_files() {
+    local module seen=" " file
+    for module in "${vm_modules[@]}"; do
+        while read -r file; do
+            case $seen in *" $file "*) continue ;; esac
+            seen+="$file "
+            echo "$file"
+        done < <(modprobe -d "$kernel_dir/root" -S "$kernel_release" --show-depends "$module" |
+            awk '$1 == "insmod" { print $2 }')
+    done
+}
+
+# Copies one module into the staging tree, uncompressed (busybox insmod
+# reads plain .ko files only).
+stage_module() {
+    local source=$1 dest_dir=$2 name
+    name=$(basename "$source")
+    case $name in
+        *.ko.xz) xz -dc "$source" >"$dest_dir/${name%.xz}"; name=${name%.xz} ;;
+        *.ko.zst) zstd -qdc "$source" >"$dest_dir/${name%.zst}"; name=${name%.zst} ;;
+        *.ko.gz) gzip -dc "$source" >"$dest_dir/${name%.gz}"; name=${name%.gz} ;;
+        *) cp "$source" "$dest_dir/$name" ;;
+    esac
+    echo "$name"
+}
+
+# Writes the initramfs part that is the same for every run: busybox, the
+# modules and init. Cached by kernel and by the content that goes into it.
+# Sets base_initramfs and initramfs_origin.
+build_base_initramfs() {
+    local files key stage file partial
+    files=$(module_files)
+    [ -n "$files" ] || die "modprobe found none of the modules in $kernel_dir"
+    key=$( { cat "$script_dir/init.sh"; echo "$files"; dpkg-query -W -f='${Version}' busybox-static; } |
+        sha256sum | cut -c1-16)
+    base_initramfs="$cache_dir/initramfs/$kernel_release-$key.cpio.gz"
+    initramfs_origin=cached
+    [ -f "$base_initramfs" ] && return
+    initramfs_origin=built
+    mkdir -p "$cache_dir/initramfs"
+    stage=$(mktemp -d "$work_dir/initramfs.XXXXXX")
+    mkdir -p "$stage"/{bin,dev,proc,sys,lib/modules}
+    cp /bin/busybox "$stage/bin/busybox"
+    install -m 0755 "$script_dir/init.sh" "$stage/init"
+    while read -r file; do
+        stage_module "$file" "$stage/lib/modules"
+    done <<<"$files" >"$stage/lib/modules/load-order"
+    partial=$(mktemp "$base_initramfs.XXXXXX")
+    write_cpio "$stage" "$partial"
+    mv "$partial" "$base_initramfs"
+}
+
+write_cpio() {
+    (cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -1) >"$2"
+}
+
+# Quotes a string for sh (busybox) as a single word.
+sh_quote() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+
+# The per-run part of the initramfs: /job/config, /job/shares, /job/run.sh.
+# The kernel unpacks concatenated cpio archives in order, so it is simply
+# appended to the cached base image.
+build_job_initramfs() {
+    local job=$work_dir/job-root/job index=0 dir
+    mkdir -p "$job"
+    {
+        echo "VM_ADDR=$(sh_quote "$vm_addr")"
+        echo "VM_PEER_ADDR=$(sh_quote "$vm_peer_addr")"
+        echo "VM_DEVICE=$(sh_quote "$vm_device")"
+        echo "NINEP_MSIZE=262144"
+        echo "VERBOSE=$verbose"
+    } >"$job/config"
+    : >"$job/shares"
+    for dir in "${share_dirs[@]}"; do
+        echo "out$index $dir" >>"$job/shares"
+        index=$((index + 1))
+    done
+    write_run_script >"$job/run.sh"
+    chmod 0600 "$job/run.sh"   # it may hold FABRIC_JOB_SECRET
+    write_cpio "$work_dir/job-root" "$work_dir/job.cpio.gz"
+    cat "$base_initramfs" "$work_dir/job.cpio.gz" >"$work_dir/initrd.img"
+}
+
+# run.sh, executed by bash in the VM with an empty environment.
+write_run_script() {
+    local home=${HOME:-/root} entry name
+    [ -d "$home" ] || home=/root
+    echo '#!/bin/bash'
+    echo 'ulimit -l unlimited'
+    printf 'export %s=%q\n' \
+        PATH "$PATH" HOME "$home" USER root LOGNAME root \
+        TERM dumb LANG C.UTF-8 \
+        FABRIC_VM 1 FABRIC_VM_ADDR "$vm_addr" FABRIC_VM_DEVICE "$vm_device"
+    if [ -n "${FABRIC_JOB_SECRET+set}" ]; then
+        printf 'export FABRIC_JOB_SECRET=%q\n' "$FABRIC_JOB_SECRET"
+    fi
+    for entry in "${extra_env[@]}"; do
+        name=${entry%%=*}
+        [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "--env: bad name '$name'"
+        if [[ $entry == *=* ]]; then
+            printf 'export %s=%q\n' "$name" "${entry#*=}"
+        elif [ -n "${!name+set}" ]; then
+            printf 'export %s=%q\n' "$name" "${!name}"
+        fi
+    done
+    printf 'cd -- %q || exit 125\n' "$PWD"
+    printf 'exec'
+    printf ' %q' "${command_args[@]}"
+    printf '\n'
+}
+
+check_shares() {
+    local i dir
+    for i in "${!share_dirs[@]}"; do
+        dir=${share_dirs[$i]}
+        [ -d "$dir" ] || die "--share-out $dir: not a directory"
+        dir=$(cd "$dir" && pwd -P)
+        [[ $dir != *$'\n'* ]] || die "--share-out: no newlines in paths, please"
+        share_dirs[$i]=$dir
+    done
+}
+
+qemu_args() {
+    local index=0 dir append="console=ttyS0 panic=-1 rdinit=/init"
+    if [ "$verbose" = 1 ]; then append+=" loglevel=7"; else append+=" quiet loglevel=0"; fi
+    # tcg, not kvm: the kvm here is a nested hypervisor on which the stock
+    # kernel hangs at boot. No network device at all (-nic none).
+    printf '%s\n' -accel tcg,thread=multi -cpu max -smp 2 -m "$memory_mib" \
+        -nic none -no-reboot -nographic \
+        -kernel "$kernel_image" \
+        -initrd "$work_dir/initrd.img" -append "$append" \
+        -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
+    for dir in "${share_dirs[@]}"; do
+        # qemu's option parser takes ",," for a comma inside a value.
+        printf '%s\n' -virtfs "local,path=${dir//,/,,},mount_tag=out$index,security_model=none,multidevs=remap"
+        index=$((index + 1))
+    done
+}
+
+# Reads the serial console: lines between the markers go to stdout, the rest
+# to the log (and to stderr with --verbose). Records when the command started
+# and its exit status in files, since this runs in a background subshell.
+relay_console() {
+    local line state=boot
+    while IFS= read -r line || [ -n "$line" ]; do
+        line=${line%$'\r'}
+        printf '%s\n' "$line" >>"$work_dir/console.log"
+        case $state in
+            boot)
+                # The firmware's escape sequences may precede it on the line.
+                if [[ $line == *FABRIC_VM_BEGIN ]]; then
+                    now_us >"$work_dir/begin"
+                    state=running
+                elif [ "$verbose" = 1 ]; then
+                    printf '%s\n' "$line" >&2
+                fi
+                ;;
+            running)
+                if [[ $line =~ ^(.*)FABRIC_VM_EXIT=([0-9]+)$ ]]; then
+                    if [ -n "${BASH_REMATCH[1]}" ]; then printf '%s\n' "${BASH_REMATCH[1]}"; fi
+                    echo "${BASH_REMATCH[2]}" >"$work_dir/exit"
+                    now_us >"$work_dir/end"
+                    state=done
+                else
+                    printf '%s\n' "$line"
+                fi
+                ;;
+            done)
+                if [ "$verbose" = 1 ]; then printf '%s\n' "$line" >&2; fi
+                ;;
+        esac
+    done
+}
+
+# The end of the console (without the firmware's terminal escapes) and
+# whatever qemu itself said.
+show_failure_context() {
+    if [ -s "$work_dir/console.log" ]; then
+        tail -n 40 "$work_dir/console.log" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g' >&2
+    fi
+    if [ -s "$work_dir/qemu.err" ]; then
+        cat "$work_dir/qemu.err" >&2
+    fi
+}
+
+cleanup() {
+    if [ -n "$qemu_pid" ] && kill -0 "$qemu_pid" 2>/dev/null; then
+        kill -TERM "$qemu_pid" 2>/dev/null || true
+        wait "$qemu_pid" 2>/dev/null || true
+    fi
+    if [ -n "$work_dir" ]; then rm -rf "$work_dir"; fi
+}
+
+# Boots the VM and waits for it. Sets qemu_status.
+boot_vm() {
+    local args
+    mapfile -t args < <(qemu_args)
+    mkfifo "$work_dir/console"
+    relay_console <"$work_dir/console" &
+    local relay_pid=$!
+    # timeout keeps its own process group, so the traps below end it on ^C.
+    timeout --kill-after=10 "$timeout_seconds" \
+        qemu-system-x86_64 "${args[@]}" </dev/null >"$work_dir/console" 2>"$work_dir/qemu.err" &
+    qemu_pid=$!
+    qemu_status=0
+    wait "$qemu_pid" || qemu_status=$?
+    qemu_pid=""
+    wait "$relay_pid" || true
+}
+
+main() {
+    parse_args "$@"
+    check_shares
+    work_dir=$(mktemp -d "${TMPDIR:-/tmp}/fabric-vm.XXXXXX")
+    trap cleanup EXIT
+    trap 'log "interrupted"; exit 130' INT
+    trap 'log "terminated"; exit 143' TERM
+
+    local t
+    t=$(now_us)
+    ensure_packages
+    fetch_kernel
+    log "kernel $kernel_release ($kernel_origin, $(seconds_since "$t") s)"
+
+    t=$(now_us)
+    build_base_initramfs
+    build_job_initramfs
+    log "initramfs ($initramfs_origin, $(seconds_since "$t") s)"
+
+    local start
+    start=$(now_us)
+    boot_vm
+
+    if [ ! -f "$work_dir/exit" ]; then
+        if [ "$qemu_status" -eq 124 ] || [ "$qemu_status" -eq 137 ]; then
+            log "error: timed out after $timeout_seconds s; the VM was killed (last console lines below)"
+        else
+            log "error: the VM stopped without reporting an exit status (qemu status $qemu_status)"
+        fi
+        show_failure_context
+        if [ "$qemu_status" -eq 124 ] || [ "$qemu_status" -eq 137 ]; then exit 124; fi
+        exit 125
+    fi
+    local status begin end
+    status=$(cat "$work_dir/exit")
+    begin=$(cat "$work_dir/begin")
+    end=$(cat "$work_dir/end")
+    log "boot to command $(us_diff "$start" "$begin") s, command $(us_diff "$begin" "$end") s, exit $status"
+    exit "$status"
+}
+
+main "$@"
