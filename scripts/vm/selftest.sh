@@ -46,12 +46,17 @@ step() {
     esac
 }
 
-# Waits until an rdma_cm listener is on PORT, for at most SECONDS. The
-# kernel's resource list says so exactly; servers' own output is buffered.
+# Waits until the server process PID has an rdma_cm listener on PORT, for
+# at most SECONDS. The kernel's resource list says so exactly; the servers'
+# own output is buffered.
 wait_for_listener() {
-    local port=$1 seconds=$2 i
+    local pid=$1 port=$2 seconds=$3 i
     for ((i = 0; i < seconds * 10; i++)); do
         rdma res show cm_id 2>/dev/null | grep -q "state LISTEN .*src-addr [^ ]*:$port " && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "the server exited before listening on port $port"
+            return 1
+        fi
         sleep 0.1
     done
     echo "no rdma_cm listener on port $port after $seconds s"
@@ -93,7 +98,7 @@ perftest_pair() {
     timeout "$step_limit" "$program" -R -F -d "$device" -p "$port" "$@" >"$server_log" 2>&1 &
     local server=$!
     local client_ok=0
-    wait_for_listener "$port" 20 || client_ok=1
+    wait_for_listener "$server" "$port" 20 || client_ok=1
     if [ "$client_ok" = 0 ]; then
         timeout "$step_limit" "$program" -R -F -d "$device" -p "$port" "$@" "$addr" || client_ok=$?
     fi
@@ -108,7 +113,7 @@ check_rping() {
     timeout "$step_limit" rping -s -a "$addr" -p "$port" -C 3 -v >"$server_log" 2>&1 &
     local server=$!
     local client_ok=0
-    wait_for_listener "$port" 20 || client_ok=1
+    wait_for_listener "$server" "$port" 20 || client_ok=1
     if [ "$client_ok" = 0 ]; then
         out=$(timeout "$step_limit" rping -c -a "$addr" -p "$port" -C 3 -v) || client_ok=$?
     fi
