@@ -13,7 +13,8 @@
 # itself failed (packages, kernel, boot).
 set -euo pipefail
 
-readonly script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly script_dir
 readonly cache_dir="${FABRIC_VM_CACHE:-${HOME:-/root}/.cache/swift-fabric/vm}"
 # modprobe and depmod live in sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -192,7 +193,7 @@ choose_kernel_image() {
     local vmlinuz="$kernel_dir/root/boot/vmlinuz-$kernel_release" vmlinux="$kernel_dir/vmlinux" partial
     if [ ! -f "$vmlinux" ]; then
         partial=$(mktemp "$vmlinux.XXXXXX")
-        extract_vmlinux "$vmlinuz" "$partial" && mv "$partial" "$vmlinux" || rm -f "$partial"
+        if extract_vmlinux "$vmlinuz" "$partial"; then mv "$partial" "$vmlinux"; else rm -f "$partial"; fi
     fi
     if [ -f "$vmlinux" ]; then kernel_image=$vmlinux; else kernel_image=$vmlinuz; fi
 }
@@ -338,7 +339,7 @@ check_shares() {
         [ -d "$dir" ] || die "--share-out $dir: not a directory"
         dir=$(cd "$dir" && pwd -P)
         [[ $dir != *$'\n'* ]] || die "--share-out: no newlines in paths, please"
-        share_dirs[$i]=$dir
+        share_dirs[i]=$dir
     done
 }
 
@@ -382,12 +383,12 @@ relay_console() {
                     if [ -n "${BASH_REMATCH[1]}" ]; then printf '%s\n' "${BASH_REMATCH[1]}"; fi
                     echo "${BASH_REMATCH[2]}" >"$work_dir/exit"
                     now_us >"$work_dir/end"
-                    state=done
+                    state=finished
                 else
                     printf '%s\n' "$line"
                 fi
                 ;;
-            done)
+            finished)
                 if [ "$verbose" = 1 ]; then printf '%s\n' "$line" >&2; fi
                 ;;
         esac

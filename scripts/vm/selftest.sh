@@ -10,8 +10,9 @@
 # as they would on any host that has rxe0 on the address in FABRIC_VM_ADDR.
 set -euo pipefail
 
-readonly script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-readonly repo_dir="$(cd "$script_dir/../.." && pwd)"
+script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo_dir=$(cd "$script_dir/../.." && pwd)
+readonly script_dir repo_dir
 
 if [ "${1:-}" != --inside ]; then
     exec "$script_dir/run-in-vm.sh" "$@" -- "$script_dir/selftest.sh" --inside
