@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, builds, runs every test suite.
+# The test command: installs what is missing, builds, runs every test suite
+# on the host, then the conformance suite over the verbs backend on a real
+# soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1 skips that part).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -7,3 +9,6 @@ source scripts/setup.sh
 export FABRIC_JOB_SECRET="${FABRIC_JOB_SECRET:-test-secret-$(od -An -tx8 -N16 /dev/urandom | tr -d ' \n')}"
 swift build --build-tests
 swift test --skip-build "$@"
+if [ "${FABRIC_SKIP_VM:-0}" != 1 ]; then
+    bash scripts/test-verbs.sh
+fi
