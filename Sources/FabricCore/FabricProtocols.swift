@@ -102,11 +102,30 @@ public protocol FabricQueuePair: AnyObject, Sendable {
     /// entries, a bad opcode for the device) throw; a full queue returns
     /// `.wouldBlock`; errors found when executing come back as completions.
     func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult
+    /// Posts several send-queue requests in order, in one step where the
+    /// device allows (verbs: one linked list, one doorbell). Returns how
+    /// many were posted: fewer than given when the queue filled (poll, then
+    /// post the rest). A structurally wrong request throws; the verbs
+    /// backend then posts none of the batch, the software NIC the ones
+    /// before it.
+    func postSend(_ requests: UnsafeBufferPointer<SendWorkRequest>) throws(FabricError) -> Int
     /// Posts a receive (not allowed when the queue pair uses a shared
     /// receive queue).
     func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult
     /// Closes the connection; outstanding requests complete as flushed.
     func disconnect()
+}
+
+extension FabricQueuePair {
+    /// Posts one request at a time, stopping at a full queue.
+    public func postSend(_ requests: UnsafeBufferPointer<SendWorkRequest>) throws(FabricError) -> Int {
+        var posted = 0
+        for request in requests {
+            guard try postSend(request) == .posted else { break }
+            posted += 1
+        }
+        return posted
+    }
 }
 
 /// An incoming connection, authenticated, waiting for the application to

@@ -181,8 +181,17 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         if record != nil { rdma_disconnect(identifier) }
     }
 
-    public func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
-        try device.forkDetection.checkNotForked()
+    struct PreparedSend {
+        var flags: UInt32
+        var opcode: CompletionOpcode
+        var length: UInt64
+        var userSignaled: Bool
+    }
+
+    /// Checks a request against the queue pair and the device: every
+    /// refusal names what was wrong.
+    @inline(__always)
+    func prepare(_ request: SendWorkRequest) throws(FabricError) -> PreparedSend {
         let local = request.local
         guard local.count <= limits.maxSendScatterEntries else {
             throw FabricError(.invalidArgument, "\(local.count) scatter entries; this queue pair allows \(limits.maxSendScatterEntries)")
@@ -216,18 +225,61 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
                 throw FabricError(.invalidArgument, "\(device.name) does not support atomics")
             }
         }
-        let userSignaled = request.flags.contains(.signaled)
+        return PreparedSend(flags: flags, opcode: opcode, length: length, userSignaled: request.flags.contains(.signaled))
+    }
+
+    public func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
+        try device.forkDetection.checkNotForked()
+        let prepared = try prepare(request)
         return try work.send.withLock { (ring) throws(FabricError) -> PostResult in
             if ring.isFull { return .wouldBlock }
-            let signal = userSignaled || ring.needsSignal
-            let code = PostingBuffers.withSend(request, id: ring.posted, flags: flags | (signal ? IBV_SEND_SIGNALED.rawValue : 0)) { wr in
+            let signal = prepared.userSignaled || ring.needsSignal
+            let code = PostingBuffers.withSend(request, id: ring.posted, flags: prepared.flags | (signal ? IBV_SEND_SIGNALED.rawValue : 0)) { wr in
                 var bad: UnsafeMutablePointer<ibv_send_wr>?
                 return ibv_post_send(qp, wr, &bad)
             }
             if code == ENOMEM { return .wouldBlock }
             if code != 0 { throw VerbsError.system("posting \(request.operation.name) on \(number)", code) }
-            ring.record(SendSlot(userID: request.id, byteLength: UInt32(truncatingIfNeeded: length), opcode: opcode, userSignaled: userSignaled), signaledToDevice: signal)
+            ring.record(prepared.slot(request.id), signaledToDevice: signal)
             return .posted
+        }
+    }
+
+    /// Posts the batch as one linked list: one call into the provider, one
+    /// doorbell. Every request is checked first; none is posted if one is
+    /// refused.
+    public func postSend(_ requests: UnsafeBufferPointer<SendWorkRequest>) throws(FabricError) -> Int {
+        try device.forkDetection.checkNotForked()
+        guard !requests.isEmpty else { return 0 }
+        if requests.count == 1 { return try postSend(requests[0]) == .posted ? 1 : 0 }
+        return try withUnsafeTemporaryAllocation(of: PreparedSend.self, capacity: requests.count) { prepared throws(FabricError) -> Int in
+            var elements = 0
+            for index in requests.indices {
+                prepared.initializeElement(at: index, to: try prepare(requests[index]))
+                elements += requests[index].local.count
+            }
+            return try work.send.withLock { (ring) throws(FabricError) -> Int in
+                let count = min(requests.count, ring.capacity - Int(ring.posted &- ring.retired))
+                guard count > 0 else { return 0 }
+                // Signal as single posts would have.
+                var run = ring.unsignaledRun
+                for index in 0..<count {
+                    let signal = prepared[index].userSignaled || run >= max(1, ring.capacity / 2)
+                    run = signal ? 0 : run + 1
+                    if signal { prepared[index].flags |= IBV_SEND_SIGNALED.rawValue }
+                }
+                let (code, accepted) = PostingBuffers.withSendList(
+                    requests, flags: { prepared[$0].flags }, count: count, elements: elements, firstID: ring.posted
+                ) { first, bad in ibv_post_send(qp, first, &bad) }
+                for index in 0..<accepted {
+                    let signaled = prepared[index].flags & IBV_SEND_SIGNALED.rawValue != 0
+                    ring.record(prepared[index].slot(requests[index].id), signaledToDevice: signaled)
+                }
+                if accepted == 0 && code != 0 && code != ENOMEM {
+                    throw VerbsError.system("posting \(count) requests on \(number)", code)
+                }
+                return accepted
+            }
         }
     }
 
@@ -250,6 +302,12 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
             ring.record(request.id)
             return .posted
         }
+    }
+}
+
+extension VerbsQueuePair.PreparedSend {
+    func slot(_ userID: UInt64) -> SendSlot {
+        SendSlot(userID: userID, byteLength: UInt32(truncatingIfNeeded: length), opcode: opcode, userSignaled: userSignaled)
     }
 }
 
@@ -287,42 +345,82 @@ enum PostingBuffers {
     static func withSend(_ request: SendWorkRequest, id: UInt64, flags: UInt32, _ post: (UnsafeMutablePointer<ibv_send_wr>) -> Int32) -> Int32 {
         withScatterList(request.local) { elements, count in
             var wr = ibv_send_wr()
-            wr.wr_id = id
-            wr.sg_list = elements
-            wr.num_sge = count
-            wr.send_flags = flags
-            switch request.operation {
-            case .send:
-                wr.opcode = IBV_WR_SEND
-            case .sendWithImmediate(let immediate):
-                wr.opcode = IBV_WR_SEND_WITH_IMM
-                wr.imm_data = immediate.bigEndian
-            case .write(let remote):
-                wr.opcode = IBV_WR_RDMA_WRITE
-                wr.wr.rdma.remote_addr = remote.address
-                wr.wr.rdma.rkey = remote.key.rawValue
-            case .writeWithImmediate(let remote, let immediate):
-                wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM
-                wr.imm_data = immediate.bigEndian
-                wr.wr.rdma.remote_addr = remote.address
-                wr.wr.rdma.rkey = remote.key.rawValue
-            case .read(let remote):
-                wr.opcode = IBV_WR_RDMA_READ
-                wr.wr.rdma.remote_addr = remote.address
-                wr.wr.rdma.rkey = remote.key.rawValue
-            case .fetchAndAdd(let remote, let add):
-                wr.opcode = IBV_WR_ATOMIC_FETCH_AND_ADD
-                wr.wr.atomic.remote_addr = remote.address
-                wr.wr.atomic.rkey = remote.key.rawValue
-                wr.wr.atomic.compare_add = add
-            case .compareAndSwap(let remote, let compare, let swap):
-                wr.opcode = IBV_WR_ATOMIC_CMP_AND_SWP
-                wr.wr.atomic.remote_addr = remote.address
-                wr.wr.atomic.rkey = remote.key.rawValue
-                wr.wr.atomic.compare_add = compare
-                wr.wr.atomic.swap = swap
-            }
+            fill(&wr, request, id: id, flags: flags, elements: elements, count: count)
             return post(&wr)
+        }
+    }
+
+    /// Builds the first `count` requests as one linked list, all on the
+    /// stack, and posts it. Returns the provider's code and how many
+    /// requests it accepted (those before the one it refused).
+    static func withSendList(
+        _ requests: UnsafeBufferPointer<SendWorkRequest>, flags: (Int) -> UInt32, count: Int, elements: Int, firstID: UInt64,
+        post: (UnsafeMutablePointer<ibv_send_wr>, inout UnsafeMutablePointer<ibv_send_wr>?) -> Int32
+    ) -> (code: Int32, accepted: Int) {
+        withUnsafeTemporaryAllocation(of: ibv_sge.self, capacity: max(1, elements)) { sges in
+            withUnsafeTemporaryAllocation(of: ibv_send_wr.self, capacity: count) { wrs in
+                var next = 0
+                for index in 0..<count {
+                    let request = requests[index]
+                    let list = request.local
+                    let base = sges.baseAddress! + next
+                    for element in 0..<list.count {
+                        let item = list[element]
+                        base[element] = ibv_sge(addr: item.address, length: item.length, lkey: item.localKey.rawValue)
+                    }
+                    next += list.count
+                    var wr = ibv_send_wr()
+                    fill(&wr, request, id: firstID &+ UInt64(index), flags: flags(index), elements: list.count == 0 ? nil : base, count: Int32(list.count))
+                    wr.next = index + 1 < count ? wrs.baseAddress! + index + 1 : nil
+                    wrs.initializeElement(at: index, to: wr)
+                }
+                var bad: UnsafeMutablePointer<ibv_send_wr>?
+                let code = post(wrs.baseAddress!, &bad)
+                guard code != 0 else { return (0, count) }
+                let accepted = bad.map { $0 - wrs.baseAddress! } ?? 0
+                return (code, max(0, min(count, accepted)))
+            }
+        }
+    }
+
+    static func fill(
+        _ wr: inout ibv_send_wr, _ request: SendWorkRequest, id: UInt64, flags: UInt32,
+        elements: UnsafeMutablePointer<ibv_sge>?, count: Int32
+    ) {
+        wr.wr_id = id
+        wr.sg_list = elements
+        wr.num_sge = count
+        wr.send_flags = flags
+        switch request.operation {
+        case .send:
+            wr.opcode = IBV_WR_SEND
+        case .sendWithImmediate(let immediate):
+            wr.opcode = IBV_WR_SEND_WITH_IMM
+            wr.imm_data = immediate.bigEndian
+        case .write(let remote):
+            wr.opcode = IBV_WR_RDMA_WRITE
+            wr.wr.rdma.remote_addr = remote.address
+            wr.wr.rdma.rkey = remote.key.rawValue
+        case .writeWithImmediate(let remote, let immediate):
+            wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM
+            wr.imm_data = immediate.bigEndian
+            wr.wr.rdma.remote_addr = remote.address
+            wr.wr.rdma.rkey = remote.key.rawValue
+        case .read(let remote):
+            wr.opcode = IBV_WR_RDMA_READ
+            wr.wr.rdma.remote_addr = remote.address
+            wr.wr.rdma.rkey = remote.key.rawValue
+        case .fetchAndAdd(let remote, let add):
+            wr.opcode = IBV_WR_ATOMIC_FETCH_AND_ADD
+            wr.wr.atomic.remote_addr = remote.address
+            wr.wr.atomic.rkey = remote.key.rawValue
+            wr.wr.atomic.compare_add = add
+        case .compareAndSwap(let remote, let compare, let swap):
+            wr.opcode = IBV_WR_ATOMIC_CMP_AND_SWP
+            wr.wr.atomic.remote_addr = remote.address
+            wr.wr.atomic.rkey = remote.key.rawValue
+            wr.wr.atomic.compare_add = compare
+            wr.wr.atomic.swap = swap
         }
     }
 

@@ -226,3 +226,40 @@ struct OneSidedTests {
         }
     }
 }
+
+@Suite("batched posting")
+struct BatchTests {
+    @Test("a batch posts in order; a full queue takes what fits; a bad request is refused", arguments: ConformanceBackend.available)
+    func batch(_ backend: ConformanceBackend) throws {
+        try batch(on: backend.opener)
+    }
+
+    private func batch<Backend: BackendOpener>(on backend: Backend) throws {
+        let pair = try connectedPair(backend)
+        let target = Buffer(64 * 8)
+        let targetRegion = try pair.server.register(target)
+        let source = Buffer(64 * 8)
+        source.fillPattern(seed: 9)
+        let sourceRegion = try pair.client.register(source)
+        // Eight WRITEs, only the last signalled: its completion implies the others.
+        let writes = (0..<8).map { index in
+            SendWorkRequest(
+                id: UInt64(index), operation: .write(targetRegion.remote(offset: index * 64)),
+                local: .single(sourceRegion.element(offset: index * 64, length: 64)), flags: index == 7 ? [.signaled] : [])
+        }
+        #expect(try writes.withUnsafeBufferPointer { try pair.client.queuePair.postSend($0) } == 8)
+        let completion = try pair.client.nextSend()
+        #expect(completion.workRequestID == 7 && completion.status == .success, "\(completion)")
+        #expect(target.matchesPattern(seed: 9))
+
+        // A request the queue pair cannot take (too many scatter entries) is refused.
+        let element = sourceRegion.element(offset: 0, length: 8)
+        let bad = [writes[0], SendWorkRequest(id: 99, operation: .send, local: .multiple(Array(repeating: element, count: 64)))]
+        #expect(throws: FabricError.self) { _ = try bad.withUnsafeBufferPointer { try pair.client.queuePair.postSend($0) } }
+
+        // A queue of 4 with sends nobody receives (retried forever) takes 4 of 6.
+        let blocked = try connectedPair(backend, limits: QueuePairLimits(sendQueueDepth: 4), retry: RetryPolicy(receiverNotReadyRetries: nil))
+        let sends = (0..<6).map { SendWorkRequest(id: UInt64($0), operation: .send, local: .empty) }
+        #expect(try sends.withUnsafeBufferPointer { try blocked.client.queuePair.postSend($0) } == 4)
+    }
+}
