@@ -136,6 +136,41 @@ struct SetupTests {
         #expect(pair.server.receiveCQ.fileDescriptor >= 0)
     }
 
+    @Test("an event loop sleeping on the descriptor alone sees every completion", arguments: ConformanceBackend.available)
+    func descriptorEventLoop(_ backend: ConformanceBackend) throws {
+        try descriptorEventLoop(on: backend.opener)
+    }
+
+    private func descriptorEventLoop<Backend: BackendOpener>(on backend: Backend) throws {
+        let rounds = 10
+        let pair = try connectedPair(backend)
+        let buffer = Buffer(64)
+        let region = try pair.server.register(buffer)
+        for id in 0..<rounds {
+            _ = try pair.server.queuePair.postReceive(ReceiveWorkRequest(id: UInt64(id), local: .single(region.element())))
+        }
+        let queue = pair.server.receiveCQ
+        var descriptor = pollfd(fd: queue.fileDescriptor, events: Int16(POLLIN), revents: 0)
+        nonisolated(unsafe) let client = pair.client
+        let clock = ContinuousClock()
+        for round in 0..<rounds {
+            // The sender waits long enough for the receiver's library to hand
+            // progress to its own thread, as it does for an idle application.
+            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(10)) {
+                _ = try? client.queuePair.postSend(SendWorkRequest(id: UInt64(round), operation: .sendWithImmediate(UInt32(round)), local: .empty, flags: []))
+            }
+            let start = clock.now
+            var completion: Completion?
+            while completion == nil && clock.now - start < .seconds(5) {
+                _ = Glibc.poll(&descriptor, 1, 5000)
+                completion = queue.poll()
+            }
+            #expect(completion?.immediate == UInt32(round), "round \(round): \(String(describing: completion))")
+            #expect(clock.now - start < .seconds(3), "round \(round) took \(clock.now - start)")
+            if completion == nil { return }
+        }
+    }
+
     @Test("a child process cannot use its parent's objects", arguments: ConformanceBackend.available)
     func forkedChild(_ backend: ConformanceBackend) throws {
         try forkedChild(on: backend.opener)

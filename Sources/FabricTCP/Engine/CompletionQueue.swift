@@ -58,6 +58,12 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
     /// descriptor a sleeper waits on.
     private let poller: EventPoller
     private let armed = Atomic<Bool>(false)
+    /// Set once `fileDescriptor` was asked for: an event loop may sleep on
+    /// it, so every completion another thread adds must make it readable.
+    private let descriptorMode = Atomic<Bool>(false)
+    /// The notifier was signalled for the descriptor and not drained yet
+    /// (so that a stream of completions costs one signal, not one each).
+    private let descriptorSignalled = Atomic<Bool>(false)
     private struct Attached {
         var list: [QueuePairEngine] = []
         /// Whether the sockets are in the epoll set: only once someone sleeps
@@ -78,6 +84,7 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
 
     public var fileDescriptor: Int32 {
         startWatching()
+        descriptorMode.store(true, ordering: .sequentiallyConsistent)
         return poller.fd
     }
 
@@ -127,11 +134,21 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
         let pushed = ring.withLock { $0.push(completion) }
         if armed.load(ordering: .relaxed) && armed.exchange(false, ordering: .acquiringAndReleasing) {
             notifier.signal()
+        } else if descriptorMode.load(ordering: .relaxed) && !descriptorSignalled.exchange(true, ordering: .acquiringAndReleasing) {
+            notifier.signal()
         }
         return pushed
     }
 
     public func poll(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int {
+        if descriptorMode.load(ordering: .relaxed) && descriptorSignalled.load(ordering: .acquiring) {
+            // Drain before clearing the flag: a completion pushed in between
+            // finds the flag still set and is popped below; one pushed after
+            // signals again. (The other order could leave the flag set with
+            // the descriptor quiet, and the next completion would not wake.)
+            notifier.drain()
+            descriptorSignalled.store(false, ordering: .releasing)
+        }
         let found = ring.withLock { $0.pop(into: buffer) }
         if found > 0 { return found }
         // One round moves at most a budget of bytes per queue pair (well
