@@ -78,6 +78,10 @@ printf '%-28s %12.2f %12.2f %8.3f  %s\n' "send latency 8 B (us)" "$send_ib" "$se
     "$(awk -v a="$send_fabric" -v b="$send_ib" 'BEGIN { print a / b }')" "<= 1.1 x ib_send_lat"
 printf '%-28s %12.1f %12.1f %8.3f  %s\n' "WRITE bandwidth 1 MiB (MB/s)" "$write_ib" "$write_fabric" \
     "$(awk -v a="$write_fabric" -v b="$write_ib" 'BEGIN { print a / b }')" ">= 0.9 x ib_write_bw"
+# Repetitions are interleaved pairs: the median of the per-pair ratios is
+# less disturbed by the emulator's drift than the ratio of the medians.
+paired() { paste "$1" "$2" | awk 'NF == 2 && $2 > 0 { print $1 / $2 }' | median; }
+echo "median of per-repetition ratios: send latency $(paired "$work/fabric_send_lat" "$work/ib_send_lat"), WRITE bandwidth $(paired "$work/fabric_write_bw" "$work/ib_write_bw")"
 for name in ib_send_lat fabric_send_lat ib_write_bw fabric_write_bw; do
     echo "$name per repetition: $(tr '\n' ' ' <"$work/$name")"
 done

@@ -18,8 +18,9 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
     private let channel: UnsafeMutablePointer<ibv_comp_channel>
     public let capacity: Int
 
-    /// The queue pairs that report here, by number.
-    private let routes = Mutex<[UInt32: QueuePairWork]>([:])
+    /// The queue pairs that report here. A list, searched by number: a
+    /// queue serves few queue pairs, and a scan beats hashing them.
+    private let routes = Mutex<[QueuePairWork]>([])
     private let descriptorMode = Atomic<Bool>(false)
     /// A completion `wait` found after arming, handed to the next poll.
     private let stash = Mutex<Completion?>(nil)
@@ -52,11 +53,11 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
     }
 
     func attach(_ work: QueuePairWork) {
-        routes.withLock { $0[work.number.rawValue] = work }
+        routes.withLock { $0.append(work) }
     }
 
     func detach(_ number: QueuePairNumber) {
-        routes.withLock { _ = $0.removeValue(forKey: number.rawValue) }
+        routes.withLock { $0.removeAll { $0.number == number } }
     }
 
     public var fileDescriptor: Int32 {
@@ -153,7 +154,7 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
             for index in 0..<read {
                 let wc = raw[index]
                 if cachedWork?.number.rawValue != wc.qp_num {
-                    cachedWork = routes.withLock { $0[wc.qp_num] }
+                    cachedWork = routes.withLock { list in list.first { $0.number.rawValue == wc.qp_num } }
                 }
                 // A completion of a queue pair already destroyed has no one
                 // to go to.
