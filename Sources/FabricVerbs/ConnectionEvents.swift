@@ -135,20 +135,23 @@ final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind 
             let id = received.pointee.id
             rdma_ack_cm_event(received)
             guard let id else { continue }
-            let record = state.withLock { $0.connections[UInt(bitPattern: id)] }
-            guard let record else { continue }
-            switch kind {
-            case RDMA_CM_EVENT_DISCONNECTED:
-                if !record.closedLocally.load(ordering: .acquiring) {
+            // Under the lock: a queue pair being destroyed removes its record
+            // under the same lock first, so its handle is valid here.
+            state.withLock { state in
+                guard let record = state.connections[UInt(bitPattern: id)] else { return }
+                switch kind {
+                case RDMA_CM_EVENT_DISCONNECTED:
+                    if !record.closedLocally.load(ordering: .acquiring) {
+                        record.enterError()
+                        rdma_disconnect(record.id)
+                        state.pending.append(AsyncEvent(kind: .peerGone, queuePair: record.number, detail: .peerClosedConnection))
+                    }
+                case RDMA_CM_EVENT_DEVICE_REMOVAL:
                     record.enterError()
-                    rdma_disconnect(record.id)
-                    post(AsyncEvent(kind: .peerGone, queuePair: record.number, detail: .peerClosedConnection))
+                    state.pending.append(AsyncEvent(kind: .queuePairFatal, queuePair: record.number, detail: .disconnected))
+                default:
+                    break
                 }
-            case RDMA_CM_EVENT_DEVICE_REMOVAL:
-                record.enterError()
-                post(AsyncEvent(kind: .queuePairFatal, queuePair: record.number, detail: .disconnected))
-            default:
-                break
             }
         }
     }
