@@ -83,24 +83,47 @@ in_root() {
     chroot /newroot /usr/bin/env "$@"
 }
 
-# One veth pair and one rxe device on it. Both ends stay in this namespace;
-# rxe0 on va is the only RDMA device (a second rxe on vb would not talk to it).
-setup_rdma() {
-    in_root ip link set lo up
+# One veth pair, both ends in this namespace, with rxe0 to come on va (a
+# second rxe on vb would not talk to it).
+setup_veth() {
     in_root ip link add va type veth peer name vb || fail "cannot create veth pair"
-    in_root ip addr add "$VM_ADDR/24" dev va
-    in_root ip addr add "$VM_PEER_ADDR/24" dev vb
+    in_root ip addr add "$VM_ADDR/$VM_PREFIX" dev va
+    in_root ip addr add "$VM_PEER_ADDR/$VM_PREFIX" dev vb
     in_root ip link set va up
     in_root ip link set vb up
-    in_root rdma link add "$VM_DEVICE" type rxe netdev va || fail "rdma link add $VM_DEVICE failed"
-    # The port turns ACTIVE once the netdev has carrier; wait briefly for it.
-    state_file="/sys/class/infiniband/$VM_DEVICE/ports/1/state"
-    tries=0
-    until grep -q ACTIVE "$state_file" 2>/dev/null; do
-        tries=$((tries + 1))
-        [ $tries -gt 50 ] && fail "$VM_DEVICE port did not become ACTIVE"
+    netdev=va
+}
+
+# The virtio NIC of --link, joined to the other VM's; the kernel names it
+# eth0 (no udev here). Its probe may finish just after insmod returns.
+setup_nic() {
+    wait_for 50 test -e /sys/class/net/eth0 || fail "no eth0: is the VM's NIC missing?"
+    in_root ip addr add "$VM_ADDR/$VM_PREFIX" dev eth0 || fail "cannot set eth0's address"
+    in_root ip link set eth0 up
+    netdev=eth0
+}
+
+# wait_for TENTHS COMMAND...: runs COMMAND every 0.1 s until it succeeds,
+# at most TENTHS times.
+wait_for() {
+    tries=$1
+    shift
+    until "$@" 2>/dev/null; do
+        tries=$((tries - 1))
+        [ $tries -gt 0 ] || return 1
         sleep 0.1
     done
+}
+
+# One rxe device, on the veth pair or on the NIC; the only RDMA device.
+setup_rdma() {
+    in_root ip link set lo up
+    if [ "$VM_LINK" = nic ]; then setup_nic; else setup_veth; fi
+    in_root rdma link add "$VM_DEVICE" type rxe netdev "$netdev" ||
+        fail "rdma link add $VM_DEVICE on $netdev failed"
+    # The port turns ACTIVE once the netdev has carrier; wait briefly for it.
+    wait_for 50 grep -q ACTIVE "/sys/class/infiniband/$VM_DEVICE/ports/1/state" ||
+        fail "$VM_DEVICE port did not become ACTIVE"
 }
 
 run_job() {

@@ -9,6 +9,10 @@
 # tmpfs overlay) in the host's current directory. COMMAND's output appears on
 # stdout and its exit status becomes this script's. See docs/verbs-vm.md.
 #
+# With --link and --address, rxe0 sits instead on a virtio NIC whose other end
+# is a second VM's NIC, joined by a TCP connection on the host's loopback: two
+# VMs, two hosts, real cross-host RoCE (scripts/test-verbs-two-hosts.sh).
+#
 # Exit status: COMMAND's; 124 if the VM ran out of time; 125 if the harness
 # itself failed (packages, kernel, boot).
 set -euo pipefail
@@ -19,8 +23,10 @@ readonly cache_dir="${FABRIC_VM_CACHE:-${HOME:-/root}/.cache/swift-fabric/vm}"
 # modprobe and depmod live in sbin, which a non-root PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
 
-# Addresses and device inside the VM; they never leave it (-nic none).
-readonly vm_addr=10.77.0.1
+# Addresses and device inside the VM. Without --link they never leave it
+# (-nic none); with --link, vm_addr and vm_prefix come from --address.
+vm_addr=10.77.0.1
+vm_prefix=24
 readonly vm_peer_addr=10.77.0.2
 readonly vm_device=rxe0
 
@@ -29,7 +35,9 @@ readonly vm_device=rxe0
 # rdma_rxe, but rxe asks the crypto API for crc32 and `rdma link add` fails
 # ("No such file or directory") without it. sch_netem and sch_tbf let tests
 # add delay, loss and rate limits with tc.
-readonly vm_modules=(virtio_pci 9pnet_virtio 9p overlay veth
+# virtio_net (with net_failover and failover, its dependencies) is for --link;
+# loaded without a NIC it does nothing, and one image serves both modes.
+readonly vm_modules=(virtio_pci 9pnet_virtio 9p overlay veth virtio_net
     crc32_generic ib_core ib_uverbs rdma_rxe rdma_cm rdma_ucm sch_netem sch_tbf)
 
 readonly host_packages=(qemu-system-x86 busybox-static kmod cpio gzip xz-utils
@@ -42,6 +50,11 @@ share_dirs=()
 extra_env=()
 work_dir=""
 qemu_pid=""
+# --link: "listen" or "connect", the host's loopback port, and --address.
+link_mode=""
+link_port=""
+link_address=""
+cache_lock_fd=""
 
 usage() {
     cat <<'EOF'
@@ -56,6 +69,12 @@ options:
   --share-out DIR     mount host directory DIR read-write at the same path in
                       the VM, for result files (may be repeated)
   --env NAME[=VALUE]  pass an environment variable into the VM (may be repeated)
+  --link listen:PORT|connect:PORT
+                      give the VM one virtio NIC (eth0) joined to another VM's
+                      over TCP on 127.0.0.1:PORT, and rxe0 on it instead of
+                      the veth pair; the listen side must be started first
+  --address A.B.C.D/NN
+                      eth0's address with --link (FABRIC_VM_ADDR in the VM)
   --verbose           show the kernel's and init's console output on stderr
   -h, --help          this text
 
@@ -84,6 +103,8 @@ parse_args() {
             --memory) memory_mib=${2:?--memory needs a value}; shift 2 ;;
             --share-out) share_dirs+=("${2:?--share-out needs a directory}"); shift 2 ;;
             --env) extra_env+=("${2:?--env needs NAME or NAME=VALUE}"); shift 2 ;;
+            --link) link_mode=${2:?--link needs listen:PORT or connect:PORT}; shift 2 ;;
+            --address) link_address=${2:?--address needs A.B.C.D/NN}; shift 2 ;;
             --verbose) verbose=1; shift ;;
             -h|--help) usage; exit 0 ;;
             --) shift; break ;;
@@ -93,7 +114,54 @@ parse_args() {
     [ $# -gt 0 ] || { usage >&2; exit 125; }
     [[ $timeout_seconds =~ ^[0-9]+$ ]] || die "--timeout wants whole seconds"
     [[ $memory_mib =~ ^[0-9]+$ ]] || die "--memory wants MiB"
+    if [ -n "$link_mode" ] || [ -n "$link_address" ]; then check_link_args; fi
     command_args=("$@")
+}
+
+# Splits --link into link_mode and link_port, and --address into vm_addr and
+# vm_prefix. The two options only make sense together.
+check_link_args() {
+    if [ -z "$link_mode" ] || [ -z "$link_address" ]; then die "--link and --address go together"; fi
+    [[ $link_mode =~ ^(listen|connect):([0-9]{1,5})$ ]] ||
+        die "--link wants listen:PORT or connect:PORT, not '$link_mode'"
+    link_mode=${BASH_REMATCH[1]}
+    link_port=$((10#${BASH_REMATCH[2]}))
+    if [ "$link_port" -lt 1 ] || [ "$link_port" -gt 65535 ]; then die "--link: port $link_port is out of range"; fi
+    [[ $link_address =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})/([0-9]{1,2})$ ]] ||
+        die "--address wants A.B.C.D/NN, not '$link_address'"
+    local octet
+    for octet in "${BASH_REMATCH[@]:1:4}"; do
+        [ $((10#$octet)) -le 255 ] || die "--address: $link_address is no IPv4 address"
+    done
+    vm_prefix=$((10#${BASH_REMATCH[5]}))
+    if [ "$vm_prefix" -lt 8 ] || [ "$vm_prefix" -gt 30 ]; then die "--address: prefix /$vm_prefix, want /8 to /30"; fi
+    vm_addr=${link_address%/*}
+}
+
+# A MAC address made of the IPv4 address's last three bytes. qemu would give
+# both VMs the same default MAC, and the two ends of a link must differ.
+link_mac() {
+    local b c d
+    IFS=. read -r _ b c d <<<"$vm_addr"
+    printf '52:54:00:%02x:%02x:%02x' "$((10#$b))" "$((10#$c))" "$((10#$d))"
+}
+
+# Two runs started together (the two VMs of one test) would both install
+# packages, fetch the kernel and build the same initramfs, and a kernel
+# update in one would delete the other's files. The second run waits here
+# and then finds everything ready. Released before qemu starts.
+lock_cache() {
+    mkdir -p "$cache_dir"
+    exec {cache_lock_fd}>"$cache_dir/.lock"
+    if ! flock -n "$cache_lock_fd"; then
+        log "waiting for another run to finish preparing $cache_dir"
+        flock "$cache_lock_fd"
+    fi
+}
+
+unlock_cache() {
+    exec {cache_lock_fd}>&-
+    cache_lock_fd=""
 }
 
 ensure_packages() {
@@ -288,7 +356,9 @@ build_job_initramfs() {
     mkdir -p "$job"
     {
         echo "VM_ADDR=$(sh_quote "$vm_addr")"
+        echo "VM_PREFIX=$vm_prefix"
         echo "VM_PEER_ADDR=$(sh_quote "$vm_peer_addr")"
+        if [ -n "$link_mode" ]; then echo "VM_LINK=nic"; else echo "VM_LINK=veth"; fi
         echo "VM_DEVICE=$(sh_quote "$vm_device")"
         echo "NINEP_MSIZE=262144"
         echo "VERBOSE=$verbose"
@@ -351,12 +421,18 @@ qemu_args() {
     local index=0 dir append="console=ttyS0 panic=-1 rdinit=/init tsc=reliable clocksource=tsc"
     if [ "$verbose" = 1 ]; then append+=" loglevel=7"; else append+=" quiet loglevel=0"; fi
     # tcg, not kvm: the kvm here is a nested hypervisor on which the stock
-    # kernel hangs at boot. No network device at all (-nic none).
+    # kernel hangs at boot. No default network device (-nic none).
     printf '%s\n' -accel tcg,thread=multi -cpu max -smp 2 -m "$memory_mib" \
         -nic none -no-reboot -nographic \
         -kernel "$kernel_image" \
         -initrd "$work_dir/initrd.img" -append "$append" \
         -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
+    if [ -n "$link_mode" ]; then
+        # The only network: Ethernet frames over one TCP connection on the
+        # host's loopback to the other VM's qemu. Never user-mode or tap.
+        printf '%s\n' -netdev "socket,id=link0,$link_mode=127.0.0.1:$link_port" \
+            -device "virtio-net-pci,netdev=link0,mac=$(link_mac)"
+    fi
     for dir in "${share_dirs[@]}"; do
         # qemu's option parser takes ",," for a comma inside a value.
         printf '%s\n' -virtfs "local,path=${dir//,/,,},mount_tag=out$index,security_model=none,multidevs=remap"
@@ -445,6 +521,7 @@ main() {
 
     local t
     t=$(now_us)
+    lock_cache
     ensure_packages
     fetch_kernel
     log "kernel $kernel_release ($kernel_origin, $(seconds_since "$t") s)"
@@ -452,7 +529,11 @@ main() {
     t=$(now_us)
     build_base_initramfs
     build_job_initramfs
+    unlock_cache
     log "initramfs ($initramfs_origin, $(seconds_since "$t") s)"
+    if [ -n "$link_mode" ]; then
+        log "link: $link_mode on 127.0.0.1:$link_port, eth0 $vm_addr/$vm_prefix"
+    fi
 
     local start
     start=$(now_us)
