@@ -69,6 +69,10 @@ let package = Package(
             name: "FabricTCPTests",
             dependencies: ["FabricTCP", "FabricCore", .product(name: "Crypto", package: "swift-crypto")]
         ),
+        .testTarget(
+            name: "FabricVerbsTests",
+            dependencies: ["FabricVerbs", "FabricCore", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric"]),
     ]
 )

@@ -64,10 +64,11 @@ enum ConnectionProof {
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
 
-    static func makeRequest(secret: SymmetricKey, identities: [UInt8], userData: [UInt8]) -> (bytes: [UInt8], nonce: [UInt8]) {
+    static func makeRequest(
+        secret: SymmetricKey, identities: [UInt8], userData: [UInt8], timestamp: Int64 = nowMilliseconds()
+    ) -> (bytes: [UInt8], nonce: [UInt8]) {
         var generator = SystemRandomNumberGenerator()
         let nonce = (0..<nonceSize).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
-        let timestamp = nowMilliseconds()
         let mac = requestMAC(secret: secret, version: version, nonce: nonce, timestamp: timestamp, identities: identities, userData: userData)
         let bytes = magic + [version, UInt8(userData.count)] + nonce + littleEndian(timestamp) + mac + userData
         return (bytes, nonce)
