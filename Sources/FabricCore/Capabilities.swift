@@ -43,12 +43,19 @@ public struct DeviceCapabilities: Hashable, Sendable, Codable {
     public var atomics: AtomicSupport
     public var memoryModel: MemoryModel
     public var oneSidedProgress: OneSidedProgress
+    /// The path MTU in bytes (verbs: the port's active MTU): the size of
+    /// the packets a message is cut into.
+    public var mtu: Int
+    /// RDMA READs and atomics one queue pair may have outstanding as
+    /// initiator (verbs: `max_qp_init_rd_atom`); later ones wait.
+    public var maxOutstandingReads: Int
 
     public init(
         maxMessageSize: Int, maxInlineData: Int, maxScatterEntries: Int, maxQueuePairs: Int,
         maxQueueDepth: Int, maxCompletionQueueDepth: Int, maxMemoryRegions: Int,
         maxMemoryRegionSize: Int, maxPrivateData: Int, atomics: AtomicSupport,
-        memoryModel: MemoryModel, oneSidedProgress: OneSidedProgress
+        memoryModel: MemoryModel, oneSidedProgress: OneSidedProgress,
+        mtu: Int = 4096, maxOutstandingReads: Int = 16
     ) {
         self.maxMessageSize = maxMessageSize
         self.maxInlineData = maxInlineData
@@ -62,6 +69,8 @@ public struct DeviceCapabilities: Hashable, Sendable, Codable {
         self.atomics = atomics
         self.memoryModel = memoryModel
         self.oneSidedProgress = oneSidedProgress
+        self.mtu = mtu
+        self.maxOutstandingReads = maxOutstandingReads
     }
 }
 

@@ -159,6 +159,7 @@ public final class TCPConnectionRequest: FabricConnectionRequest, @unchecked Sen
     ) throws(FabricError) -> TCPQueuePair {
         try device.core.checkNotForked()
         try device.validate(setup)
+        try device.checkQueuePairLimit()
         guard privateData.count <= Handshake.maxPrivateData else {
             throw FabricError(.invalidArgument, "private data of \(privateData.count) bytes; at most \(Handshake.maxPrivateData) are allowed")
         }

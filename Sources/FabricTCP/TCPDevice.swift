@@ -24,12 +24,8 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
 
     public static let deviceName = "tcp0"
 
-    /// What the software NIC offers.
-    public static let defaultCapabilities = DeviceCapabilities(
-        maxMessageSize: 64 << 20, maxInlineData: 4096, maxScatterEntries: 16, maxQueuePairs: 4096,
-        maxQueueDepth: 16384, maxCompletionQueueDepth: 1 << 20, maxMemoryRegions: 1 << 20,
-        maxMemoryRegionSize: 1 << 40, maxPrivateData: Handshake.maxPrivateData, atomics: .global,
-        memoryModel: .followsCurrentMapping, oneSidedProgress: .targetProgressThread)
+    /// What the software NIC offers with no profile chosen.
+    public static var defaultCapabilities: DeviceCapabilities { DeviceProfile.softwareNIC.capabilities }
 
     let core: TCPDeviceCore
     public let backendName = "tcp"
@@ -37,21 +33,35 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
     public var capabilities: DeviceCapabilities { core.capabilities }
     /// Where the job secret came from.
     public var secretSource: JobSecret.Source { core.secretSource }
+    /// The card this device behaves like (docs/emulation.md).
+    public let profile: DeviceProfile
 
-    /// Opens the software NIC. Fails only if no job secret can be had (the
-    /// environment variable is malformed, or the key file is unusable).
-    public init(logger: Logger = Logger(label: "fabric.tcp")) throws(FabricError) {
-        core = try TCPDeviceCore(name: Self.deviceName, capabilities: Self.defaultCapabilities, secret: nil, logger: logger)
+    /// Opens the software NIC with `profile`, or the one FABRIC_TCP_PROFILE
+    /// names (the software NIC's own by default). Fails if no job secret
+    /// can be had (the environment variable is malformed, or the key file is
+    /// unusable) or the profile is unknown or malformed.
+    public init(profile: DeviceProfile? = nil, logger: Logger = Logger(label: "fabric.tcp")) throws(FabricError) {
+        if let profile {
+            self.profile = profile
+        } else {
+            self.profile = try DeviceProfile.fromEnvironment()
+        }
+        core = try TCPDeviceCore(name: Self.deviceName, capabilities: self.profile.capabilities, secret: nil, logger: logger)
     }
 
     /// Opens the software NIC with an explicit job secret (at least 16
     /// bytes), for programs that get it from somewhere else than the
     /// environment or the key file.
-    public init(secret: [UInt8], logger: Logger = Logger(label: "fabric.tcp")) throws(FabricError) {
+    public init(secret: [UInt8], profile: DeviceProfile? = nil, logger: Logger = Logger(label: "fabric.tcp")) throws(FabricError) {
         guard secret.count >= 16 else {
             throw FabricError(.invalidArgument, "the job secret must be at least 16 bytes; got \(secret.count)")
         }
-        core = try TCPDeviceCore(name: Self.deviceName, capabilities: Self.defaultCapabilities, secret: secret, logger: logger)
+        if let profile {
+            self.profile = profile
+        } else {
+            self.profile = try DeviceProfile.fromEnvironment()
+        }
+        core = try TCPDeviceCore(name: Self.deviceName, capabilities: self.profile.capabilities, secret: secret, logger: logger)
     }
 
     deinit {
@@ -114,6 +124,14 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
         return TCPSharedReceiveQueue(domain: domain, table: core.regions, capacity: capacity, maxElements: maxScatterEntries)
     }
 
+    /// The profile's queue pair limit (verbs: ENOMEM from ibv_create_qp).
+    func checkQueuePairLimit() throws(FabricError) {
+        let live = core.queuePairCount
+        guard live < capabilities.maxQueuePairs else {
+            throw FabricError(.limitExceeded, "the device has \(live) queue pairs; its profile '\(profile.name)' allows \(capabilities.maxQueuePairs)")
+        }
+    }
+
     func validate(_ setup: QueuePairSetup<TCPDevice>) throws(FabricError) {
         let limits = setup.limits
         let caps = capabilities
@@ -143,6 +161,7 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
     ) throws(FabricError) -> (queuePair: TCPQueuePair, privateData: [UInt8]) {
         try core.checkNotForked()
         try validate(setup)
+        try checkQueuePairLimit()
         guard options.privateData.count <= Handshake.maxPrivateData else {
             throw FabricError(.invalidArgument, "private data of \(options.privateData.count) bytes; at most \(Handshake.maxPrivateData) are allowed")
         }

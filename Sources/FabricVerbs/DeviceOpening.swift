@@ -72,6 +72,7 @@ enum DeviceOpening {
         case IBV_ATOMIC_GLOB: atomics = .global
         default: atomics = .none
         }
+        let depth = min(16, Int(attributes.max_qp_rd_atom), Int(attributes.max_qp_init_rd_atom))
         let capabilities = DeviceCapabilities(
             maxMessageSize: Int(port.max_msg_sz),
             maxInlineData: largestInline(context),
@@ -85,8 +86,9 @@ enum DeviceOpening {
             atomics: atomics,
             // Registration pins pages; no on-demand paging is used.
             memoryModel: .pinned,
-            oneSidedProgress: .hardware)
-        let depth = min(16, Int(attributes.max_qp_rd_atom), Int(attributes.max_qp_init_rd_atom))
+            oneSidedProgress: .hardware,
+            mtu: VerbsProbe.mtuBytes(port.active_mtu),
+            maxOutstandingReads: max(1, depth))
         return (capabilities, UInt8(max(1, depth)))
     }
 

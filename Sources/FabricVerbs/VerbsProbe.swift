@@ -83,7 +83,7 @@ public enum VerbsProbe {
         }
     }
 
-    private static func mtuBytes(_ mtu: ibv_mtu) -> Int {
+    static func mtuBytes(_ mtu: ibv_mtu) -> Int {
         switch mtu {
         case IBV_MTU_256: return 256
         case IBV_MTU_512: return 512

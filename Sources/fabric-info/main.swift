@@ -13,6 +13,9 @@ struct FabricInfo: ParsableCommand {
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
+    @Flag(help: "List the software NIC's built-in device profiles and exit.")
+    var profiles = false
+
     struct Report: Codable {
         struct Backend: Codable {
             var name: String
@@ -25,13 +28,21 @@ struct FabricInfo: ParsableCommand {
         var backends: [Backend]
         var verbsDevices: [VerbsDeviceInfo]
         var tcpCapabilities: DeviceCapabilities?
+        var tcpProfile: String?
         var tcpError: String?
         var configuration: [String: String]
     }
 
     func run() throws {
+        if profiles {
+            for profile in DeviceProfile.builtIn {
+                print("\(profile.name): \(profile.summary)")
+            }
+            print("(or a JSON file: \(DeviceProfile.environmentVariable)=/path/to/profile.json; docs/emulation.md)")
+            return
+        }
         let environment = Fabric.environmentVariables()
-        var report = Report(chosen: nil, choiceError: nil, backends: [], verbsDevices: [], tcpCapabilities: nil, tcpError: nil, configuration: [:])
+        var report = Report(chosen: nil, choiceError: nil, backends: [], verbsDevices: [], tcpCapabilities: nil, tcpProfile: nil, tcpError: nil, configuration: [:])
         do { report.chosen = try Fabric.choose(environment: environment) } catch { report.choiceError = error.message }
 
         let (devices, reason) = VerbsProbe.devices()
@@ -50,12 +61,13 @@ struct FabricInfo: ParsableCommand {
         do {
             let device = try TCPDevice()
             report.tcpCapabilities = device.capabilities
+            report.tcpProfile = "\(device.profile.name) (\(device.profile.summary))"
             report.backends.append(.init(name: "tcp", available: true, detail: "software NIC over TCP sockets; job secret from \(device.secretSource)", devices: [device.name]))
         } catch {
             report.tcpError = error.message
             report.backends.append(.init(name: "tcp", available: false, detail: error.message, devices: []))
         }
-        for name in [Fabric.backendVariable, JobSecret.environmentVariable] {
+        for name in [Fabric.backendVariable, JobSecret.environmentVariable, DeviceProfile.environmentVariable] {
             if let value = environment[name] {
                 report.configuration[name] = name == JobSecret.environmentVariable ? "(set, \(value.utf8.count) characters)" : value
             } else {
@@ -89,10 +101,11 @@ struct FabricInfo: ParsableCommand {
             }
         }
         if let caps = report.tcpCapabilities {
-            print("\ntcp device \(TCPDevice.deviceName) capabilities:")
+            print("\ntcp device \(TCPDevice.deviceName), profile \(report.tcpProfile ?? "?"):")
             print("  max message \(caps.maxMessageSize) B, max inline \(caps.maxInlineData) B, max scatter entries \(caps.maxScatterEntries)")
             print("  max queue pairs \(caps.maxQueuePairs), max queue depth \(caps.maxQueueDepth), max completion queue depth \(caps.maxCompletionQueueDepth)")
             print("  max memory regions \(caps.maxMemoryRegions), max region size \(caps.maxMemoryRegionSize) B, private data \(caps.maxPrivateData) B")
+            print("  MTU \(caps.mtu) B, max outstanding reads and atomics \(caps.maxOutstandingReads)")
             print("  atomics: \(caps.atomics.rawValue); memory: \(caps.memoryModel.rawValue); one-sided progress: \(caps.oneSidedProgress.rawValue)")
         }
         print("\nconfiguration:")

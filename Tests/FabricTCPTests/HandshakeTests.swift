@@ -53,8 +53,8 @@ final class AcceptingServer: @unchecked Sendable {
     var accepted: [TCPQueuePair] = []
     let done = DispatchSemaphore(value: 0)
 
-    init(secret: [UInt8], receives: Int = 4, host: String = "127.0.0.1") throws {
-        device = try TCPDevice(secret: secret)
+    init(secret: [UInt8], receives: Int = 4, host: String = "127.0.0.1", profile: DeviceProfile? = nil) throws {
+        device = try TCPDevice(secret: secret, profile: profile)
         listener = try device.listen(on: Endpoint(host: host, port: 0), backlog: 8)
         domain = try device.allocateProtectionDomain()
         cq = try device.createCompletionQueue(capacity: 64)

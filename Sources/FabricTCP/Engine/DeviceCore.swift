@@ -90,6 +90,9 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         copiedBytes.wrappingAdd(count, ordering: .relaxed)
     }
 
+    /// Queue pairs alive on the device.
+    var queuePairCount: Int { queuePairs.withLock { $0.byNumber.count } }
+
     func makeQueuePairNumber() -> QueuePairNumber {
         QueuePairNumber(rawValue: nextQueuePairNumber.wrappingAdd(1, ordering: .relaxed).oldValue)
     }

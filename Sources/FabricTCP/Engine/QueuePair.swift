@@ -85,6 +85,9 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
             guard count == 1, request.local[0].length == 8 else {
                 throw FabricError(.invalidArgument, "\(request.operation.name) \(request.id) needs exactly one 8-byte local buffer for the old value")
             }
+            guard device.capabilities.atomics != .none else {
+                throw FabricError(.invalidArgument, "\(request.operation.name) \(request.id): the device's profile has no atomics")
+            }
             return
         case .read:
             break
@@ -95,7 +98,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         }
         let total = request.local.totalLength
         if total > UInt64(device.capabilities.maxMessageSize) {
-            throw FabricError(.invalidArgument, "\(request.operation.name) \(request.id) is \(total) bytes; the device's maximum message is \(device.capabilities.maxMessageSize) bytes")
+            throw FabricError(.invalidArgument, "\(request.operation.name) \(request.id) is \(total) bytes; the device carries at most \(device.capabilities.maxMessageSize) bytes in one message")
         }
     }
 

@@ -402,6 +402,11 @@ extension QueuePairCore {
     private mutating func executeAtomic(_ header: FrameHeader) {
         let operand1 = UInt64(littleEndian: operands.loadUnaligned(as: UInt64.self))
         let operand2 = UInt64(littleEndian: operands.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        // A card without atomics refuses them as invalid requests.
+        if device.capabilities.atomics == .none {
+            sendNak(header.sequence, .remoteInvalidRequest, .operationNotSupported)
+            return
+        }
         if header.remoteAddress & 7 != 0 {
             sendNak(header.sequence, .remoteInvalidRequest, .unalignedAtomic)
             return
