@@ -120,4 +120,39 @@ struct ProfileTests {
         while completion == nil && clock.now < deadline { completion = cq.poll() }
         #expect(completion?.status == .remoteInvalidRequest && completion?.detail == .operationNotSupported, "\(String(describing: completion))")
     }
+
+    @Test("with one read or atomic in flight at a time, a burst of them still completes, in order")
+    func oneOutstandingRead() throws {
+        var strict = DeviceProfile.softwareNIC
+        strict.capabilities.maxOutstandingReads = 1
+        let server = try AcceptingServer(secret: secretA)
+        server.acceptOne()
+        server.receiveBuffer.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
+        let target = try server.device.registerMemory(server.receiveBuffer + 2048, length: 1024, access: .all, in: server.domain)
+        let client = try TCPDevice(secret: secretA, profile: strict)
+        let domain = try client.allocateProtectionDomain()
+        let cq = try client.createCompletionQueue(capacity: 64)
+        let local = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 64)
+        defer { local.deallocate() }
+        let region = try client.registerMemory(local, length: 4096, access: .all, in: domain)
+        let (qp, _) = try client.connect(to: server.listener.endpoint, QueuePairSetup(protectionDomain: domain, sendCompletionQueue: cq, receiveCompletionQueue: cq), options: ConnectOptions(timeout: .seconds(5))) { _ in }
+        server.done.wait()
+        for index in 0..<12 {
+            let operation: SendOperation = index % 3 == 2 ? .fetchAndAdd(target.remote(), add: 1) : .read(target.remote(offset: 64))
+            _ = try qp.postSend(SendWorkRequest(id: UInt64(index), operation: operation, local: .single(region.element(offset: index * 64, length: 8))))
+        }
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        var seen: [UInt64] = []
+        while seen.count < 12 && clock.now < deadline {
+            if let completion = cq.poll() {
+                #expect(completion.status == .success, "\(completion)")
+                seen.append(completion.workRequestID)
+            }
+        }
+        #expect(seen == Array(0..<12))
+        // Four fetch-and-adds, each seeing the one before.
+        let olds = (0..<12).filter { $0 % 3 == 2 }.map { local.load(fromByteOffset: $0 * 64, as: UInt64.self) }
+        #expect(olds == [0, 1, 2, 3])
+    }
 }

@@ -10,7 +10,7 @@ extension QueuePairCore {
         guard state == .readyToSend, resendAt == 0, position < tail else { return false }
         let slot = sendQueue.slots[sendQueue.index(position)]
         if slot.flags.contains(.fence) && outstanding > 0 { return false }
-        if slot.awaitsResponse && outstanding >= EngineTuning.maxOutstandingReadAtomics { return false }
+        if slot.awaitsResponse && outstanding >= maxOutstandingReads { return false }
         return true
     }
 

@@ -74,6 +74,9 @@ struct QueuePairCore: ~Copyable {
     let limits: QueuePairLimits
     let retry: RetryPolicy
     let maxMessage: Int
+    /// READs and atomics this queue pair keeps in flight as initiator: the
+    /// profile's limit, at most what a responder's queue holds.
+    let maxOutstandingReads: Int
 
     var state: QueuePairState = .initialized
     var socketShut = false
@@ -152,6 +155,7 @@ struct QueuePairCore: ~Copyable {
         self.limits = limits
         self.retry = retry
         self.maxMessage = device.capabilities.maxMessageSize
+        maxOutstandingReads = max(1, min(device.capabilities.maxOutstandingReads, EngineTuning.maxOutstandingReadAtomics))
         receiverNotReadyRetriesLeft = retry.receiverNotReadyRetries
         sendQueue = SendQueueStorage(depth: limits.sendQueueDepth, maxElements: limits.maxSendScatterEntries, maxInline: limits.maxInlineData)
         responses = ResponseQueueStorage(depth: EngineTuning.maxOutstandingReadAtomics + 8)
