@@ -28,6 +28,8 @@ struct FabricInfo: ParsableCommand {
         var backends: [Backend]
         var verbsDevices: [VerbsDeviceInfo]
         var tcpCapabilities: DeviceCapabilities?
+        var verbsCapabilities: [String: DeviceCapabilities] = [:]
+        var verbsErrors: [String: String] = [:]
         var tcpProfile: String?
         var tcpError: String?
         var configuration: [String: String]
@@ -57,6 +59,15 @@ struct FabricInfo: ParsableCommand {
             verbsDetail = "\(devices.count) device(s), \(devices.filter(\.hasActivePort).count) with an active port"
         }
         report.backends.append(.init(name: "verbs", available: !devices.isEmpty && connectionManager, detail: verbsDetail, devices: devices.map(\.name)))
+        if connectionManager {
+            for device in devices where device.hasActivePort {
+                do {
+                    report.verbsCapabilities[device.name] = try VerbsDevice(name: device.name).capabilities
+                } catch {
+                    report.verbsErrors[device.name] = error.message
+                }
+            }
+        }
 
         do {
             let device = try TCPDevice()
@@ -100,17 +111,28 @@ struct FabricInfo: ParsableCommand {
                 }
             }
         }
+        for (name, caps) in report.verbsCapabilities.sorted(by: { $0.key < $1.key }) {
+            print("\nverbs device \(name):")
+            printCapabilities(caps)
+        }
+        for (name, message) in report.verbsErrors.sorted(by: { $0.key < $1.key }) {
+            print("\nverbs device \(name) cannot be opened: \(message)")
+        }
         if let caps = report.tcpCapabilities {
             print("\ntcp device \(TCPDevice.deviceName), profile \(report.tcpProfile ?? "?"):")
-            print("  max message \(caps.maxMessageSize) B, max inline \(caps.maxInlineData) B, max scatter entries \(caps.maxScatterEntries)")
-            print("  max queue pairs \(caps.maxQueuePairs), max queue depth \(caps.maxQueueDepth), max completion queue depth \(caps.maxCompletionQueueDepth)")
-            print("  max memory regions \(caps.maxMemoryRegions), max region size \(caps.maxMemoryRegionSize) B, private data \(caps.maxPrivateData) B")
-            print("  MTU \(caps.mtu) B, max outstanding reads and atomics \(caps.maxOutstandingReads)")
-            print("  atomics: \(caps.atomics.rawValue); memory: \(caps.memoryModel.rawValue); one-sided progress: \(caps.oneSidedProgress.rawValue)")
+            printCapabilities(caps)
         }
         print("\nconfiguration:")
         for (key, value) in report.configuration.sorted(by: { $0.key < $1.key }) {
             print("  \(key) = \(value)")
         }
+    }
+
+    private func printCapabilities(_ caps: DeviceCapabilities) {
+        print("  max message \(caps.maxMessageSize) B, max inline \(caps.maxInlineData) B, max scatter entries \(caps.maxScatterEntries)")
+        print("  max queue pairs \(caps.maxQueuePairs), max queue depth \(caps.maxQueueDepth), max completion queue depth \(caps.maxCompletionQueueDepth)")
+        print("  max memory regions \(caps.maxMemoryRegions), max region size \(caps.maxMemoryRegionSize) B, private data \(caps.maxPrivateData) B")
+        print("  MTU \(caps.mtu) B, max outstanding reads and atomics \(caps.maxOutstandingReads)")
+        print("  atomics: \(caps.atomics.rawValue); memory: \(caps.memoryModel.rawValue); one-sided progress: \(caps.oneSidedProgress.rawValue)")
     }
 }

@@ -30,11 +30,12 @@ public struct DeviceProfile: Hashable, Sendable {
 
     /// Soft-RoCE as `ibv_devinfo -v` reports it on Debian's 6.1 kernel
     /// (rdma-core 44): 8 MiB messages, 32 scatter entries, 32767-entry
-    /// completion queues, 128 outstanding reads, MTU 1024 on a 1500-byte link.
+    /// completion queues, 128 outstanding reads, MTU 1024 on a 1500-byte link;
+    /// inline 512 B, the largest an rxe queue pair accepts.
     public static let rxe = DeviceProfile(
         name: "rxe", summary: "soft-RoCE (rdma_rxe), as ibv_devinfo -v reports it on Linux 6.1",
         capabilities: DeviceCapabilities(
-            maxMessageSize: 8 << 20, maxInlineData: 256, maxScatterEntries: 32, maxQueuePairs: 1_048_560,
+            maxMessageSize: 8 << 20, maxInlineData: 512, maxScatterEntries: 32, maxQueuePairs: 1_048_560,
             maxQueueDepth: 1_048_576, maxCompletionQueueDepth: 32767, maxMemoryRegions: 524_287,
             maxMemoryRegionSize: 1 << 40, maxPrivateData: 56, atomics: .device,
             memoryModel: .followsCurrentMapping, oneSidedProgress: .targetProgressThread,
