@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
     targets: [
         // The only module that includes the verbs headers.
@@ -40,6 +41,7 @@ let package = Package(
                 "FabricCore", "FabricSupport", "CFabricShims",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ]
         ),
         .target(
@@ -67,7 +69,10 @@ let package = Package(
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(
             name: "FabricTCPTests",
-            dependencies: ["FabricTCP", "FabricCore", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "FabricTCP", "FabricCore", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
         ),
         .testTarget(
             name: "FabricVerbsTests",

@@ -46,7 +46,7 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
         } else {
             self.profile = try DeviceProfile.fromEnvironment()
         }
-        core = try TCPDeviceCore(name: Self.deviceName, capabilities: self.profile.capabilities, secret: nil, logger: logger)
+        core = try TCPDeviceCore(name: Self.deviceName, profile: self.profile, secret: nil, logger: logger)
     }
 
     /// Opens the software NIC with an explicit job secret (at least 16
@@ -61,12 +61,16 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
         } else {
             self.profile = try DeviceProfile.fromEnvironment()
         }
-        core = try TCPDeviceCore(name: Self.deviceName, capabilities: self.profile.capabilities, secret: secret, logger: logger)
+        core = try TCPDeviceCore(name: Self.deviceName, profile: self.profile, secret: secret, logger: logger)
     }
 
     deinit {
         core.stop()
     }
+
+    /// The device's counters: totals over every queue pair it had, and each
+    /// live one (also published for `fabric-info --counters`).
+    public var counters: DeviceCounters { core.counterSnapshot() }
 
     /// Payload bytes the NIC copied rather than placed (small payloads read
     /// together with their header); see docs/tcp-backend.md.

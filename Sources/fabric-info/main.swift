@@ -16,6 +16,9 @@ struct FabricInfo: ParsableCommand {
     @Flag(help: "List the software NIC's built-in device profiles and exit.")
     var profiles = false
 
+    @Flag(help: "Show the counters that running processes of this user publish for their tcp devices, and exit.")
+    var counters = false
+
     struct Report: Codable {
         struct Backend: Codable {
             var name: String
@@ -36,6 +39,10 @@ struct FabricInfo: ParsableCommand {
     }
 
     func run() throws {
+        if counters {
+            showCounters()
+            return
+        }
         if profiles {
             for profile in DeviceProfile.builtIn {
                 print("\(profile.name): \(profile.summary)")
@@ -134,5 +141,26 @@ struct FabricInfo: ParsableCommand {
         print("  max memory regions \(caps.maxMemoryRegions), max region size \(caps.maxMemoryRegionSize) B, private data \(caps.maxPrivateData) B")
         print("  MTU \(caps.mtu) B, max outstanding reads and atomics \(caps.maxOutstandingReads)")
         print("  atomics: \(caps.atomics.rawValue); memory: \(caps.memoryModel.rawValue); one-sided progress: \(caps.oneSidedProgress.rawValue)")
+    }
+
+    private func showCounters() {
+        let all = CounterFiles.readAll()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: (try? encoder.encode(all)) ?? Data(), as: UTF8.self))
+            return
+        }
+        guard !all.isEmpty else {
+            print("no running process of this user publishes counters (in \(CounterFiles.directory))")
+            return
+        }
+        for device in all {
+            print("process \(device.processID), device \(device.device), profile \(device.profile), \(device.queuePairs.count) queue pair(s)")
+            print("  totals:" + device.totals.named.map { " \($0.name) \($0.value)" }.joined())
+            for entry in device.queuePairs {
+                print("  qp \(entry.number):" + entry.counters.named.map { " \($0.name) \($0.value)" }.joined())
+            }
+        }
     }
 }

@@ -37,6 +37,14 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         var watching = false
     }
     private let queuePairs = Locked(Registry())
+    /// Counters of the queue pairs that are gone, so that device totals
+    /// never go down.
+    private let retiredTotals = Locked(QueuePairStatistics.zero)
+    /// Publishes the counters for fabric-info; used by the progress thread
+    /// only (and by `stop` once it has ended).
+    private let publisher: CounterPublisher
+    /// The profile's name, for the published counters.
+    let profileName: String
     private let nextQueuePairNumber = Atomic<UInt32>(1)
     private let events = Locked<[AsyncEvent]>([])
     let poller: EventPoller
@@ -55,8 +63,11 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     /// polls: rarely, since each wake-up takes a core from a poller.
     static let activeTickMilliseconds: Int32 = 4
 
-    init(name: String, capabilities: DeviceCapabilities, secret explicitSecret: [UInt8]?, logger: Logger) throws(FabricError) {
+    init(name: String, profile: DeviceProfile, secret explicitSecret: [UInt8]?, logger: Logger) throws(FabricError) {
         self.name = name
+        profileName = profile.name
+        publisher = CounterPublisher(path: CounterFiles.makePath(), device: name, profile: profile.name)
+        let capabilities = profile.capabilities
         self.capabilities = capabilities
         self.logger = logger
         if let explicitSecret {
@@ -104,6 +115,28 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
             if $0.watching { watch(queuePair) }
         }
         startThreadIfNeeded()
+    }
+
+    /// Keeps a closing queue pair's counters in the device totals.
+    func retire(_ counters: QueuePairStatistics) {
+        retiredTotals.withLock { $0.add(counters) }
+    }
+
+    /// The device's counters now: totals and every live queue pair.
+    func counterSnapshot() -> DeviceCounters {
+        let list = queuePairs.withLock { $0.list }
+        var totals = retiredTotals.withLock { $0 }
+        var entries: [DeviceCounters.QueuePairEntry] = []
+        for queuePair in list {
+            let counters = queuePair.counters
+            totals.add(counters)
+            entries.append(DeviceCounters.QueuePairEntry(number: queuePair.number.rawValue, counters: counters))
+        }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return DeviceCounters(
+            processID: getpid(), device: name, profile: profileName,
+            takenAt: Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000, totals: totals, queuePairs: entries)
     }
 
     func unregister(_ queuePair: QueuePairEngine) {
@@ -193,6 +226,20 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         control.signal()
         if threadStarted.load(ordering: .relaxed) {
             pthread_join(thread, nil)
+            publisher.remove()
+        }
+    }
+
+    /// How often the progress thread publishes changed counters.
+    static let publishInterval: UInt64 = 1_000_000_000
+
+    /// Publishes the counters if they changed since the last time, with no
+    /// allocation (the list of queue pairs is shared, not copied).
+    private func publishCounters() {
+        let list = queuePairs.withLock { $0.list }
+        let retired = retiredTotals.withLock { $0 }
+        publisher.publish(retired: retired) { visit in
+            for queuePair in list { visit(queuePair.number.rawValue, queuePair.counters) }
         }
     }
 
@@ -203,8 +250,13 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         let capacity = 64
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
         defer { events.deallocate() }
+        var nextPublish: UInt64 = 0
         while !stopping.load(ordering: .relaxed) {
             let now = MonotonicClock.now()
+            if now >= nextPublish {
+                publishCounters()
+                nextPublish = now + Self.publishInterval
+            }
             let waiting = blockedWaiters.load(ordering: .relaxed) > 0
             // The application may have stamped a time after our reading.
             let lastPoll = lastApplicationProgress.load(ordering: .relaxed)
@@ -223,7 +275,9 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
                 continue
             }
             watchSockets(true)
-            let deadline = nearestDeadline()
+            // Wake for the next publication too: the counters of a process
+            // whose application is away still reach fabric-info.
+            let deadline = min(nearestDeadline(), nextPublish)
             threadSleepsUntil.store(deadline, ordering: .sequentiallyConsistent)
             // A deadline set meanwhile by the application is seen here or
             // wakes us (see `timerMoved`).

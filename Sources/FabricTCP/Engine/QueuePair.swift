@@ -151,6 +151,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         guard !detached.exchange(true, ordering: .acquiringAndReleasing) else { return }
         sendCQ.detach(self)
         if receiveCQ !== sendCQ { receiveCQ.detach(self) }
+        device.retire(counters)
         device.unregister(self)
     }
 
@@ -201,7 +202,7 @@ public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // immu
 }
 
 /// A snapshot of a queue pair's counters.
-public struct QueuePairStatistics: Hashable, Sendable {
+public struct QueuePairStatistics: Hashable, Sendable, Codable {
     public var framesSent: Int
     public var framesReceived: Int
     public var bytesSent: Int
