@@ -331,8 +331,17 @@ extension SendOperation {
 /// Builds verbs work requests on the stack: no allocation per post.
 enum PostingBuffers {
     static func withScatterList<R>(_ list: ScatterList, _ body: (UnsafeMutablePointer<ibv_sge>?, Int32) -> R) -> R {
+        switch list {
+        case .empty:
+            return body(nil, 0)
+        case .single(let element):
+            // The common case: one element in a local, no temporary buffer.
+            var sge = ibv_sge(addr: element.address, length: element.length, lkey: element.localKey.rawValue)
+            return withUnsafeMutablePointer(to: &sge) { body($0, 1) }
+        case .multiple:
+            break
+        }
         let count = list.count
-        if count == 0 { return body(nil, 0) }
         return withUnsafeTemporaryAllocation(of: ibv_sge.self, capacity: count) { elements in
             for index in 0..<count {
                 let element = list[index]
