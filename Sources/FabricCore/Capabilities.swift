@@ -46,8 +46,9 @@ public struct DeviceCapabilities: Hashable, Sendable, Codable {
     /// The path MTU in bytes (verbs: the port's active MTU): the size of
     /// the packets a message is cut into.
     public var mtu: Int
-    /// RDMA READs and atomics one queue pair may have outstanding as
-    /// initiator (verbs: `max_qp_init_rd_atom`); later ones wait.
+    /// RDMA READs and atomics one queue pair keeps outstanding as
+    /// initiator; later ones wait. The verbs backend asks rdma_cm for
+    /// min(16, `max_qp_rd_atom`, `max_qp_init_rd_atom`) and reports that.
     public var maxOutstandingReads: Int
 
     public init(
@@ -101,7 +102,10 @@ public struct RetryPolicy: Hashable, Sendable {
     /// How often a SEND that found no posted receive is tried again; nil
     /// retries forever (verbs: rnr_retry 7).
     public var receiverNotReadyRetries: Int?
-    /// The wait before such a retry.
+    /// The wait before such a retry. On the verbs backend this becomes the
+    /// queue pair's RNR timer, which the device announces to its peer: it is
+    /// how long the *peer* waits before sending to us again, so both sides
+    /// should use the same policy.
     public var receiverNotReadyDelay: Duration
     /// How long an operation may wait for the peer's acknowledgement or
     /// response before it fails with `transportRetryExceeded`.

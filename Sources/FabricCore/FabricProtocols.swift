@@ -54,7 +54,10 @@ public protocol FabricCompletionQueue: AnyObject, Sendable {
     func wait(timeout: Duration?) throws(FabricError) -> Bool
 
     /// A file descriptor that becomes readable when `poll` may find work;
-    /// for event loops that sleep on many sources. Owned by the queue.
+    /// for event loops that sleep on many sources. Owned by the queue. After
+    /// it fires, poll until a call returns fewer completions than the
+    /// buffer holds (as with a verbs completion channel); wake-ups may be
+    /// spurious.
     var fileDescriptor: Int32 { get }
 
     var capacity: Int { get }

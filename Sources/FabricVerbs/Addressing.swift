@@ -26,7 +26,9 @@ enum Addressing {
 
     /// A local address given as a numeric address or an interface name.
     static func local(_ text: String) throws(FabricError) -> sockaddr_storage {
-        if let numeric = try? resolve(Endpoint(host: text, port: 0), passive: false), isNumeric(text) {
+        // Numeric first, without a name lookup: an interface name must not
+        // wait on a resolver.
+        if isNumeric(text), let numeric = try? resolve(Endpoint(host: text, port: 0), passive: false) {
             return numeric
         }
         var interfaces: UnsafeMutablePointer<ifaddrs>?

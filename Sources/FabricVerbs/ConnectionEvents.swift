@@ -76,6 +76,9 @@ final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind 
         }, box)
         if status != 0 {
             Unmanaged<ConnectionEvents>.fromOpaque(box).release()
+            close(wake.read)
+            close(wake.write)
+            rdma_destroy_event_channel(channel)
             throw VerbsError.system("starting the connection event thread", status)
         }
     }
@@ -132,27 +135,30 @@ final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind 
         var event: UnsafeMutablePointer<rdma_cm_event>?
         while rdma_get_cm_event(channel, &event) == 0, let received = event {
             let kind = received.pointee.event
-            let id = received.pointee.id
-            rdma_ack_cm_event(received)
-            guard let id else { continue }
-            // Under the lock: a queue pair being destroyed removes its record
-            // under the same lock first, so its handle is valid here.
-            state.withLock { state in
-                guard let record = state.connections[UInt(bitPattern: id)] else { return }
-                switch kind {
-                case RDMA_CM_EVENT_DISCONNECTED:
-                    if !record.closedLocally.load(ordering: .acquiring) {
+            // Handled before the event is acknowledged: until then its
+            // identifier cannot be destroyed, so its address cannot be
+            // reused by another connection. Under the lock: a queue pair
+            // being destroyed removes its record under the same lock first,
+            // so its handle is valid here.
+            if let id = received.pointee.id {
+                state.withLock { state in
+                    guard let record = state.connections[UInt(bitPattern: id)] else { return }
+                    switch kind {
+                    case RDMA_CM_EVENT_DISCONNECTED:
+                        if !record.closedLocally.load(ordering: .acquiring) {
+                            record.enterError()
+                            rdma_disconnect(record.id)
+                            state.pending.append(AsyncEvent(kind: .peerGone, queuePair: record.number, detail: .peerClosedConnection))
+                        }
+                    case RDMA_CM_EVENT_DEVICE_REMOVAL:
                         record.enterError()
-                        rdma_disconnect(record.id)
-                        state.pending.append(AsyncEvent(kind: .peerGone, queuePair: record.number, detail: .peerClosedConnection))
+                        state.pending.append(AsyncEvent(kind: .queuePairFatal, queuePair: record.number, detail: .disconnected))
+                    default:
+                        break
                     }
-                case RDMA_CM_EVENT_DEVICE_REMOVAL:
-                    record.enterError()
-                    state.pending.append(AsyncEvent(kind: .queuePairFatal, queuePair: record.number, detail: .disconnected))
-                default:
-                    break
                 }
             }
+            rdma_ack_cm_event(received)
         }
     }
 

@@ -21,6 +21,10 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
     /// The queue pairs that report here. A list, searched by number: a
     /// queue serves few queue pairs, and a scan beats hashing them.
     private let routes = Mutex<[QueuePairWork]>([])
+    /// The shared receive queues of those queue pairs, kept while this
+    /// queue lives: a receive completion whose queue pair is gone still
+    /// returns its slot.
+    private let sharedQueues = Mutex<[VerbsSharedReceiveQueue]>([])
     private let descriptorMode = Atomic<Bool>(false)
     /// A completion `wait` found after arming, handed to the next poll.
     private let stash = Mutex<Completion?>(nil)
@@ -54,6 +58,20 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
 
     func attach(_ work: QueuePairWork) {
         routes.withLock { $0.append(work) }
+        if let shared = work.shared {
+            sharedQueues.withLock { list in
+                if !list.contains(where: { $0 === shared }) { list.append(shared) }
+            }
+        }
+    }
+
+    /// A completion of a queue pair that is gone: only a shared receive
+    /// queue's slot needs returning.
+    private func releaseOrphan(_ id: UInt64) {
+        guard id & WorkRequestTag.receive != 0, id & WorkRequestTag.shared != 0 else { return }
+        let index = WorkRequestTag.sharedQueueIndex(id)
+        let queue = sharedQueues.withLock { list in list.first { $0.index == index } }
+        _ = queue?.slots.withLock { $0.complete(Int(id & WorkRequestTag.slotMask)) }
     }
 
     func detach(_ number: QueuePairNumber) {
@@ -72,51 +90,74 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
             buffer[0] = stashed
             produced = 1
         }
-        if descriptorMode.load(ordering: .relaxed) { rearm() }
-        while produced < buffer.count {
+        guard descriptorMode.load(ordering: .relaxed) else {
+            while produced < buffer.count {
+                let (found, read) = pollDevice(into: UnsafeMutableBufferPointer(rebasing: buffer[produced...]))
+                produced += found
+                // Stop when the device is empty, or after a batch that gave
+                // something; go on when every completion read was internal
+                // (a signal that only freed ring slots).
+                if read == 0 || found > 0 { break }
+            }
+            return produced
+        }
+        // Descriptor mode: the channel raises an event only for completions
+        // that arrive after arming, so arm only once the device was seen
+        // empty, then look once more for what arrived just before. A caller
+        // whose buffer filled polls again (see `fileDescriptor`).
+        var empty = false
+        while produced < buffer.count && !empty {
             let (found, read) = pollDevice(into: UnsafeMutableBufferPointer(rebasing: buffer[produced...]))
             produced += found
-            // Stop when the device is empty; go on when every completion
-            // read was an internal one (a signal to free ring slots).
-            if read == 0 || found > 0 { break }
+            empty = read == 0
+        }
+        if empty {
+            rearm()
+            while produced < buffer.count {
+                let (found, read) = pollDevice(into: UnsafeMutableBufferPointer(rebasing: buffer[produced...]))
+                produced += found
+                if read == 0 { break }
+            }
         }
         return produced
     }
 
     public func wait(timeout: Duration?) throws(FabricError) -> Bool {
         try device.forkDetection.checkNotForked()
-        if hasStash.load(ordering: .acquiring) { return true }
-        rearm()
-        // Completions that arrived before the arming raise no event: look
-        // once more, keeping what is found for the next poll.
-        var completion = Completion.empty
-        let found = withUnsafeMutablePointer(to: &completion) { pointer in
-            var total = 0
-            while true {
-                let (found, read) = pollDevice(into: UnsafeMutableBufferPointer(start: pointer, count: 1))
-                total += found
-                if found > 0 || read == 0 { return total }
+        // One waiter at a time looks and stashes, so that two cannot both
+        // take a completion and keep only one.
+        let ready: Bool = stash.withLock { stashed in
+            if stashed != nil { return true }
+            rearm()
+            // Completions that arrived before the arming raise no event:
+            // look once more, keeping what is found for the next poll.
+            var completion = Completion.empty
+            let found = withUnsafeMutablePointer(to: &completion) { pointer in
+                while true {
+                    let (found, read) = pollDevice(into: UnsafeMutableBufferPointer(start: pointer, count: 1))
+                    if found > 0 || read == 0 { return found }
+                }
             }
-        }
-        if found == 1 {
-            stash.withLock { $0 = completion }
+            guard found == 1 else { return false }
+            stashed = completion
             hasStash.store(true, ordering: .releasing)
             return true
         }
+        if ready { return true }
         var descriptor = pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0)
-        let milliseconds: Int32
-        if let timeout {
-            let (seconds, attoseconds) = timeout.components
-            let total = max(0, seconds) * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-            milliseconds = Int32(clamping: total)
-        } else {
-            milliseconds = -1
-        }
-        let ready = Glibc.poll(&descriptor, 1, milliseconds)
-        if ready < 0 && errno != EINTR {
+        let result = Glibc.poll(&descriptor, 1, timeout.map(Self.milliseconds) ?? -1)
+        if result < 0 && errno != EINTR {
             throw VerbsError.system("waiting on the completion channel")
         }
-        return ready != 0
+        return result != 0
+    }
+
+    /// A timeout in whole milliseconds, rounded up, clamped to what poll(2) takes.
+    static func milliseconds(_ duration: Duration) -> Int32 {
+        let (seconds, attoseconds) = duration.components
+        guard seconds >= 0, attoseconds >= 0 || seconds > 0 else { return 0 }
+        guard seconds < Int64(Int32.max / 1000) else { return Int32.max }
+        return Int32(seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
     }
 
     private func takeStash() -> Completion? {
@@ -158,7 +199,10 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
                 }
                 // A completion of a queue pair already destroyed has no one
                 // to go to.
-                guard let work = cachedWork else { continue }
+                guard let work = cachedWork else {
+                    releaseOrphan(wc.wr_id)
+                    continue
+                }
                 if let completion = Self.translate(wc, work: work) {
                     buffer[found] = completion
                     found += 1
@@ -177,7 +221,7 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
             let index = wc.wr_id & WorkRequestTag.indexMask
             let userID: UInt64
             if wc.wr_id & WorkRequestTag.shared != 0 {
-                userID = work.shared?.slots.withLock { $0.complete(Int(index)) } ?? 0
+                userID = work.shared?.slots.withLock { $0.complete(Int(wc.wr_id & WorkRequestTag.slotMask)) } ?? 0
             } else {
                 userID = work.receive.withLock { $0.retire(index) }
             }
@@ -189,8 +233,9 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
                 immediate: withImmediate && status == .success ? UInt32(bigEndian: wc.imm_data) : nil,
                 queuePair: queuePair, detail: detail(status))
         }
-        let slot = work.send.withLock { $0.retire(wc.wr_id) }
-        guard slot.userSignaled || status != .success else { return nil }
+        guard let slot = work.send.withLock({ $0.retire(wc.wr_id, success: status == .success) }),
+              slot.userSignaled || status != .success
+        else { return nil }
         return Completion(
             workRequestID: slot.userID, status: status, opcode: slot.opcode,
             byteLength: status == .success ? slot.byteLength : 0,

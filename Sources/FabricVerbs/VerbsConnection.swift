@@ -51,9 +51,8 @@ final class EventChannel: @unchecked Sendable {  // immutable
             }
             let remaining = deadline - ContinuousClock.now
             if remaining <= .zero { return nil }
-            let (seconds, attoseconds) = remaining.components
             var descriptor = pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0)
-            _ = poll(&descriptor, 1, Int32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000 + 1))
+            _ = poll(&descriptor, 1, max(1, VerbsCompletionQueue.milliseconds(remaining)))
         }
     }
 }
@@ -119,7 +118,9 @@ enum Transitions {
             3840, 5120, 7680, 10240, 15360, 20480, 30720, 40960, 61440, 81920, 122_880, 163_840,
             245_760, 327_680, 491_520,
         ]
-        let wanted = delay.components.seconds * 1_000_000 + delay.components.attoseconds / 1_000_000_000_000
+        let (seconds, attoseconds) = delay.components
+        guard seconds < 1000 else { return 0 }
+        let wanted = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
         for code in 1..<microseconds.count where microseconds[code] >= wanted { return UInt8(code) }
         return 0
     }
@@ -145,7 +146,7 @@ enum ActiveConnection {
         }
         try device.validate(setup)
         let deadline = ContinuousClock.now + options.timeout
-        let milliseconds = Int32(clamping: options.timeout.components.seconds * 1000 + 1)
+        let milliseconds = max(1, VerbsCompletionQueue.milliseconds(options.timeout))
         let channel = try EventChannel()
         var created: UnsafeMutablePointer<rdma_cm_id>?
         guard rdma_create_id(channel.channel, &created, nil, RDMA_PS_TCP) == 0, let id = created else {
@@ -191,6 +192,7 @@ enum ActiveConnection {
                 parameters.initiator_depth = device.readDepth
                 parameters.retry_count = 7
                 parameters.rnr_retry_count = Transitions.receiverNotReadyRetryCount(setup.retry)
+                parameters.srq = setup.sharedReceiveQueue == nil ? 0 : 1
                 parameters.qp_num = qp.number.rawValue
                 return rdma_connect(id, &parameters)
             }
@@ -218,8 +220,10 @@ enum ActiveConnection {
             try Transitions.toReadyToReceive(qp, id, access: Transitions.remoteAccess)
             try Transitions.toReadyToSend(qp, id)
             guard rdma_establish(id) == 0 else { throw VerbsError.system("completing the connection to \(endpoint)") }
-            guard rdma_migrate_id(id, device.events.channel) == 0 else { throw VerbsError.system("handing the connection to the device's event thread") }
+            // Followed before its events move, so that none is missed; from
+            // here the queue pair disconnects when it goes.
             qp.established()
+            guard rdma_migrate_id(id, device.events.channel) == 0 else { throw VerbsError.system("handing the connection to the device's event thread") }
             return (qp, userData)
         } catch {
             if queuePair == nil { rdma_destroy_id(id) }
@@ -381,49 +385,80 @@ public final class VerbsConnectionRequest: FabricConnectionRequest, @unchecked S
     ) throws(FabricError) -> VerbsQueuePair {
         let device = listener.device
         try device.forkDetection.checkNotForked()
-        guard pending.withLock({ $0 }) else {
-            throw FabricError(.invalidState, "the connection request from \(peer) was already accepted or rejected")
-        }
         guard privateData.count <= ConnectionProof.maxAcceptUserData else {
             throw FabricError(.invalidArgument, "private data of \(privateData.count) bytes; the verbs backend carries at most \(ConnectionProof.maxAcceptUserData) in an accept")
         }
-        // Events of this connection go to its own channel from now on, so
-        // that waiting for it does not consume the listener's requests.
-        let channel = try EventChannel()
-        guard rdma_migrate_id(id, channel.channel) == 0 else { throw VerbsError.system("moving the connection to its own event channel") }
-        ownChannel.withLock { $0 = channel }
-        let qp = try VerbsQueuePair(device: device, setup: setup, id: id, channel: channel)
-        pending.withLock { $0 = false }
-        // The requester proved itself already: remote access at once.
-        try Transitions.toInitialized(qp, id, access: Transitions.remoteAccess)
-        try prepare(qp)
-        try Transitions.toReadyToReceive(qp, id, access: nil)
-        try Transitions.toReadyToSend(qp, id)
-        let answer = ConnectionProof.makeAccept(secret: device.secret, requestNonce: nonce, identities: identities, userData: privateData)
-        let accepted: Int32 = answer.withUnsafeBytes { bytes in
-            var parameters = rdma_conn_param()
-            parameters.private_data = bytes.baseAddress
-            parameters.private_data_len = UInt8(bytes.count)
-            parameters.responder_resources = min(device.readDepth, requesterReadDepth)
-            parameters.initiator_depth = min(device.readDepth, requesterResponderResources)
-            parameters.rnr_retry_count = Transitions.receiverNotReadyRetryCount(setup.retry)
-            parameters.qp_num = qp.number.rawValue
-            return rdma_accept(id, &parameters)
+        // Claim the request first: a concurrent accept or reject finds it taken.
+        let claimed = pending.withLock { value in
+            defer { value = false }
+            return value
         }
-        guard accepted == 0 else { throw VerbsError.system("accepting the connection from \(peer)") }
-        // The requester enables remote access before it confirms; wait for
-        // that, so that our first one-sided operation finds it enabled.
-        let deadline = ContinuousClock.now + .seconds(10)
-        guard let event = try channel.next(until: deadline) else {
-            throw FabricError(.connectionFailed, "\(peer) did not confirm the connection within 10 s")
+        guard claimed else {
+            throw FabricError(.invalidState, "the connection request from \(peer) was already accepted or rejected")
         }
-        guard event.kind == RDMA_CM_EVENT_ESTABLISHED else {
-            throw FabricError(.authenticationFailed, "\(peer) did not complete the connection (\(ActiveConnection.eventName(event.kind))); it may have refused our proof of the job secret")
+        var queuePair: VerbsQueuePair?
+        var acceptSent = false
+        do throws(FabricError) {
+            // Events of this connection go to its own channel from now on,
+            // so that waiting for it does not consume the listener's requests.
+            let channel = try EventChannel()
+            guard rdma_migrate_id(id, channel.channel) == 0 else { throw VerbsError.system("moving the connection to its own event channel") }
+            ownChannel.withLock { $0 = channel }
+            let qp = try VerbsQueuePair(device: device, setup: setup, id: id, channel: channel)
+            queuePair = qp
+            // The requester proved itself already: remote access at once.
+            try Transitions.toInitialized(qp, id, access: Transitions.remoteAccess)
+            try prepare(qp)
+            try Transitions.toReadyToReceive(qp, id, access: nil)
+            try Transitions.toReadyToSend(qp, id)
+            let answer = ConnectionProof.makeAccept(secret: device.secret, requestNonce: nonce, identities: identities, userData: privateData)
+            let accepted: Int32 = answer.withUnsafeBytes { bytes in
+                var parameters = rdma_conn_param()
+                parameters.private_data = bytes.baseAddress
+                parameters.private_data_len = UInt8(bytes.count)
+                parameters.responder_resources = min(device.readDepth, requesterReadDepth)
+                parameters.initiator_depth = min(device.readDepth, requesterResponderResources)
+                parameters.rnr_retry_count = Transitions.receiverNotReadyRetryCount(setup.retry)
+                parameters.srq = setup.sharedReceiveQueue == nil ? 0 : 1
+                parameters.qp_num = qp.number.rawValue
+                return rdma_accept(id, &parameters)
+            }
+            guard accepted == 0 else { throw VerbsError.system("accepting the connection from \(peer)") }
+            acceptSent = true
+            // The requester enables remote access before it confirms; wait
+            // for that, so that our first one-sided operation finds it enabled.
+            let deadline = ContinuousClock.now + Self.confirmationTimeout
+            guard let event = try channel.next(until: deadline) else {
+                throw FabricError(.connectionFailed, "\(peer) did not confirm the connection within \(Self.confirmationTimeout)")
+            }
+            switch event.kind {
+            case RDMA_CM_EVENT_ESTABLISHED:
+                break
+            case RDMA_CM_EVENT_REJECTED:
+                throw FabricError(.authenticationFailed, "\(peer) refused the accept; it may have refused our proof of the job secret (are both sides started with the same \(JobSecret.environmentVariable)?)")
+            default:
+                throw FabricError(.connectionFailed, "\(peer) did not complete the connection: \(ActiveConnection.eventName(event.kind))")
+            }
+            // Followed before its events move, so that none is missed.
+            qp.established()
+            guard rdma_migrate_id(id, device.events.channel) == 0 else { throw VerbsError.system("handing the connection to the device's event thread") }
+            return qp
+        } catch {
+            // Tell the requester rather than leave it to its timeout.
+            if acceptSent {
+                rdma_disconnect(id)
+            } else {
+                let payload = ConnectionProof.makeReject(.rejectedByApplication)
+                _ = payload.withUnsafeBytes { rdma_reject(id, $0.baseAddress, UInt8($0.count)) }
+            }
+            // A queue pair owns the identifier once it exists.
+            if queuePair == nil { rdma_destroy_id(id) }
+            throw error
         }
-        guard rdma_migrate_id(id, device.events.channel) == 0 else { throw VerbsError.system("handing the connection to the device's event thread") }
-        qp.established()
-        return qp
     }
+
+    /// How long an accepted requester has to confirm.
+    static let confirmationTimeout: Duration = .seconds(10)
 
     public func reject(privateData: [UInt8]) {
         let wasPending = pending.withLock { value in

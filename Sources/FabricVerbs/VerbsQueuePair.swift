@@ -46,10 +46,15 @@ public final class VerbsSharedReceiveQueue: FabricSharedReceiveQueue, @unchecked
     let srq: UnsafeMutablePointer<ibv_srq>
     let slots: Mutex<SharedReceiveSlots>
     let maxScatterEntries: Int
+    /// Names the queue in work request ids (see WorkTables.swift).
+    let index: UInt32
+
+    private static let nextIndex = Atomic<UInt32>(0)
 
     init(domain: VerbsProtectionDomain, capacity: Int, maxScatterEntries: Int) throws(FabricError) {
         self.domain = domain
         self.maxScatterEntries = maxScatterEntries
+        index = Self.nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue & 0x3FFF_FFFF
         var attributes = ibv_srq_init_attr()
         attributes.attr.max_wr = UInt32(capacity)
         attributes.attr.max_sge = UInt32(maxScatterEntries)
@@ -71,7 +76,7 @@ public final class VerbsSharedReceiveQueue: FabricSharedReceiveQueue, @unchecked
         }
         return try slots.withLock { (slots) throws(FabricError) -> PostResult in
             guard let slot = slots.take(request.id) else { return .wouldBlock }
-            let code = PostingBuffers.withReceive(request.local, id: WorkRequestTag.receive | WorkRequestTag.shared | UInt64(slot)) { wr in
+            let code = PostingBuffers.withReceive(request.local, id: WorkRequestTag.receive | WorkRequestTag.shared | (UInt64(index) << 32) | UInt64(slot)) { wr in
                 var bad: UnsafeMutablePointer<ibv_recv_wr>?
                 return ibv_post_srq_recv(srq, wr, &bad)
             }
@@ -264,7 +269,7 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
                 // Signal as single posts would have.
                 var run = ring.unsignaledRun
                 for index in 0..<count {
-                    let signal = prepared[index].userSignaled || run >= max(1, ring.capacity / 2)
+                    let signal = prepared[index].userSignaled || ring.needsSignal(after: index, run: run)
                     run = signal ? 0 : run + 1
                     if signal { prepared[index].flags |= IBV_SEND_SIGNALED.rawValue }
                 }

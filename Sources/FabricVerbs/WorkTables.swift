@@ -8,13 +8,19 @@ import Synchronization
 ///   application's id, the operation and the length of every request, and a
 ///   completion retires every earlier request too (they were unsignalled);
 /// - a receive's id has the top bit set and is its sequence number on the
-///   queue pair's receive queue, or, with the second bit, its slot in the
-///   shared receive queue's table.
+///   queue pair's receive queue, or, with the second bit, the shared receive
+///   queue's process-wide index (bits 32-61) and its slot there (bits 0-31),
+///   so that its slot is returned even when the queue pair is gone.
 /// No allocation happens after creation.
 enum WorkRequestTag {
     static let receive: UInt64 = 1 << 63
     static let shared: UInt64 = 1 << 62
     static let indexMask: UInt64 = (1 << 62) - 1
+    static let slotMask: UInt64 = 0xFFFF_FFFF
+
+    static func sharedQueueIndex(_ id: UInt64) -> UInt32 {
+        UInt32(truncatingIfNeeded: (id & indexMask) >> 32)
+    }
 }
 
 struct SendSlot {
@@ -46,8 +52,14 @@ struct SendRing: ~Copyable {
     var isFull: Bool { posted &- retired >= UInt64(capacity) }
 
     /// Whether the next unsignalled request must be signalled to the device
-    /// so that the ring does not fill with requests nobody retires.
-    var needsSignal: Bool { unsignaledRun >= max(1, capacity / 2) }
+    /// so that the ring does not fill with requests nobody retires: after
+    /// half a ring of unsignalled ones, and always for the one that fills it.
+    var needsSignal: Bool { needsSignal(after: 0) }
+
+    /// The same for a request `ahead` positions after the next one (in a batch).
+    func needsSignal(after ahead: Int, run: Int? = nil) -> Bool {
+        (run ?? unsignaledRun) >= max(1, capacity / 2) || Int(posted &- retired) + ahead + 1 >= capacity
+    }
 
     mutating func record(_ slot: SendSlot, signaledToDevice: Bool) {
         slots[Int(posted % UInt64(capacity))] = slot
@@ -56,8 +68,11 @@ struct SendRing: ~Copyable {
     }
 
     /// The request with sequence `sequence` completed, and with it every
-    /// earlier one.
-    mutating func retire(_ sequence: UInt64) -> SendSlot {
+    /// earlier one. nil for a successful completion of a request already
+    /// retired (another poller's later completion got there first): its slot
+    /// may hold a newer request by now.
+    mutating func retire(_ sequence: UInt64, success: Bool) -> SendSlot? {
+        if sequence < retired && success { return nil }
         if sequence &+ 1 > retired { retired = sequence &+ 1 }
         return slots[Int(sequence % UInt64(capacity))]
     }
@@ -94,6 +109,7 @@ struct ReceiveRing: ~Copyable {
 /// of them, so they are kept in slots with a free list.
 struct SharedReceiveSlots: ~Copyable {
     let ids: UnsafeMutablePointer<UInt64>
+    let taken: UnsafeMutablePointer<Bool>
     let free: UnsafeMutablePointer<Int32>
     let capacity: Int
     var freeCount: Int
@@ -102,6 +118,8 @@ struct SharedReceiveSlots: ~Copyable {
         self.capacity = capacity
         ids = .allocate(capacity: capacity)
         ids.initialize(repeating: 0, count: capacity)
+        taken = .allocate(capacity: capacity)
+        taken.initialize(repeating: false, count: capacity)
         free = .allocate(capacity: capacity)
         for index in 0..<capacity { free[index] = Int32(capacity - 1 - index) }
         freeCount = capacity
@@ -109,6 +127,7 @@ struct SharedReceiveSlots: ~Copyable {
 
     deinit {
         ids.deallocate()
+        taken.deallocate()
         free.deallocate()
     }
 
@@ -117,17 +136,21 @@ struct SharedReceiveSlots: ~Copyable {
         freeCount -= 1
         let slot = Int(free[freeCount])
         ids[slot] = userID
+        taken[slot] = true
         return slot
     }
 
-    /// Gives back a slot that was taken but not posted.
+    /// Gives back a taken slot (one never posted, or one that completed).
+    /// A slot that is not taken (a duplicate completion) is ignored.
     mutating func giveBack(_ slot: Int) {
+        guard slot >= 0, slot < capacity, taken[slot], freeCount < capacity else { return }
+        taken[slot] = false
         free[freeCount] = Int32(slot)
         freeCount += 1
     }
 
     mutating func complete(_ slot: Int) -> UInt64 {
-        guard slot < capacity else { return 0 }
+        guard slot >= 0, slot < capacity else { return 0 }
         let id = ids[slot]
         giveBack(slot)
         return id

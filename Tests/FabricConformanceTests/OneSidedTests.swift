@@ -46,7 +46,7 @@ struct OneSidedTests {
             let buffer = Buffer(size)
             let region = try pair.client.register(buffer)
             #expect {
-                _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .write(region.remote()), local: .single(region.element())))
+                _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .read(region.remote()), local: .single(region.element())))
             } throws: { error in
                 (error as? FabricError)?.message.contains("at most") == true
             }

@@ -171,6 +171,41 @@ struct SetupTests {
         }
     }
 
+    @Test("an event loop that drains the queue after each wake-up never sleeps with completions waiting", arguments: ConformanceBackend.available)
+    func descriptorBurst(_ backend: ConformanceBackend) throws {
+        try descriptorBurst(on: backend.opener)
+    }
+
+    private func descriptorBurst<Backend: BackendOpener>(on backend: Backend) throws {
+        let burst = 40
+        let pair = try connectedPair(backend)
+        let buffer = Buffer(64)
+        let region = try pair.server.register(buffer)
+        for id in 0..<burst {
+            _ = try pair.server.queuePair.postReceive(ReceiveWorkRequest(id: UInt64(id), local: .single(region.element())))
+        }
+        let queue = pair.server.receiveCQ
+        var descriptor = pollfd(fd: queue.fileDescriptor, events: Int16(POLLIN), revents: 0)
+        for id in 0..<burst {
+            _ = try pair.client.queuePair.postSend(SendWorkRequest(id: UInt64(id), operation: .sendWithImmediate(UInt32(id)), local: .empty, flags: id == burst - 1 ? [.signaled] : []))
+        }
+        // More completions than one device batch (16) and than a poll fits
+        // at once: the loop polls until a call returns less than its buffer.
+        let completions = UnsafeMutableBufferPointer<Completion>.allocate(capacity: 32)
+        defer { completions.deallocate() }
+        var received = 0
+        var timedOut = 0
+        while received < burst && timedOut < 2 {
+            if Glibc.poll(&descriptor, 1, 3000) == 0 { timedOut += 1 }
+            while true {
+                let count = queue.poll(into: completions)
+                received += count
+                if count < completions.count { break }
+            }
+        }
+        #expect(received == burst && timedOut == 0, "received \(received) of \(burst), \(timedOut) sleeps timed out with work waiting")
+    }
+
     @Test("a child process cannot use its parent's objects", arguments: ConformanceBackend.available)
     func forkedChild(_ backend: ConformanceBackend) throws {
         try forkedChild(on: backend.opener)

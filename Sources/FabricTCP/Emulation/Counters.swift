@@ -130,8 +130,11 @@ public final class CounterExporter: @unchecked Sendable {  // state behind `last
         last.withLock { previous in
             for (name, value) in totals.named {
                 let grown = value - (previous[name] ?? 0)
-                if grown > 0 { metrics[name]?.increment(by: grown) }
-                previous[name] = value
+                // Never lower the baseline: growth is reported once.
+                if grown > 0 {
+                    metrics[name]?.increment(by: grown)
+                    previous[name] = value
+                }
             }
         }
     }
@@ -220,12 +223,17 @@ final class CounterPublisher {
 
     private func write() {
         if !directoriesMade {
-            for directory in directories { directory.withUnsafeBufferPointer { _ = mkdir($0.baseAddress!, 0o700) } }
+            guard makeDirectoriesSafely() else { return }
             directoriesMade = true
         }
-        let fd = temporaryPath.withUnsafeBufferPointer { open($0.baseAddress!, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
+        // O_EXCL | O_NOFOLLOW after removing any leftover: the file we write
+        // is always one we created, never something planted in its place.
+        temporaryPath.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        let fd = temporaryPath.withUnsafeBufferPointer {
+            open($0.baseAddress!, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        }
         guard fd >= 0 else {
-            directoriesMade = false  // perhaps removed meanwhile: make them again next time
+            directoriesMade = false  // perhaps removed meanwhile: check them again next time
             return
         }
         let written = Glibc.write(fd, buffer, count)
@@ -235,6 +243,25 @@ final class CounterPublisher {
                 if written == count { _ = rename(temporary.baseAddress!, final.baseAddress!) } else { _ = unlink(temporary.baseAddress!) }
             }
         }
+    }
+
+    /// Creates the directories (mode 0700) and checks the two that are the
+    /// library's (`swift-fabric[-uid]` and `counters`): real directories, not
+    /// links, owned by this user, closed to others. In /tmp another user
+    /// could have made them first; then nothing is published. The system's
+    /// parents (/tmp, /run/user/N) are not checked.
+    private func makeDirectoriesSafely() -> Bool {
+        for (depth, directory) in directories.enumerated() {
+            let ok: Bool = directory.withUnsafeBufferPointer { name in
+                _ = mkdir(name.baseAddress!, 0o700)
+                if depth < directories.count - 2 { return true }
+                var status = stat()
+                guard lstat(name.baseAddress!, &status) == 0 else { return false }
+                return (status.st_mode & S_IFMT) == S_IFDIR && status.st_uid == getuid() && status.st_mode & 0o077 == 0
+            }
+            if !ok { return false }
+        }
+        return true
     }
 
     private static func sum(_ counters: QueuePairStatistics) -> UInt64 {

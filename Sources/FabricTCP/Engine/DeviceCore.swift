@@ -35,11 +35,12 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         /// thread sleeps on them: an epoll registration costs every arriving
         /// packet a callback, which busy-polling applications need not pay.
         var watching = false
+        /// Counters of the queue pairs that are gone, so that device totals
+        /// never go down; kept with the list so that a snapshot sees a
+        /// leaving queue pair exactly once.
+        var retired = QueuePairStatistics.zero
     }
     private let queuePairs = Locked(Registry())
-    /// Counters of the queue pairs that are gone, so that device totals
-    /// never go down.
-    private let retiredTotals = Locked(QueuePairStatistics.zero)
     /// Publishes the counters for fabric-info; used by the progress thread
     /// only (and by `stop` once it has ended).
     private let publisher: CounterPublisher
@@ -117,15 +118,11 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         startThreadIfNeeded()
     }
 
-    /// Keeps a closing queue pair's counters in the device totals.
-    func retire(_ counters: QueuePairStatistics) {
-        retiredTotals.withLock { $0.add(counters) }
-    }
 
     /// The device's counters now: totals and every live queue pair.
     func counterSnapshot() -> DeviceCounters {
-        let list = queuePairs.withLock { $0.list }
-        var totals = retiredTotals.withLock { $0 }
+        let (list, retired) = queuePairs.withLock { ($0.list, $0.retired) }
+        var totals = retired
         var entries: [DeviceCounters.QueuePairEntry] = []
         for queuePair in list {
             let counters = queuePair.counters
@@ -139,9 +136,11 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
             takenAt: Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000, totals: totals, queuePairs: entries)
     }
 
-    func unregister(_ queuePair: QueuePairEngine) {
+    /// The queue pair leaves; its last counters stay in the device totals.
+    func unregister(_ queuePair: QueuePairEngine, finalCounters: QueuePairStatistics) {
         poller.remove(queuePair.socket)
         queuePairs.withLock {
+            $0.retired.add(finalCounters)
             $0.byNumber[queuePair.number.rawValue] = nil
             $0.list.removeAll { $0 === queuePair }
         }
@@ -236,8 +235,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     /// Publishes the counters if they changed since the last time, with no
     /// allocation (the list of queue pairs is shared, not copied).
     private func publishCounters() {
-        let list = queuePairs.withLock { $0.list }
-        let retired = retiredTotals.withLock { $0 }
+        let (list, retired) = queuePairs.withLock { ($0.list, $0.retired) }
         publisher.publish(retired: retired) { visit in
             for queuePair in list { visit(queuePair.number.rawValue, queuePair.counters) }
         }

@@ -151,8 +151,12 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         guard !detached.exchange(true, ordering: .acquiringAndReleasing) else { return }
         sendCQ.detach(self)
         if receiveCQ !== sendCQ { receiveCQ.detach(self) }
-        device.retire(counters)
-        device.unregister(self)
+        device.unregister(self, finalCounters: counters)
+    }
+
+    /// The most READs and atomics this queue pair had in flight at once.
+    var outstandingReadAtomicsHighWater: Int {
+        core.withLock { $0.outstandingReadAtomicsHighWater }
     }
 
     /// Counters of this queue pair.

@@ -275,7 +275,10 @@ extension QueuePairCore {
             precondition(position == transmitted)
             transmitted += 1
             sendQueue.slots[sendQueue.index(position)].sentAt = MonotonicClock.now()
-            if sendQueue.slots[sendQueue.index(position)].awaitsResponse { outstandingReadAtomics += 1 }
+            if sendQueue.slots[sendQueue.index(position)].awaitsResponse {
+                outstandingReadAtomics += 1
+                outstandingReadAtomicsHighWater = max(outstandingReadAtomicsHighWater, outstandingReadAtomics)
+            }
         }
     }
 

@@ -90,6 +90,9 @@ struct QueuePairCore: ~Copyable {
     var transmitted = 0
     var tail = 0
     var outstandingReadAtomics = 0
+    /// The most READs and atomics that were ever in flight at once (tests
+    /// check the profile's limit with it).
+    var outstandingReadAtomicsHighWater = 0
     var receiverNotReadyRetriesLeft: Int?
     var resendAt: UInt64 = 0
 
