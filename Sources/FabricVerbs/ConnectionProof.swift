@@ -93,7 +93,7 @@ enum ConnectionProof {
         let timestamp = readLittleEndian(bytes, 20)
         let userData = Array(bytes[requestHeaderSize..<(requestHeaderSize + length)])
         let expected = requestMAC(secret: secret, version: version, nonce: nonce, timestamp: timestamp, identities: identities, userData: userData)
-        guard constantTimeEqual(Array(bytes[28..<44]), expected) else {
+        guard ConstantTime.equal(Array(bytes[28..<44]), expected) else {
             throw ProofFailure(.authenticationFailed, "the peer could not prove it knows the job secret; are both sides started with the same \(JobSecret.environmentVariable) (or key file)?")
         }
         let skew = nowMilliseconds() - timestamp
@@ -121,7 +121,7 @@ enum ConnectionProof {
         }
         let userData = Array(bytes[acceptHeaderSize..<(acceptHeaderSize + length)])
         let expected = acceptMAC(secret: secret, nonce: requestNonce, identities: identities, userData: userData)
-        guard constantTimeEqual(Array(bytes[4..<36]), expected) else {
+        guard ConstantTime.equal(Array(bytes[4..<36]), expected) else {
             throw FabricError(.authenticationFailed, "the peer could not prove it knows the job secret; are both sides started with the same \(JobSecret.environmentVariable) (or key file)?")
         }
         return userData
@@ -155,13 +155,6 @@ enum ConnectionProof {
         mac.update(data: identities)
         mac.update(data: [UInt8(userData.count)] + userData)
         return Array(mac.finalize())
-    }
-
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for index in 0..<a.count { difference |= a[index] ^ b[index] }
-        return difference == 0
     }
 
     private static func littleEndian(_ value: Int64) -> [UInt8] {

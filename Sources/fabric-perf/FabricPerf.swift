@@ -48,13 +48,7 @@ struct PlanOptions: ParsableArguments {
             }
             chosen.append(test)
         }
-        var sizeList: [Int] = []
-        for text in sizes.split(separator: ",") {
-            guard let size = parseSize(String(text)), size >= 1, size <= 8 << 20 else {
-                throw ValidationError("size '\(text)' is not a size from 1 B to 8 MiB")
-            }
-            sizeList.append(size)
-        }
+        let sizeList = try parseSizeList(sizes, maximum: 8 << 20, maximumText: "8 MiB")
         guard repetitions >= 1 else { throw ValidationError("--reps must be at least 1") }
         guard (0.01...100).contains(scale) else { throw ValidationError("--scale must be from 0.01 to 100") }
         let modes: [String]

@@ -30,13 +30,7 @@ struct Registration: ParsableCommand {
     }
 
     func run() throws {
-        var sizeList: [Int] = []
-        for text in sizes.split(separator: ",") {
-            guard let size = parseSize(String(text)), size >= 1, size <= 1 << 30 else {
-                throw ValidationError("size '\(text)' is not a size from 1 B to 1 GiB")
-            }
-            sizeList.append(size)
-        }
+        let sizeList = try parseSizeList(sizes, maximum: 1 << 30, maximumText: "1 GiB")
         guard repetitions >= 1 else { throw ValidationError("--reps must be at least 1") }
         let device = try Fabric.openDefaultDevice()
         let costs = try measure(device, sizes: sizeList)

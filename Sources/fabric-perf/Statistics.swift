@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 
 /// Numbers from repeated measurements, and what a report says about them.
@@ -93,4 +94,17 @@ func parseSize(_ text: String) -> Int? {
         return value * scale
     }
     return Int(lower)
+}
+
+/// Parses a comma-separated list of sizes, each from 1 B to `maximum`
+/// (named `maximumText` in the error).
+func parseSizeList(_ text: String, maximum: Int, maximumText: String) throws -> [Int] {
+    var result: [Int] = []
+    for item in text.split(separator: ",") {
+        guard let size = parseSize(String(item)), size >= 1, size <= maximum else {
+            throw ValidationError("size '\(item)' is not a size from 1 B to \(maximumText)")
+        }
+        result.append(size)
+    }
+    return result
 }

@@ -12,6 +12,7 @@
 /// Frames (FrameHeader.swift) follow an accepted VERDICT.
 import Crypto
 import FabricCore
+import FabricSupport
 
 enum Handshake {
     static let magic: [UInt8] = Array("SWFB".utf8)
@@ -62,10 +63,7 @@ enum Handshake {
 
     /// Constant-time comparison of a received MAC with the expected one.
     static func proofMatches(_ received: [UInt8], _ expected: [UInt8]) -> Bool {
-        guard received.count == expected.count else { return false }
-        var difference: UInt8 = 0
-        for index in 0..<received.count { difference |= received[index] ^ expected[index] }
-        return difference == 0
+        ConstantTime.equal(received, expected)
     }
 
     // MARK: Encoding
