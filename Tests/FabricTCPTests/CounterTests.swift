@@ -10,29 +10,20 @@ struct CounterTests {
     func counters() throws {
         let server = try AcceptingServer(secret: secretA)
         server.acceptOne()
-        let client = try TCPDevice(secret: secretA)
-        let domain = try client.allocateProtectionDomain()
-        let cq = try client.createCompletionQueue(capacity: 16)
-        let local = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 64)
-        defer { local.deallocate() }
-        let region = try client.registerMemory(local, length: 4096, access: .all, in: domain)
-        var (qp, _) = try client.connect(to: server.listener.endpoint, QueuePairSetup(protectionDomain: domain, sendCompletionQueue: cq, receiveCompletionQueue: cq), options: ConnectOptions(timeout: .seconds(5))) { _ in }
-        server.done.wait()
-        _ = try qp.postSend(SendWorkRequest(id: 1, operation: .send, local: .single(region.element(offset: 0, length: 1000))))
+        let client = try TestClient()
+        var qp = try client.connect(to: server)
+        _ = try qp.postSend(SendWorkRequest(id: 1, operation: .send, local: .single(client.region.element(offset: 0, length: 1000))))
+        #expect(client.next()?.status == .success)
         let clock = ContinuousClock()
-        var completion: Completion?
-        let deadline = clock.now + .seconds(10)
-        while completion == nil && clock.now < deadline { completion = cq.poll() }
-        #expect(completion?.status == .success)
 
-        let live = client.counters
+        let live = client.device.counters
         #expect(live.queuePairs.count == 1 && live.queuePairs[0].number == qp.number.rawValue)
         #expect(live.totals.bytesSent >= 1000 && live.totals.framesSent >= 1)
         #expect(live.processID == getpid() && live.profile == "software-nic")
 
         // Exported: what grew since the last export.
         let metrics = TestMetrics()
-        let exporter = CounterExporter(device: client, factory: metrics)
+        let exporter = CounterExporter(device: client.device, factory: metrics)
         exporter.export()
         let bytes = try metrics.expectCounter("fabric_tcp_bytes_sent", [("device", "tcp0")])
         #expect(bytes.totalValue == Int64(live.totals.bytesSent))
@@ -51,9 +42,8 @@ struct CounterTests {
         // A closed queue pair's counters stay in the totals.
         qp.disconnect()
         server.acceptOne()
-        qp = try client.connect(to: server.listener.endpoint, QueuePairSetup(protectionDomain: domain, sendCompletionQueue: cq, receiveCompletionQueue: cq), options: ConnectOptions(timeout: .seconds(5))) { _ in }.queuePair
-        server.done.wait()
-        #expect(client.counters.totals.bytesSent >= live.totals.bytesSent)
-        #expect(client.counters.queuePairs.map(\.number) == [qp.number.rawValue])
+        qp = try client.connect(to: server)
+        #expect(client.device.counters.totals.bytesSent >= live.totals.bytesSent)
+        #expect(client.device.counters.queuePairs.map(\.number) == [qp.number.rawValue])
     }
 }

@@ -76,6 +76,47 @@ final class AcceptingServer: @unchecked Sendable {
     }
 }
 
+/// A client device with a domain, one completion queue and a registered
+/// 4 KiB buffer, for tests that connect to an `AcceptingServer`.
+final class TestClient {
+    let device: TCPDevice
+    let domain: TCPProtectionDomain
+    let cq: TCPCompletionQueue
+    let memory = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
+    let region: TCPMemoryRegion
+
+    init(secret: [UInt8] = secretA, profile: DeviceProfile? = nil) throws {
+        device = try TCPDevice(secret: secret, profile: profile)
+        domain = try device.allocateProtectionDomain()
+        cq = try device.createCompletionQueue(capacity: 64)
+        memory.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
+        region = try device.registerMemory(memory, length: 4096, access: .all, in: domain)
+    }
+
+    deinit { memory.deallocate() }
+
+    func setup(limits: QueuePairLimits = QueuePairLimits()) -> QueuePairSetup<TCPDevice> {
+        QueuePairSetup(protectionDomain: domain, sendCompletionQueue: cq, receiveCompletionQueue: cq, limits: limits)
+    }
+
+    /// Connects to a server that is accepting (`acceptOne`) and waits for it.
+    func connect(to server: AcceptingServer, limits: QueuePairLimits = QueuePairLimits()) throws -> TCPQueuePair {
+        let (queuePair, _) = try device.connect(to: server.listener.endpoint, setup(limits: limits), options: ConnectOptions(timeout: .seconds(5))) { _ in }
+        server.done.wait()
+        return queuePair
+    }
+
+    /// The next completion, or nil after 10 s.
+    func next() -> Completion? {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(10)
+        while clock.now < deadline {
+            if let completion = cq.poll() { return completion }
+        }
+        return nil
+    }
+}
+
 @Suite("handshake and hostile peers")
 struct HandshakeTests {
     @Test("a client with the wrong secret is refused, and both sides say why")

@@ -107,19 +107,10 @@ struct ProfileTests {
         let server = try AcceptingServer(secret: secretA, profile: noAtomics)
         server.acceptOne()
         let target = try server.device.registerMemory(server.receiveBuffer + 1024, length: 64, access: .all, in: server.domain)
-        let client = try TCPDevice(secret: secretA)
-        let domain = try client.allocateProtectionDomain()
-        let cq = try client.createCompletionQueue(capacity: 16)
-        let local = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
-        defer { local.deallocate() }
-        let region = try client.registerMemory(local, length: 64, access: .all, in: domain)
-        let (qp, _) = try client.connect(to: server.listener.endpoint, QueuePairSetup(protectionDomain: domain, sendCompletionQueue: cq, receiveCompletionQueue: cq), options: ConnectOptions(timeout: .seconds(5))) { _ in }
-        server.done.wait()
-        _ = try qp.postSend(SendWorkRequest(id: 7, operation: .fetchAndAdd(target.remote(), add: 1), local: .single(region.element(offset: 0, length: 8))))
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(10)
-        var completion: Completion?
-        while completion == nil && clock.now < deadline { completion = cq.poll() }
+        let client = try TestClient()
+        let qp = try client.connect(to: server)
+        _ = try qp.postSend(SendWorkRequest(id: 7, operation: .fetchAndAdd(target.remote(), add: 1), local: .single(client.region.element(offset: 0, length: 8))))
+        let completion = client.next()
         #expect(completion?.status == .remoteInvalidRequest && completion?.detail == .operationNotSupported, "\(String(describing: completion))")
     }
 
@@ -131,30 +122,20 @@ struct ProfileTests {
         server.acceptOne()
         server.receiveBuffer.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
         let target = try server.device.registerMemory(server.receiveBuffer + 2048, length: 1024, access: .all, in: server.domain)
-        let client = try TCPDevice(secret: secretA, profile: strict)
-        let domain = try client.allocateProtectionDomain()
-        let cq = try client.createCompletionQueue(capacity: 64)
-        let local = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 64)
-        defer { local.deallocate() }
-        let region = try client.registerMemory(local, length: 4096, access: .all, in: domain)
-        let (qp, _) = try client.connect(to: server.listener.endpoint, QueuePairSetup(protectionDomain: domain, sendCompletionQueue: cq, receiveCompletionQueue: cq), options: ConnectOptions(timeout: .seconds(5))) { _ in }
-        server.done.wait()
+        let client = try TestClient(profile: strict)
+        let qp = try client.connect(to: server)
         for index in 0..<12 {
             let operation: SendOperation = index % 3 == 2 ? .fetchAndAdd(target.remote(), add: 1) : .read(target.remote(offset: 64))
-            _ = try qp.postSend(SendWorkRequest(id: UInt64(index), operation: operation, local: .single(region.element(offset: index * 64, length: 8))))
+            _ = try qp.postSend(SendWorkRequest(id: UInt64(index), operation: operation, local: .single(client.region.element(offset: index * 64, length: 8))))
         }
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(10)
         var seen: [UInt64] = []
-        while seen.count < 12 && clock.now < deadline {
-            if let completion = cq.poll() {
-                #expect(completion.status == .success, "\(completion)")
-                seen.append(completion.workRequestID)
-            }
+        while seen.count < 12, let completion = client.next() {
+            #expect(completion.status == .success, "\(completion)")
+            seen.append(completion.workRequestID)
         }
         #expect(seen == Array(0..<12))
         // Four fetch-and-adds, each seeing the one before.
-        let olds = (0..<12).filter { $0 % 3 == 2 }.map { local.load(fromByteOffset: $0 * 64, as: UInt64.self) }
+        let olds = (0..<12).filter { $0 % 3 == 2 }.map { client.memory.load(fromByteOffset: $0 * 64, as: UInt64.self) }
         #expect(olds == [0, 1, 2, 3])
         // The limit held, and with a larger one the burst did overlap (so
         // the observation can tell the two apart).
