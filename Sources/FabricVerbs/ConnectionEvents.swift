@@ -47,11 +47,16 @@ final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind 
     }
     private let state = Mutex(State())
 
-    /// Queue pairs of every device of the process by number, for the
-    /// device's asynchronous events (one context serves every device object
-    /// opened on it, so any of their threads may read an event).
-    private static let owners = Mutex<[UInt32: Owner]>([:])
+    /// Queue pairs of every device of the process, for the device's
+    /// asynchronous events (one context serves every device object opened
+    /// on it, so any of their threads may read an event). Numbers are unique
+    /// per device only, hence the context in the key.
+    private static let owners = Mutex<[OwnerKey: Owner]>([:])
     private struct Owner { weak var events: ConnectionEvents? }
+    private struct OwnerKey: Hashable {
+        var context: UInt
+        var number: UInt32
+    }
 
     init(context: UnsafeMutablePointer<ibv_context>, logger: Logger) throws(FabricError) {
         self.context = context
@@ -100,12 +105,12 @@ final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind 
 
     func add(_ record: ConnectionRecord) {
         state.withLock { $0.connections[UInt(bitPattern: record.id)] = record }
-        Self.owners.withLock { $0[record.number.rawValue] = Owner(events: self) }
+        Self.owners.withLock { $0[OwnerKey(context: UInt(bitPattern: context), number: record.number.rawValue)] = Owner(events: self) }
     }
 
     func remove(_ record: ConnectionRecord) {
         state.withLock { _ = $0.connections.removeValue(forKey: UInt(bitPattern: record.id)) }
-        Self.owners.withLock { _ = $0.removeValue(forKey: record.number.rawValue) }
+        Self.owners.withLock { _ = $0.removeValue(forKey: OwnerKey(context: UInt(bitPattern: context), number: record.number.rawValue)) }
     }
 
     func post(_ event: AsyncEvent) {
@@ -169,7 +174,8 @@ final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind 
             case IBV_EVENT_QP_FATAL, IBV_EVENT_QP_REQ_ERR, IBV_EVENT_QP_ACCESS_ERR:
                 if let qp = event.element.qp {
                     let number = qp.pointee.qp_num
-                    let owner = Self.owners.withLock { $0[number]?.events }
+                    let key = OwnerKey(context: UInt(bitPattern: context), number: number)
+                    let owner = Self.owners.withLock { $0[key]?.events }
                     owner?.post(AsyncEvent(kind: .queuePairFatal, queuePair: QueuePairNumber(rawValue: number), detail: .queuePairInError))
                 }
             case IBV_EVENT_CQ_ERR:

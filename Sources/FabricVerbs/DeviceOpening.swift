@@ -7,6 +7,10 @@ enum DeviceOpening {
     struct Opened {
         var context: UnsafeMutablePointer<ibv_context>
         var name: String
+        /// librdmacm's list, which holds a reference on every device in it:
+        /// kept while the device object lives, so that the context stays
+        /// open even if the device is removed meanwhile.
+        var list: UnsafeMutablePointer<UnsafeMutablePointer<ibv_context>?>
     }
 
     /// The context librdmacm opened for device `name` (nil: the first with
@@ -16,18 +20,18 @@ enum DeviceOpening {
         guard let list = rdma_get_devices(&count), count > 0 else {
             throw FabricError(.unavailable, "no RDMA device can be opened: \(whyNoDevice()); \(VerbsProbe.howToCreateDevice)")
         }
-        defer { rdma_free_devices(list) }
         var seen: [String] = []
         for index in 0..<Int(count) {
             guard let context = list[index] else { continue }
             let name = String(cString: ibv_get_device_name(context.pointee.device))
             seen.append(name)
             if let wanted {
-                if name == wanted { return Opened(context: context, name: name) }
+                if name == wanted { return Opened(context: context, name: name, list: list) }
             } else if hasActivePort(context) {
-                return Opened(context: context, name: name)
+                return Opened(context: context, name: name, list: list)
             }
         }
+        rdma_free_devices(list)
         if let wanted {
             throw FabricError(.unavailable, "no RDMA device named '\(wanted)'; devices: \(seen.joined(separator: ", "))")
         }

@@ -29,6 +29,8 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
     /// hands the same context to every connection identifier on it: objects
     /// made here can be used with its connections. Never closed by us.
     let context: UnsafeMutablePointer<ibv_context>
+    /// Keeps librdmacm's reference on the context (see DeviceOpening).
+    private let deviceList: UnsafeMutablePointer<UnsafeMutablePointer<ibv_context>?>
     /// How many RDMA READs and atomics one queue pair may have outstanding.
     let readDepth: UInt8
     let secret: SymmetricKey
@@ -57,13 +59,21 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
         ForkSafety.prepare(logger: logger)
         let chosen = try DeviceOpening.open(named: name)
         context = chosen.context
+        deviceList = chosen.list
         self.name = chosen.name
-        (capabilities, readDepth) = try DeviceOpening.capabilities(of: context, name: chosen.name)
-        events = try ConnectionEvents(context: context, logger: logger)
+        do {
+            (capabilities, readDepth) = try DeviceOpening.capabilities(of: context, name: chosen.name)
+            events = try ConnectionEvents(context: context, logger: logger)
+        } catch {
+            rdma_free_devices(chosen.list)
+            throw error
+        }
     }
 
     deinit {
-        if !forkDetection.isForkedChild { events.stop() }
+        guard !forkDetection.isForkedChild else { return }
+        events.stop()
+        rdma_free_devices(deviceList)
     }
 
     public func allocateProtectionDomain() throws(FabricError) -> VerbsProtectionDomain {
