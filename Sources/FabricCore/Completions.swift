@@ -10,11 +10,6 @@ public enum CompletionStatus: UInt8, Hashable, Sendable, CustomStringConvertible
     /// A local scatter element named a key, range or right this queue pair
     /// may not use (verbs: IBV_WC_LOC_PROT_ERR).
     case localProtectionError
-    /// The device could not execute the request as posted (verbs:
-    /// IBV_WC_LOC_QP_OP_ERR; rxe reports a bad local key or an unusable
-    /// receive this way, where other devices say local protection or length
-    /// error).
-    case localQueuePairOperationError
     /// The queue pair was in the error state; the request was not executed
     /// (verbs: IBV_WC_WR_FLUSH_ERR).
     case flushed
@@ -37,6 +32,12 @@ public enum CompletionStatus: UInt8, Hashable, Sendable, CustomStringConvertible
     /// Anything else, with the reason in the completion's detail
     /// (verbs: IBV_WC_GENERAL_ERR).
     case generalError
+    /// The device could not execute the request as posted (verbs:
+    /// IBV_WC_LOC_QP_OP_ERR; rxe reports a bad local key or an unusable
+    /// receive this way, where other devices say local protection or length
+    /// error). Last, so that the values before it, which the tcp wire
+    /// protocol carries in NAKs, keep their numbers.
+    case localQueuePairOperationError
 
     public var description: String {
         switch self {

@@ -146,4 +146,18 @@ struct ProfileTests {
             #expect(highWater > 1 && highWater <= limit)
         }
     }
+
+    @Test("a request longer than the target's profile allows is refused with an invalid-request NAK, not a torn connection")
+    func targetWithSmallerMessages() throws {
+        var small = DeviceProfile.softwareNIC
+        small.capabilities.maxMessageSize = 1024
+        let server = try AcceptingServer(secret: secretA, profile: small)
+        server.acceptOne()
+        let target = try server.device.registerMemory(server.receiveBuffer, length: 4096, access: .all, in: server.domain)
+        let client = try TestClient()
+        let qp = try client.connect(to: server)
+        _ = try qp.postSend(SendWorkRequest(id: 1, operation: .write(target.remote()), local: .single(client.region.element(offset: 0, length: 2048))))
+        let completion = client.next()
+        #expect(completion?.status == .remoteInvalidRequest && completion?.detail == .messageTooLong, "\(String(describing: completion))")
+    }
 }

@@ -92,4 +92,17 @@ struct WireFormatTests {
         #expect(!Handshake.proofMatches([1, 2, 3], [1, 2, 4]))
         #expect(Handshake.proofMatches([1, 2, 3], [1, 2, 3]))
     }
+
+    @Test("NAK syndromes carry the status and detail numbers the spec gives")
+    func syndromeNumbers() {
+        // docs/wire-protocol.md, NAK syndromes: these numbers are on the
+        // wire; reordering the enums would break every peer.
+        #expect(CompletionStatus.remoteAccessError.rawValue == 4)
+        #expect(CompletionStatus.remoteInvalidRequest.rawValue == 5)
+        #expect(CompletionStatus.remoteOperationError.rawValue == 6)
+        #expect(CompletionStatus.receiverNotReadyRetryExceeded.rawValue == 7)
+        #expect(CompletionDetail.receiveBufferTooSmall.rawValue == 8)
+        #expect(CompletionDetail.messageTooLong.rawValue == 9)
+        #expect(NakSyndrome.encode(status: .remoteInvalidRequest, detail: .messageTooLong) == 5 | (9 << 8))
+    }
 }

@@ -24,7 +24,7 @@ extension QueuePairCore {
                     budget -= counters.bytesReceived - before
                     continue
                 }
-                let decoded = FrameHeader.decode(from: staging + stagedStart, maxMessage: maxMessage)
+                let decoded = FrameHeader.decode(from: staging + stagedStart, maxMessage: EngineTuning.wireMaximumMessage)
                 stagedStart += FrameHeader.size
                 counters.framesReceived += 1
                 switch decoded {
@@ -248,6 +248,20 @@ extension QueuePairCore {
         awaitingRetryOf = nil
         targets.reset()
         let length = Int(header.length)
+        if length > maxMessage {
+            // Longer than this device carries (the peer's profile allows
+            // more): refused as a card does, with an invalid-request NAK.
+            switch header.opcode {
+            case .readRequest:
+                sendNak(header.sequence, .remoteInvalidRequest, .messageTooLong)
+                return
+            case .send, .sendWithImmediate, .write, .writeWithImmediate:
+                beginPayload(header.payloadLength, action: .discard(nak: (header.sequence, .remoteInvalidRequest, .messageTooLong)), discard: true)
+                return
+            default:
+                break
+            }
+        }
         switch header.opcode {
         case .send, .sendWithImmediate:
             guard let id = takeReceive() else {

@@ -34,6 +34,11 @@ struct EngineTuning {
     /// the next read asks for a header only, so no payload is over-read.
     static let largePayload = 4096
     static let stagingCapacity = 128 * 1024
+    /// The longest frame payload the wire allows: the largest maximum
+    /// message a device profile may set. A longer frame is a protocol
+    /// violation; a request longer than this device's own maximum is
+    /// refused with a NAK (a peer may have a larger profile).
+    static let wireMaximumMessage = 1 << 30
     static let scratchCapacity = 16 * 1024
     /// Reads and atomics a queue pair keeps outstanding (verbs: max_rd_atomic).
     static let maxOutstandingReadAtomics = 16
