@@ -104,6 +104,26 @@ enum Transitions {
         }
     }
 
+    /// The connection parameters both sides send: our proof as private
+    /// data, read depths, retry counts, and the queue pair we made ourselves.
+    static func withParameters(
+        privateData: [UInt8], responderResources: UInt8, initiatorDepth: UInt8,
+        queuePair: VerbsQueuePair, setup: QueuePairSetup<VerbsDevice>, _ body: (inout rdma_conn_param) -> Int32
+    ) -> Int32 {
+        privateData.withUnsafeBytes { bytes in
+            var parameters = rdma_conn_param()
+            parameters.private_data = bytes.baseAddress
+            parameters.private_data_len = UInt8(bytes.count)
+            parameters.responder_resources = responderResources
+            parameters.initiator_depth = initiatorDepth
+            parameters.retry_count = 7  // ignored when accepting
+            parameters.rnr_retry_count = receiverNotReadyRetryCount(setup.retry)
+            parameters.srq = setup.sharedReceiveQueue == nil ? 0 : 1
+            parameters.qp_num = queuePair.number.rawValue
+            return body(&parameters)
+        }
+    }
+
     /// rnr_retry: 7 means forever; otherwise at most 6.
     static func receiverNotReadyRetryCount(_ policy: RetryPolicy) -> UInt8 {
         guard let retries = policy.receiverNotReadyRetries else { return 7 }
@@ -184,18 +204,9 @@ enum ActiveConnection {
             let identities = ConnectionProof.identities(
                 requester: Addressing.identity(rdma_get_local_addr(id)), acceptor: Addressing.identity(rdma_get_peer_addr(id)))
             let (request, nonce) = ConnectionProof.makeRequest(secret: device.secret, identities: identities, userData: options.privateData)
-            let connected: Int32 = request.withUnsafeBytes { bytes in
-                var parameters = rdma_conn_param()
-                parameters.private_data = bytes.baseAddress
-                parameters.private_data_len = UInt8(bytes.count)
-                parameters.responder_resources = device.readDepth
-                parameters.initiator_depth = device.readDepth
-                parameters.retry_count = 7
-                parameters.rnr_retry_count = Transitions.receiverNotReadyRetryCount(setup.retry)
-                parameters.srq = setup.sharedReceiveQueue == nil ? 0 : 1
-                parameters.qp_num = qp.number.rawValue
-                return rdma_connect(id, &parameters)
-            }
+            let connected = Transitions.withParameters(
+                privateData: request, responderResources: device.readDepth, initiatorDepth: device.readDepth, queuePair: qp, setup: setup
+            ) { rdma_connect(id, &$0) }
             guard connected == 0 else { throw VerbsError.system("sending the connect request to \(endpoint)") }
 
             guard let answer = try channel.next(until: deadline) else {
@@ -412,17 +423,10 @@ public final class VerbsConnectionRequest: FabricConnectionRequest, @unchecked S
             try Transitions.toReadyToReceive(qp, id, access: nil)
             try Transitions.toReadyToSend(qp, id)
             let answer = ConnectionProof.makeAccept(secret: device.secret, requestNonce: nonce, identities: identities, userData: privateData)
-            let accepted: Int32 = answer.withUnsafeBytes { bytes in
-                var parameters = rdma_conn_param()
-                parameters.private_data = bytes.baseAddress
-                parameters.private_data_len = UInt8(bytes.count)
-                parameters.responder_resources = min(device.readDepth, requesterReadDepth)
-                parameters.initiator_depth = min(device.readDepth, requesterResponderResources)
-                parameters.rnr_retry_count = Transitions.receiverNotReadyRetryCount(setup.retry)
-                parameters.srq = setup.sharedReceiveQueue == nil ? 0 : 1
-                parameters.qp_num = qp.number.rawValue
-                return rdma_accept(id, &parameters)
-            }
+            let accepted = Transitions.withParameters(
+                privateData: answer, responderResources: min(device.readDepth, requesterReadDepth),
+                initiatorDepth: min(device.readDepth, requesterResponderResources), queuePair: qp, setup: setup
+            ) { rdma_accept(id, &$0) }
             guard accepted == 0 else { throw VerbsError.system("accepting the connection from \(peer)") }
             acceptSent = true
             // The requester enables remote access before it confirms; wait
