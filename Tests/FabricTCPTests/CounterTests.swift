@@ -10,7 +10,10 @@ struct CounterTests {
     func counters() throws {
         let server = try AcceptingServer(secret: secretA)
         server.acceptOne()
-        let client = try TestClient()
+        // Packets are counted in the profile's MTU: 1000 bytes are 4 of 256.
+        var smallPackets = DeviceProfile.softwareNIC
+        smallPackets.capabilities.mtu = 256
+        let client = try TestClient(profile: smallPackets)
         var qp = try client.connect(to: server)
         _ = try qp.postSend(SendWorkRequest(id: 1, operation: .send, local: .single(client.region.element(offset: 0, length: 1000))))
         #expect(client.next()?.status == .success)
@@ -19,6 +22,7 @@ struct CounterTests {
         let live = client.device.counters
         #expect(live.queuePairs.count == 1 && live.queuePairs[0].number == qp.number.rawValue)
         #expect(live.totals.bytesSent >= 1000 && live.totals.framesSent >= 1)
+        #expect(live.totals.packetsSent >= live.totals.framesSent + 3, "\(live.totals)")
         #expect(live.processID == getpid() && live.profile == "software-nic")
 
         // Exported: what grew since the last export.

@@ -23,13 +23,14 @@ public struct DeviceCounters: Codable, Hashable, Sendable {
 
 extension QueuePairStatistics {
     public static let zero = QueuePairStatistics(
-        framesSent: 0, framesReceived: 0, bytesSent: 0, bytesReceived: 0, receiverNotReadyNaksSent: 0,
+        framesSent: 0, framesReceived: 0, packetsSent: 0, packetsReceived: 0, bytesSent: 0, bytesReceived: 0, receiverNotReadyNaksSent: 0,
         receiverNotReadyNaksReceived: 0, outOfSequenceDropped: 0, remoteAccessErrors: 0)
 
     /// Every counter by name, in a fixed order (for tables and metrics).
     public var named: [(name: String, value: Int)] {
         [
             ("frames_sent", framesSent), ("frames_received", framesReceived),
+            ("packets_sent", packetsSent), ("packets_received", packetsReceived),
             ("bytes_sent", bytesSent), ("bytes_received", bytesReceived),
             ("rnr_naks_sent", receiverNotReadyNaksSent), ("rnr_naks_received", receiverNotReadyNaksReceived),
             ("out_of_sequence", outOfSequenceDropped), ("remote_access_errors", remoteAccessErrors),
@@ -39,6 +40,8 @@ extension QueuePairStatistics {
     mutating func add(_ other: QueuePairStatistics) {
         framesSent += other.framesSent
         framesReceived += other.framesReceived
+        packetsSent += other.packetsSent
+        packetsReceived += other.packetsReceived
         bytesSent += other.bytesSent
         bytesReceived += other.bytesReceived
         receiverNotReadyNaksSent += other.receiverNotReadyNaksSent
@@ -187,7 +190,7 @@ final class CounterPublisher {
         fingerprint = fingerprint &* 31 &+ Self.sum(totals) &+ UInt64(queuePairs)
         guard fingerprint != lastFingerprint else { return }
         lastFingerprint = fingerprint
-        let needed = 512 + fixedFields.count + queuePairs * 320
+        let needed = 512 + fixedFields.count + queuePairs * 480
         if needed > capacity {
             buffer.deallocate()
             capacity = needed * 2
@@ -267,6 +270,7 @@ final class CounterPublisher {
     private static func sum(_ counters: QueuePairStatistics) -> UInt64 {
         var total: UInt64 = 0
         total &+= UInt64(counters.framesSent) &+ UInt64(counters.framesReceived)
+        total &+= UInt64(counters.packetsSent) &+ UInt64(counters.packetsReceived)
         total &+= UInt64(counters.bytesSent) &+ UInt64(counters.bytesReceived)
         total &+= UInt64(counters.receiverNotReadyNaksSent) &+ UInt64(counters.receiverNotReadyNaksReceived)
         total &+= UInt64(counters.outOfSequenceDropped) &+ UInt64(counters.remoteAccessErrors)
@@ -276,6 +280,8 @@ final class CounterPublisher {
     private func append(_ counters: QueuePairStatistics) {
         append("{\"framesSent\":"); append(counters.framesSent)
         append(",\"framesReceived\":"); append(counters.framesReceived)
+        append(",\"packetsSent\":"); append(counters.packetsSent)
+        append(",\"packetsReceived\":"); append(counters.packetsReceived)
         append(",\"bytesSent\":"); append(counters.bytesSent)
         append(",\"bytesReceived\":"); append(counters.bytesReceived)
         append(",\"receiverNotReadyNaksSent\":"); append(counters.receiverNotReadyNaksSent)

@@ -164,6 +164,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         core.withLock { core in
             QueuePairStatistics(
                 framesSent: core.counters.framesSent, framesReceived: core.counters.framesReceived,
+                packetsSent: core.counters.packetsSent, packetsReceived: core.counters.packetsReceived,
                 bytesSent: core.counters.bytesSent, bytesReceived: core.counters.bytesReceived,
                 receiverNotReadyNaksSent: core.counters.receiverNotReadyNaksSent,
                 receiverNotReadyNaksReceived: core.counters.receiverNotReadyNaksReceived,
@@ -209,6 +210,9 @@ public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // immu
 public struct QueuePairStatistics: Hashable, Sendable, Codable {
     public var framesSent: Int
     public var framesReceived: Int
+    /// Frames in packets of the profile's MTU.
+    public var packetsSent: Int
+    public var packetsReceived: Int
     public var bytesSent: Int
     public var bytesReceived: Int
     public var receiverNotReadyNaksSent: Int

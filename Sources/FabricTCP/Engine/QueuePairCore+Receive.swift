@@ -29,6 +29,7 @@ extension QueuePairCore {
                 counters.framesReceived += 1
                 switch decoded {
                 case .success(let header):
+                    counters.packetsReceived += packets(header.payloadLength)
                     // Predict the next frame from this one: after a large
                     // payload, read the next header alone so that its
                     // payload, if large again, goes straight into place.

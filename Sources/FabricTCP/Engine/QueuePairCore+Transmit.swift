@@ -285,6 +285,9 @@ extension QueuePairCore {
     /// The frame's last byte was sent.
     private mutating func finished(_ item: OutputItem) {
         counters.framesSent += 1
+        let header = headerPointer(item)
+        let length = Int(UInt32(littleEndian: header.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        counters.packetsSent += packets(header.load(fromByteOffset: 1, as: UInt8.self) == WireOpcode.readRequest.rawValue ? 0 : length)
         switch item {
         case .request:
             break

@@ -82,6 +82,8 @@ struct QueuePairCore: ~Copyable {
     /// READs and atomics this queue pair keeps in flight as initiator: the
     /// profile's limit, at most what a responder's queue holds.
     let maxOutstandingReads: Int
+    /// The profile's MTU: the packet size the counters count in.
+    let mtu: Int
 
     var state: QueuePairState = .initialized
     var socketShut = false
@@ -164,6 +166,7 @@ struct QueuePairCore: ~Copyable {
         self.retry = retry
         self.maxMessage = device.capabilities.maxMessageSize
         maxOutstandingReads = max(1, min(device.capabilities.maxOutstandingReads, EngineTuning.maxOutstandingReadAtomics))
+        mtu = max(1, device.capabilities.mtu)
         receiverNotReadyRetriesLeft = retry.receiverNotReadyRetries
         sendQueue = SendQueueStorage(depth: limits.sendQueueDepth, maxElements: limits.maxSendScatterEntries, maxInline: limits.maxInlineData)
         responses = ResponseQueueStorage(depth: EngineTuning.maxOutstandingReadAtomics + 8)
@@ -409,10 +412,22 @@ struct QueuePairCore: ~Copyable {
 struct QueuePairCounters {
     var framesSent = 0
     var framesReceived = 0
+    /// Frames counted in packets of the profile's MTU, as a card counts them.
+    var packetsSent = 0
+    var packetsReceived = 0
     var bytesSent = 0
     var bytesReceived = 0
     var receiverNotReadyNaksSent = 0
     var receiverNotReadyNaksReceived = 0
     var outOfSequenceDropped = 0
     var remoteAccessErrors = 0
+}
+
+extension QueuePairCore {
+    /// The packets of the profile's MTU a payload of `length` bytes takes
+    /// (one for an empty frame).
+    @inline(__always)
+    func packets(_ length: Int) -> Int {
+        length <= mtu ? 1 : (length + mtu - 1) / mtu
+    }
 }
