@@ -11,14 +11,7 @@ struct OneSidedTests {
     private func write<Backend: BackendOpener>(on backend: Backend, size: Int) throws {
         let pair = try connectedPair(backend)
         if size > pair.client.device.capabilities.maxMessageSize {
-            // A device that carries less (rxe: 8 MiB) refuses the post and says so.
-            let buffer = Buffer(size)
-            let region = try pair.client.register(buffer)
-            #expect {
-                _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .write(region.remote()), local: .single(region.element())))
-            } throws: { error in
-                (error as? FabricError)?.message.contains("at most") == true
-            }
+            try expectRefusedAsTooLong(pair, size: size) { .write($0) }
             return
         }
         let target = Buffer(size)
@@ -34,6 +27,20 @@ struct OneSidedTests {
         #expect(target.matchesPattern(seed: 5))
     }
 
+    /// A device that carries less than `size` (rxe: 8 MiB) refuses the post
+    /// and says so.
+    private func expectRefusedAsTooLong<D: FabricDevice>(
+        _ pair: Connection<D>, size: Int, _ operation: (RemoteMemory) -> SendOperation
+    ) throws {
+        let buffer = Buffer(size)
+        let region = try pair.client.register(buffer)
+        #expect {
+            _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: operation(region.remote()), local: .single(region.element())))
+        } throws: { error in
+            (error as? FabricError)?.message.contains("at most") == true
+        }
+    }
+
     @Test("READ fetches data without the target polling", arguments: ConformanceBackend.available, [1, 8, 65_536, 64 << 20])
     func read(_ backend: ConformanceBackend, size: Int) throws {
         try read(on: backend.opener, size: size)
@@ -42,14 +49,7 @@ struct OneSidedTests {
     private func read<Backend: BackendOpener>(on backend: Backend, size: Int) throws {
         let pair = try connectedPair(backend)
         if size > pair.client.device.capabilities.maxMessageSize {
-            // A device that carries less (rxe: 8 MiB) refuses the post and says so.
-            let buffer = Buffer(size)
-            let region = try pair.client.register(buffer)
-            #expect {
-                _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .read(region.remote()), local: .single(region.element())))
-            } throws: { error in
-                (error as? FabricError)?.message.contains("at most") == true
-            }
+            try expectRefusedAsTooLong(pair, size: size) { .read($0) }
             return
         }
         let remote = Buffer(size)
