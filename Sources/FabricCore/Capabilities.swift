@@ -110,12 +110,23 @@ public struct RetryPolicy: Hashable, Sendable {
     /// How long an operation may wait for the peer's acknowledgement or
     /// response before it fails with `transportRetryExceeded`.
     public var responseTimeout: Duration
+    /// How often a request whose packet was lost is sent again (verbs:
+    /// retry_cnt, 0 to 7). The attempts share `responseTimeout`: each waits
+    /// responseTimeout / (transportRetries + 1) before the next.
+    public var transportRetries: Int
 
-    public init(receiverNotReadyRetries: Int? = 7, receiverNotReadyDelay: Duration = .microseconds(200), responseTimeout: Duration = .seconds(10)) {
+    public init(
+        receiverNotReadyRetries: Int? = 7, receiverNotReadyDelay: Duration = .microseconds(200),
+        responseTimeout: Duration = .seconds(10), transportRetries: Int = 7
+    ) {
         self.receiverNotReadyRetries = receiverNotReadyRetries
         self.receiverNotReadyDelay = receiverNotReadyDelay
         self.responseTimeout = responseTimeout
+        self.transportRetries = transportRetries
     }
+
+    /// The most transport retries a verbs queue pair can be given.
+    public static let maxTransportRetries = 7
 }
 
 /// The life of a queue pair (verbs: `ibv_qp_state`, simplified to what a

@@ -85,6 +85,8 @@ public enum CompletionDetail: UInt16, Error, Hashable, Sendable, CustomStringCon
     case localMemoryFault
     case operationNotSupported
     case disconnected
+    /// The software NIC's fault script caused it (docs/emulation.md).
+    case injectedFault
 
     public var description: String {
         switch self {
@@ -113,6 +115,7 @@ public enum CompletionDetail: UInt16, Error, Hashable, Sendable, CustomStringCon
         case .localMemoryFault: return "local memory of the request is not mapped"
         case .operationNotSupported: return "the operation is not supported by this device"
         case .disconnected: return "the queue pair was disconnected"
+        case .injectedFault: return "a fault the emulator's fault script injected"
         }
     }
 }

@@ -35,33 +35,58 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
     public var secretSource: JobSecret.Source { core.secretSource }
     /// The card this device behaves like (docs/emulation.md).
     public let profile: DeviceProfile
+    /// The link each of its queue pairs sits on (docs/emulation.md).
+    public var link: LinkShape { core.link }
+    /// The faults it injects (docs/emulation.md).
+    public var faults: FaultScript { core.faults }
 
-    /// Opens the software NIC with `profile`, or the one FABRIC_TCP_PROFILE
-    /// names (the software NIC's own by default). Fails if no job secret
-    /// can be had (the environment variable is malformed, or the key file is
-    /// unusable) or the profile is unknown or malformed.
-    public init(profile: DeviceProfile? = nil, logger: Logger = Logger(label: "fabric.tcp")) throws(FabricError) {
-        if let profile {
-            self.profile = profile
-        } else {
-            self.profile = try DeviceProfile.fromEnvironment()
-        }
-        core = try TCPDeviceCore(name: Self.deviceName, profile: self.profile, secret: nil, logger: logger)
+    /// Opens the software NIC with `profile`, `link` and `faults`, or for
+    /// each one left nil what the environment says (FABRIC_TCP_PROFILE,
+    /// FABRIC_TCP_LINK, FABRIC_TCP_FAULTS; by default the software NIC's own
+    /// profile, an unshaped link, no faults). Fails if no job secret can be
+    /// had (the environment variable is malformed, or the key file is
+    /// unusable) or a setting is unknown or malformed.
+    public init(
+        profile: DeviceProfile? = nil, link: LinkShape? = nil, faults: FaultScript? = nil,
+        logger: Logger = Logger(label: "fabric.tcp")
+    ) throws(FabricError) {
+        self.profile = try Self.chosen(profile)
+        core = try TCPDeviceCore(
+            name: Self.deviceName, profile: self.profile, link: Self.chosen(link), faults: Self.chosen(faults),
+            secret: nil, logger: logger)
     }
 
     /// Opens the software NIC with an explicit job secret (at least 16
     /// bytes), for programs that get it from somewhere else than the
     /// environment or the key file.
-    public init(secret: [UInt8], profile: DeviceProfile? = nil, logger: Logger = Logger(label: "fabric.tcp")) throws(FabricError) {
+    public init(
+        secret: [UInt8], profile: DeviceProfile? = nil, link: LinkShape? = nil, faults: FaultScript? = nil,
+        logger: Logger = Logger(label: "fabric.tcp")
+    ) throws(FabricError) {
         guard secret.count >= 16 else {
             throw FabricError(.invalidArgument, "the job secret must be at least 16 bytes; got \(secret.count)")
         }
-        if let profile {
-            self.profile = profile
-        } else {
-            self.profile = try DeviceProfile.fromEnvironment()
-        }
-        core = try TCPDeviceCore(name: Self.deviceName, profile: self.profile, secret: secret, logger: logger)
+        self.profile = try Self.chosen(profile)
+        core = try TCPDeviceCore(
+            name: Self.deviceName, profile: self.profile, link: Self.chosen(link), faults: Self.chosen(faults),
+            secret: secret, logger: logger)
+    }
+
+    // What the caller chose, else what the environment says.
+    private static func chosen(_ profile: DeviceProfile?) throws(FabricError) -> DeviceProfile {
+        guard let profile else { return try DeviceProfile.fromEnvironment() }
+        return profile
+    }
+
+    private static func chosen(_ link: LinkShape?) throws(FabricError) -> LinkShape {
+        guard let link else { return try LinkShape.fromEnvironment() }
+        try link.validate()
+        return link
+    }
+
+    private static func chosen(_ faults: FaultScript?) throws(FabricError) -> FaultScript {
+        guard let faults else { return try FaultScript.fromEnvironment() }
+        return faults
     }
 
     deinit {
@@ -149,6 +174,7 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
         try check(limits.maxSendScatterEntries, 0...caps.maxScatterEntries, "send scatter entries")
         try check(limits.maxReceiveScatterEntries, 0...caps.maxScatterEntries, "receive scatter entries")
         try check(limits.maxInlineData, 0...caps.maxInlineData, "inline data size")
+        try check(setup.retry.transportRetries, 0...RetryPolicy.maxTransportRetries, "transport retries")
         guard setup.protectionDomain.device === core, setup.sendCompletionQueue.device === core,
               setup.receiveCompletionQueue.device === core
         else {

@@ -97,8 +97,8 @@ enum Transitions {
 
     static func toReadyToSend(_ qp: VerbsQueuePair, _ id: UnsafeMutablePointer<rdma_cm_id>) throws(FabricError) {
         try move(qp.qp, id, to: IBV_QPS_RTS, "RTS") { attributes, mask in
-            attributes.timeout = timeoutCode(qp.retry.responseTimeout)
-            attributes.retry_cnt = 7
+            attributes.timeout = timeoutCode(qp.retry.responseTimeout, attempts: qp.retry.transportRetries + 1)
+            attributes.retry_cnt = UInt8(qp.retry.transportRetries)
             attributes.rnr_retry = receiverNotReadyRetryCount(qp.retry)
             mask |= Int32(IBV_QP_TIMEOUT.rawValue | IBV_QP_RETRY_CNT.rawValue | IBV_QP_RNR_RETRY.rawValue)
         }
@@ -116,7 +116,7 @@ enum Transitions {
             parameters.private_data_len = UInt8(bytes.count)
             parameters.responder_resources = responderResources
             parameters.initiator_depth = initiatorDepth
-            parameters.retry_count = 7  // ignored when accepting
+            parameters.retry_count = UInt8(setup.retry.transportRetries)  // ignored when accepting
             parameters.rnr_retry_count = receiverNotReadyRetryCount(setup.retry)
             parameters.srq = setup.sharedReceiveQueue == nil ? 0 : 1
             parameters.qp_num = queuePair.number.rawValue
@@ -145,11 +145,11 @@ enum Transitions {
         return 0
     }
 
-    /// The local ACK timeout code: 4.096 us x 2^code per attempt, eight
-    /// attempts (retry_cnt 7) within `timeout`.
-    static func timeoutCode(_ timeout: Duration) -> UInt8 {
+    /// The local ACK timeout code: 4.096 us x 2^code per attempt, so that
+    /// `attempts` (retry_cnt + 1) fit within `timeout`.
+    static func timeoutCode(_ timeout: Duration, attempts: Int = 8) -> UInt8 {
         let nanoseconds = Double(timeout.components.seconds) * 1e9 + Double(timeout.components.attoseconds) / 1e9
-        let perAttempt = nanoseconds / 8 / 4096
+        let perAttempt = nanoseconds / Double(max(1, attempts)) / 4096
         guard perAttempt > 2 else { return 1 }
         return UInt8(max(1, min(31, Int(log2(perAttempt)))))
     }

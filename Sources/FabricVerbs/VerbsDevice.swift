@@ -167,6 +167,9 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
         guard limits.maxInlineData >= 0, limits.maxInlineData <= capabilities.maxInlineData else {
             throw FabricError(.invalidArgument, "maxInlineData \(limits.maxInlineData): must be 0...\(capabilities.maxInlineData) on \(name)")
         }
+        guard (0...RetryPolicy.maxTransportRetries).contains(setup.retry.transportRetries) else {
+            throw FabricError(.invalidArgument, "transport retries \(setup.retry.transportRetries): must be 0...\(RetryPolicy.maxTransportRetries) (verbs retry_cnt)")
+        }
     }
 }
 

@@ -103,6 +103,8 @@ struct WireFormatTests {
         #expect(CompletionStatus.receiverNotReadyRetryExceeded.rawValue == 7)
         #expect(CompletionDetail.receiveBufferTooSmall.rawValue == 8)
         #expect(CompletionDetail.messageTooLong.rawValue == 9)
+        #expect(CompletionDetail.disconnected.rawValue == 24)
+        #expect(CompletionDetail.injectedFault.rawValue == 25)
         #expect(NakSyndrome.encode(status: .remoteInvalidRequest, detail: .messageTooLong) == 5 | (9 << 8))
     }
 }

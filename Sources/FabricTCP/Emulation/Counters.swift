@@ -24,7 +24,7 @@ public struct DeviceCounters: Codable, Hashable, Sendable {
 extension QueuePairStatistics {
     public static let zero = QueuePairStatistics(
         framesSent: 0, framesReceived: 0, packetsSent: 0, packetsReceived: 0, bytesSent: 0, bytesReceived: 0, receiverNotReadyNaksSent: 0,
-        receiverNotReadyNaksReceived: 0, outOfSequenceDropped: 0, remoteAccessErrors: 0)
+        receiverNotReadyNaksReceived: 0, outOfSequenceDropped: 0, remoteAccessErrors: 0, retries: 0, faultsInjected: 0)
 
     /// Every counter by name, in a fixed order (for tables and metrics).
     public var named: [(name: String, value: Int)] {
@@ -34,6 +34,7 @@ extension QueuePairStatistics {
             ("bytes_sent", bytesSent), ("bytes_received", bytesReceived),
             ("rnr_naks_sent", receiverNotReadyNaksSent), ("rnr_naks_received", receiverNotReadyNaksReceived),
             ("out_of_sequence", outOfSequenceDropped), ("remote_access_errors", remoteAccessErrors),
+            ("retries", retries), ("faults_injected", faultsInjected),
         ]
     }
 
@@ -48,6 +49,8 @@ extension QueuePairStatistics {
         receiverNotReadyNaksReceived += other.receiverNotReadyNaksReceived
         outOfSequenceDropped += other.outOfSequenceDropped
         remoteAccessErrors += other.remoteAccessErrors
+        retries += other.retries
+        faultsInjected += other.faultsInjected
     }
 }
 
@@ -274,6 +277,7 @@ final class CounterPublisher {
         total &+= UInt64(counters.bytesSent) &+ UInt64(counters.bytesReceived)
         total &+= UInt64(counters.receiverNotReadyNaksSent) &+ UInt64(counters.receiverNotReadyNaksReceived)
         total &+= UInt64(counters.outOfSequenceDropped) &+ UInt64(counters.remoteAccessErrors)
+        total &+= UInt64(counters.retries) &+ UInt64(counters.faultsInjected)
         return total
     }
 
@@ -288,6 +292,8 @@ final class CounterPublisher {
         append(",\"receiverNotReadyNaksReceived\":"); append(counters.receiverNotReadyNaksReceived)
         append(",\"outOfSequenceDropped\":"); append(counters.outOfSequenceDropped)
         append(",\"remoteAccessErrors\":"); append(counters.remoteAccessErrors)
+        append(",\"retries\":"); append(counters.retries)
+        append(",\"faultsInjected\":"); append(counters.faultsInjected)
         append("}")
     }
 

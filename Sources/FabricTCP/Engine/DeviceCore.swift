@@ -46,6 +46,9 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     private let publisher: CounterPublisher
     /// The profile's name, for the published counters.
     let profileName: String
+    /// The emulated link and the fault script every queue pair starts with.
+    let link: LinkShape
+    let faults: FaultScript
     private let nextQueuePairNumber = Atomic<UInt32>(1)
     private let events = Locked<[AsyncEvent]>([])
     let poller: EventPoller
@@ -64,9 +67,13 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     /// polls: rarely, since each wake-up takes a core from a poller.
     static let activeTickMilliseconds: Int32 = 4
 
-    init(name: String, profile: DeviceProfile, secret explicitSecret: [UInt8]?, logger: Logger) throws(FabricError) {
+    init(
+        name: String, profile: DeviceProfile, link: LinkShape, faults: FaultScript, secret explicitSecret: [UInt8]?, logger: Logger
+    ) throws(FabricError) {
         self.name = name
         profileName = profile.name
+        self.link = link
+        self.faults = faults
         publisher = CounterPublisher(path: CounterFiles.makePath(), device: name, profile: profile.name)
         let capabilities = profile.capabilities
         self.capabilities = capabilities

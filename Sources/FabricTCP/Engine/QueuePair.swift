@@ -21,6 +21,9 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     let deadline = Atomic<UInt64>(.max)
     /// When progress last ran, for the progress thread's hand-off.
     let lastProgress = Atomic<UInt64>(0)
+    /// Whether a link or fault rules are emulated: then posting may set a
+    /// timer (a frame held back), which the engine must publish.
+    let emulated: Bool
     /// The progress thread also watches this socket for room to write.
     let watchingWritable = Atomic<Bool>(false)
     private let detached = Atomic<Bool>(false)
@@ -33,10 +36,13 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         self.sendCQ = setup.sendCompletionQueue
         self.receiveCQ = setup.receiveCompletionQueue
         self.usesSharedReceiveQueue = setup.sharedReceiveQueue != nil
+        let emulation = LinkEmulation(link: device.link, faults: device.faults, queuePair: number.rawValue, retry: setup.retry)
+        emulated = emulation != nil
         core = Locked(QueuePairCore(
             fd: socket, number: number, device: device, sendCQ: setup.sendCompletionQueue,
             receiveCQ: setup.receiveCompletionQueue, sharedReceiveQueue: setup.sharedReceiveQueue,
-            domain: ObjectIdentifier(setup.protectionDomain), limits: setup.limits, retry: setup.retry))
+            domain: ObjectIdentifier(setup.protectionDomain), limits: setup.limits, retry: setup.retry,
+            emulation: emulation))
     }
 
     deinit {
@@ -58,7 +64,21 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
         try device.checkNotForked()
         try checkShape(request)
+        if emulated { return try postSendEmulated(request) }
         return try core.withLock { (core) throws(FabricError) -> PostResult in try core.postSend(request) }
+    }
+
+    /// Posting on an emulated link may hold the frame back: its release
+    /// time becomes the engine's timer at once.
+    private func postSendEmulated(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
+        let (result, next) = try core.withLock { (core) throws(FabricError) -> (PostResult, UInt64) in
+            (try core.postSend(request), core.nextDeadline())
+        }
+        if next < deadline.load(ordering: .relaxed) {
+            deadline.store(next, ordering: .sequentiallyConsistent)
+            device.timerMoved(to: next)
+        }
+        return result
     }
 
     @inline(__always)
@@ -169,7 +189,8 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
                 receiverNotReadyNaksSent: core.counters.receiverNotReadyNaksSent,
                 receiverNotReadyNaksReceived: core.counters.receiverNotReadyNaksReceived,
                 outOfSequenceDropped: core.counters.outOfSequenceDropped,
-                remoteAccessErrors: core.counters.remoteAccessErrors)
+                remoteAccessErrors: core.counters.remoteAccessErrors,
+                retries: core.counters.retries, faultsInjected: core.counters.faultsInjected)
         }
     }
 }
@@ -219,4 +240,8 @@ public struct QueuePairStatistics: Hashable, Sendable, Codable {
     public var receiverNotReadyNaksReceived: Int
     public var outOfSequenceDropped: Int
     public var remoteAccessErrors: Int
+    /// Transport retries: requests sent again after a lost packet.
+    public var retries: Int
+    /// Faults the emulator's fault script injected (docs/emulation.md).
+    public var faultsInjected: Int
 }

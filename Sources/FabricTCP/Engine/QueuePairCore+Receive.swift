@@ -14,6 +14,10 @@ extension QueuePairCore {
         // acknowledgements get out while a stream keeps arriving.
         lastReadShort = false
         var budget = EngineTuning.receiveBudget
+        if emulation != nil && emulation!.vanished {
+            swallowInput(budget: budget)
+            return
+        }
         while !closedForInput {
             if !inPayload {
                 let available = stagedEnd - stagedStart
@@ -60,6 +64,27 @@ extension QueuePairCore {
             let before = counters.bytesReceived
             if !readPayloadInPlace() { return }
             budget -= counters.bytesReceived - before
+        }
+    }
+
+    /// A vanished queue pair reads what arrives and throws it away (so that
+    /// the socket does not keep waking anyone); only the stream's end is
+    /// noticed.
+    private mutating func swallowInput(budget: Int) {
+        var left = budget
+        while left > 0 && !closedForInput {
+            switch SystemCalls.read(fd, staging, EngineTuning.stagingCapacity) {
+            case .transferred(let count):
+                left -= count
+            case .endOfStream:
+                connectionFailed(.peerClosedConnection)
+                return
+            case .wouldBlock:
+                return
+            case .failed:
+                connectionFailed(.peerClosedConnection)
+                return
+            }
         }
     }
 
@@ -265,6 +290,11 @@ extension QueuePairCore {
         }
         switch header.opcode {
         case .send, .sendWithImmediate:
+            if emulation != nil && emulation!.refusesSend() {
+                counters.faultsInjected += 1
+                receiverNotReady(header)
+                return
+            }
             guard let id = takeReceive() else {
                 receiverNotReady(header)
                 return
@@ -280,6 +310,12 @@ extension QueuePairCore {
             let immediate: UInt32? = header.opcode == .sendWithImmediate ? header.immediate : nil
             beginPayload(length, action: .receivePlaced(id: id, opcode: .receive, immediate: immediate, length: length))
         case .write, .writeWithImmediate:
+            if emulation != nil && emulation!.refusesAccess() {
+                counters.faultsInjected += 1
+                counters.remoteAccessErrors += 1
+                beginPayload(length, action: .discard(nak: (header.sequence, .remoteAccessError, .injectedFault)), discard: true)
+                return
+            }
             switch table.checkRemote(key: header.remoteKey, address: header.remoteAddress, length: UInt64(length), right: .remoteWrite, domain: domain, cache: &lastRemoteRecord) {
             case .failure(let detail):
                 counters.remoteAccessErrors += 1
@@ -303,6 +339,12 @@ extension QueuePairCore {
                 }
             }
         case .readRequest:
+            if emulation != nil && emulation!.refusesAccess() {
+                counters.faultsInjected += 1
+                counters.remoteAccessErrors += 1
+                sendNak(header.sequence, .remoteAccessError, .injectedFault)
+                return
+            }
             switch table.checkRemote(key: header.remoteKey, address: header.remoteAddress, length: UInt64(length), right: .remoteRead, domain: domain, cache: &lastRemoteRecord) {
             case .failure(let detail):
                 counters.remoteAccessErrors += 1
@@ -424,6 +466,12 @@ extension QueuePairCore {
         }
         if header.remoteAddress & 7 != 0 {
             sendNak(header.sequence, .remoteInvalidRequest, .unalignedAtomic)
+            return
+        }
+        if emulation != nil && emulation!.refusesAccess() {
+            counters.faultsInjected += 1
+            counters.remoteAccessErrors += 1
+            sendNak(header.sequence, .remoteAccessError, .injectedFault)
             return
         }
         switch table.checkRemote(key: header.remoteKey, address: header.remoteAddress, length: 8, right: .remoteAtomic, domain: domain, cache: &lastRemoteRecord) {

@@ -132,7 +132,17 @@ extension QueuePairCore {
     mutating func flushOutput(standaloneAcknowledge: Bool = false) {
         var wantAcknowledge = standaloneAcknowledge && acknowledgeOwed
         var budget = EngineTuning.transmitBudget
+        // The emulated link decides on the clock of this call.
+        var now: UInt64 = 0
+        if emulation != nil {
+            now = MonotonicClock.now()
+            emulation!.releaseAt = .max
+        }
         while !socketShut && budget > 0 {
+            if emulation != nil && emulation!.vanished {
+                sendIntoVoid()
+                return
+            }
             // Build a batch without changing state: the current partial
             // frame, then responses, then requests that may go.
             var iovCount = 0
@@ -157,6 +167,7 @@ extension QueuePairCore {
             while complete && count < EngineTuning.batchCapacity && responseIndex < responses.count && iovCount < EngineTuning.iovecCapacity - 4 {
                 var index = responses.head + responseIndex
                 if index >= responses.depth { index -= responses.depth }
+                if emulation != nil && !emulation!.mayRespond(readyAt: responses.items[index].readyAt, now: now) { break }
                 let item = OutputItem.response(index: index)
                 guard let length = appendSegments(item, skip: 0, iovCount: &iovCount, accessCount: &accessCount, complete: &complete) else { break }
                 batch[count] = item
@@ -165,8 +176,19 @@ extension QueuePairCore {
                 responseIndex += 1
             }
             var position = transmitted
-            while complete && count < EngineTuning.batchCapacity && iovCount < EngineTuning.iovecCapacity - sendQueue.maxElements - 2
+            var packet = emulation?.nextPacket ?? 0
+            var lostForGood: Int? = nil
+            requests: while complete && count < EngineTuning.batchCapacity && iovCount < EngineTuning.iovecCapacity - sendQueue.maxElements - 2
                     && mayTransmit(position, outstanding: outstanding) {
+                if emulation != nil {
+                    let slot = sendQueue.slots[sendQueue.index(position)]
+                    let packets = requestPackets(slot)
+                    switch emulation!.admit(position: position, firstPacket: packet, packets: packets, readyAt: slot.readyAt, now: now, counters: &counters) {
+                    case .go: packet += packets
+                    case .hold, .vanish: break requests
+                    case .retriesExhausted: lostForGood = position; break requests
+                    }
+                }
                 let item = OutputItem.request(position: position)
                 let before = iovCount
                 guard let length = appendSegments(item, skip: 0, iovCount: &iovCount, accessCount: &accessCount, complete: &complete) else {
@@ -180,7 +202,8 @@ extension QueuePairCore {
                 count += 1
                 position += 1
             }
-            if count == 0 && wantAcknowledge && state == .readyToSend {
+            if count == 0 && wantAcknowledge && state == .readyToSend
+                && (emulation == nil || emulation!.mayRespond(readyAt: acknowledgeOwedSince, now: now)) {
                 var header = FrameHeader(opcode: .acknowledge)
                 header.acknowledge = expectedSequence
                 header.encode(to: controlHeader)
@@ -194,6 +217,10 @@ extension QueuePairCore {
                 if let blockedRequest, blockedRequest == transmitted {
                     failRequestBeforeSending(blockedRequest)
                 }
+                if let lostForGood, lostForGood == transmitted {
+                    failLostRequest(lostForGood)
+                }
+                if emulation != nil && emulation!.vanished { sendIntoVoid() }
                 return
             }
             // The acknowledgement rides on every frame that starts here.
@@ -204,6 +231,17 @@ extension QueuePairCore {
             // One call moves at most a chunk: a socket locked for a long
             // copy holds back the peer's acknowledgements (TCP's and ours).
             var chunk = EngineTuning.writeChunk
+            if emulation != nil {
+                // The emulated link's token bucket: write what it allows.
+                var wanted = 0
+                for i in 0..<iovCount { wanted += iov[i].iov_len }
+                let allowed = emulation!.allowance(wanted: wanted, now: now)
+                if allowed == 0 {
+                    releaseAccessed(accessCount)
+                    return
+                }
+                chunk = min(chunk, allowed)
+            }
             for i in 0..<iovCount {
                 if iov[i].iov_len >= chunk {
                     iov[i].iov_len = chunk
@@ -219,6 +257,7 @@ extension QueuePairCore {
             switch result {
             case .transferred(var written):
                 counters.bytesSent += written
+                if emulation != nil { emulation!.spend(written) }
                 socketFullAt = 0
                 budget -= written
                 if count > freshFrom && written >= (freshFrom == 1 ? batchLengths[0] : 0) + FrameHeader.size {
@@ -275,6 +314,7 @@ extension QueuePairCore {
             precondition(position == transmitted)
             transmitted += 1
             sendQueue.slots[sendQueue.index(position)].sentAt = MonotonicClock.now()
+            if emulation != nil { emulation!.nextPacket += requestPackets(sendQueue.slots[sendQueue.index(position)]) }
             if sendQueue.slots[sendQueue.index(position)].awaitsResponse {
                 outstandingReadAtomics += 1
                 outstandingReadAtomicsHighWater = max(outstandingReadAtomicsHighWater, outstandingReadAtomics)
@@ -351,7 +391,41 @@ extension QueuePairCore {
     mutating func shutdownSocket() {
         guard !socketShut else { return }
         socketShut = true
+        // A vanished queue pair says nothing, not even goodbye.
+        if emulation != nil && emulation!.vanished { return }
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
+    // MARK: - Emulated faults
+
+    /// The packets of the profile's MTU a request frame takes, as the fault
+    /// script numbers them: a READ request or an atomic is one packet.
+    func requestPackets(_ slot: SendSlot) -> Int {
+        switch slot.opcode {
+        case .readRequest, .fetchAndAdd, .compareAndSwap: return 1
+        default: return packets(slot.length)
+        }
+    }
+
+    /// The request's packet was lost more often than its retries allow:
+    /// it fails with transport retry exceeded, and the queue pair with it.
+    private mutating func failLostRequest(_ position: Int) {
+        transmitted += 1
+        sendQueue.slots[sendQueue.index(position)].status = .transportRetryExceeded
+        sendQueue.slots[sendQueue.index(position)].detail = .injectedFault
+        enterError(.transportRetryExceeded, .injectedFault)
+    }
+
+    /// A vanished queue pair's output goes nowhere. Its requests count as
+    /// sent, so that their response timeout ends them as it would on a card
+    /// whose link died; the partial frame and the responses are dropped.
+    mutating func sendIntoVoid() {
+        current = nil
+        currentOffset = 0
+        responses.removeAll()
+        while transmitted < tail { take(.request(position: transmitted)) }
+        acknowledgeOwed = false
+        acknowledgeRequested = false
     }
 
     /// Queues a responder frame; false if the peer exceeded its allowance
@@ -367,6 +441,7 @@ extension QueuePairCore {
         responses.items[index].payloadLength = length
         responses.items[index].record = record
         responses.items[index].fatal = fatal
+        if emulation != nil { responses.items[index].readyAt = clock }
         return true
     }
 

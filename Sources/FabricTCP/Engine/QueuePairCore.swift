@@ -144,6 +144,9 @@ struct QueuePairCore: ~Copyable {
     var socketFullAt: UInt64 = 0
 
     var counters = QueuePairCounters()
+    /// The emulated link and fault rules of this queue pair; nil (the
+    /// common case) when none apply, so that the data path only tests it.
+    var emulation: LinkEmulation?
     /// The region the last send came from (see `RegionTable.checkLocal`).
     var lastLocalRecord: RegionRecord?
     /// The region the peer's last one-sided request used.
@@ -152,7 +155,7 @@ struct QueuePairCore: ~Copyable {
     init(
         fd: Int32, number: QueuePairNumber, device: TCPDeviceCore, sendCQ: TCPCompletionQueue,
         receiveCQ: TCPCompletionQueue, sharedReceiveQueue: TCPSharedReceiveQueue?, domain: ObjectIdentifier,
-        limits: QueuePairLimits, retry: RetryPolicy
+        limits: QueuePairLimits, retry: RetryPolicy, emulation: LinkEmulation?
     ) {
         self.fd = fd
         self.number = number
@@ -164,6 +167,7 @@ struct QueuePairCore: ~Copyable {
         self.domain = domain
         self.limits = limits
         self.retry = retry
+        self.emulation = emulation
         self.maxMessage = device.capabilities.maxMessageSize
         maxOutstandingReads = max(1, min(device.capabilities.maxOutstandingReads, EngineTuning.maxOutstandingReadAtomics))
         mtu = max(1, device.capabilities.mtu)
@@ -323,6 +327,14 @@ struct QueuePairCore: ~Copyable {
             enterError(.localProtectionError, localFailure)
             return .posted
         }
+        if emulation != nil {
+            sendQueue.slots[slotIndex].readyAt = MonotonicClock.now()
+            if emulation!.forcesError() {
+                counters.faultsInjected += 1
+                enterError(.flushed, .injectedFault)
+                return .posted
+            }
+        }
         // Send now, unless a frame is stuck half-written: then the socket is
         // full and progress finishes the job when it drains.
         if current == nil { flushOutput() }
@@ -388,7 +400,12 @@ struct QueuePairCore: ~Copyable {
     func nextDeadline() -> UInt64 {
         var deadline = UInt64.max
         if resendAt != 0 { deadline = resendAt }
-        if acknowledgeOwed { deadline = min(deadline, acknowledgeOwedSince &+ EngineTuning.acknowledgeDelay) }
+        if acknowledgeOwed {
+            var due = acknowledgeOwedSince &+ EngineTuning.acknowledgeDelay
+            if let emulation { due = max(due, acknowledgeOwedSince &+ emulation.latency) }
+            deadline = min(deadline, due)
+        }
+        if let emulation { deadline = min(deadline, emulation.releaseAt) }
         if acknowledged < transmitted || (head < acknowledged) {
             let oldest = sendQueue.slots[sendQueue.index(head)].sentAt
             if oldest != 0 { deadline = min(deadline, oldest &+ MonotonicClock.nanoseconds(retry.responseTimeout)) }
@@ -421,6 +438,10 @@ struct QueuePairCounters {
     var receiverNotReadyNaksReceived = 0
     var outOfSequenceDropped = 0
     var remoteAccessErrors = 0
+    /// Requests sent again after a lost packet (the emulator's drops).
+    var retries = 0
+    /// Faults the emulator's fault script injected here.
+    var faultsInjected = 0
 }
 
 extension QueuePairCore {

@@ -17,6 +17,8 @@ struct SendSlot {
     var status: CompletionStatus = .success
     var detail: CompletionDetail = .none
     var sentAt: UInt64 = 0
+    /// When it was posted; stamped only while a link is emulated.
+    var readyAt: UInt64 = 0
 }
 
 /// The send queue's storage: slots, their scatter elements and region
@@ -82,6 +84,8 @@ struct ResponseItem {
     var wireLength = 0
     /// A NAK that ends the connection once written.
     var fatal = false
+    /// When it was queued; stamped only while a link is emulated.
+    var readyAt: UInt64 = 0
 }
 
 struct ResponseQueueStorage: ~Copyable {
