@@ -119,6 +119,9 @@ final class Side<D: FabricDevice>: @unchecked Sendable {
     let sendCQ: D.CompletionQueue
     let receiveCQ: D.CompletionQueue
     var queuePair: D.QueuePair!
+    /// Objects that must live as long as the side (memory that receives
+    /// posted during set-up point into).
+    var keepAlive: [AnyObject] = []
 
     init(_ device: D, cqCapacity: Int = 4096) throws {
         self.device = device
