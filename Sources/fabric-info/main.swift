@@ -34,6 +34,8 @@ struct FabricInfo: ParsableCommand {
         var verbsCapabilities: [String: DeviceCapabilities] = [:]
         var verbsErrors: [String: String] = [:]
         var tcpProfile: String?
+        var tcpLink: String?
+        var tcpFaults: String?
         var tcpError: String?
         var configuration: [String: String]
     }
@@ -51,7 +53,7 @@ struct FabricInfo: ParsableCommand {
             return
         }
         let environment = Fabric.environmentVariables()
-        var report = Report(chosen: nil, choiceError: nil, backends: [], verbsDevices: [], tcpCapabilities: nil, tcpProfile: nil, tcpError: nil, configuration: [:])
+        var report = Report(chosen: nil, choiceError: nil, backends: [], verbsDevices: [], tcpCapabilities: nil, tcpProfile: nil, tcpLink: nil, tcpFaults: nil, tcpError: nil, configuration: [:])
         do { report.chosen = try Fabric.choose(environment: environment) } catch { report.choiceError = error.message }
 
         let (devices, reason) = VerbsProbe.devices()
@@ -80,12 +82,17 @@ struct FabricInfo: ParsableCommand {
             let device = try TCPDevice()
             report.tcpCapabilities = device.capabilities
             report.tcpProfile = "\(device.profile.name) (\(device.profile.summary))"
+            report.tcpLink = device.link.description
+            report.tcpFaults = device.faults.description
             report.backends.append(.init(name: "tcp", available: true, detail: "software NIC over TCP sockets; job secret from \(device.secretSource)", devices: [device.name]))
         } catch {
             report.tcpError = error.message
             report.backends.append(.init(name: "tcp", available: false, detail: error.message, devices: []))
         }
-        for name in [Fabric.backendVariable, JobSecret.environmentVariable, DeviceProfile.environmentVariable] {
+        for name in [
+            Fabric.backendVariable, JobSecret.environmentVariable, DeviceProfile.environmentVariable,
+            LinkShape.environmentVariable, FaultScript.environmentVariable,
+        ] {
             if let value = environment[name] {
                 report.configuration[name] = name == JobSecret.environmentVariable ? "(set, \(value.utf8.count) characters)" : value
             } else {
@@ -128,6 +135,7 @@ struct FabricInfo: ParsableCommand {
         if let caps = report.tcpCapabilities {
             print("\ntcp device \(TCPDevice.deviceName), profile \(report.tcpProfile ?? "?"):")
             printCapabilities(caps)
+            print("  link: \(report.tcpLink ?? "?"); faults: \(report.tcpFaults ?? "?")")
         }
         print("\nconfiguration:")
         for (key, value) in report.configuration.sorted(by: { $0.key < $1.key }) {
