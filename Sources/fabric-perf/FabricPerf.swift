@@ -168,7 +168,12 @@ func loadAverage() -> String {
 
 func printTable(_ measurements: [Measurement], load: String) {
     print("fabric-perf: medians over interleaved repetitions; load average \(load)")
-    let header = ["test", "size", "mode", "backend", "median", "p10", "p90", "p99", "unit", "metric", "reps", "spread%", "x raw", "alloc/op"]
+    let shaped = measurements.contains { $0.link != nil }
+    if let link = measurements.lazy.compactMap(\.link).first {
+        print("emulated link (\(LinkShape.environmentVariable)): \(link.configured); raw TCP is not shaped")
+    }
+    var header = ["test", "size", "mode", "backend", "median", "p10", "p90", "p99", "unit", "metric", "reps", "spread%", "x raw", "alloc/op"]
+    if shaped { header.append("on the link") }
     var rows: [[String]] = [header]
     func number(_ value: Double) -> String {
         if value.isNaN { return "-" }
@@ -180,7 +185,7 @@ func printTable(_ measurements: [Measurement], load: String) {
             m.unit, m.metric, String(m.repetitions), String(format: "%.0f", m.spreadPercent),
             m.ratioToRaw.map { String(format: "%.3f", $0) } ?? "",
             m.allocationsPerOperation.map { String(format: "%.3f", $0) } ?? "",
-        ])
+        ] + (shaped ? [m.link?.summary ?? ""] : []))
     }
     let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
     for row in rows {

@@ -186,9 +186,11 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
                         test: test.rawValue, backend: "raw-tcp", mode: mode, size: size, unit: test.unit,
                         metric: test.metric, perRepetition: rawSamples, allocationsPerOperation: nil)
                     fabric.ratioToRaw = fabric.median / raw.median
+                    fabric.link = linkFigures(device, fabric, raw)
                     measurements.append(fabric)
                     measurements.append(raw)
                 } else {
+                    fabric.link = linkFigures(device, fabric, nil)
                     measurements.append(fabric)
                 }
             }
@@ -214,4 +216,10 @@ func idleCPU<D: FabricDevice>(side: FabricSide<D>, milliseconds: Int) throws -> 
     }
     let elapsed = Double(now() - start) / 1000
     return (cpuMicroseconds() - before) / elapsed * 100
+}
+
+/// The measurement beside the emulated link's settings, if the link is shaped.
+private func linkFigures<D: FabricDevice>(_ device: D, _ measurement: Measurement, _ raw: Measurement?) -> LinkFigures? {
+    guard let link = (device as? TCPDevice)?.link, link.isShaped else { return nil }
+    return LinkFigures(link: link, measurement: measurement, raw: raw)
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Fabric
 import Foundation
 
 /// Numbers from repeated measurements, and what a report says about them.
@@ -53,6 +54,9 @@ struct Measurement: Codable {
     /// This measurement's median over the raw-TCP reference's (same test,
     /// size and mode); for bandwidth and rate, higher is better.
     var ratioToRaw: Double?
+    /// On an emulated link (FABRIC_TCP_LINK): what was configured, and
+    /// what this measurement achieved against it.
+    var link: LinkFigures?
 
     init(test: String, backend: String, mode: String, size: Int, unit: String, metric: String, perRepetition: [Samples], allocationsPerOperation: Double?) {
         self.test = test
@@ -107,4 +111,45 @@ func parseSizeList(_ text: String, maximum: Int, maximumText: String) throws -> 
         result.append(size)
     }
     return result
+}
+
+/// A measurement on a shaped link beside the link's settings: bandwidth as
+/// a fraction of the configured rate; latency as the time added over the
+/// raw-TCP reference (unshaped) against the latency the link adds to this
+/// metric (once one way, twice for a round trip). The added figure also
+/// holds the backend's own overhead over raw TCP; scripts/bench-shaping.sh
+/// measures it against the unshaped backend instead.
+struct LinkFigures: Codable {
+    var configured: String
+    var configuredRateMBps: Double?
+    var configuredLatencyMicroseconds: Double
+    var achievedRateFraction: Double?
+    var addedOverRawMicroseconds: Double?
+    var expectedAddedMicroseconds: Double?
+
+    init(link: LinkShape, measurement: Measurement, raw: Measurement?) {
+        configured = link.description
+        configuredRateMBps = link.bitsPerSecond.map { $0 / 8 / 1e6 }
+        let (seconds, attoseconds) = link.latency.components
+        configuredLatencyMicroseconds = Double(seconds) * 1e6 + Double(attoseconds) / 1e12
+        if measurement.unit == "MB/s", let rate = configuredRateMBps {
+            achievedRateFraction = measurement.median / rate
+        }
+        if measurement.unit == "us" {
+            expectedAddedMicroseconds = configuredLatencyMicroseconds * (measurement.metric == "round-trip" ? 2 : 1)
+            if let raw { addedOverRawMicroseconds = measurement.median - raw.median }
+        }
+    }
+
+    /// One cell of the table.
+    var summary: String {
+        if let fraction = achievedRateFraction, let rate = configuredRateMBps {
+            return String(format: "%.1f%% of %.0f MB/s", fraction * 100, rate)
+        }
+        if let expected = expectedAddedMicroseconds {
+            let added = addedOverRawMicroseconds.map { String(format: "+%.2f", $0) } ?? "?"
+            return "\(added) us over raw (link +\(String(format: "%.2f", expected)))"
+        }
+        return ""
+    }
 }
