@@ -1,0 +1,138 @@
+import ArgumentParser
+import Fabric
+import Foundation
+import Glibc
+
+/// A fixed amount of work for an instruction counter: two tcp devices in
+/// one process, both ends driven by the main thread, a set number of 8 B
+/// send/recv round trips and of 1 MiB RDMA WRITEs. It prints no timings:
+/// run it under `valgrind --tool=callgrind --separate-threads=yes` and
+/// compare the main thread's instructions between builds
+/// (scripts/bench-overhead.sh).
+struct InstructionCount: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "count",
+        abstract: "Run a fixed number of tcp operations in one thread, for counting instructions under callgrind.")
+
+    @Option(help: "8 B send/recv round trips.")
+    var roundTrips = 2000
+
+    @Option(help: "1 MiB RDMA WRITEs.")
+    var writes = 50
+
+    func run() throws {
+        guard roundTrips >= 0, writes >= 0 else { throw ValidationError("counts must not be negative") }
+        let secret = Array("instruction-count-secret-0123456789".utf8)
+        let client = try CountSide(TCPDevice(secret: secret))
+        let server = try CountSide(TCPDevice(secret: secret))
+        try connect(client, server)
+        try pingPong(client, server)
+        try writeStream(client, server)
+        print("count: \(roundTrips) round trips of 8 B, \(writes) WRITEs of 1 MiB")
+    }
+
+    private func connect(_ client: CountSide, _ server: CountSide) throws {
+        let listener = try server.device.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 1)
+        defer { listener.close() }
+        nonisolated(unsafe) let serverSide = server
+        nonisolated(unsafe) var failure: Error?
+        let accepted = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            do {
+                guard let request = try listener.next(timeout: .seconds(10)) else { throw PerfError("no connection request") }
+                serverSide.queuePair = try request.accept(serverSide.setup, privateData: []) { (qp) throws(FabricError) in
+                    try serverSide.postReceives(qp)
+                }
+            } catch {
+                failure = error
+            }
+            accepted.signal()
+        }
+        let (queuePair, _) = try client.device.connect(to: listener.endpoint, client.setup, options: ConnectOptions()) { (qp) throws(FabricError) in
+            try client.postReceives(qp)
+        }
+        client.queuePair = queuePair
+        accepted.wait()
+        if let failure { throw failure }
+    }
+
+    /// Each side sends 8 B inline and waits for the other's message.
+    private func pingPong(_ client: CountSide, _ server: CountSide) throws {
+        for _ in 0..<roundTrips {
+            try client.send()
+            try server.awaitReceive(driving: client)
+            try server.send()
+            try client.awaitReceive(driving: server)
+        }
+    }
+
+    /// The client WRITEs 1 MiB into the server's region; the server's side
+    /// is driven by polling its completion queue, as a busy target would.
+    private func writeStream(_ client: CountSide, _ server: CountSide) throws {
+        for _ in 0..<writes {
+            _ = try client.queuePair.postSend(SendWorkRequest(
+                id: 2, operation: .write(server.large.remote()), local: .single(client.large.element()), flags: [.signaled]))
+            while true {
+                if let completion = client.sendCQ.poll() {
+                    guard completion.status == .success else { throw PerfError("WRITE failed: \(completion)") }
+                    break
+                }
+                _ = server.receiveCQ.poll()
+            }
+        }
+    }
+}
+
+/// One end of the instruction count.
+private final class CountSide {
+    let device: TCPDevice
+    let domain: TCPProtectionDomain
+    let sendCQ: TCPCompletionQueue
+    let receiveCQ: TCPCompletionQueue
+    let small: TCPMemoryRegion
+    let large: TCPMemoryRegion
+    let memory: UnsafeMutableRawPointer
+    var queuePair: TCPQueuePair!
+    static let largeSize = 1 << 20
+
+    init(_ device: TCPDevice) throws {
+        self.device = device
+        domain = try device.allocateProtectionDomain()
+        sendCQ = try device.createCompletionQueue(capacity: 1024)
+        receiveCQ = try device.createCompletionQueue(capacity: 1024)
+        memory = UnsafeMutableRawPointer.allocate(byteCount: 64 + Self.largeSize, alignment: 4096)
+        memory.initializeMemory(as: UInt8.self, repeating: 1, count: 64 + Self.largeSize)
+        small = try device.registerMemory(memory, length: 64, access: [.localWrite], in: domain)
+        large = try device.registerMemory(memory + 64, length: Self.largeSize, access: .all, in: domain)
+    }
+
+    deinit { memory.deallocate() }
+
+    var setup: QueuePairSetup<TCPDevice> {
+        QueuePairSetup(protectionDomain: domain, sendCompletionQueue: sendCQ, receiveCompletionQueue: receiveCQ)
+    }
+
+    func postReceives(_ qp: TCPQueuePair) throws(FabricError) {
+        for _ in 0..<16 { _ = try qp.postReceive(ReceiveWorkRequest(id: 1, local: .single(small.element(length: 8)))) }
+    }
+
+    func send() throws {
+        _ = try queuePair.postSend(SendWorkRequest(id: 3, operation: .send, local: .single(small.element(length: 8)), flags: [.inline, .signaled]))
+    }
+
+    /// Polls until a message arrives, keeping the sender's queue pair going
+    /// too (its send completion, its acknowledgements).
+    func awaitReceive(driving other: CountSide) throws {
+        while true {
+            if let completion = receiveCQ.poll() {
+                guard completion.status == .success else { throw PerfError("receive failed: \(completion)") }
+                _ = try queuePair.postReceive(ReceiveWorkRequest(id: 1, local: .single(small.element(length: 8))))
+                break
+            }
+            _ = other.sendCQ.poll()
+        }
+        while let completion = sendCQ.poll() {
+            guard completion.status == .success else { throw PerfError("send failed: \(completion)") }
+        }
+    }
+}
