@@ -115,8 +115,9 @@ func parseSizeList(_ text: String, maximum: Int, maximumText: String) throws -> 
 
 /// A measurement on a shaped link beside the link's settings: bandwidth as
 /// a fraction of the configured rate; latency as the time added over the
-/// raw-TCP reference (unshaped) against the latency the link adds to this
-/// metric (once one way, twice for a round trip). The added figure also
+/// raw-TCP reference (unshaped) against what the link adds to this metric
+/// (its latency once one way, twice for a round trip, plus the message's
+/// time at the link's rate, less any burst allowance). The added figure also
 /// holds the backend's own overhead over raw TCP; scripts/bench-shaping.sh
 /// measures it against the unshaped backend instead.
 struct LinkFigures: Codable {
@@ -136,7 +137,10 @@ struct LinkFigures: Codable {
             achievedRateFraction = measurement.median / rate
         }
         if measurement.unit == "us" {
-            expectedAddedMicroseconds = configuredLatencyMicroseconds * (measurement.metric == "round-trip" ? 2 : 1)
+            // The latency once each way the message crosses, and the time
+            // its bytes take at the link's rate (MB/s is bytes per us).
+            let serialization = configuredRateMBps.map { Double(measurement.size) / $0 } ?? 0
+            expectedAddedMicroseconds = configuredLatencyMicroseconds * (measurement.metric == "round-trip" ? 2 : 1) + serialization
             if let raw { addedOverRawMicroseconds = measurement.median - raw.median }
         }
     }
