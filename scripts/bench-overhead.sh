@@ -3,13 +3,16 @@
 # they are switched off: this tree against a build without them (BASE, the
 # last commit before they were wired into the engine), both with no
 # FABRIC_TCP_LINK and no FABRIC_TCP_FAULTS.
-#   1. instructions, counted by callgrind in the thread that drives both
-#      ends (`fabric-perf count`): per 8 B send/recv round trip and per
-#      1 MiB RDMA WRITE, medians of REPS (default 5) runs each
+#   1. instructions counted by callgrind while `fabric-perf count` drives
+#      both ends from one thread: per 8 B send/recv round trip (that
+#      thread's instructions: (4000 round trips - none) / 4000), and per
+#      1 MiB RDMA WRITE (all threads, since the target's progress thread may
+#      serve it: (400 WRITEs - 100 WRITEs) / 300, past the sockets' warm-up);
+#      medians of REPS (default 5) runs each
 #   2. fabric-perf medians, the two builds' runs interleaved ROUNDS
 #      (default 20) times: 8 B send/recv latency and 1 MiB WRITE bandwidth
-# Needs valgrind (installed if missing). The base is built in a temporary
-# git worktree (a full release build: several minutes).
+# Needs valgrind (installed if missing). The base is built in a git worktree
+# under .build (a full release build the first time: several minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -17,7 +20,7 @@ base=${BASE:-7753acc}
 reps=${REPS:-5}
 rounds=${ROUNDS:-20}
 round_trips=${ROUND_TRIPS:-4000}
-writes=${WRITES:-200}
+writes=${WRITES:-300}
 if ! command -v valgrind >/dev/null 2>&1; then
     sudo_cmd=""
     [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -27,26 +30,37 @@ unset FABRIC_TCP_LINK FABRIC_TCP_FAULTS
 export FABRIC_BACKEND=tcp
 
 work=$(mktemp -d)
-cleanup() { git worktree remove --force "$work/base" >/dev/null 2>&1 || true; rm -rf "$work"; }
-trap cleanup EXIT
+trap 'rm -rf "$work"' EXIT
 
 # The base has no `count` subcommand: give it this tree's.
-git worktree add --detach "$work/base" "$base" >/dev/null
-cp Sources/fabric-perf/InstructionCount.swift "$work/base/Sources/fabric-perf/"
-sed -i 's/Registration.self\]/Registration.self, InstructionCount.self]/' "$work/base/Sources/fabric-perf/FabricPerf.swift"
+tree=${BASE_TREE:-$PWD/.build/overhead-base}
+if [ ! -d "$tree" ]; then
+    git worktree add --detach "$tree" "$base" >/dev/null
+else
+    git -C "$tree" checkout -q --force --detach "$base"
+fi
+cp Sources/fabric-perf/InstructionCount.swift "$tree/Sources/fabric-perf/"
+sed -i 's/Registration.self\]/Registration.self, InstructionCount.self]/' "$tree/Sources/fabric-perf/FabricPerf.swift"
 echo "building the base ($base) and this tree" >&2
-(cd "$work/base" && swift build -c release --product fabric-perf >/dev/null)
+(cd "$tree" && swift build -c release --product fabric-perf >/dev/null)
 swift build -c release --product fabric-perf >/dev/null
 # valgrind cannot read the DWARF 5 debug information: count on copies without it.
-cp "$work/base/.build/release/fabric-perf" "$work/perf-base"
+cp "$tree/.build/release/fabric-perf" "$work/perf-base"
 cp .build/release/fabric-perf "$work/perf-head"
 strip -g "$work/perf-base" "$work/perf-head"
 
-# Instructions of the main thread (callgrind's thread 1).
-instructions() {  # binary round-trips writes
-    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/cg.out" \
-        "$1" count --round-trips "$2" --writes "$3" >/dev/null 2>&1
-    awk '/^(summary|totals):/ { print $2; exit }' "$work/cg.out-01"
+# Instructions of the main thread (callgrind's thread 1), or of all.
+instructions() {  # main|all binary round-trips writes settle-us
+    local file="$work/cg.out"
+    if [ "$1" = main ]; then
+        valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$file" \
+            "$2" count --round-trips "$3" --writes "$4" --settle "$5" >/dev/null 2>&1
+        file="$file-01"
+    else
+        valgrind --tool=callgrind --callgrind-out-file="$file" \
+            "$2" count --round-trips "$3" --writes "$4" --settle "$5" >/dev/null 2>&1
+    fi
+    awk '/^(summary|totals):/ { print $2; exit }' "$file"
     rm -f "$work"/cg.out*
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -54,11 +68,12 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 for rep in $(seq "$reps"); do
     echo "callgrind run $rep of $reps" >&2
     for build in base head; do
-        idle=$(instructions "$work/perf-$build" 0 0)
-        sends=$(instructions "$work/perf-$build" "$round_trips" 0)
-        stream=$(instructions "$work/perf-$build" 0 "$writes")
+        idle=$(instructions main "$work/perf-$build" 0 0 200)
+        sends=$(instructions main "$work/perf-$build" "$round_trips" 0 200)
+        warm=$(instructions all "$work/perf-$build" 0 100 2000)
+        stream=$(instructions all "$work/perf-$build" 0 $((100 + writes)) 2000)
         echo "$(( (sends - idle) / round_trips ))" >>"$work/send-$build"
-        echo "$(( (stream - idle) / writes ))" >>"$work/write-$build"
+        echo "$(( (stream - warm) / writes ))" >>"$work/write-$build"
     done
 done
 
@@ -75,13 +90,16 @@ compare() {  # label unit file-stem
     local b h
     b=$(median <"$work/$3-base")
     h=$(median <"$work/$3-head")
+    echo "$1: without $(sort -g "$work/$3-base" | tr '\n' ' '); with $(sort -g "$work/$3-head" | tr '\n' ' ')" >>"$work/notes"
     printf '  %-34s %12s %12s  %s\n' "$1" "$b" "$h" "$(awk -v b="$b" -v h="$h" 'BEGIN { printf "%+.2f%%", (h - b) / b * 100 }')"
 }
 echo "emulator controls switched off: this tree ($(git rev-parse --short HEAD)) against a build without them ($base); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '  %-34s %12s %12s  %s\n' "" "without" "with, off" "difference"
-echo "instructions (callgrind, main thread; medians of $reps runs)"
+echo "instructions (callgrind; medians of $reps runs; spread in the notes below)"
 compare "per 8 B send/recv round trip" "Ir" send
 compare "per 1 MiB RDMA WRITE" "Ir" write
 echo "fabric-perf (medians of $rounds interleaved runs)"
 compare "8 B send/recv one-way latency, us" "us" lat
 compare "1 MiB RDMA WRITE bandwidth, MB/s" "MB/s" bw
+echo "all runs, sorted:"
+sed 's/^/  /' "$work/notes"

@@ -8,7 +8,10 @@ import Glibc
 /// send/recv round trips and of 1 MiB RDMA WRITEs. It prints no timings:
 /// run it under `valgrind --tool=callgrind --separate-threads=yes` and
 /// compare the main thread's instructions between builds
-/// (scripts/bench-overhead.sh).
+/// (scripts/bench-overhead.sh). Before each poll it sleeps a little, so
+/// that the kernel has delivered what was sent: a poll that finds nothing
+/// costs instructions, and how many such polls happen depends on timing,
+/// not on the code being measured.
 struct InstructionCount: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "count",
@@ -20,11 +23,14 @@ struct InstructionCount: ParsableCommand {
     @Option(help: "1 MiB RDMA WRITEs.")
     var writes = 50
 
+    @Option(help: "Microseconds to sleep before each poll.")
+    var settle: UInt32 = 200
+
     func run() throws {
         guard roundTrips >= 0, writes >= 0 else { throw ValidationError("counts must not be negative") }
         let secret = Array("instruction-count-secret-0123456789".utf8)
-        let client = try CountSide(TCPDevice(secret: secret))
-        let server = try CountSide(TCPDevice(secret: secret))
+        let client = try CountSide(TCPDevice(secret: secret), settle: settle)
+        let server = try CountSide(TCPDevice(secret: secret), settle: settle)
         try connect(client, server)
         try pingPong(client, server)
         try writeStream(client, server)
@@ -73,6 +79,7 @@ struct InstructionCount: ParsableCommand {
             _ = try client.queuePair.postSend(SendWorkRequest(
                 id: 2, operation: .write(server.large.remote()), local: .single(client.large.element()), flags: [.signaled]))
             while true {
+                usleep(settle)
                 if let completion = client.sendCQ.poll() {
                     guard completion.status == .success else { throw PerfError("WRITE failed: \(completion)") }
                     break
@@ -93,10 +100,12 @@ private final class CountSide {
     let large: TCPMemoryRegion
     let memory: UnsafeMutableRawPointer
     var queuePair: TCPQueuePair!
+    let settle: UInt32
     static let largeSize = 1 << 20
 
-    init(_ device: TCPDevice) throws {
+    init(_ device: TCPDevice, settle: UInt32) throws {
         self.device = device
+        self.settle = settle
         domain = try device.allocateProtectionDomain()
         sendCQ = try device.createCompletionQueue(capacity: 1024)
         receiveCQ = try device.createCompletionQueue(capacity: 1024)
@@ -124,6 +133,7 @@ private final class CountSide {
     /// too (its send completion, its acknowledgements).
     func awaitReceive(driving other: CountSide) throws {
         while true {
+            usleep(settle)
             if let completion = receiveCQ.poll() {
                 guard completion.status == .success else { throw PerfError("receive failed: \(completion)") }
                 _ = try queuePair.postReceive(ReceiveWorkRequest(id: 1, local: .single(small.element(length: 8))))

@@ -1,19 +1,53 @@
 import FabricCore
 
+/// What stands between a queue pair's output and its socket. The engine's
+/// output routine is generic over it and specialized twice: for
+/// `DirectLink`, where every answer is a constant and the checks vanish at
+/// compile time, and for `LinkEmulation`.
+protocol OutgoingLink {
+    /// Whether a token bucket limits what is written.
+    var isShaped: Bool { get }
+    /// Whether the queue pair went silent (a `vanish` fault).
+    var vanished: Bool { get }
+    /// Starts a round of output; returns the clock it decides on.
+    func beginRound() -> UInt64
+    /// May the request at `position` leave now?
+    func admit(position: Int, _ slot: SendSlot, now: UInt64, counters: inout QueuePairCounters) -> LinkAdmission
+    /// May a responder frame or acknowledgement that became ready at
+    /// `readyAt` leave now?
+    func mayRespond(readyAt: UInt64, now: UInt64) -> Bool
+    /// Bytes the link takes now (0: wait); only asked when shaped.
+    func allowance(wanted: Int, now: UInt64) -> Int
+    func spend(_ bytes: Int)
+}
+
+/// The socket as it is: everything may leave at once.
+struct DirectLink: OutgoingLink {
+    var isShaped: Bool { false }
+    var vanished: Bool { false }
+    @inline(__always) func beginRound() -> UInt64 { 0 }
+    @inline(__always) func admit(position: Int, _ slot: SendSlot, now: UInt64, counters: inout QueuePairCounters) -> LinkAdmission { .go }
+    @inline(__always) func mayRespond(readyAt: UInt64, now: UInt64) -> Bool { true }
+    @inline(__always) func allowance(wanted: Int, now: UInt64) -> Int { .max }
+    @inline(__always) func spend(_ bytes: Int) {}
+}
+
 /// What one queue pair's emulated link and fault rules do to its frames.
 /// A queue pair has one only when shaping or a fault rule applies to it;
-/// otherwise its engine holds nil and the data path pays one test of that
-/// optional per batch of frames, nothing else.
+/// otherwise its engine holds nil and the data path pays a test of that
+/// reference here and there, nothing else. (A class, so that the test is
+/// one pointer comparison and the engine never copies the state.)
 ///
 /// Everything here runs under the queue pair's lock, on the engine's clock
 /// (CLOCK_MONOTONIC, ns). Holding a frame never changes the engine's state:
 /// the engine rebuilds its batch at the next progress round and asks again,
 /// so every decision is idempotent until the frame leaves.
-struct LinkEmulation {
+final class LinkEmulation: OutgoingLink {
     // MARK: Shaping
 
     /// Bytes per nanosecond the link carries; nil: as fast as the socket.
     let bytesPerNanosecond: Double?
+    var isShaped: Bool { bytesPerNanosecond != nil }
     /// Bytes the token bucket holds when full.
     let burstBytes: Double
     /// The least a write waits for, so that a slow link is not fed with a
@@ -37,9 +71,9 @@ struct LinkEmulation {
     let retryWait: UInt64
     let transportRetries: Int
 
-    /// The first packet number of the request at the engine's `transmitted`
-    /// position (packets count from 1, in posting order).
-    var nextPacket = 1
+    /// The number the next posted request's first packet gets (packets
+    /// count from 1, in posting order).
+    private var nextPacket = 1
     /// SENDs that arrived, one-sided requests that arrived, send requests
     /// posted: the ordinals the receive-side and posting rules count.
     private var sendsArrived = 0
@@ -97,22 +131,24 @@ struct LinkEmulation {
 
     // MARK: Requests leaving
 
-    enum Admission: Equatable {
-        /// The frame may leave now.
-        case go
-        /// Not yet: `releaseAt` says when to ask again.
-        case hold
-        /// Its retries ran out: the request fails with transport retry exceeded.
-        case retriesExhausted
-        /// The queue pair just went silent.
-        case vanish
+    typealias Admission = LinkAdmission
+
+    func beginRound() -> UInt64 {
+        releaseAt = .max
+        return MonotonicClock.now()
     }
 
-    /// May the request at `position`, whose packets are `firstPacket` ..<
-    /// `firstPacket + packets` and which was posted at `readyAt`, leave at
-    /// `now`? Counts the faults and retries it injects into `counters`.
-    mutating func admit(position: Int, firstPacket: Int, packets: Int, readyAt: UInt64, now: UInt64, counters: inout QueuePairCounters) -> Admission {
-        let range = firstPacket..<(firstPacket + packets)
+    /// Numbers the packets of a request being posted; returns the first.
+    func numberPackets(_ count: Int) -> Int {
+        defer { nextPacket += count }
+        return nextPacket
+    }
+
+    /// May the request at `position` leave at `now`? Counts the faults and
+    /// retries it injects into `counters`.
+    func admit(position: Int, _ slot: SendSlot, now: UInt64, counters: inout QueuePairCounters) -> Admission {
+        let range = slot.firstPacket..<(slot.firstPacket + slot.packetCount)
+        let readyAt = slot.readyAt
         if let index = vanishAt.firstIndex(where: { range.contains($0) }) {
             vanishAt.remove(at: index)
             counters.faultsInjected += 1
@@ -130,7 +166,8 @@ struct LinkEmulation {
             }
             // The retry timer of a lost packet fired.
             if lost > transportRetries {
-                heldPosition = nil
+                // Asked again, the answer stays the same until the engine
+                // has failed the request.
                 return .retriesExhausted
             }
             counters.retries += 1
@@ -164,14 +201,14 @@ struct LinkEmulation {
         return .go
     }
 
-    private mutating func hold(until time: UInt64) -> Admission {
+    private func hold(until time: UInt64) -> Admission {
         releaseAt = min(releaseAt, time)
         return .hold
     }
 
     /// May a responder frame (READ response, atomic response, NAK) or an
     /// acknowledgement that became ready at `readyAt` leave at `now`?
-    mutating func mayRespond(readyAt: UInt64, now: UInt64) -> Bool {
+    func mayRespond(readyAt: UInt64, now: UInt64) -> Bool {
         guard latency > 0, now < readyAt &+ latency else { return true }
         releaseAt = min(releaseAt, readyAt &+ latency)
         return false
@@ -181,7 +218,7 @@ struct LinkEmulation {
 
     /// Bytes the link takes now, given `wanted` bytes waiting; 0 means wait
     /// (and `releaseAt` says until when). Int.max when unshaped.
-    mutating func allowance(wanted: Int, now: UInt64) -> Int {
+    func allowance(wanted: Int, now: UInt64) -> Int {
         guard let rate = bytesPerNanosecond else { return .max }
         if now > refilledAt {
             tokens = min(burstBytes, tokens + Double(now - refilledAt) * rate)
@@ -194,27 +231,39 @@ struct LinkEmulation {
         return 0
     }
 
-    mutating func spend(_ bytes: Int) {
+    func spend(_ bytes: Int) {
         if bytesPerNanosecond != nil { tokens -= Double(bytes) }
     }
 
     // MARK: Requests arriving and being posted
 
     /// A SEND arrived: must it be refused as receiver-not-ready?
-    mutating func refusesSend() -> Bool {
+    func refusesSend() -> Bool {
         sendsArrived += 1
         return refusals.contains { sendsArrived > $0.after && sendsArrived <= $0.after + $0.sends }
     }
 
     /// A WRITE, READ or atomic arrived: must it fail as a remote access error?
-    mutating func refusesAccess() -> Bool {
+    func refusesAccess() -> Bool {
         accessesArrived += 1
         return accessErrors.contains(accessesArrived)
     }
 
     /// A send request was posted: must the queue pair go to the error state?
-    mutating func forcesError() -> Bool {
+    func forcesError() -> Bool {
         postsSeen += 1
         return forcedErrors.contains(postsSeen)
     }
+}
+
+/// The answer to a request frame that wants to leave.
+enum LinkAdmission: Equatable {
+    /// The frame may leave now.
+    case go
+    /// Not yet: `releaseAt` says when to ask again.
+    case hold
+    /// Its retries ran out: the request fails with transport retry exceeded.
+    case retriesExhausted
+    /// The queue pair just went silent.
+    case vanish
 }

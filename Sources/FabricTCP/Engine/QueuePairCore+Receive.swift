@@ -14,7 +14,7 @@ extension QueuePairCore {
         // acknowledgements get out while a stream keeps arriving.
         lastReadShort = false
         var budget = EngineTuning.receiveBudget
-        if emulation != nil && emulation!.vanished {
+        if emulating, let emulation, emulation.vanished {
             swallowInput(budget: budget)
             return
         }
@@ -290,7 +290,7 @@ extension QueuePairCore {
         }
         switch header.opcode {
         case .send, .sendWithImmediate:
-            if emulation != nil && emulation!.refusesSend() {
+            if emulating, let emulation, emulation.refusesSend() {
                 counters.faultsInjected += 1
                 receiverNotReady(header)
                 return
@@ -310,7 +310,7 @@ extension QueuePairCore {
             let immediate: UInt32? = header.opcode == .sendWithImmediate ? header.immediate : nil
             beginPayload(length, action: .receivePlaced(id: id, opcode: .receive, immediate: immediate, length: length))
         case .write, .writeWithImmediate:
-            if emulation != nil && emulation!.refusesAccess() {
+            if emulating, let emulation, emulation.refusesAccess() {
                 counters.faultsInjected += 1
                 counters.remoteAccessErrors += 1
                 beginPayload(length, action: .discard(nak: (header.sequence, .remoteAccessError, .injectedFault)), discard: true)
@@ -339,7 +339,7 @@ extension QueuePairCore {
                 }
             }
         case .readRequest:
-            if emulation != nil && emulation!.refusesAccess() {
+            if emulating, let emulation, emulation.refusesAccess() {
                 counters.faultsInjected += 1
                 counters.remoteAccessErrors += 1
                 sendNak(header.sequence, .remoteAccessError, .injectedFault)
@@ -468,7 +468,7 @@ extension QueuePairCore {
             sendNak(header.sequence, .remoteInvalidRequest, .unalignedAtomic)
             return
         }
-        if emulation != nil && emulation!.refusesAccess() {
+        if emulating, let emulation, emulation.refusesAccess() {
             counters.faultsInjected += 1
             counters.remoteAccessErrors += 1
             sendNak(header.sequence, .remoteAccessError, .injectedFault)

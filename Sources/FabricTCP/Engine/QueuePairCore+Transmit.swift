@@ -129,17 +129,24 @@ extension QueuePairCore {
     }
 
     /// Writes as much of the pending output as the socket takes.
+    @inline(__always)
     mutating func flushOutput(standaloneAcknowledge: Bool = false) {
+        // Two specializations: the plain socket, where every question to
+        // the link is answered at compile time, and the emulated link.
+        if emulating, let emulation {
+            flushOutput(through: emulation, standaloneAcknowledge: standaloneAcknowledge)
+        } else {
+            flushOutput(through: DirectLink(), standaloneAcknowledge: standaloneAcknowledge)
+        }
+    }
+
+    @inline(__always)
+    private mutating func flushOutput<Link: OutgoingLink>(through link: Link, standaloneAcknowledge: Bool) {
         var wantAcknowledge = standaloneAcknowledge && acknowledgeOwed
         var budget = EngineTuning.transmitBudget
-        // The emulated link decides on the clock of this call.
-        var now: UInt64 = 0
-        if emulation != nil {
-            now = MonotonicClock.now()
-            emulation!.releaseAt = .max
-        }
+        let now = link.beginRound()
         while !socketShut && budget > 0 {
-            if emulation != nil && emulation!.vanished {
+            if link.vanished {
                 sendIntoVoid()
                 return
             }
@@ -167,7 +174,7 @@ extension QueuePairCore {
             while complete && count < EngineTuning.batchCapacity && responseIndex < responses.count && iovCount < EngineTuning.iovecCapacity - 4 {
                 var index = responses.head + responseIndex
                 if index >= responses.depth { index -= responses.depth }
-                if emulation != nil && !emulation!.mayRespond(readyAt: responses.items[index].readyAt, now: now) { break }
+                if !link.mayRespond(readyAt: responses.items[index].readyAt, now: now) { break }
                 let item = OutputItem.response(index: index)
                 guard let length = appendSegments(item, skip: 0, iovCount: &iovCount, accessCount: &accessCount, complete: &complete) else { break }
                 batch[count] = item
@@ -176,18 +183,13 @@ extension QueuePairCore {
                 responseIndex += 1
             }
             var position = transmitted
-            var packet = emulation?.nextPacket ?? 0
             var lostForGood: Int? = nil
             requests: while complete && count < EngineTuning.batchCapacity && iovCount < EngineTuning.iovecCapacity - sendQueue.maxElements - 2
                     && mayTransmit(position, outstanding: outstanding) {
-                if emulation != nil {
-                    let slot = sendQueue.slots[sendQueue.index(position)]
-                    let packets = requestPackets(slot)
-                    switch emulation!.admit(position: position, firstPacket: packet, packets: packets, readyAt: slot.readyAt, now: now, counters: &counters) {
-                    case .go: packet += packets
-                    case .hold, .vanish: break requests
-                    case .retriesExhausted: lostForGood = position; break requests
-                    }
+                switch link.admit(position: position, sendQueue.slots[sendQueue.index(position)], now: now, counters: &counters) {
+                case .go: break
+                case .hold, .vanish: break requests
+                case .retriesExhausted: lostForGood = position; break requests
                 }
                 let item = OutputItem.request(position: position)
                 let before = iovCount
@@ -203,7 +205,7 @@ extension QueuePairCore {
                 position += 1
             }
             if count == 0 && wantAcknowledge && state == .readyToSend
-                && (emulation == nil || emulation!.mayRespond(readyAt: acknowledgeOwedSince, now: now)) {
+                && link.mayRespond(readyAt: acknowledgeOwedSince, now: now) {
                 var header = FrameHeader(opcode: .acknowledge)
                 header.acknowledge = expectedSequence
                 header.encode(to: controlHeader)
@@ -220,7 +222,7 @@ extension QueuePairCore {
                 if let lostForGood, lostForGood == transmitted {
                     failLostRequest(lostForGood)
                 }
-                if emulation != nil && emulation!.vanished { sendIntoVoid() }
+                if link.vanished { sendIntoVoid() }
                 return
             }
             // The acknowledgement rides on every frame that starts here.
@@ -231,15 +233,17 @@ extension QueuePairCore {
             // One call moves at most a chunk: a socket locked for a long
             // copy holds back the peer's acknowledgements (TCP's and ours).
             var chunk = EngineTuning.writeChunk
-            if emulation != nil {
+            var linkLimit = Int.max
+            if link.isShaped {
                 // The emulated link's token bucket: write what it allows.
                 var wanted = 0
                 for i in 0..<iovCount { wanted += iov[i].iov_len }
-                let allowed = emulation!.allowance(wanted: wanted, now: now)
+                let allowed = link.allowance(wanted: wanted, now: now)
                 if allowed == 0 {
                     releaseAccessed(accessCount)
                     return
                 }
+                if allowed < min(wanted, chunk) { linkLimit = allowed }
                 chunk = min(chunk, allowed)
             }
             for i in 0..<iovCount {
@@ -257,7 +261,8 @@ extension QueuePairCore {
             switch result {
             case .transferred(var written):
                 counters.bytesSent += written
-                if emulation != nil { emulation!.spend(written) }
+                let linkFull = link.isShaped && written >= linkLimit
+                link.spend(written)
                 socketFullAt = 0
                 budget -= written
                 if count > freshFrom && written >= (freshFrom == 1 ? batchLengths[0] : 0) + FrameHeader.size {
@@ -266,7 +271,7 @@ extension QueuePairCore {
                     acceptedSinceAcknowledge = 0
                     wantAcknowledge = false
                 }
-                for i in 0..<count {
+                items: for i in 0..<count {
                     let item = batch[i]
                     let isCurrent = i == 0 && freshFrom == 1
                     if written >= batchLengths[i] {
@@ -281,6 +286,13 @@ extension QueuePairCore {
                             currentOffset = written
                         } else {
                             currentOffset += written
+                        }
+                        if linkFull {
+                            // The link, not the socket, took no more: wait
+                            // for tokens (the emulation sets the timer), or
+                            // go on if some came in meanwhile.
+                            if link.allowance(wanted: .max, now: now) == 0 { return }
+                            break items
                         }
                         socketFullAt = clock | 1
                         device.wantsWritable(number)
@@ -314,7 +326,6 @@ extension QueuePairCore {
             precondition(position == transmitted)
             transmitted += 1
             sendQueue.slots[sendQueue.index(position)].sentAt = MonotonicClock.now()
-            if emulation != nil { emulation!.nextPacket += requestPackets(sendQueue.slots[sendQueue.index(position)]) }
             if sendQueue.slots[sendQueue.index(position)].awaitsResponse {
                 outstandingReadAtomics += 1
                 outstandingReadAtomicsHighWater = max(outstandingReadAtomicsHighWater, outstandingReadAtomics)
@@ -392,7 +403,7 @@ extension QueuePairCore {
         guard !socketShut else { return }
         socketShut = true
         // A vanished queue pair says nothing, not even goodbye.
-        if emulation != nil && emulation!.vanished { return }
+        if emulating, let emulation, emulation.vanished { return }
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
     }
 
@@ -441,7 +452,7 @@ extension QueuePairCore {
         responses.items[index].payloadLength = length
         responses.items[index].record = record
         responses.items[index].fatal = fatal
-        if emulation != nil { responses.items[index].readyAt = clock }
+        if emulating { responses.items[index].readyAt = clock }
         return true
     }
 

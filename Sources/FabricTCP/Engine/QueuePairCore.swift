@@ -145,8 +145,10 @@ struct QueuePairCore: ~Copyable {
 
     var counters = QueuePairCounters()
     /// The emulated link and fault rules of this queue pair; nil (the
-    /// common case) when none apply, so that the data path only tests it.
-    var emulation: LinkEmulation?
+    /// common case) when none apply. The data path tests `emulating` first:
+    /// a plain flag costs no reference counting, binding the reference does.
+    let emulation: LinkEmulation?
+    let emulating: Bool
     /// The region the last send came from (see `RegionTable.checkLocal`).
     var lastLocalRecord: RegionRecord?
     /// The region the peer's last one-sided request used.
@@ -168,6 +170,7 @@ struct QueuePairCore: ~Copyable {
         self.limits = limits
         self.retry = retry
         self.emulation = emulation
+        emulating = emulation != nil
         self.maxMessage = device.capabilities.maxMessageSize
         maxOutstandingReads = max(1, min(device.capabilities.maxOutstandingReads, EngineTuning.maxOutstandingReadAtomics))
         mtu = max(1, device.capabilities.mtu)
@@ -327,9 +330,11 @@ struct QueuePairCore: ~Copyable {
             enterError(.localProtectionError, localFailure)
             return .posted
         }
-        if emulation != nil {
+        if emulating, let emulation {
             sendQueue.slots[slotIndex].readyAt = MonotonicClock.now()
-            if emulation!.forcesError() {
+            sendQueue.slots[slotIndex].packetCount = requestPackets(sendQueue.slots[slotIndex])
+            sendQueue.slots[slotIndex].firstPacket = emulation.numberPackets(sendQueue.slots[slotIndex].packetCount)
+            if emulation.forcesError() {
                 counters.faultsInjected += 1
                 enterError(.flushed, .injectedFault)
                 return .posted
@@ -400,12 +405,14 @@ struct QueuePairCore: ~Copyable {
     func nextDeadline() -> UInt64 {
         var deadline = UInt64.max
         if resendAt != 0 { deadline = resendAt }
-        if acknowledgeOwed {
-            var due = acknowledgeOwedSince &+ EngineTuning.acknowledgeDelay
-            if let emulation { due = max(due, acknowledgeOwedSince &+ emulation.latency) }
-            deadline = min(deadline, due)
+        var acknowledgeDue = acknowledgeOwedSince &+ EngineTuning.acknowledgeDelay
+        if emulating, let emulation {
+            // A held frame's release; an acknowledgement cannot leave before
+            // the link's latency lets it.
+            deadline = min(deadline, emulation.releaseAt)
+            acknowledgeDue = max(acknowledgeDue, acknowledgeOwedSince &+ emulation.latency)
         }
-        if let emulation { deadline = min(deadline, emulation.releaseAt) }
+        if acknowledgeOwed { deadline = min(deadline, acknowledgeDue) }
         if acknowledged < transmitted || (head < acknowledged) {
             let oldest = sendQueue.slots[sendQueue.index(head)].sentAt
             if oldest != 0 { deadline = min(deadline, oldest &+ MonotonicClock.nanoseconds(retry.responseTimeout)) }

@@ -17,8 +17,12 @@ struct SendSlot {
     var status: CompletionStatus = .success
     var detail: CompletionDetail = .none
     var sentAt: UInt64 = 0
-    /// When it was posted; stamped only while a link is emulated.
+    // Stamped at posting only while a link or faults are emulated: when it
+    // was posted, and the packets it carries, numbered as the fault script
+    // counts them.
     var readyAt: UInt64 = 0
+    var firstPacket = 0
+    var packetCount = 0
 }
 
 /// The send queue's storage: slots, their scatter elements and region
