@@ -3,12 +3,13 @@
 # they are switched off: this tree against a build without them (BASE, the
 # last commit before they were wired into the engine), both with no
 # FABRIC_TCP_LINK and no FABRIC_TCP_FAULTS.
-#   1. instructions counted by callgrind while `fabric-perf count` drives
-#      both ends from one thread: per 8 B send/recv round trip (that
-#      thread's instructions: (4000 round trips - none) / 4000), and per
-#      1 MiB RDMA WRITE (all threads, since the target's progress thread may
-#      serve it: (400 WRITEs - 100 WRITEs) / 300, past the sockets' warm-up);
-#      medians of REPS (default 5) runs each
+#   1. instructions counted by callgrind in the thread that drives both
+#      ends (`fabric-perf count`): per 8 B send/recv round trip
+#      ((4000 round trips - none) / 4000, sleeping 200 us before each poll so
+#      that no poll finds nothing), and per 1 MiB RDMA WRITE ((400 WRITEs -
+#      100 WRITEs) / 300, past the sockets' warm-up, polling without pause so
+#      that the progress thread never takes the target's side over); medians
+#      of REPS (default 5) runs each
 #   2. fabric-perf medians, the two builds' runs interleaved ROUNDS
 #      (default 20) times: 8 B send/recv latency and 1 MiB WRITE bandwidth
 # Needs valgrind (installed if missing). The base is built in a git worktree
@@ -49,18 +50,11 @@ cp "$tree/.build/release/fabric-perf" "$work/perf-base"
 cp .build/release/fabric-perf "$work/perf-head"
 strip -g "$work/perf-base" "$work/perf-head"
 
-# Instructions of the main thread (callgrind's thread 1), or of all.
-instructions() {  # main|all binary round-trips writes settle-us
-    local file="$work/cg.out"
-    if [ "$1" = main ]; then
-        valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$file" \
-            "$2" count --round-trips "$3" --writes "$4" --settle "$5" >/dev/null 2>&1
-        file="$file-01"
-    else
-        valgrind --tool=callgrind --callgrind-out-file="$file" \
-            "$2" count --round-trips "$3" --writes "$4" --settle "$5" >/dev/null 2>&1
-    fi
-    awk '/^(summary|totals):/ { print $2; exit }' "$file"
+# Instructions of the thread that drives both ends (callgrind's thread 1).
+instructions() {  # binary round-trips writes settle-us
+    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/cg.out" \
+        "$1" count --round-trips "$2" --writes "$3" --settle "$4" >/dev/null 2>&1
+    awk '/^(summary|totals):/ { print $2; exit }' "$work/cg.out-01"
     rm -f "$work"/cg.out*
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -68,10 +62,10 @@ median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 for rep in $(seq "$reps"); do
     echo "callgrind run $rep of $reps" >&2
     for build in base head; do
-        idle=$(instructions main "$work/perf-$build" 0 0 200)
-        sends=$(instructions main "$work/perf-$build" "$round_trips" 0 200)
-        warm=$(instructions all "$work/perf-$build" 0 100 2000)
-        stream=$(instructions all "$work/perf-$build" 0 $((100 + writes)) 2000)
+        idle=$(instructions "$work/perf-$build" 0 0 200)
+        sends=$(instructions "$work/perf-$build" "$round_trips" 0 200)
+        warm=$(instructions "$work/perf-$build" 0 100 0)
+        stream=$(instructions "$work/perf-$build" 0 $((100 + writes)) 0)
         echo "$(( (sends - idle) / round_trips ))" >>"$work/send-$build"
         echo "$(( (stream - warm) / writes ))" >>"$work/write-$build"
     done
