@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Fabric", targets: ["Fabric"]),
         .executable(name: "fabric-info", targets: ["fabric-info"]),
         .executable(name: "fabric-perf", targets: ["fabric-perf"]),
+        .executable(name: "fabric-fuzz", targets: ["fabric-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
@@ -65,6 +66,13 @@ let package = Package(
         .executableTarget(
             name: "fabric-perf",
             dependencies: ["Fabric", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // libFuzzer targets for what reads a peer's bytes (docs/fuzzing.md).
+        // Built normally, it replays inputs; built with -sanitize=fuzzer and
+        // -DFUZZING (scripts/fuzz.sh), libFuzzer drives it.
+        .executableTarget(
+            name: "fabric-fuzz",
+            dependencies: ["FabricTCP", "FabricCore"]
         ),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(

@@ -107,7 +107,7 @@ public final class TCPListener: FabricListener, @unchecked Sendable {  // fd imm
         }
     }
 
-    private func serverHandshake(_ connection: Int32, peer: Endpoint, deadline: UInt64) throws(FabricError) -> TCPConnectionRequest {
+    func serverHandshake(_ connection: Int32, peer: Endpoint, deadline: UInt64) throws(FabricError) -> TCPConnectionRequest {
         let hello = try Handshake.decodeHello(try ClientHandshake.receive(connection, Handshake.helloSize, deadline))
         // The version is answered first: a newer peer may allow more.
         if hello.version != Handshake.version {
