@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, runs every test suite
-# on the host, then the conformance suite over the verbs backend on a real
-# soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1 skips that part).
+# on the host, the fuzz targets for a bounded time (FABRIC_FUZZ_SECONDS each,
+# default 30; 0 skips them), then the conformance suite over the verbs
+# backend on a real soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1
+# skips that part).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -12,6 +14,9 @@ swift test --skip-build "$@"
 # The software NIC behaving like a card: the conformance suite under the
 # soft-RoCE profile (smaller limits, which the suite checks are enforced).
 FABRIC_TCP_PROFILE=rxe swift test --skip-build --filter FabricConformanceTests
+if [ "${FABRIC_FUZZ_SECONDS:-30}" != 0 ]; then
+    bash scripts/fuzz.sh "${FABRIC_FUZZ_SECONDS:-30}"
+fi
 if [ "${FABRIC_SKIP_VM:-0}" != 1 ]; then
     bash scripts/test-verbs.sh
 fi
