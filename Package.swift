@@ -74,6 +74,8 @@ let package = Package(
             name: "fabric-fuzz",
             dependencies: ["FabricTCP", "FabricCore"]
         ),
+        // The far end of the connection in the tests that kill or stop it.
+        .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(
             name: "FabricTCPTests",
