@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, runs every test suite
-# on the host, the fuzz targets for a bounded time (FABRIC_FUZZ_SECONDS each,
+# on the host, a 20 s soak (FABRIC_SOAK_SECONDS), the fuzz targets for a bounded time (FABRIC_FUZZ_SECONDS each,
 # default 30; 0 skips them), then the conformance suite over the verbs
 # backend on a real soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1
 # skips that part).
@@ -14,6 +14,9 @@ swift test --skip-build "$@"
 # The software NIC behaving like a card: the conformance suite under the
 # soft-RoCE profile (smaller limits, which the suite checks are enforced).
 FABRIC_TCP_PROFILE=rxe swift test --skip-build --filter FabricConformanceTests
+# A short soak (scripts/soak.sh runs the long one): random checked
+# operations over connections that come and go.
+FABRIC_BACKEND=tcp .build/debug/fabric-perf soak --seconds "${FABRIC_SOAK_SECONDS:-20}"
 if [ "${FABRIC_FUZZ_SECONDS:-30}" != 0 ]; then
     bash scripts/fuzz.sh "${FABRIC_FUZZ_SECONDS:-30}"
 fi
