@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, runs every test suite
-# on the host, a 20 s soak (FABRIC_SOAK_SECONDS), the fuzz targets for a bounded time (FABRIC_FUZZ_SECONDS each,
-# default 30; 0 skips them), then the conformance suite over the verbs
-# backend on a real soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1
-# skips that part).
+# on the host, a 20 s soak (FABRIC_SOAK_SECONDS), the fuzz targets for 30 s
+# each (FABRIC_FUZZ_SECONDS; 0 skips them), then the conformance suite over
+# the verbs backend on a real soft-RoCE device inside a qemu VM
+# (FABRIC_SKIP_VM=1 skips that part).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
