@@ -81,7 +81,7 @@ let package = Package(
             name: "FabricTCPTests",
             dependencies: [
                 "FabricTCP", "FabricCore", .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"), .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -13,7 +13,7 @@ import Testing
 struct PeerProcessTests {
     /// The peer process, connected, and where its memory is.
     final class Peer {
-        let process: Process
+        let processID: pid_t
         let side: Side<TCPDevice>
         let remote: RemoteMemory
         let length: Int
@@ -23,13 +23,9 @@ struct PeerProcessTests {
             side = try Side(device)
             let listener = try device.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 1)
             defer { listener.close() }
-            process = Process()
-            process.executableURL = Self.helper
-            process.arguments = ["127.0.0.1", String(listener.endpoint.port)]
-            var environment = ProcessInfo.processInfo.environment
-            environment["FABRIC_JOB_SECRET"] = String(decoding: testSecret, as: UTF8.self)
-            process.environment = environment
-            try process.run()
+            processID = try Self.spawn(
+                Self.helper, ["127.0.0.1", String(listener.endpoint.port)],
+                environment: ["FABRIC_JOB_SECRET=\(String(decoding: testSecret, as: UTF8.self))"])
             guard let request = try listener.next(timeout: .seconds(20)) else { throw TestFailure("the peer process did not connect") }
             let inbox = Buffer(4096)
             let inboxRegion = try side.register(inbox)
@@ -46,18 +42,29 @@ struct PeerProcessTests {
         }
 
         deinit {
-            if process.isRunning {
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-            }
+            kill(processID, SIGKILL)
+            var status: Int32 = 0
+            waitpid(processID, &status, 0)
         }
 
         /// The helper sits beside the test bundle in the build directory.
-        static var helper: URL {
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("fabric-test-peer")
+        static var helper: String {
+            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("fabric-test-peer").path
         }
 
-        func signal(_ number: Int32) { kill(process.processIdentifier, number) }
+        /// Starts `path` with `arguments`, this environment plus `environment`.
+        static func spawn(_ path: String, _ arguments: [String], environment: [String]) throws -> pid_t {
+            let inherited = ProcessInfo.processInfo.environment.filter { $0.key != "FABRIC_JOB_SECRET" }.map { "\($0.key)=\($0.value)" }
+            let argv = ([path] + arguments).map { strdup($0) } + [nil]
+            let envp = (inherited + environment).map { strdup($0) } + [nil]
+            defer { (argv + envp).forEach { free($0) } }
+            var processID: pid_t = 0
+            let status = posix_spawn(&processID, path, nil, nil, argv, envp)
+            guard status == 0 else { throw TestFailure("cannot start \(path): \(String(cString: strerror(status)))") }
+            return processID
+        }
+
+        func signal(_ number: Int32) { kill(processID, number) }
     }
 
     /// Collects completions until `count` arrived or `limit` passed.

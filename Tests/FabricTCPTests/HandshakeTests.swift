@@ -3,6 +3,7 @@ import Crypto
 import Dispatch
 import FabricCore
 import Glibc
+import Logging
 import Testing
 
 let secretA = Array("tcp-tests-secret-aaaaaaaaaaaaaaaa".utf8)
@@ -53,13 +54,17 @@ final class AcceptingServer: @unchecked Sendable {
     var accepted: [TCPQueuePair] = []
     let done = DispatchSemaphore(value: 0)
 
-    init(secret: [UInt8], receives: Int = 4, host: String = "127.0.0.1", profile: DeviceProfile? = nil) throws {
-        device = try TCPDevice(secret: secret, profile: profile)
+    init(secret: [UInt8], receives: Int = 4, host: String = "127.0.0.1", profile: DeviceProfile? = nil, logLevel: Logger.Level = .info) throws {
+        var logger = Logger(label: "fabric.tcp")
+        logger.logLevel = logLevel
+        device = try TCPDevice(secret: secret, profile: profile, logger: logger)
         listener = try device.listen(on: Endpoint(host: host, port: 0), backlog: 8)
         domain = try device.allocateProtectionDomain()
         cq = try device.createCompletionQueue(capacity: 64)
         receiveRegion = try device.registerMemory(receiveBuffer, length: 4096, access: .all, in: domain)
     }
+
+    deinit { receiveBuffer.deallocate() }
 
     /// Accepts one request (if one comes within `timeout`) and posts receives.
     func acceptOne(timeout: Duration = .seconds(5), buffer: UnsafeMutableRawPointer? = nil) {
@@ -214,6 +219,30 @@ struct HandshakeTests {
         server.done.wait()
         #expect(server.accepted.count == 1)
         #expect(server.listener.refusedAttempts.load(ordering: .relaxed) == 1)
+        good.close()
+    }
+
+    @Test("a flood of bad connection attempts is refused one by one, and a good peer still gets in")
+    func flood() throws {
+        // Each refusal is logged as a warning: not 300 times here.
+        let server = try AcceptingServer(secret: secretA, logLevel: .error)
+        server.acceptOne(timeout: .seconds(60))
+        let attempts = 300
+        for i in 0..<attempts {
+            let peer = try RawPeer.connect(to: server.listener.endpoint)
+            switch i % 4 {
+            case 0: try peer.send(Array(repeating: UInt8(truncatingIfNeeded: i), count: 1 + i % 200))  // garbage
+            case 1: _ = try? peer.handshake(secret: secretB)  // the wrong secret
+            case 2: try peer.send(Array(Handshake.encodeHello(nonce: Handshake.freshNonce(), privateData: []).prefix(10)))  // truncated
+            default: break  // connects and leaves
+            }
+            peer.close()
+        }
+        let good = try RawPeer.connect(to: server.listener.endpoint)
+        #expect(try good.handshake(secret: secretA) == Handshake.VerdictStatus.accepted.rawValue)
+        server.done.wait()
+        #expect(server.accepted.count == 1)
+        #expect(server.listener.refusedAttempts.load(ordering: .relaxed) == attempts)
         good.close()
     }
 
