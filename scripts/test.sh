@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, runs every test suite
 # on the host, a 20 s soak (FABRIC_SOAK_SECONDS), the fuzz targets for 30 s
-# each (FABRIC_FUZZ_SECONDS; 0 skips them), then the conformance suite over
-# the verbs backend on a real soft-RoCE device inside a qemu VM
-# (FABRIC_SKIP_VM=1 skips that part).
+# each (FABRIC_FUZZ_SECONDS; 0 skips them), the suites again under a
+# sanitizer if FABRIC_SANITIZE names one (address or thread; off by default),
+# then the conformance suite over the verbs backend on a real soft-RoCE
+# device inside a qemu VM (FABRIC_SKIP_VM=1 skips that part).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -19,6 +20,9 @@ FABRIC_TCP_PROFILE=rxe swift test --skip-build --filter FabricConformanceTests
 FABRIC_BACKEND=tcp .build/debug/fabric-perf soak --seconds "${FABRIC_SOAK_SECONDS:-20}"
 if [ "${FABRIC_FUZZ_SECONDS:-30}" != 0 ]; then
     bash scripts/fuzz.sh "${FABRIC_FUZZ_SECONDS:-30}"
+fi
+if [ -n "${FABRIC_SANITIZE:-}" ]; then
+    bash scripts/sanitize.sh "$FABRIC_SANITIZE"
 fi
 if [ "${FABRIC_SKIP_VM:-0}" != 1 ]; then
     bash scripts/test-verbs.sh

@@ -247,7 +247,10 @@ struct ErrorTests {
         #expect(pair.client.queuePair.state == .readyToSend)
     }
 
-    @Test("memory taken away under a registration (mapped again with no access) gives access errors, not crashes", arguments: ConformanceBackend.available, ["write", "read", "atomic", "receive"])
+    @Test(
+        "memory taken away under a registration (mapped again with no access) gives access errors, not crashes",
+        .disabled(if: underThreadSanitizer, "the thread sanitizer defers signals, so the fault guard's jump out of a faulting copy cannot work"),
+        arguments: ConformanceBackend.available, ["write", "read", "atomic", "receive"])
     func unmappedRegion(_ backend: ConformanceBackend, operation: String) throws {
         try unmappedRegion(on: backend.opener, operation: operation)
     }

@@ -88,6 +88,11 @@ struct VerbsOpener: BackendOpener {
 
 let testSecret = Array("conformance-suite-secret-0123456789".utf8)
 
+/// scripts/sanitize.sh says which sanitizer the tests run under; the few
+/// tests a sanitizer cannot host are disabled there, and say why.
+let underThreadSanitizer = ProcessInfo.processInfo.environment["FABRIC_TEST_SANITIZER"] == "thread"
+
+
 /// Page-aligned memory owned by a test.
 final class Buffer: @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer

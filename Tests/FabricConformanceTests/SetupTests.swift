@@ -206,7 +206,10 @@ struct SetupTests {
         #expect(received == burst && timedOut == 0, "received \(received) of \(burst), \(timedOut) sleeps timed out with work waiting")
     }
 
-    @Test("a child process cannot use its parent's objects", arguments: ConformanceBackend.available)
+    @Test(
+        "a child process cannot use its parent's objects",
+        .disabled(if: underThreadSanitizer, "the thread sanitizer does not support fork() in a multithreaded process"),
+        arguments: ConformanceBackend.available)
     func forkedChild(_ backend: ConformanceBackend) throws {
         try forkedChild(on: backend.opener)
     }
