@@ -54,6 +54,8 @@ struct SoakReport {
     var dataErrors = 0
     var failures: [String] = []
     var residentAtTenth = 0, residentAtEnd = 0, residentMax = 0
+    /// How long each connection took to set up (listen, connect, handshake, accept), in microseconds.
+    var setupMicroseconds = Samples()
     var leakLimit = 0
 
     var growthMiB: Double { Double(residentAtEnd - residentAtTenth) / Double(1 << 20) }
@@ -63,7 +65,8 @@ struct SoakReport {
         var lines = [
             "soak on \(backend), seed \(seed): \(String(format: "%.0f", seconds)) s, load average \(loadAverage())",
             "  operations: \(sends) sends, \(writes) writes, \(reads) reads, \(atomics) fetch-and-adds; \(bytes >> 20) MiB moved",
-            "  connections opened: \(connectionsOpened)",
+            String(format: "  connections opened: %d; set-up median %.0f us, p99 %.0f us (listen, connect, handshake, accept)",
+                   connectionsOpened, setupMicroseconds.median, setupMicroseconds.percentile(99)),
             "  data errors: \(dataErrors); failed or stuck operations: \(failures.count)",
             String(format: "  resident memory: %.1f MiB after the first tenth, %.1f MiB at the end (growth %.1f MiB, limit %d), %.1f MiB at most",
                    Double(residentAtTenth) / 1048576, Double(residentAtEnd) / 1048576, growthMiB, leakLimit, Double(residentMax) / 1048576),
@@ -167,6 +170,7 @@ final class SoakRun<D: FabricDevice> {
     }
 
     private func connect(_ index: Int) throws -> Link {
+        let started = ContinuousClock().now
         let link = Link()
         let listener = try server.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 1)
         defer { listener.close() }
@@ -191,6 +195,8 @@ final class SoakRun<D: FabricDevice> {
         link.client = queuePair
         link.server = accepted
         report.connectionsOpened += 1
+        let took = ContinuousClock().now - started
+        report.setupMicroseconds.append(Double(took.components.seconds) * 1e6 + Double(took.components.attoseconds) / 1e12)
         return link
     }
 
