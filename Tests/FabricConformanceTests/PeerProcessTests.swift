@@ -18,7 +18,7 @@ struct PeerProcessTests {
         let remote: RemoteMemory
         let length: Int
 
-        init(retry: RetryPolicy) throws {
+        init(retry: RetryPolicy, limits: QueuePairLimits = QueuePairLimits()) throws {
             let device = try TCPDevice(secret: testSecret)
             side = try Side(device)
             let listener = try device.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 1)
@@ -30,7 +30,7 @@ struct PeerProcessTests {
             let inbox = Buffer(4096)
             let inboxRegion = try side.register(inbox)
             side.keepAlive += [inbox, inboxRegion]
-            side.queuePair = try request.accept(side.setup(retry: retry), privateData: []) { (qp) throws(FabricError) in
+            side.queuePair = try request.accept(side.setup(limits: limits, retry: retry), privateData: []) { (qp) throws(FabricError) in
                 _ = try qp.postReceive(ReceiveWorkRequest(id: 1, local: .single(inboxRegion.element())))
             }
             let announcement = try side.nextReceive()
@@ -140,5 +140,48 @@ struct PeerProcessTests {
         #expect(local.bytes.allSatisfy { $0 == 0x77 })
         #expect(peer.side.queuePair.state == .readyToSend)
         withExtendedLifetime((localRegion, sourceRegion)) {}
+    }
+
+    @Test("a receiver that stops reading: the send queue fills and refuses more, nothing piles up in the sender, and all completes once it reads again")
+    func backpressure() throws {
+        let depth = 32
+        let peer = try Peer(retry: RetryPolicy(responseTimeout: .seconds(10)), limits: QueuePairLimits(sendQueueDepth: depth))
+        let source = Buffer(1 << 20, fill: 0x5A)
+        let sourceRegion = try peer.side.register(source)
+        peer.signal(SIGSTOP)
+        let residentBefore = residentBytes()
+        // Post 1 MiB WRITEs until the queue refuses: the stopped peer reads
+        // nothing, so the sockets fill and nothing completes.
+        var posted = 0
+        while posted < 10 * depth {
+            let result = try peer.side.queuePair.postSend(SendWorkRequest(id: UInt64(posted), operation: .write(peer.remote), local: .single(sourceRegion.element())))
+            if result == .wouldBlock { break }
+            posted += 1
+        }
+        #expect(posted == depth, "the queue took \(posted) requests; its depth is \(depth)")
+        // The bytes handed to the kernel stop growing: bounded by the sockets.
+        _ = peer.side.nothingCompletes(peer.side.sendCQ, for: .milliseconds(300))
+        let sentEarly = peer.side.queuePair.counters.bytesSent
+        #expect(peer.side.nothingCompletes(peer.side.sendCQ, for: .milliseconds(300)) == nil)
+        let sentLate = peer.side.queuePair.counters.bytesSent
+        let residentDuring = residentBytes()
+        #expect(sentLate == sentEarly, "still sending to a stopped peer: \(sentEarly) then \(sentLate) bytes")
+        #expect(sentLate < posted << 20, "all \(posted) MiB left although nobody reads")
+        print("backpressure: \(posted) requests queued (the depth), \(sentLate >> 10) KiB in the sockets, resident memory \(residentBefore >> 20) -> \(residentDuring >> 20) MiB")
+        peer.signal(SIGCONT)
+        var completions: [Completion] = []
+        let deadline = ContinuousClock().now + .seconds(20)
+        while completions.count < posted && ContinuousClock().now < deadline {
+            if let completion = peer.side.sendCQ.poll() { completions.append(completion) }
+        }
+        #expect(completions.count == posted && completions.allSatisfy { $0.status == .success }, "\(completions.count) of \(posted)")
+        withExtendedLifetime(sourceRegion) {}
+    }
+
+    /// Resident set size of this process.
+    private func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        return fields.count > 1 ? (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) : 0
     }
 }
