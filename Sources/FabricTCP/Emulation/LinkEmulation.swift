@@ -34,9 +34,9 @@ struct DirectLink: OutgoingLink {
 
 /// What one queue pair's emulated link and fault rules do to its frames.
 /// A queue pair has one only when shaping or a fault rule applies to it;
-/// otherwise its engine holds nil and the data path pays a test of that
-/// reference here and there, nothing else. (A class, so that the test is
-/// one pointer comparison and the engine never copies the state.)
+/// otherwise its engine holds nil, and the data path pays a test of a plain
+/// flag here and there, nothing else. (A class, so that the engine never
+/// copies the state.)
 ///
 /// Everything here runs under the queue pair's lock, on the engine's clock
 /// (CLOCK_MONOTONIC, ns). Holding a frame never changes the engine's state:
