@@ -88,6 +88,7 @@ let package = Package(
             name: "FabricVerbsTests",
             dependencies: ["FabricVerbs", "FabricCore", .product(name: "Crypto", package: "swift-crypto")]
         ),
-        .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric"]),
+        // fabric-test-peer: built with the tests, which start it.
+        .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric", "fabric-test-peer"]),
     ]
 )

@@ -78,13 +78,15 @@ struct InstructionCount: ParsableCommand {
         for _ in 0..<writes {
             _ = try client.queuePair.postSend(SendWorkRequest(
                 id: 2, operation: .write(server.large.remote()), local: .single(client.large.element()), flags: [.signaled]))
+            let deadline = ContinuousClock().now + .seconds(60)
             while true {
                 usleep(settle)
                 if let completion = client.sendCQ.poll() {
                     guard completion.status == .success else { throw PerfError("WRITE failed: \(completion)") }
                     break
                 }
-                _ = server.receiveCQ.poll()
+                if let completion = server.receiveCQ.poll() { throw PerfError("unexpected at the target: \(completion)") }
+                guard ContinuousClock().now < deadline else { throw PerfError("a WRITE did not complete within 60 s") }
             }
         }
     }
@@ -132,6 +134,7 @@ private final class CountSide {
     /// Polls until a message arrives, keeping the sender's queue pair going
     /// too (its send completion, its acknowledgements).
     func awaitReceive(driving other: CountSide) throws {
+        let deadline = ContinuousClock().now + .seconds(60)
         while true {
             usleep(settle)
             if let completion = receiveCQ.poll() {
@@ -139,7 +142,8 @@ private final class CountSide {
                 _ = try queuePair.postReceive(ReceiveWorkRequest(id: 1, local: .single(small.element(length: 8))))
                 break
             }
-            _ = other.sendCQ.poll()
+            if let completion = other.sendCQ.poll(), completion.status != .success { throw PerfError("send failed: \(completion)") }
+            guard ContinuousClock().now < deadline else { throw PerfError("a message did not arrive within 60 s") }
         }
         while let completion = sendCQ.poll() {
             guard completion.status == .success else { throw PerfError("send failed: \(completion)") }

@@ -23,9 +23,19 @@ struct PeerProcessTests {
             side = try Side(device)
             let listener = try device.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 1)
             defer { listener.close() }
-            processID = try Self.spawn(
+            let child = try Self.spawn(
                 Self.helper, ["127.0.0.1", String(listener.endpoint.port)],
                 environment: ["FABRIC_JOB_SECRET=\(String(decoding: testSecret, as: UTF8.self))"])
+            processID = child
+            // deinit does not run if the set-up fails half-way: end the child here then.
+            var ready = false
+            defer {
+                if !ready {
+                    kill(child, SIGKILL)
+                    var status: Int32 = 0
+                    waitpid(child, &status, 0)
+                }
+            }
             guard let request = try listener.next(timeout: .seconds(20)) else { throw TestFailure("the peer process did not connect") }
             let inbox = Buffer(4096)
             let inboxRegion = try side.register(inbox)
@@ -39,6 +49,7 @@ struct PeerProcessTests {
                 address: UInt64(littleEndian: inbox.pointer.loadUnaligned(as: UInt64.self)),
                 key: RemoteKey(rawValue: UInt32(littleEndian: inbox.pointer.loadUnaligned(fromByteOffset: 8, as: UInt32.self))))
             length = Int(UInt32(littleEndian: inbox.pointer.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+            ready = true
         }
 
         deinit {

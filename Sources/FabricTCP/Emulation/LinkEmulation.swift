@@ -167,7 +167,8 @@ final class LinkEmulation: OutgoingLink {
             // The retry timer of a lost packet fired.
             if lost > transportRetries {
                 // Asked again, the answer stays the same until the engine
-                // has failed the request.
+                // has failed the request (now, or at the next round).
+                releaseAt = min(releaseAt, now)
                 return .retriesExhausted
             }
             counters.retries += 1

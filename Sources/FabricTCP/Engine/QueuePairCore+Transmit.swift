@@ -145,6 +145,7 @@ extension QueuePairCore {
         var wantAcknowledge = standaloneAcknowledge && acknowledgeOwed
         var budget = EngineTuning.transmitBudget
         let now = link.beginRound()
+        if link.isShaped { waitingForLink = false }
         while !socketShut && budget > 0 {
             if link.vanished {
                 sendIntoVoid()
@@ -241,6 +242,7 @@ extension QueuePairCore {
                 let allowed = link.allowance(wanted: wanted, now: now)
                 if allowed == 0 {
                     releaseAccessed(accessCount)
+                    waitingForLink = true
                     return
                 }
                 if allowed < min(wanted, chunk) { linkLimit = allowed }
@@ -291,7 +293,10 @@ extension QueuePairCore {
                             // The link, not the socket, took no more: wait
                             // for tokens (the emulation sets the timer), or
                             // go on if some came in meanwhile.
-                            if link.allowance(wanted: .max, now: now) == 0 { return }
+                            if link.allowance(wanted: .max, now: now) == 0 {
+                                waitingForLink = true
+                                return
+                            }
                             break items
                         }
                         socketFullAt = clock | 1

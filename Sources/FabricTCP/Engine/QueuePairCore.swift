@@ -142,6 +142,9 @@ struct QueuePairCore: ~Copyable {
     /// Set when a write found the socket full; cleared by the next write
     /// that the socket took whole.
     var socketFullAt: UInt64 = 0
+    /// Set when the emulated link's token bucket, not the socket, stopped
+    /// the output; cleared by the next round.
+    var waitingForLink = false
 
     var counters = QueuePairCounters()
     /// The emulated link and fault rules of this queue pair; nil (the
@@ -399,17 +402,20 @@ struct QueuePairCore: ~Copyable {
         return nextDeadline()
     }
 
-    /// Output that waits for room in the socket.
-    var outputStuck: Bool { current != nil || (socketFullAt != 0 && (responses.count > 0 || transmitted < tail)) }
+    /// Output that waits for room in the socket (not for the emulated
+    /// link's tokens: a timer covers those, and the socket has room).
+    var outputStuck: Bool { (current != nil && !waitingForLink) || (socketFullAt != 0 && (responses.count > 0 || transmitted < tail)) }
 
     func nextDeadline() -> UInt64 {
         var deadline = UInt64.max
         if resendAt != 0 { deadline = resendAt }
         var acknowledgeDue = acknowledgeOwedSince &+ EngineTuning.acknowledgeDelay
         if emulating, let emulation {
-            // A held frame's release; an acknowledgement cannot leave before
-            // the link's latency lets it.
-            deadline = min(deadline, emulation.releaseAt)
+            // A held frame's release (only while output can still leave: in
+            // the error state or during an RNR wait no round asks the link,
+            // and a past release time would wake us for nothing, for ever);
+            // an acknowledgement cannot leave before the link's latency.
+            if state == .readyToSend && resendAt == 0 { deadline = min(deadline, emulation.releaseAt) }
             acknowledgeDue = max(acknowledgeDue, acknowledgeOwedSince &+ emulation.latency)
         }
         if acknowledgeOwed { deadline = min(deadline, acknowledgeDue) }
