@@ -138,7 +138,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
 
     /// Whether output is waiting for the socket to drain.
     var hasPendingOutput: Bool {
-        core.withLock { $0.outputStuck }
+        core.withLock { $0.outputWaitsForSocket }
     }
 
     func disconnect() {

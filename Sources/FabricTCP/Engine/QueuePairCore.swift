@@ -402,9 +402,16 @@ struct QueuePairCore: ~Copyable {
         return nextDeadline()
     }
 
-    /// Output that waits for room in the socket (not for the emulated
-    /// link's tokens: a timer covers those, and the socket has room).
-    var outputStuck: Bool { (current != nil && !waitingForLink) || (socketFullAt != 0 && (responses.count > 0 || transmitted < tail)) }
+    /// Output that waits: for room in the socket, or for the emulated link's
+    /// tokens (cheap: asked by every progress round).
+    var outputStuck: Bool { current != nil || (socketFullAt != 0 && (responses.count > 0 || transmitted < tail)) }
+
+    /// Output that waits for room in the socket, not for the link's tokens
+    /// (a timer covers those, and the socket has room): what sleepers watch
+    /// the socket for.
+    var outputWaitsForSocket: Bool {
+        (current != nil && !waitingForLink) || (socketFullAt != 0 && (responses.count > 0 || transmitted < tail))
+    }
 
     func nextDeadline() -> UInt64 {
         var deadline = UInt64.max
