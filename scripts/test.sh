@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, runs every test suite
 # on the host, a 20 s soak (FABRIC_SOAK_SECONDS), the fuzz targets for 30 s
-# each (FABRIC_FUZZ_SECONDS; 0 skips them), the suites again under a
-# sanitizer if FABRIC_SANITIZE names one (address or thread; off by default),
-# then the conformance suite over the verbs backend on a real soft-RoCE
-# device inside a qemu VM (FABRIC_SKIP_VM=1 skips that part).
+# each (FABRIC_FUZZ_SECONDS; 0 skips them), the network fault tests between
+# two namespaces when run as root (FABRIC_SKIP_NETNS=1 skips them), the
+# suites again under a sanitizer if FABRIC_SANITIZE names one (address or
+# thread; off by default), then the conformance suite over the verbs backend
+# on a real soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -20,6 +21,10 @@ FABRIC_TCP_PROFILE=rxe swift test --skip-build --filter FabricConformanceTests
 FABRIC_BACKEND=tcp .build/debug/fabric-perf soak --seconds "${FABRIC_SOAK_SECONDS:-20}"
 if [ "${FABRIC_FUZZ_SECONDS:-30}" != 0 ]; then
     bash scripts/fuzz.sh "${FABRIC_FUZZ_SECONDS:-30}"
+fi
+# Network faults between two namespace hosts (root only; FABRIC_SKIP_NETNS=1 skips).
+if [ "$(id -u)" -eq 0 ] && [ "${FABRIC_SKIP_NETNS:-0}" != 1 ]; then
+    bash scripts/test-netns.sh
 fi
 if [ -n "${FABRIC_SANITIZE:-}" ]; then
     bash scripts/sanitize.sh "$FABRIC_SANITIZE"

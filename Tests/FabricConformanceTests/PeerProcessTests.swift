@@ -18,13 +18,16 @@ struct PeerProcessTests {
         let remote: RemoteMemory
         let length: Int
 
-        init(retry: RetryPolicy, limits: QueuePairLimits = QueuePairLimits()) throws {
+        /// `launcher` runs the helper somewhere else (`ip netns exec B`),
+        /// from where it reaches this process at `host`.
+        init(retry: RetryPolicy, limits: QueuePairLimits = QueuePairLimits(), host: String = "127.0.0.1", launcher: [String] = []) throws {
             let device = try TCPDevice(secret: testSecret)
             side = try Side(device)
-            let listener = try device.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 1)
+            let listener = try device.listen(on: Endpoint(host: host, port: 0), backlog: 1)
             defer { listener.close() }
+            let command = launcher + [Self.helper, host, String(listener.endpoint.port)]
             let child = try Self.spawn(
-                Self.helper, ["127.0.0.1", String(listener.endpoint.port)],
+                command[0], Array(command.dropFirst()),
                 environment: ["FABRIC_JOB_SECRET=\(String(decoding: testSecret, as: UTF8.self))"])
             processID = child
             // deinit does not run if the set-up fails half-way: end the child here then.
