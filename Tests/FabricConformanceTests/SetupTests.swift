@@ -73,6 +73,35 @@ struct SetupTests {
         #expect(throws: FabricError.self) { try client.connect(to: Endpoint(host: "no-such-host.invalid", port: 1), clientSide.setup(), options: ConnectOptions(timeout: .seconds(2))) { _ in } }
     }
 
+    @Test("a peer without the job secret cannot connect, and the listener never sees it as a request", arguments: ConformanceBackend.available)
+    func wrongSecret(_ backend: ConformanceBackend) throws {
+        try wrongSecret(on: backend.opener)
+    }
+
+    private func wrongSecret<Backend: BackendOpener>(on backend: Backend) throws {
+        let server = try backend.open()
+        let stranger = try backend.open(secret: Array("not-the-job-secret-at-all-0123456789".utf8))
+        let strangerSide = try Side(stranger)
+        let listener = try server.listen(on: Endpoint(host: backend.host, port: 0), backlog: 4)
+        defer { listener.close() }
+        nonisolated(unsafe) var surfaced = false
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            if let request = (try? listener.next(timeout: .seconds(4))) ?? nil {
+                surfaced = true
+                request.reject(privateData: [])
+            }
+            done.signal()
+        }
+        #expect {
+            _ = try stranger.connect(to: listener.endpoint, strangerSide.setup(), options: ConnectOptions(timeout: .seconds(3))) { _ in }
+        } throws: { error in
+            (error as? FabricError)?.kind == .authenticationFailed
+        }
+        done.wait()
+        #expect(!surfaced, "a connection without the secret reached the application")
+    }
+
     @Test("a shared receive queue feeds several queue pairs", arguments: ConformanceBackend.available)
     func sharedReceiveQueue(_ backend: ConformanceBackend) throws {
         try sharedReceiveQueue(on: backend.opener)
