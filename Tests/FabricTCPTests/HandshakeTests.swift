@@ -2,6 +2,7 @@
 import Crypto
 import Dispatch
 import FabricCore
+import Foundation
 import Glibc
 import Logging
 import Testing
@@ -227,23 +228,40 @@ struct HandshakeTests {
         // Each refusal is logged as a warning: not 300 times here.
         let server = try AcceptingServer(secret: secretA, logLevel: .error)
         server.acceptOne(timeout: .seconds(60))
-        let attempts = 300
-        for i in 0..<attempts {
-            let peer = try RawPeer.connect(to: server.listener.endpoint)
-            switch i % 4 {
-            case 0: try peer.send(Array(repeating: UInt8(truncatingIfNeeded: i), count: 1 + i % 200))  // garbage
-            case 1: _ = try? peer.handshake(secret: secretB)  // the wrong secret
-            case 2: try peer.send(Array(Handshake.encodeHello(nonce: Handshake.freshNonce(), privateData: []).prefix(10)))  // truncated
-            default: break  // connects and leaves
+        func attack(_ range: Range<Int>) throws {
+            for i in range {
+                let peer = try RawPeer.connect(to: server.listener.endpoint)
+                switch i % 4 {
+                case 0: try peer.send(Array(repeating: UInt8(truncatingIfNeeded: i), count: 1 + i % 200))  // garbage
+                case 1: _ = try? peer.handshake(secret: secretB)  // the wrong secret
+                case 2: try peer.send(Array(Handshake.encodeHello(nonce: Handshake.freshNonce(), privateData: []).prefix(10)))  // truncated
+                default: break  // connects and leaves
+                }
+                peer.close()
             }
-            peer.close()
         }
+        // A first wave warms up whatever is allocated once; the second must
+        // not grow the process (tests run in parallel beside this one, so
+        // the bound is loose: 24 MiB over 600 attempts is 40 KiB each).
+        try attack(0..<200)
+        let residentBefore = residentBytes()
+        try attack(200..<800)
+        let growth = residentBytes() - residentBefore
+        let attempts = 800
+        print("connection flood: \(attempts) bad attempts refused; resident memory grew \(growth >> 10) KiB over the last 600")
+        #expect(growth < 24 << 20, "memory grew by \(growth >> 20) MiB over 600 refused attempts")
         let good = try RawPeer.connect(to: server.listener.endpoint)
         #expect(try good.handshake(secret: secretA) == Handshake.VerdictStatus.accepted.rawValue)
         server.done.wait()
         #expect(server.accepted.count == 1)
         #expect(server.listener.refusedAttempts.load(ordering: .relaxed) == attempts)
         good.close()
+    }
+
+    private func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        return fields.count > 1 ? (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) : 0
     }
 
     enum BadFrame: String, CaseIterable, Sendable {
