@@ -74,12 +74,7 @@ public struct DeviceProfile: Hashable, Sendable {
 
     /// The profile the environment asks for, or the software NIC's own.
     public static func fromEnvironment(_ environment: [String: String] = ProcessEnvironment.variables()) throws(FabricError) -> DeviceProfile {
-        guard let value = environment[environmentVariable], !value.isEmpty else { return softwareNIC }
-        do {
-            return try resolve(value)
-        } catch {
-            throw FabricError(error.kind, "\(environmentVariable)=\(value): \(error.message)")
-        }
+        try EmulationUnits.setting(environmentVariable, in: environment, otherwise: softwareNIC, parse: resolve)
     }
 
     /// Reads a profile file.

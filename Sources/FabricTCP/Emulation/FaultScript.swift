@@ -128,12 +128,7 @@ public struct FaultScript: Hashable, Sendable, CustomStringConvertible {
 
     /// The script FABRIC_TCP_FAULTS holds, or none.
     public static func fromEnvironment(_ environment: [String: String] = ProcessEnvironment.variables()) throws(FabricError) -> FaultScript {
-        guard let value = environment[environmentVariable], !value.isEmpty else { return .none }
-        do {
-            return try parse(value)
-        } catch {
-            throw FabricError(error.kind, "\(environmentVariable)=\(value): \(error.message)")
-        }
+        try EmulationUnits.setting(environmentVariable, in: environment, otherwise: .none, parse: parse)
     }
 
     public var description: String {

@@ -71,12 +71,7 @@ public struct LinkShape: Hashable, Sendable, CustomStringConvertible {
 
     /// The shape FABRIC_TCP_LINK asks for, or none.
     public static func fromEnvironment(_ environment: [String: String] = ProcessEnvironment.variables()) throws(FabricError) -> LinkShape {
-        guard let value = environment[environmentVariable], !value.isEmpty else { return .unshaped }
-        do {
-            return try parse(value)
-        } catch {
-            throw FabricError(error.kind, "\(environmentVariable)=\(value): \(error.message)")
-        }
+        try EmulationUnits.setting(environmentVariable, in: environment, otherwise: .unshaped, parse: parse)
     }
 
     public var description: String {
@@ -90,6 +85,21 @@ public struct LinkShape: Hashable, Sendable, CustomStringConvertible {
 
 /// Numbers with units in emulation settings.
 enum EmulationUnits {
+    /// The setting environment variable `variable` holds, parsed, or
+    /// `otherwise` when it is unset or empty; a parse error names the
+    /// variable and its value.
+    static func setting<Value>(
+        _ variable: String, in environment: [String: String], otherwise: Value,
+        parse: (String) throws(FabricError) -> Value
+    ) throws(FabricError) -> Value {
+        guard let value = environment[variable], !value.isEmpty else { return otherwise }
+        do {
+            return try parse(value)
+        } catch {
+            throw FabricError(error.kind, "\(variable)=\(value): \(error.message)")
+        }
+    }
+
     /// `25Gbit/s`, `25Gb/s`, `25Gbps`, `25G` (bits); `3GB/s`, `3GBps` (bytes);
     /// a bare number is bits per second.
     static func rate(_ text: String, setting: String) throws(FabricError) -> Double {
