@@ -46,47 +46,47 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
     /// profile, an unshaped link, no faults). Fails if no job secret can be
     /// had (the environment variable is malformed, or the key file is
     /// unusable) or a setting is unknown or malformed.
-    public init(
+    public convenience init(
         profile: DeviceProfile? = nil, link: LinkShape? = nil, faults: FaultScript? = nil,
         logger: Logger = Logger(label: "fabric.tcp")
     ) throws(FabricError) {
-        self.profile = try Self.chosen(profile)
-        core = try TCPDeviceCore(
-            name: Self.deviceName, profile: self.profile, link: Self.chosen(link), faults: Self.chosen(faults),
-            secret: nil, logger: logger)
+        try self.init(explicitSecret: nil, profile: profile, link: link, faults: faults, logger: logger)
     }
 
     /// Opens the software NIC with an explicit job secret (at least 16
     /// bytes), for programs that get it from somewhere else than the
     /// environment or the key file.
-    public init(
+    public convenience init(
         secret: [UInt8], profile: DeviceProfile? = nil, link: LinkShape? = nil, faults: FaultScript? = nil,
         logger: Logger = Logger(label: "fabric.tcp")
     ) throws(FabricError) {
         guard secret.count >= 16 else {
             throw FabricError(.invalidArgument, "the job secret must be at least 16 bytes; got \(secret.count)")
         }
-        self.profile = try Self.chosen(profile)
+        try self.init(explicitSecret: secret, profile: profile, link: link, faults: faults, logger: logger)
+    }
+
+    /// What the caller chose, else what the environment says (read once).
+    private init(
+        explicitSecret: [UInt8]?, profile: DeviceProfile?, link: LinkShape?, faults: FaultScript?, logger: Logger
+    ) throws(FabricError) {
+        let environment = profile == nil || link == nil || faults == nil ? ProcessEnvironment.variables() : [:]
+        if let profile {
+            self.profile = profile
+        } else {
+            self.profile = try DeviceProfile.fromEnvironment(environment)
+        }
+        let chosenLink: LinkShape
+        if let link {
+            try link.validate()
+            chosenLink = link
+        } else {
+            chosenLink = try LinkShape.fromEnvironment(environment)
+        }
+        let chosenFaults = if let faults { faults } else { try FaultScript.fromEnvironment(environment) }
         core = try TCPDeviceCore(
-            name: Self.deviceName, profile: self.profile, link: Self.chosen(link), faults: Self.chosen(faults),
-            secret: secret, logger: logger)
-    }
-
-    // What the caller chose, else what the environment says.
-    private static func chosen(_ profile: DeviceProfile?) throws(FabricError) -> DeviceProfile {
-        guard let profile else { return try DeviceProfile.fromEnvironment() }
-        return profile
-    }
-
-    private static func chosen(_ link: LinkShape?) throws(FabricError) -> LinkShape {
-        guard let link else { return try LinkShape.fromEnvironment() }
-        try link.validate()
-        return link
-    }
-
-    private static func chosen(_ faults: FaultScript?) throws(FabricError) -> FaultScript {
-        guard let faults else { return try FaultScript.fromEnvironment() }
-        return faults
+            name: Self.deviceName, profile: self.profile, link: chosenLink, faults: chosenFaults,
+            secret: explicitSecret, logger: logger)
     }
 
     deinit {
