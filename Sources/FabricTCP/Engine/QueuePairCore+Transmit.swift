@@ -218,10 +218,10 @@ extension QueuePairCore {
             if count == 0 {
                 releaseAccessed(accessCount)
                 if let blockedRequest, blockedRequest == transmitted {
-                    failRequestBeforeSending(blockedRequest)
+                    failRequestBeforeSending(blockedRequest, .localProtectionError, .unknownKey)
                 }
                 if let lostForGood, lostForGood == transmitted {
-                    failLostRequest(lostForGood)
+                    failRequestBeforeSending(lostForGood, .transportRetryExceeded, .injectedFault)
                 }
                 if link.vanished { sendIntoVoid() }
                 return
@@ -396,12 +396,14 @@ extension QueuePairCore {
         shutdownSocket()
     }
 
-    /// A request whose region was deregistered before its first byte.
-    private mutating func failRequestBeforeSending(_ position: Int) {
+    /// A request that fails before its first byte leaves (its region was
+    /// deregistered; its packet was lost more often than its retries
+    /// allow): it completes with `status`, and the queue pair is in error.
+    private mutating func failRequestBeforeSending(_ position: Int, _ status: CompletionStatus, _ detail: CompletionDetail) {
         transmitted += 1
-        sendQueue.slots[sendQueue.index(position)].status = .localProtectionError
-        sendQueue.slots[sendQueue.index(position)].detail = .unknownKey
-        enterError(.localProtectionError, .unknownKey)
+        sendQueue.slots[sendQueue.index(position)].status = status
+        sendQueue.slots[sendQueue.index(position)].detail = detail
+        enterError(status, detail)
     }
 
     mutating func shutdownSocket() {
@@ -421,15 +423,6 @@ extension QueuePairCore {
         case .readRequest, .fetchAndAdd, .compareAndSwap: return 1
         default: return packets(slot.length)
         }
-    }
-
-    /// The request's packet was lost more often than its retries allow:
-    /// it fails with transport retry exceeded, and the queue pair with it.
-    private mutating func failLostRequest(_ position: Int) {
-        transmitted += 1
-        sendQueue.slots[sendQueue.index(position)].status = .transportRetryExceeded
-        sendQueue.slots[sendQueue.index(position)].detail = .injectedFault
-        enterError(.transportRetryExceeded, .injectedFault)
     }
 
     /// A vanished queue pair's output goes nowhere. Its requests count as
