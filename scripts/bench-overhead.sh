@@ -33,14 +33,14 @@ export FABRIC_BACKEND=tcp
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The base has no `count` subcommand: give it this tree's.
+# The base has no `count` subcommand: give it this tree's (and the helper it uses).
 tree=${BASE_TREE:-$PWD/.build/overhead-base}
 if [ ! -d "$tree" ]; then
     git worktree add --detach "$tree" "$base" >/dev/null
 else
     git -C "$tree" checkout -q --force --detach "$base"
 fi
-cp Sources/fabric-perf/InstructionCount.swift "$tree/Sources/fabric-perf/"
+cp Sources/fabric-perf/InstructionCount.swift Sources/fabric-perf/LoopbackPair.swift "$tree/Sources/fabric-perf/"
 sed -i 's/Registration.self\]/Registration.self, InstructionCount.self]/' "$tree/Sources/fabric-perf/FabricPerf.swift"
 echo "building the base ($base) and this tree" >&2
 (cd "$tree" && swift build -c release --product fabric-perf >/dev/null)

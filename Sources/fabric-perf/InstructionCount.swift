@@ -38,28 +38,11 @@ struct InstructionCount: ParsableCommand {
     }
 
     private func connect(_ client: CountSide, _ server: CountSide) throws {
-        let listener = try server.device.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 1)
-        defer { listener.close() }
         nonisolated(unsafe) let serverSide = server
-        nonisolated(unsafe) var failure: Error?
-        let accepted = DispatchSemaphore(value: 0)
-        Thread.detachNewThread {
-            do {
-                guard let request = try listener.next(timeout: .seconds(10)) else { throw PerfError("no connection request") }
-                serverSide.queuePair = try request.accept(serverSide.setup, privateData: []) { (qp) throws(FabricError) in
-                    try serverSide.postReceives(qp)
-                }
-            } catch {
-                failure = error
-            }
-            accepted.signal()
-        }
-        let (queuePair, _) = try client.device.connect(to: listener.endpoint, client.setup, options: ConnectOptions()) { (qp) throws(FabricError) in
-            try client.postReceives(qp)
-        }
-        client.queuePair = queuePair
-        accepted.wait()
-        if let failure { throw failure }
+        (client.queuePair, server.queuePair) = try connectLoopbackPair(
+            client: client.device, client.setup, prepareClient: { (qp) throws(FabricError) in try client.postReceives(qp) },
+            server: server.device, server.setup, prepareServer: { (qp) throws(FabricError) in try serverSide.postReceives(qp) },
+            timeout: .seconds(10))
     }
 
     /// Each side sends 8 B inline and waits for the other's message.

@@ -175,28 +175,9 @@ final class SoakRun<D: FabricDevice> {
     private func connect(_ index: Int) throws -> Link {
         let started = ContinuousClock().now
         let link = Link()
-        let listener = try server.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: 1)
-        defer { listener.close() }
-        let serverSetup = QueuePairSetup<D>(protectionDomain: serverDomain, sendCompletionQueue: serverCQ, receiveCompletionQueue: serverCQ)
-        nonisolated(unsafe) var accepted: D.QueuePair?
-        nonisolated(unsafe) var failure: Error?
-        let unsafeListener = listener
-        let done = DispatchSemaphore(value: 0)
-        Thread.detachNewThread {
-            do {
-                guard let request = try unsafeListener.next(timeout: .seconds(20)) else { throw PerfError("no connection request") }
-                accepted = try request.accept(serverSetup, privateData: []) { _ in }
-            } catch {
-                failure = error
-            }
-            done.signal()
-        }
-        let clientSetup = QueuePairSetup<D>(protectionDomain: clientDomain, sendCompletionQueue: clientCQ, receiveCompletionQueue: clientCQ)
-        let (queuePair, _) = try client.connect(to: listener.endpoint, clientSetup, options: ConnectOptions(timeout: .seconds(20))) { _ in }
-        done.wait()
-        if let failure { throw failure }
-        link.client = queuePair
-        link.server = accepted
+        (link.client, link.server) = try connectLoopbackPair(
+            client: client, QueuePairSetup<D>(protectionDomain: clientDomain, sendCompletionQueue: clientCQ, receiveCompletionQueue: clientCQ),
+            server: server, QueuePairSetup<D>(protectionDomain: serverDomain, sendCompletionQueue: serverCQ, receiveCompletionQueue: serverCQ))
         report.connectionsOpened += 1
         let took = ContinuousClock().now - started
         report.setupMicroseconds.append(Double(took.components.seconds) * 1e6 + Double(took.components.attoseconds) / 1e12)
