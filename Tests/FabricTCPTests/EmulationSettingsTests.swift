@@ -5,23 +5,18 @@ import Testing
 
 @Suite("link shape and fault script settings")
 struct EmulationSettingsTests {
-    private func linkError(_ text: String) -> String? {
+    /// The message of the error `parse` throws for `text`; nil if it parses.
+    private func error<Value>(_ parse: (String) throws(FabricError) -> Value, _ text: String) -> String? {
         do {
-            _ = try LinkShape.parse(text)
+            _ = try parse(text)
             return nil
         } catch {
             return error.message
         }
     }
 
-    private func faultError(_ text: String) -> String? {
-        do {
-            _ = try FaultScript.parse(text)
-            return nil
-        } catch {
-            return error.message
-        }
-    }
+    private func linkError(_ text: String) -> String? { error(LinkShape.parse, text) }
+    private func faultError(_ text: String) -> String? { error(FaultScript.parse, text) }
 
     @Test("link settings with units, in any order")
     func linkParsing() throws {
