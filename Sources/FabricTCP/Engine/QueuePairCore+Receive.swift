@@ -168,10 +168,15 @@ extension QueuePairCore {
         switch result {
         case .transferred(let n):
             counters.bytesReceived += n
-            lastReadShort = n < planned + tail
             let payload = min(n, planned)
             if !discarding { targets.advance(payload) }
             payloadRemaining -= payload
+            // In the middle of a large payload the rest is on its way: read
+            // again at once (until the socket says EAGAIN) rather than go
+            // back through the application's poll. A reader that sits in
+            // the socket also takes the arriving segments' processing off
+            // the sender, which on loopback is the sender's own core.
+            lastReadShort = n < planned + tail && payloadRemaining < EngineTuning.largePayload
             stagedEnd = n - payload
             if payloadRemaining == 0 {
                 inPayload = false
