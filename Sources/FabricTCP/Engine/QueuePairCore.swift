@@ -424,6 +424,10 @@ struct QueuePairCore: ~Copyable {
         acknowledgeRequested ? EngineTuning.acknowledgeDelay : EngineTuning.unrequestedAcknowledgeDelay
     }
 
+    // Inlined: called as a separate function from the mutating `progress`,
+    // the compiler passed it a stack copy of the whole core (840 bytes,
+    // one memcpy per progress round).
+    @inline(__always)
     func nextDeadline() -> UInt64 {
         var deadline = UInt64.max
         if resendAt != 0 { deadline = resendAt }
