@@ -1,6 +1,8 @@
 #define _GNU_SOURCE
 #include "CFabricShims.h"
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <errno.h>
 #include <sys/socket.h>
@@ -27,4 +29,54 @@ int fabric_range_is_mapped(const void *address, size_t length) {
 
 int fabric_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
     return accept4(fd, address, length, flags);
+}
+
+// MARK: - The futex lock (CFabricShims.h)
+//
+// The classic three-state futex mutex: a free lock is taken with one
+// compare-and-swap; a contended one is marked 2 ("someone sleeps") before
+// sleeping, so that the unlocker knows to wake one sleeper.
+
+static void fabric_lock_contended(uint32_t *word) {
+    uint32_t seen = __atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE);
+    while (seen != 0) {
+        // Sleeps only while the word is still 2; EAGAIN/EINTR just retry.
+        syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+        seen = __atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE);
+    }
+}
+
+void fabric_lock(uint32_t *word) {
+    uint32_t expected = 0;
+    if (__atomic_compare_exchange_n(word, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+    fabric_lock_contended(word);
+}
+
+int fabric_try_lock(uint32_t *word) {
+    uint32_t expected = 0;
+    return __atomic_compare_exchange_n(word, &expected, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
+void fabric_unlock(uint32_t *word) {
+    if (__atomic_exchange_n(word, 0, __ATOMIC_RELEASE) == 2) {
+        syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    }
+}
+
+// MARK: - Transfer calls without cancellation points (CFabricShims.h)
+
+ssize_t fabric_recv(int fd, void *buffer, size_t length, int flags) {
+    return syscall(SYS_recvfrom, fd, buffer, length, flags, NULL, NULL);
+}
+
+ssize_t fabric_send(int fd, const void *buffer, size_t length, int flags) {
+    return syscall(SYS_sendto, fd, buffer, length, flags, NULL, 0);
+}
+
+ssize_t fabric_readv(int fd, const struct iovec *vectors, int count) {
+    return syscall(SYS_readv, fd, vectors, count);
+}
+
+ssize_t fabric_sendmsg(int fd, const struct msghdr *message, int flags) {
+    return syscall(SYS_sendmsg, fd, message, flags);
 }

@@ -1,6 +1,7 @@
 // C helpers for what Swift cannot say directly: fault-guarded copies and
 // atomics on registered memory (the software NIC's placement and remote
-// atomics), a mapped-page probe for registration, and accept4.
+// atomics), a mapped-page probe for registration, accept4, and the futex
+// lock the software NIC's structures sit behind.
 #ifndef CFABRIC_SHIMS_H
 #define CFABRIC_SHIMS_H
 #include <stdint.h>
@@ -8,6 +9,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 /// accept4 (a GNU extension the Glibc module does not show).
 int fabric_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags);
@@ -32,5 +35,25 @@ int fabric_guarded_compare_swap_u64(void *address, uint64_t compare, uint64_t sw
 /// Returns 1 when every page of [address, address+length) is mapped, 0 when
 /// one is not (mincore fails with ENOMEM on an unmapped page).
 int fabric_range_is_mapped(const void *address, size_t length);
+
+/// The software NIC's transfer calls, made with syscall(2) rather than
+/// through the libc wrappers: those are thread-cancellation points, which
+/// costs every call two more function calls around the system call (we
+/// never cancel threads). They return what the system call returns, with
+/// errno set on failure, like the wrappers.
+ssize_t fabric_recv(int fd, void *buffer, size_t length, int flags);
+ssize_t fabric_send(int fd, const void *buffer, size_t length, int flags);
+ssize_t fabric_readv(int fd, const struct iovec *vectors, int count);
+ssize_t fabric_sendmsg(int fd, const struct msghdr *message, int flags);
+
+/// A mutual-exclusion lock in one 32-bit word (0 free, 1 held, 2 held with
+/// sleepers), sleeping in futex(2) when contended. It does what the
+/// software NIC needs of a pthread mutex, uncontended in a fraction of its
+/// instructions (no type dispatch, no owner bookkeeping): a poll takes
+/// several such locks. Not recursive; the word must start at 0.
+void fabric_lock(uint32_t *word);
+/// Takes the lock if it is free; returns 1 if it did, 0 if not.
+int fabric_try_lock(uint32_t *word);
+void fabric_unlock(uint32_t *word);
 
 #endif

@@ -1,5 +1,7 @@
 // UNSAFE AREA: the software NIC's only direct system calls. Every wrapper reads
-// errno at once, retries EINTR, and returns "would block" as a value.
+// errno at once, retries EINTR, and returns "would block" as a value. The
+// transfers go through CFabricShims' syscall(2) calls, which skip libc's
+// thread-cancellation bookkeeping.
 import CFabricShims
 import FabricCore
 import Glibc
@@ -42,19 +44,19 @@ enum SystemCalls {
     /// readv on a non-blocking descriptor.
     @inline(__always)
     static func readVector(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>, _ count: Int) -> TransferResult {
-        transfer(isRead: true) { Glibc.readv(fd, vectors, Int32(count)) }
+        transfer(isRead: true) { fabric_readv(fd, vectors, Int32(count)) }
     }
 
     /// recv into one buffer (lighter than readv: no iovec to import).
     @inline(__always)
     static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> TransferResult {
-        transfer(isRead: true) { Glibc.recv(fd, buffer, count, Int32(MSG_DONTWAIT)) }
+        transfer(isRead: true) { fabric_recv(fd, buffer, count, Int32(MSG_DONTWAIT)) }
     }
 
     /// send of one buffer without SIGPIPE (lighter than sendmsg).
     @inline(__always)
     static func write(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> TransferResult {
-        transfer(isRead: false) { Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+        transfer(isRead: false) { fabric_send(fd, buffer, count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
     }
 
     /// sendmsg without SIGPIPE on a non-blocking socket.
@@ -63,7 +65,7 @@ enum SystemCalls {
         var message = msghdr()
         message.msg_iov = vectors
         message.msg_iovlen = count
-        return transfer(isRead: false) { Glibc.sendmsg(fd, &message, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
+        return transfer(isRead: false) { fabric_sendmsg(fd, &message, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT)) }
     }
 
     static func setNonBlocking(_ fd: Int32) {
