@@ -26,6 +26,9 @@ struct InstructionCount: ParsableCommand {
     @Option(help: "Microseconds to sleep before each poll.")
     var settle: UInt32 = 200
 
+    @Option(help: "Polls of an empty receive queue (nothing in flight), after the rest: what a busy-polling receiver pays per look.")
+    var emptyPolls = 0
+
     func run() throws {
         guard roundTrips >= 0, writes >= 0 else { throw ValidationError("counts must not be negative") }
         let secret = Array("instruction-count-secret-0123456789".utf8)
@@ -34,7 +37,8 @@ struct InstructionCount: ParsableCommand {
         try connect(client, server)
         try pingPong(client, server)
         try writeStream(client, server)
-        print("count: \(roundTrips) round trips of 8 B, \(writes) WRITEs of 1 MiB")
+        try pollEmpty(client)
+        print("count: \(roundTrips) round trips of 8 B, \(writes) WRITEs of 1 MiB, \(emptyPolls) empty polls")
     }
 
     private func connect(_ client: CountSide, _ server: CountSide) throws {
@@ -52,6 +56,14 @@ struct InstructionCount: ParsableCommand {
             try server.awaitReceive(driving: client)
             try server.send()
             try client.awaitReceive(driving: server)
+        }
+    }
+
+    private func pollEmpty(_ side: CountSide) throws {
+        guard emptyPolls > 0 else { return }
+        usleep(settle)
+        for _ in 0..<emptyPolls {
+            if let completion = side.receiveCQ.poll() { throw PerfError("nothing was in flight, yet: \(completion)") }
         }
     }
 
