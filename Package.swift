@@ -24,8 +24,9 @@ let package = Package(
             pkgConfig: "libibverbs",
             providers: [.apt(["libibverbs-dev", "librdmacm-dev"])]
         ),
-        // Small C helpers the software NIC needs and Swift cannot express:
-        // atomics on raw registered memory.
+        // Small C helpers Swift cannot express: atomics on raw registered
+        // memory, the futex lock and direct system calls of the software NIC,
+        // the fork counter both backends read on every poll.
         .target(name: "CFabricShims"),
         .target(
             name: "FabricCore",
@@ -34,7 +35,7 @@ let package = Package(
         // What both backends share: the job secret and fork detection.
         .target(
             name: "FabricSupport",
-            dependencies: ["FabricCore", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["FabricCore", "CFabricShims", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .target(
             name: "FabricTCP",

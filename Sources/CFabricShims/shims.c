@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "CFabricShims.h"
 #include <linux/futex.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -79,4 +80,22 @@ ssize_t fabric_readv(int fd, const struct iovec *vectors, int count) {
 
 ssize_t fabric_sendmsg(int fd, const struct msghdr *message, int flags) {
     return syscall(SYS_sendmsg, fd, message, flags);
+}
+
+// MARK: - The fork counter (CFabricShims.h)
+
+uint64_t fabric_fork_counter = 0;
+
+static void fabric_fork_counter_child(void) {
+    __atomic_fetch_add(&fabric_fork_counter, 1, __ATOMIC_RELAXED);
+}
+
+static pthread_once_t fabric_fork_counter_once = PTHREAD_ONCE_INIT;
+
+static void fabric_fork_counter_register(void) {
+    pthread_atfork(NULL, NULL, fabric_fork_counter_child);
+}
+
+void fabric_fork_counter_install(void) {
+    pthread_once(&fabric_fork_counter_once, fabric_fork_counter_register);
 }

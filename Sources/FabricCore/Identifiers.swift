@@ -43,17 +43,20 @@ public struct RemoteMemory: Hashable, Sendable {
 /// What a memory region allows (verbs: `ibv_access_flags`).
 public struct MemoryAccess: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    // Computed and inlinable (see SendFlags): the software NIC tests them
+    // on every incoming one-sided request.
 
     /// The local device may write into the region (receives, READ and
     /// atomic results land here). Required by the remote-write and
     /// remote-atomic rights, as on verbs.
-    public static let localWrite = MemoryAccess(rawValue: 1 << 0)
-    public static let remoteWrite = MemoryAccess(rawValue: 1 << 1)
-    public static let remoteRead = MemoryAccess(rawValue: 1 << 2)
-    public static let remoteAtomic = MemoryAccess(rawValue: 1 << 3)
+    @inlinable public static var localWrite: MemoryAccess { MemoryAccess(rawValue: 1 << 0) }
+    @inlinable public static var remoteWrite: MemoryAccess { MemoryAccess(rawValue: 1 << 1) }
+    @inlinable public static var remoteRead: MemoryAccess { MemoryAccess(rawValue: 1 << 2) }
+    @inlinable public static var remoteAtomic: MemoryAccess { MemoryAccess(rawValue: 1 << 3) }
 
-    public static let all: MemoryAccess = [.localWrite, .remoteWrite, .remoteRead, .remoteAtomic]
+    @inlinable public static var all: MemoryAccess { MemoryAccess(rawValue: 0b1111) }
 
     public var description: String {
         var parts: [String] = []

@@ -89,15 +89,19 @@ public enum SendOperation: Hashable, Sendable {
 /// Flags of a send-queue work request (verbs: `ibv_send_flags`).
 public struct SendFlags: OptionSet, Hashable, Sendable {
     public var rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    // Computed and inlinable rather than stored: a stored static of another
+    // module is reached through a function call, and the backends test these
+    // flags on every post.
 
     /// Produce a completion on success too (errors always complete).
-    public static let signaled = SendFlags(rawValue: 1 << 0)
+    @inlinable public static var signaled: SendFlags { SendFlags(rawValue: 1 << 0) }
     /// Wait until every earlier READ and atomic of this queue pair completed.
-    public static let fence = SendFlags(rawValue: 1 << 1)
+    @inlinable public static var fence: SendFlags { SendFlags(rawValue: 1 << 1) }
     /// Copy the payload at post time: the buffer may be reused at once and
     /// need not be registered. At most `maxInlineData` bytes.
-    public static let inline = SendFlags(rawValue: 1 << 2)
+    @inlinable public static var inline: SendFlags { SendFlags(rawValue: 1 << 2) }
 }
 
 /// A request for the send queue (verbs: `ibv_send_wr`).

@@ -1,33 +1,26 @@
+import CFabricShims
 import FabricCore
-import Glibc
-import Synchronization
 
 /// Tells whether this process is a fork() child of the process that made an
 /// object. Both backends' objects belong to the process that created them: a
 /// child shares the parent's sockets or queue pairs and must not use them.
+/// The fork counter is a C global (CFabricShims) that a pthread_atfork
+/// handler increments in the child: read by an inline function, the check
+/// every poll makes is one load and a compare, not a call.
 public struct ForkDetection: Sendable {
-    /// Counts forks this process went through (0 in the original process).
-    /// Visible to the inlined check below, which every poll makes.
-    @usableFromInline static let generation = Atomic<Int>(0)
-    private static let installHandler: Void = {
-        pthread_atfork(nil, nil, { ForkDetection.generation.wrappingAdd(1, ordering: .relaxed) })
-    }()
-
     /// The generation the object was made in.
-    public let creationGeneration: Int
+    public let creationGeneration: UInt64
 
     /// Records the current process as the owner.
     public init() {
-        _ = Self.installHandler
-        creationGeneration = Self.generation.load(ordering: .relaxed)
+        fabric_fork_counter_install()
+        creationGeneration = fabric_fork_generation()
     }
 
-    /// True in a child process created after `init`. Inlined into the
-    /// backends (one load and a compare), not called: a busy-polling loop
-    /// asks on every turn.
+    /// True in a child process created after `init`.
     @inlinable
     public var isForkedChild: Bool {
-        Self.generation.load(ordering: .relaxed) != creationGeneration
+        fabric_fork_generation() != creationGeneration
     }
 
     /// Throws the error every object gives when used in a forked child.

@@ -36,6 +36,16 @@ int fabric_guarded_compare_swap_u64(void *address, uint64_t compare, uint64_t sw
 /// one is not (mincore fails with ENOMEM on an unmapped page).
 int fabric_range_is_mapped(const void *address, size_t length);
 
+/// How many fork()s this process went through (0 in the original process):
+/// incremented in the child by a pthread_atfork handler that
+/// fabric_fork_counter_install() sets up once. A C global, read by an inline
+/// function, so that the check every poll makes is one load, not a call.
+extern uint64_t fabric_fork_counter;
+void fabric_fork_counter_install(void);
+static inline uint64_t fabric_fork_generation(void) {
+    return __atomic_load_n(&fabric_fork_counter, __ATOMIC_RELAXED);
+}
+
 /// The software NIC's transfer calls, made with syscall(2) rather than
 /// through the libc wrappers: those are thread-cancellation points, which
 /// costs every call two more function calls around the system call (we
