@@ -136,9 +136,7 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         number = QueuePairNumber(rawValue: qp.pointee.qp_num)
         limits = setup.limits
         retry = setup.retry
-        work = QueuePairWork(
-            number: number, sendDepth: setup.limits.sendQueueDepth,
-            receiveDepth: setup.limits.receiveQueueDepth, shared: setup.sharedReceiveQueue)
+        work = QueuePairWork(number: number, limits: setup.limits, shared: setup.sharedReceiveQueue)
         sendQueue.attach(work)
         receiveQueue.attach(work)
     }
@@ -239,10 +237,12 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         return try work.send.withLock { (ring) throws(FabricError) -> PostResult in
             if ring.isFull { return .wouldBlock }
             let signal = prepared.userSignaled || ring.needsSignal
-            let code = PostingBuffers.withSend(request, id: ring.posted, flags: prepared.flags | (signal ? IBV_SEND_SIGNALED.rawValue : 0)) { wr in
-                var bad: UnsafeMutablePointer<ibv_send_wr>?
-                return ibv_post_send(qp, wr, &bad)
-            }
+            let count = PostingBuffers.copy(request.local, into: ring.elements)
+            PostingBuffers.fill(
+                &ring.request.pointee, request, id: ring.posted, flags: prepared.flags | (signal ? IBV_SEND_SIGNALED.rawValue : 0),
+                elements: count == 0 ? nil : ring.elements, count: count)
+            var bad: UnsafeMutablePointer<ibv_send_wr>?
+            let code = ibv_post_send(qp, ring.request, &bad)
             if code == ENOMEM { return .wouldBlock }
             if code != 0 { throw VerbsError.system("posting \(request.operation.name) on \(number)", code) }
             ring.record(prepared.slot(request.id), signaledToDevice: signal)
@@ -298,10 +298,12 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         }
         return try work.receive.withLock { (ring) throws(FabricError) -> PostResult in
             if ring.isFull { return .wouldBlock }
-            let code = PostingBuffers.withReceive(request.local, id: WorkRequestTag.receive | ring.posted) { wr in
-                var bad: UnsafeMutablePointer<ibv_recv_wr>?
-                return ibv_post_recv(qp, wr, &bad)
-            }
+            let count = PostingBuffers.copy(request.local, into: ring.elements)
+            ring.request.pointee.wr_id = WorkRequestTag.receive | ring.posted
+            ring.request.pointee.sg_list = count == 0 ? nil : ring.elements
+            ring.request.pointee.num_sge = count
+            var bad: UnsafeMutablePointer<ibv_recv_wr>?
+            let code = ibv_post_recv(qp, ring.request, &bad)
             if code == ENOMEM { return .wouldBlock }
             if code != 0 { throw VerbsError.system("posting a receive on \(number)", code) }
             ring.record(request.id)
@@ -356,11 +358,21 @@ enum PostingBuffers {
         }
     }
 
-    static func withSend(_ request: SendWorkRequest, id: UInt64, flags: UInt32, _ post: (UnsafeMutablePointer<ibv_send_wr>) -> Int32) -> Int32 {
-        withScatterList(request.local) { elements, count in
-            var wr = ibv_send_wr()
-            fill(&wr, request, id: id, flags: flags, elements: elements, count: count)
-            return post(&wr)
+    /// Copies a scatter list into a device one (room for the queue pair's
+    /// maximum, which posting checked); returns its length.
+    @inline(__always)
+    static func copy(_ list: ScatterList, into elements: UnsafeMutablePointer<ibv_sge>) -> Int32 {
+        switch list {
+        case .empty:
+            return 0
+        case .single(let element):
+            elements[0] = ibv_sge(addr: element.address, length: element.length, lkey: element.localKey.rawValue)
+            return 1
+        case .multiple(let items):
+            for (index, element) in items.enumerated() {
+                elements[index] = ibv_sge(addr: element.address, length: element.length, lkey: element.localKey.rawValue)
+            }
+            return Int32(items.count)
         }
     }
 

@@ -1,3 +1,4 @@
+internal import CVerbs
 import FabricCore
 import Synchronization
 
@@ -40,14 +41,26 @@ struct SendRing: ~Copyable {
     var retired: UInt64 = 0
     /// Unsignalled requests posted since the last signalled one.
     var unsignaledRun = 0
+    /// The device request and scatter list a single post fills in place,
+    /// under the ring's lock: no temporary and no closure per post.
+    let request: UnsafeMutablePointer<ibv_send_wr>
+    let elements: UnsafeMutablePointer<ibv_sge>
 
-    init(capacity: Int) {
+    init(capacity: Int, maxElements: Int) {
         self.capacity = capacity
         slots = .allocate(capacity: capacity)
         slots.initialize(repeating: SendSlot(), count: capacity)
+        request = .allocate(capacity: 1)
+        request.initialize(to: ibv_send_wr())
+        elements = .allocate(capacity: max(1, maxElements))
+        elements.initialize(repeating: ibv_sge(), count: max(1, maxElements))
     }
 
-    deinit { slots.deallocate() }
+    deinit {
+        slots.deallocate()
+        request.deallocate()
+        elements.deallocate()
+    }
 
     var isFull: Bool { posted &- retired >= UInt64(capacity) }
 
@@ -61,6 +74,7 @@ struct SendRing: ~Copyable {
         (run ?? unsignaledRun) >= max(1, capacity / 2) || Int(posted &- retired) + ahead + 1 >= capacity
     }
 
+    @inline(__always)
     mutating func record(_ slot: SendSlot, signaledToDevice: Bool) {
         slots[Int(posted % UInt64(capacity))] = slot
         posted &+= 1
@@ -71,6 +85,7 @@ struct SendRing: ~Copyable {
     /// earlier one. nil for a successful completion of a request already
     /// retired (another poller's later completion got there first): its slot
     /// may hold a newer request by now.
+    @inline(__always)
     mutating func retire(_ sequence: UInt64, success: Bool) -> SendSlot? {
         if sequence < retired && success { return nil }
         if sequence &+ 1 > retired { retired = sequence &+ 1 }
@@ -83,22 +98,35 @@ struct ReceiveRing: ~Copyable {
     let capacity: Int
     var posted: UInt64 = 0
     var retired: UInt64 = 0
+    /// What a post fills in place (see SendRing).
+    let request: UnsafeMutablePointer<ibv_recv_wr>
+    let elements: UnsafeMutablePointer<ibv_sge>
 
-    init(capacity: Int) {
+    init(capacity: Int, maxElements: Int) {
         self.capacity = capacity
         ids = .allocate(capacity: capacity)
         ids.initialize(repeating: 0, count: capacity)
+        request = .allocate(capacity: 1)
+        request.initialize(to: ibv_recv_wr())
+        elements = .allocate(capacity: max(1, maxElements))
+        elements.initialize(repeating: ibv_sge(), count: max(1, maxElements))
     }
 
-    deinit { ids.deallocate() }
+    deinit {
+        ids.deallocate()
+        request.deallocate()
+        elements.deallocate()
+    }
 
     var isFull: Bool { posted &- retired >= UInt64(capacity) }
 
+    @inline(__always)
     mutating func record(_ userID: UInt64) {
         ids[Int(posted % UInt64(capacity))] = userID
         posted &+= 1
     }
 
+    @inline(__always)
     mutating func retire(_ sequence: UInt64) -> UInt64 {
         if sequence &+ 1 > retired { retired = sequence &+ 1 }
         return ids[Int(sequence % UInt64(capacity))]
@@ -165,10 +193,10 @@ final class QueuePairWork: Sendable {
     let receive: Mutex<ReceiveRing>
     let shared: VerbsSharedReceiveQueue?
 
-    init(number: QueuePairNumber, sendDepth: Int, receiveDepth: Int, shared: VerbsSharedReceiveQueue?) {
+    init(number: QueuePairNumber, limits: QueuePairLimits, shared: VerbsSharedReceiveQueue?) {
         self.number = number
-        send = Mutex(SendRing(capacity: sendDepth))
-        receive = Mutex(ReceiveRing(capacity: shared == nil ? receiveDepth : 1))
+        send = Mutex(SendRing(capacity: limits.sendQueueDepth, maxElements: limits.maxSendScatterEntries))
+        receive = Mutex(ReceiveRing(capacity: shared == nil ? limits.receiveQueueDepth : 1, maxElements: limits.maxReceiveScatterEntries))
         self.shared = shared
     }
 }
