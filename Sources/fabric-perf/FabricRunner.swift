@@ -129,12 +129,14 @@ struct FabricClient<D: FabricDevice> {
         case .latencyCompareSwap: operation = .compareAndSwap(side.peer, compare: 0, swap: 0)
         default: throw PerfError("\(test.rawValue) is not a latency test")
         }
+        // One clock reading per iteration, as perftest takes: each sample
+        // runs from the end of the previous iteration to the end of this one.
+        var last = now()
         for i in 0..<(warmup + iterations) {
             if i == warmup {
                 allocation_counter_enable(1)
                 allocations = allocation_counter_count()
             }
-            let start = now()
             switch test {
             case .latencySend:
                 try side.post(operation, size: size, id: UInt64(i), signaled: i % 64 == 63)
@@ -148,7 +150,9 @@ struct FabricClient<D: FabricDevice> {
                 try side.post(operation, size: test.effectiveSize(size), id: UInt64(i), signaled: true)
                 try side.awaitCompletion(UInt64(i))
             }
-            if i >= warmup { samples.append(Double(now() - start) / 1000) }
+            let end = now()
+            if i >= warmup { samples.append(Double(end - last) / 1000) }
+            last = end
         }
         allocations = allocation_counter_count() - allocations
         allocation_counter_enable(0)
