@@ -64,16 +64,26 @@ final class FabricSide<D: FabricDevice> {
         return n
     }
 
-    @inline(__always)
-    func post(_ operation: SendOperation, size: Int, id: UInt64, signaled: Bool) throws {
-        var flags: SendFlags = signaled ? [.signaled] : []
+    /// The request a timed loop posts again and again (only its id and
+    /// signalled flag change): built once per measurement, so that the loop
+    /// builds, copies and destroys no request per iteration, as perftest
+    /// reuses its work request.
+    func request(_ operation: SendOperation, size: Int) -> SendWorkRequest {
+        var flags: SendFlags = []
         switch operation {
         case .send, .sendWithImmediate, .write, .writeWithImmediate:
             if size <= inlineLimit { flags.insert(.inline) }
         default: break
         }
         let local: ScatterList = size == 0 ? .empty : .single(sendRegion.element(offset: 0, length: size))
-        while try queuePair.postSend(SendWorkRequest(id: id, operation: operation, local: local, flags: flags)) == .wouldBlock {
+        return SendWorkRequest(id: 0, operation: operation, local: local, flags: flags)
+    }
+
+    @inline(__always)
+    func post(_ request: inout SendWorkRequest, id: UInt64, signaled: Bool) throws {
+        request.id = id
+        if signaled { request.flags.insert(.signaled) } else { request.flags.remove(.signaled) }
+        while try queuePair.postSend(request) == .wouldBlock {
             _ = try poll()
         }
     }
@@ -129,6 +139,7 @@ struct FabricClient<D: FabricDevice> {
         case .latencyCompareSwap: operation = .compareAndSwap(side.peer, compare: 0, swap: 0)
         default: throw PerfError("\(test.rawValue) is not a latency test")
         }
+        var request = side.request(operation, size: test.effectiveSize(size))
         // One clock reading per iteration, as perftest takes: each sample
         // runs from the end of the previous iteration to the end of this one.
         var last = now()
@@ -139,15 +150,15 @@ struct FabricClient<D: FabricDevice> {
             }
             switch test {
             case .latencySend:
-                try side.post(operation, size: size, id: UInt64(i), signaled: i % 64 == 63)
+                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63)
                 try side.awaitReceive()
             case .latencyWrite:
                 let marker = UInt8(i % 255 + 1)
                 side.sendBuffer.storeBytes(of: marker, toByteOffset: size - 1, as: UInt8.self)
-                try side.post(operation, size: size, id: UInt64(i), signaled: i % 64 == 63)
+                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63)
                 try side.awaitMarker(marker, size: size)
             default:
-                try side.post(operation, size: test.effectiveSize(size), id: UInt64(i), signaled: true)
+                try side.post(&request, id: UInt64(i), signaled: true)
                 try side.awaitCompletion(UInt64(i))
             }
             let end = now()
@@ -181,12 +192,13 @@ struct FabricClient<D: FabricDevice> {
         let start = now()
         allocation_counter_enable(1)
         let allocationsBefore = allocation_counter_count()
+        var request = side.request(operation, size: size)
         var posted = 0
         var completed = 0
         while completed < count {
             while posted < count && posted - completed < window {
                 let signaled = posted % every == every - 1 || posted == count - 1
-                try side.post(operation, size: size, id: UInt64(posted), signaled: signaled)
+                try side.post(&request, id: UInt64(posted), signaled: signaled)
                 posted += 1
             }
             let n = try side.poll()
@@ -211,16 +223,18 @@ struct FabricServer<D: FabricDevice> {
         let before = allocation_counter_count()
         switch test {
         case .latencySend:
+            var request = side.request(.send, size: size)
             for i in 0..<(warmup + count) {
                 try side.awaitReceive()
-                try side.post(.send, size: size, id: UInt64(i), signaled: i % 64 == 63)
+                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63)
             }
         case .latencyWrite:
+            var request = side.request(.write(side.peer), size: size)
             for i in 0..<(warmup + count) {
                 let marker = UInt8(i % 255 + 1)
                 try side.awaitMarker(marker, size: size)
                 side.sendBuffer.storeBytes(of: marker, toByteOffset: size - 1, as: UInt8.self)
-                try side.post(.write(side.peer), size: size, id: UInt64(i), signaled: i % 64 == 63)
+                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63)
             }
         case .bandwidthSend, .rateSend:
             // Keep polling until the client has its last completion (it
