@@ -79,8 +79,16 @@ final class FabricSide<D: FabricDevice> {
         return SendWorkRequest(id: 0, operation: operation, local: local, flags: flags)
     }
 
+    /// The receive a timed loop posts again and again (see `request`).
+    var receiveRequest: ReceiveWorkRequest {
+        ReceiveWorkRequest(id: 0, local: .single(receiveRegion.element()))
+    }
+
+    /// Posts `request` with a new id on `queuePair`. Timed loops pass the
+    /// queue pair they bound once: read from the `queuePair` property, each
+    /// call would take and drop a reference to it.
     @inline(__always)
-    func post(_ request: inout SendWorkRequest, id: UInt64, signaled: Bool) throws {
+    func post(_ request: inout SendWorkRequest, id: UInt64, signaled: Bool, on queuePair: D.QueuePair) throws {
         request.id = id
         if signaled { request.flags.insert(.signaled) } else { request.flags.remove(.signaled) }
         while try queuePair.postSend(request) == .wouldBlock {
@@ -91,13 +99,13 @@ final class FabricSide<D: FabricDevice> {
     /// Waits for a receive completion, reposting the receive; other
     /// completions (signalled sends) are consumed on the way.
     @inline(__always)
-    func awaitReceive() throws {
+    func awaitReceive(on queuePair: D.QueuePair, repost: ReceiveWorkRequest) throws {
         while true {
             let n = try poll()
             var received = false
             for i in 0..<n where completions[i].opcode == .receive || completions[i].opcode == .receiveWithImmediate {
                 received = true
-                _ = try queuePair.postReceive(ReceiveWorkRequest(id: 0, local: .single(receiveRegion.element())))
+                _ = try queuePair.postReceive(repost)
             }
             if received { return }
         }
@@ -140,6 +148,8 @@ struct FabricClient<D: FabricDevice> {
         default: throw PerfError("\(test.rawValue) is not a latency test")
         }
         var request = side.request(operation, size: test.effectiveSize(size))
+        let repost = side.receiveRequest
+        let queuePair: D.QueuePair = side.queuePair
         // One clock reading per iteration, as perftest takes: each sample
         // runs from the end of the previous iteration to the end of this one.
         var last = now()
@@ -150,15 +160,15 @@ struct FabricClient<D: FabricDevice> {
             }
             switch test {
             case .latencySend:
-                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63)
-                try side.awaitReceive()
+                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63, on: queuePair)
+                try side.awaitReceive(on: queuePair, repost: repost)
             case .latencyWrite:
                 let marker = UInt8(i % 255 + 1)
                 side.sendBuffer.storeBytes(of: marker, toByteOffset: size - 1, as: UInt8.self)
-                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63)
+                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63, on: queuePair)
                 try side.awaitMarker(marker, size: size)
             default:
-                try side.post(&request, id: UInt64(i), signaled: true)
+                try side.post(&request, id: UInt64(i), signaled: true, on: queuePair)
                 try side.awaitCompletion(UInt64(i))
             }
             let end = now()
@@ -193,12 +203,13 @@ struct FabricClient<D: FabricDevice> {
         allocation_counter_enable(1)
         let allocationsBefore = allocation_counter_count()
         var request = side.request(operation, size: size)
+        let queuePair: D.QueuePair = side.queuePair
         var posted = 0
         var completed = 0
         while completed < count {
             while posted < count && posted - completed < window {
                 let signaled = posted % every == every - 1 || posted == count - 1
-                try side.post(&request, id: UInt64(posted), signaled: signaled)
+                try side.post(&request, id: UInt64(posted), signaled: signaled, on: queuePair)
                 posted += 1
             }
             let n = try side.poll()
@@ -224,17 +235,20 @@ struct FabricServer<D: FabricDevice> {
         switch test {
         case .latencySend:
             var request = side.request(.send, size: size)
+            let repost = side.receiveRequest
+            let queuePair: D.QueuePair = side.queuePair
             for i in 0..<(warmup + count) {
-                try side.awaitReceive()
-                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63)
+                try side.awaitReceive(on: queuePair, repost: repost)
+                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63, on: queuePair)
             }
         case .latencyWrite:
             var request = side.request(.write(side.peer), size: size)
+            let queuePair: D.QueuePair = side.queuePair
             for i in 0..<(warmup + count) {
                 let marker = UInt8(i % 255 + 1)
                 try side.awaitMarker(marker, size: size)
                 side.sendBuffer.storeBytes(of: marker, toByteOffset: size - 1, as: UInt8.self)
-                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63)
+                try side.post(&request, id: UInt64(i), signaled: i % 64 == 63, on: queuePair)
             }
         case .bandwidthSend, .rateSend:
             // Keep polling until the client has its last completion (it
