@@ -172,10 +172,9 @@ extension QueuePairCore {
             if !discarding { targets.advance(payload) }
             payloadRemaining -= payload
             // In the middle of a large payload the rest is on its way: read
-            // again at once (until the socket says EAGAIN) rather than go
-            // back through the application's poll. A reader that sits in
-            // the socket also takes the arriving segments' processing off
-            // the sender, which on loopback is the sender's own core.
+            // again at once (until the socket says EAGAIN, or the round's
+            // budget is spent) rather than go back through the
+            // application's poll for each piece.
             lastReadShort = n < planned + tail && payloadRemaining < EngineTuning.largePayload
             stagedEnd = n - payload
             if payloadRemaining == 0 {
