@@ -237,12 +237,13 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         return try work.send.withLock { (ring) throws(FabricError) -> PostResult in
             if ring.isFull { return .wouldBlock }
             let signal = prepared.userSignaled || ring.needsSignal
-            let count = PostingBuffers.copy(request.local, into: ring.elements)
+            let scratch = ring.scratch.request, elements = ring.scratch.elements
+            let count = PostingBuffers.copy(request.local, into: elements)
             PostingBuffers.fill(
-                &ring.request.pointee, request, id: ring.posted, flags: prepared.flags | (signal ? IBV_SEND_SIGNALED.rawValue : 0),
-                elements: count == 0 ? nil : ring.elements, count: count)
+                &scratch.pointee, request, id: ring.posted, flags: prepared.flags | (signal ? IBV_SEND_SIGNALED.rawValue : 0),
+                elements: count == 0 ? nil : elements, count: count)
             var bad: UnsafeMutablePointer<ibv_send_wr>?
-            let code = ibv_post_send(qp, ring.request, &bad)
+            let code = ibv_post_send(qp, scratch, &bad)
             if code == ENOMEM { return .wouldBlock }
             if code != 0 { throw VerbsError.system("posting \(request.operation.name) on \(number)", code) }
             ring.record(prepared.slot(request.id), signaledToDevice: signal)
@@ -298,12 +299,13 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         }
         return try work.receive.withLock { (ring) throws(FabricError) -> PostResult in
             if ring.isFull { return .wouldBlock }
-            let count = PostingBuffers.copy(request.local, into: ring.elements)
-            ring.request.pointee.wr_id = WorkRequestTag.receive | ring.posted
-            ring.request.pointee.sg_list = count == 0 ? nil : ring.elements
-            ring.request.pointee.num_sge = count
+            let scratch = ring.scratch.request, elements = ring.scratch.elements
+            let count = PostingBuffers.copy(request.local, into: elements)
+            scratch.pointee.wr_id = WorkRequestTag.receive | ring.posted
+            scratch.pointee.sg_list = count == 0 ? nil : elements
+            scratch.pointee.num_sge = count
             var bad: UnsafeMutablePointer<ibv_recv_wr>?
-            let code = ibv_post_recv(qp, ring.request, &bad)
+            let code = ibv_post_recv(qp, scratch, &bad)
             if code == ENOMEM { return .wouldBlock }
             if code != 0 { throw VerbsError.system("posting a receive on \(number)", code) }
             ring.record(request.id)

@@ -24,6 +24,26 @@ enum WorkRequestTag {
     }
 }
 
+/// The device request and scatter list a single post fills in place, under
+/// its ring's lock: allocated once, so that a post builds no temporary and
+/// calls no closure (under the VM's emulation each call costs).
+struct PostingScratch<Request>: ~Copyable {
+    let request: UnsafeMutablePointer<Request>
+    let elements: UnsafeMutablePointer<ibv_sge>
+
+    init(empty: Request, maxElements: Int) {
+        request = .allocate(capacity: 1)
+        request.initialize(to: empty)
+        elements = .allocate(capacity: max(1, maxElements))
+        elements.initialize(repeating: ibv_sge(), count: max(1, maxElements))
+    }
+
+    deinit {
+        request.deallocate()
+        elements.deallocate()
+    }
+}
+
 struct SendSlot {
     var userID: UInt64 = 0
     var byteLength: UInt32 = 0
@@ -41,26 +61,16 @@ struct SendRing: ~Copyable {
     var retired: UInt64 = 0
     /// Unsignalled requests posted since the last signalled one.
     var unsignaledRun = 0
-    /// The device request and scatter list a single post fills in place,
-    /// under the ring's lock: no temporary and no closure per post.
-    let request: UnsafeMutablePointer<ibv_send_wr>
-    let elements: UnsafeMutablePointer<ibv_sge>
+    let scratch: PostingScratch<ibv_send_wr>
 
     init(capacity: Int, maxElements: Int) {
         self.capacity = capacity
         slots = .allocate(capacity: capacity)
         slots.initialize(repeating: SendSlot(), count: capacity)
-        request = .allocate(capacity: 1)
-        request.initialize(to: ibv_send_wr())
-        elements = .allocate(capacity: max(1, maxElements))
-        elements.initialize(repeating: ibv_sge(), count: max(1, maxElements))
+        scratch = PostingScratch(empty: ibv_send_wr(), maxElements: maxElements)
     }
 
-    deinit {
-        slots.deallocate()
-        request.deallocate()
-        elements.deallocate()
-    }
+    deinit { slots.deallocate() }
 
     var isFull: Bool { posted &- retired >= UInt64(capacity) }
 
@@ -98,25 +108,16 @@ struct ReceiveRing: ~Copyable {
     let capacity: Int
     var posted: UInt64 = 0
     var retired: UInt64 = 0
-    /// What a post fills in place (see SendRing).
-    let request: UnsafeMutablePointer<ibv_recv_wr>
-    let elements: UnsafeMutablePointer<ibv_sge>
+    let scratch: PostingScratch<ibv_recv_wr>
 
     init(capacity: Int, maxElements: Int) {
         self.capacity = capacity
         ids = .allocate(capacity: capacity)
         ids.initialize(repeating: 0, count: capacity)
-        request = .allocate(capacity: 1)
-        request.initialize(to: ibv_recv_wr())
-        elements = .allocate(capacity: max(1, maxElements))
-        elements.initialize(repeating: ibv_sge(), count: max(1, maxElements))
+        scratch = PostingScratch(empty: ibv_recv_wr(), maxElements: maxElements)
     }
 
-    deinit {
-        ids.deallocate()
-        request.deallocate()
-        elements.deallocate()
-    }
+    deinit { ids.deallocate() }
 
     var isFull: Bool { posted &- retired >= UInt64(capacity) }
 
