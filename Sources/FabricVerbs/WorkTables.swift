@@ -189,15 +189,15 @@ struct SharedReceiveSlots: ~Copyable {
 /// What a completion queue needs to know of a queue pair that reports to it.
 final class QueuePairWork: Sendable {
     let number: QueuePairNumber
-    let send: Mutex<SendRing>
+    let send: RingLock<SendRing>
     /// Unused when receives come from a shared receive queue.
-    let receive: Mutex<ReceiveRing>
+    let receive: RingLock<ReceiveRing>
     let shared: VerbsSharedReceiveQueue?
 
     init(number: QueuePairNumber, limits: QueuePairLimits, shared: VerbsSharedReceiveQueue?) {
         self.number = number
-        send = Mutex(SendRing(capacity: limits.sendQueueDepth, maxElements: limits.maxSendScatterEntries))
-        receive = Mutex(ReceiveRing(capacity: shared == nil ? limits.receiveQueueDepth : 1, maxElements: limits.maxReceiveScatterEntries))
+        send = RingLock(SendRing(capacity: limits.sendQueueDepth, maxElements: limits.maxSendScatterEntries))
+        receive = RingLock(ReceiveRing(capacity: shared == nil ? limits.receiveQueueDepth : 1, maxElements: limits.maxReceiveScatterEntries))
         self.shared = shared
     }
 }
