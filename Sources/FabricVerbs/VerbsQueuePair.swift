@@ -62,7 +62,7 @@ public final class VerbsSharedReceiveQueue: FabricSharedReceiveQueue, @unchecked
             throw VerbsError.system("creating a shared receive queue of \(capacity) entries")
         }
         self.srq = srq
-        slots = Mutex(SharedReceiveSlots(capacity: capacity))
+        slots = Mutex(SharedReceiveSlots(capacity: capacity, maxElements: maxScatterEntries))
     }
 
     deinit {
@@ -76,10 +76,9 @@ public final class VerbsSharedReceiveQueue: FabricSharedReceiveQueue, @unchecked
         }
         return try slots.withLock { (slots) throws(FabricError) -> PostResult in
             guard let slot = slots.take(request.id) else { return .wouldBlock }
-            let code = PostingBuffers.withReceive(request.local, id: WorkRequestTag.receive | WorkRequestTag.shared | (UInt64(index) << 32) | UInt64(slot)) { wr in
-                var bad: UnsafeMutablePointer<ibv_recv_wr>?
-                return ibv_post_srq_recv(srq, wr, &bad)
-            }
+            let wr = slots.scratch.receive(request.local, id: WorkRequestTag.receive | WorkRequestTag.shared | (UInt64(index) << 32) | UInt64(slot))
+            var bad: UnsafeMutablePointer<ibv_recv_wr>?
+            let code = ibv_post_srq_recv(srq, wr, &bad)
             if code == 0 { return .posted }
             slots.giveBack(slot)
             if code == ENOMEM { return .wouldBlock }
@@ -299,13 +298,9 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         }
         return try work.receive.withLock { (ring) throws(FabricError) -> PostResult in
             if ring.isFull { return .wouldBlock }
-            let scratch = ring.scratch.request, elements = ring.scratch.elements
-            let count = PostingBuffers.copy(request.local, into: elements)
-            scratch.pointee.wr_id = WorkRequestTag.receive | ring.posted
-            scratch.pointee.sg_list = count == 0 ? nil : elements
-            scratch.pointee.num_sge = count
+            let wr = ring.scratch.receive(request.local, id: WorkRequestTag.receive | ring.posted)
             var bad: UnsafeMutablePointer<ibv_recv_wr>?
-            let code = ibv_post_recv(qp, scratch, &bad)
+            let code = ibv_post_recv(qp, wr, &bad)
             if code == ENOMEM { return .wouldBlock }
             if code != 0 { throw VerbsError.system("posting a receive on \(number)", code) }
             ring.record(request.id)
@@ -339,27 +334,6 @@ extension SendOperation {
 
 /// Builds verbs work requests on the stack: no allocation per post.
 enum PostingBuffers {
-    static func withScatterList<R>(_ list: ScatterList, _ body: (UnsafeMutablePointer<ibv_sge>?, Int32) -> R) -> R {
-        switch list {
-        case .empty:
-            return body(nil, 0)
-        case .single(let element):
-            // The common case: one element in a local, no temporary buffer.
-            var sge = ibv_sge(addr: element.address, length: element.length, lkey: element.localKey.rawValue)
-            return withUnsafeMutablePointer(to: &sge) { body($0, 1) }
-        case .multiple:
-            break
-        }
-        let count = list.count
-        return withUnsafeTemporaryAllocation(of: ibv_sge.self, capacity: count) { elements in
-            for index in 0..<count {
-                let element = list[index]
-                elements[index] = ibv_sge(addr: element.address, length: element.length, lkey: element.localKey.rawValue)
-            }
-            return body(elements.baseAddress, Int32(count))
-        }
-    }
-
     /// Copies a scatter list into a device one (room for the queue pair's
     /// maximum, which posting checked); returns its length.
     @inline(__always)
@@ -392,10 +366,7 @@ enum PostingBuffers {
                     let request = requests[index]
                     let list = request.local
                     let base = sges.baseAddress! + next
-                    for element in 0..<list.count {
-                        let item = list[element]
-                        base[element] = ibv_sge(addr: item.address, length: item.length, lkey: item.localKey.rawValue)
-                    }
+                    _ = copy(list, into: base)
                     next += list.count
                     var wr = ibv_send_wr()
                     fill(&wr, request, id: firstID &+ UInt64(index), flags: flags(index), elements: list.count == 0 ? nil : base, count: Int32(list.count))
@@ -449,16 +420,6 @@ enum PostingBuffers {
             wr.wr.atomic.rkey = remote.key.rawValue
             wr.wr.atomic.compare_add = compare
             wr.wr.atomic.swap = swap
-        }
-    }
-
-    static func withReceive(_ list: ScatterList, id: UInt64, _ post: (UnsafeMutablePointer<ibv_recv_wr>) -> Int32) -> Int32 {
-        withScatterList(list) { elements, count in
-            var wr = ibv_recv_wr()
-            wr.wr_id = id
-            wr.sg_list = elements
-            wr.num_sge = count
-            return post(&wr)
         }
     }
 }

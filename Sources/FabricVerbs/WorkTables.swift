@@ -44,6 +44,18 @@ struct PostingScratch<Request>: ~Copyable {
     }
 }
 
+extension PostingScratch where Request == ibv_recv_wr {
+    /// Fills the receive request with `id` and `list`; returns it for the post.
+    @inline(__always)
+    borrowing func receive(_ list: ScatterList, id: UInt64) -> UnsafeMutablePointer<ibv_recv_wr> {
+        let count = PostingBuffers.copy(list, into: elements)
+        request.pointee.wr_id = id
+        request.pointee.sg_list = count == 0 ? nil : elements
+        request.pointee.num_sge = count
+        return request
+    }
+}
+
 struct SendSlot {
     var userID: UInt64 = 0
     var byteLength: UInt32 = 0
@@ -142,9 +154,11 @@ struct SharedReceiveSlots: ~Copyable {
     let free: UnsafeMutablePointer<Int32>
     let capacity: Int
     var freeCount: Int
+    let scratch: PostingScratch<ibv_recv_wr>
 
-    init(capacity: Int) {
+    init(capacity: Int, maxElements: Int) {
         self.capacity = capacity
+        scratch = PostingScratch(empty: ibv_recv_wr(), maxElements: maxElements)
         ids = .allocate(capacity: capacity)
         ids.initialize(repeating: 0, count: capacity)
         taken = .allocate(capacity: capacity)

@@ -46,7 +46,7 @@ final class FabricSide<D: FabricDevice> {
     /// Receives always cover the whole receive buffer.
     func postReceives(_ count: Int) throws {
         for _ in 0..<count {
-            _ = try queuePair.postReceive(ReceiveWorkRequest(id: 0, local: .single(receiveRegion.element())))
+            _ = try queuePair.postReceive(receiveRequest)
         }
     }
 
@@ -79,7 +79,7 @@ final class FabricSide<D: FabricDevice> {
         return SendWorkRequest(id: 0, operation: operation, local: local, flags: flags)
     }
 
-    /// The receive a timed loop posts again and again (see `request`).
+    /// The receive every loop posts (a timed loop builds it once: see `request`).
     var receiveRequest: ReceiveWorkRequest {
         ReceiveWorkRequest(id: 0, local: .single(receiveRegion.element()))
     }
@@ -259,7 +259,7 @@ struct FabricServer<D: FabricDevice> {
                 let n = try pollOrSleep()
                 for i in 0..<n where side.completions[i].opcode == .receive {
                     received += 1
-                    _ = try side.queuePair.postReceive(ReceiveWorkRequest(id: 0, local: .single(side.receiveRegion.element())))
+                    _ = try side.queuePair.postReceive(side.receiveRequest)
                 }
                 spins += 1
                 if received >= count && spins % 64 == 0 && control.hasInput() { break }

@@ -75,9 +75,9 @@ struct RawTCP {
         let piece = max(1, min(size, capacity))
         var left = size * count
         while left > 0 {
-            let now = min(left, piece)
-            receiveAll(now)
-            left -= now
+            let length = min(left, piece)
+            receiveAll(length)
+            left -= length
         }
         sendAll(1)
     }

@@ -12,7 +12,7 @@ func serve<D: FabricDevice>(device: D, control: ControlChannel, host: String, ca
     guard let request = try listener.next(timeout: .seconds(60)) else { throw PerfError("the client did not connect") }
     side.queuePair = try request.accept(side.setup, privateData: []) { (qp) throws(FabricError) in
         for _ in 0..<side.receiveDepth {
-            _ = try qp.postReceive(ReceiveWorkRequest(id: 0, local: .single(side.receiveRegion.element())))
+            _ = try qp.postReceive(side.receiveRequest)
         }
     }
     let rawFD = try PlainSocket.accept(rawListener)
@@ -87,7 +87,7 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
     guard serverCapacity >= capacity else { throw PerfError("the server's buffers (\(serverCapacity) B) are smaller than the largest size asked") }
     let (queuePair, _) = try device.connect(to: Endpoint(host: host, port: fabricPort), side.setup, options: ConnectOptions()) { (qp) throws(FabricError) in
         for _ in 0..<side.receiveDepth {
-            _ = try qp.postReceive(ReceiveWorkRequest(id: 0, local: .single(side.receiveRegion.element())))
+            _ = try qp.postReceive(side.receiveRequest)
         }
     }
     side.queuePair = queuePair
