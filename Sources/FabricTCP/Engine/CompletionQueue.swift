@@ -3,48 +3,6 @@ import FabricCore
 import Glibc
 import Synchronization
 
-/// A fixed ring of completions. No allocation after creation.
-struct CompletionRing: ~Copyable {
-    let storage: UnsafeMutablePointer<Completion>
-    let capacity: Int
-    var head = 0
-    var count = 0
-
-    init(capacity: Int) {
-        self.capacity = capacity
-        storage = .allocate(capacity: capacity)
-        storage.initialize(repeating: .empty, count: capacity)
-    }
-
-    deinit {
-        storage.deinitialize(count: capacity)
-        storage.deallocate()
-    }
-
-    /// False when full (an overrun).
-    @inline(__always)
-    mutating func push(_ completion: Completion) -> Bool {
-        guard count < capacity else { return false }
-        var index = head + count
-        if index >= capacity { index -= capacity }
-        storage[index] = completion
-        count += 1
-        return true
-    }
-
-    @inline(__always)
-    mutating func pop(into buffer: UnsafeMutableBufferPointer<Completion>) -> Int {
-        let n = min(count, buffer.count)
-        for i in 0..<n {
-            buffer[i] = storage[head]
-            head += 1
-            if head == capacity { head = 0 }
-        }
-        count -= n
-        return n
-    }
-}
-
 /// The software NIC's completion queue. Polling an empty queue drives the
 /// progress of the queue pairs that report here, on the caller's thread: a
 /// busy-polling application moves its own bytes with no thread hop.
@@ -68,14 +26,13 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
     /// The notifier was signalled for the descriptor and not drained yet
     /// (so that a stream of completions costs one signal, not one each).
     private let descriptorSignalled = Atomic<Bool>(false)
-    private struct Attached {
-        var list: [QueuePairEngine] = []
-        /// Whether the sockets are in the epoll set: only once someone sleeps
-        /// through it (a registration costs every arriving packet a callback,
-        /// which busy-polling applications need not pay).
-        var watching = false
-    }
-    private let attached = Locked(Attached())
+    /// The queue pairs that report here, and how a poll finds their work.
+    let attached: AttachedQueuePairs
+    /// When the application last polled here (ns, monotonic), and how many
+    /// threads sleep in `wait`: the progress thread leaves alone the queue
+    /// pairs of a queue someone attends to.
+    private let lastPolled = Atomic<UInt64>(0)
+    private let sleepers = Atomic<Int>(0)
 
     init(device: TCPDeviceCore, capacity: Int) throws(FabricError) {
         self.device = device
@@ -84,51 +41,29 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
         notifier = try EventNotifier()
         poller = try EventPoller()
         try poller.add(notifier.fd, token: 0, events: .epollIn)
+        attached = AttachedQueuePairs(poller: poller)
     }
 
     public var fileDescriptor: Int32 {
-        startWatching()
+        attached.startWatching()
         descriptorMode.store(true, ordering: .sequentiallyConsistent)
         return poller.fd
     }
 
-    private func startWatching() {
-        attached.withLock { set in
-            guard !set.watching else { return }
-            set.watching = true
-            for queuePair in set.list { add(queuePair) }
-        }
-    }
+    func attach(_ queuePair: QueuePairEngine) { attached.attach(queuePair) }
 
-    private func add(_ queuePair: QueuePairEngine) {
-        let writable = queuePair.watchingWritable.load(ordering: .relaxed)
-        try? poller.add(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: writable ? .epollIn | .epollOut | .epollRDHup : .epollIn | .epollRDHup)
-    }
-
-    func attach(_ queuePair: QueuePairEngine) {
-        attached.withLock { set in
-            if !set.list.contains(where: { $0 === queuePair }) {
-                set.list.append(queuePair)
-                if set.watching { add(queuePair) }
-            }
-        }
-    }
-
-    func detach(_ queuePair: QueuePairEngine) {
-        attached.withLock { set in
-            if let index = set.list.firstIndex(where: { $0 === queuePair }) {
-                set.list.remove(at: index)
-                if set.watching { poller.remove(queuePair.socket) }
-            }
-        }
-    }
+    func detach(_ queuePair: QueuePairEngine) { attached.detach(queuePair) }
 
     /// Adds or removes interest in room to write on a queue pair's socket.
-    func watch(_ queuePair: QueuePairEngine, writable: Bool) {
-        let events: UInt32 = writable ? .epollIn | .epollOut | .epollRDHup : .epollIn | .epollRDHup
-        attached.withLock { set in
-            if set.watching { poller.modify(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: events) }
-        }
+    func watch(_ queuePair: QueuePairEngine, writable: Bool) { attached.watch(queuePair, writable: writable) }
+
+    /// Whether the application attends to this queue (polled it within
+    /// `age` nanoseconds, or sleeps in `wait`): then its queue pairs need no
+    /// help from the progress thread.
+    func isAttended(now: UInt64, within age: UInt64) -> Bool {
+        if sleepers.load(ordering: .relaxed) > 0 { return true }
+        let last = lastPolled.load(ordering: .relaxed)
+        return last >= now || now - last < age
     }
 
     /// Adds a completion (called with the producing queue pair's lock held).
@@ -161,7 +96,9 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
         if found > 0 { return found }
         // One round moves at most a budget of bytes per queue pair (well
         // under the progress thread's hand-off delay), so one stamp suffices.
-        progressAttached(now: device.noteApplicationProgress())
+        let now = device.noteApplicationProgress()
+        lastPolled.store(now, ordering: .relaxed)
+        attached.progress(now: now)
         return take(into: buffer)
     }
 
@@ -175,30 +112,20 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
         }
     }
 
-    /// Drives every attached queue pair once, skipping any another thread is
-    /// already driving.
-    func progressAttached(now: UInt64) {
-        let queuePairs = attached.withLock { $0.list }
-        // The copy holds every engine for the round: the loop needs no
-        // reference of its own to each (two atomic operations per engine
-        // per poll, which a busy-polling receiver pays millions of times).
-        queuePairs.withUnsafeBufferPointer { engines in
-            for index in engines.indices {
-                Unmanaged.passUnretained(engines[index])._withUnsafeGuaranteedRef {
-                    $0.progress(by: .application, now: now)
-                }
-            }
-        }
-    }
+    /// Drives the attached queue pairs that have work, skipping any another
+    /// thread is already driving.
+    func progressAttached(now: UInt64) { attached.progress(now: now) }
 
     var isEmpty: Bool { ring.withLock { $0.count == 0 } }
 
     public func wait(timeout: Duration?) throws(FabricError) -> Bool {
         if !isEmpty { return true }
         device.blockedWaiters.wrappingAdd(1, ordering: .relaxed)
+        sleepers.wrappingAdd(1, ordering: .relaxed)
         defer {
+            sleepers.wrappingSubtract(1, ordering: .relaxed)
             device.blockedWaiters.wrappingSubtract(1, ordering: .relaxed)
-            device.noteApplicationProgress()
+            lastPolled.store(device.noteApplicationProgress(), ordering: .relaxed)
         }
         // Arm, then look once more: a completion another thread adds from
         // now on signals the notifier. Bytes already waiting in a socket
@@ -215,7 +142,7 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
             // Sleep no longer than the nearest timer of an attached queue
             // pair (an RNR retry, an owed acknowledgement, a response timeout).
             let now = MonotonicClock.now()
-            var deadline = nearestDeadline()
+            var deadline = attached.nearestDeadline()
             if let limit { deadline = min(deadline, limit) }
             let milliseconds: Int32 = deadline == .max ? -1 : Int32(min((deadline > now ? deadline - now : 0) / 1_000_000 + 1, 60_000))
             let woken = sleep(milliseconds, &events)
@@ -235,31 +162,23 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
     /// Sleeps until a socket or the notifier is readable; true if one is.
     /// With one queue pair, poll(2) on its socket and the notifier puts the
     /// thread straight on the socket's wait queue (one wake-up step less
-    /// than through the epoll set, which serves the general case).
+    /// than through the epoll set, which serves the general case: there a
+    /// queue pair whose output waits for room has EPOLLOUT registered, see
+    /// `TCPDeviceCore.wantsWritable`).
     private func sleep(_ milliseconds: Int32, _ events: inout epoll_event) -> (any: Bool, notified: Bool) {
-        let list = attached.withLock { $0.list }
-        // Output stuck in a full socket needs a wake-up when it drains.
-        let writing = list.contains { $0.hasPendingOutput }
-        if list.count == 1 {
-            let events = writing ? Int16(POLLIN) | Int16(POLLOUT) : Int16(POLLIN)
+        if let only = attached.onlyMember {
+            // Output stuck in a full socket needs a wake-up when it drains.
+            let events = only.hasPendingOutput ? Int16(POLLIN) | Int16(POLLOUT) : Int16(POLLIN)
             var descriptors = (
-                pollfd(fd: list[0].socket, events: events, revents: 0),
+                pollfd(fd: only.socket, events: events, revents: 0),
                 pollfd(fd: notifier.fd, events: Int16(POLLIN), revents: 0))
             let n = withUnsafeMutablePointer(to: &descriptors) {
                 $0.withMemoryRebound(to: pollfd.self, capacity: 2) { Glibc.poll($0, 2, milliseconds) }
             }
             return (n > 0, descriptors.1.revents != 0)
         }
-        startWatching()
-        let n = poller.wait(&events, capacity: 1, timeoutMilliseconds: writing && (milliseconds < 0 || milliseconds > 1) ? 1 : milliseconds)
+        attached.startWatching()
+        let n = poller.wait(&events, capacity: 1, timeoutMilliseconds: milliseconds)
         return (n > 0, n > 0 && events.data.u64 == 0)
-    }
-
-    private func nearestDeadline() -> UInt64 {
-        attached.withLock { list in
-            var nearest = UInt64.max
-            for queuePair in list.list { nearest = min(nearest, queuePair.deadline.load(ordering: .relaxed)) }
-            return nearest
-        }
     }
 }

@@ -309,8 +309,15 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         let now = MonotonicClock.now()
         let list = queuePairs.withLock { $0.list }
         for queuePair in list {
+            if age == 0 {
+                queuePair.progress(by: .progressThread, now: now)
+                continue
+            }
+            // A queue the application polls drives its queue pairs by
+            // readiness: those with nothing to do are rightly left alone.
+            if queuePair.sendCQ.isAttended(now: now, within: age) || queuePair.receiveCQ.isAttended(now: now, within: age) { continue }
             let last = queuePair.lastProgress.load(ordering: .relaxed)
-            if last < now && now - last >= age || age == 0 {
+            if last < now && now - last >= age {
                 queuePair.progress(by: .progressThread, now: now)
             }
         }

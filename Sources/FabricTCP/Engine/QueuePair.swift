@@ -26,6 +26,12 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     let emulated: Bool
     /// The progress thread also watches this socket for room to write.
     let watchingWritable = Atomic<Bool>(false)
+    /// On which completion queues' timer lists the engine is (bit 1: the
+    /// send queue's, bit 2: the receive queue's; see AttachedQueuePairs).
+    /// A queue pair with a timer must be on them: with several queue pairs
+    /// a poll drives only those with input or a due timer.
+    let timerListed = Atomic<UInt8>(0)
+    private let timerListMask: UInt8
     private let detached = Atomic<Bool>(false)
 
     init(socket: Int32, number: QueuePairNumber, device: TCPDeviceCore, setup: QueuePairSetup<TCPDevice>) {
@@ -38,6 +44,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         self.usesSharedReceiveQueue = setup.sharedReceiveQueue != nil
         let emulation = LinkEmulation(link: device.link, faults: device.faults, queuePair: number.rawValue, retry: setup.retry)
         emulated = emulation != nil
+        timerListMask = setup.sendCompletionQueue === setup.receiveCompletionQueue ? 1 : 3
         core = Locked(QueuePairCore(
             fd: socket, number: number, device: device, sendCQ: setup.sendCompletionQueue,
             receiveCQ: setup.receiveCompletionQueue, sharedReceiveQueue: setup.sharedReceiveQueue,
@@ -65,7 +72,26 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         try device.checkNotForked()
         try checkShape(request)
         if emulated { return try postSendEmulated(request) }
-        return try core.withLock { (core) throws(FabricError) -> PostResult in try core.postSend(request) }
+        let result = try core.withLock { (core) throws(FabricError) -> PostResult in try core.postSend(request) }
+        // A request in flight needs its response timer watched.
+        if timerListed.load(ordering: .relaxed) != timerListMask { listTimerNow() }
+        return result
+    }
+
+    /// Makes the next poll drive this queue pair, which then computes its
+    /// timer (a post does not: it would cost every post a clock reading).
+    @inline(never)
+    private func listTimerNow() {
+        if deadline.load(ordering: .relaxed) == .max { deadline.store(0, ordering: .sequentiallyConsistent) }
+        listTimer()
+    }
+
+    /// Joins the timer lists of both completion queues.
+    @inline(never)
+    func listTimer() {
+        let before = timerListed.bitwiseOr(timerListMask, ordering: .sequentiallyConsistent).oldValue
+        if before & 1 == 0 { sendCQ.attached.listTimer(self) }
+        if timerListMask & 2 != 0 && before & 2 == 0 { receiveCQ.attached.listTimer(self) }
     }
 
     /// Posting on an emulated link may hold the frame back: its release
@@ -78,6 +104,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
             deadline.store(next, ordering: .sequentiallyConsistent)
             device.timerMoved(to: next)
         }
+        if next != .max && timerListed.load(ordering: .sequentiallyConsistent) != timerListMask { listTimer() }
         return result
     }
 
@@ -128,7 +155,10 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         if let (next, stuck) = core.withLockIfAvailable({ core in (core.progress(by: driver, now: now), core.outputStuck) }) {
             if deadline.load(ordering: .relaxed) != next {
                 deadline.store(next, ordering: .sequentiallyConsistent)
-                if next != .max { device.timerMoved(to: next) }
+                if next != .max {
+                    device.timerMoved(to: next)
+                    if timerListed.load(ordering: .sequentiallyConsistent) != timerListMask { listTimer() }
+                }
             }
             lastProgress.store(now, ordering: .relaxed)
             // The output drained: stop watching for room to write.
