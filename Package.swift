@@ -32,10 +32,14 @@ let package = Package(
             name: "FabricCore",
             dependencies: [.product(name: "Logging", package: "swift-log")]
         ),
-        // What both backends share: the job secret and fork detection.
+        // What both backends share: the job secret, fork detection, the
+        // descriptor limit.
         .target(
             name: "FabricSupport",
-            dependencies: ["FabricCore", "CFabricShims", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: [
+                "FabricCore", "CFabricShims", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         .target(
             name: "FabricTCP",
@@ -78,6 +82,7 @@ let package = Package(
         // The far end of the connection in the tests that kill or stop it.
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
+        .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
         .testTarget(
             name: "FabricTCPTests",
             dependencies: [

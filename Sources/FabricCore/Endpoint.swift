@@ -47,11 +47,32 @@ public struct ConnectOptions: Hashable, Sendable {
     /// request (rdma_cm's private data).
     public var privateData: [UInt8]
     public var timeout: Duration
+    /// A value naming the connection for both processes (for example an MPI
+    /// rank pair), nil for none. When two processes connect to each other
+    /// with the same tag at the same time, exactly one queue pair results:
+    /// the connect started by the device with the lower `instance` wins,
+    /// and the other attempt fails with `crossedConnection` (its process
+    /// gets the winner through its listener). A connect that finds a
+    /// connection request of the same tag from the same peer already handed
+    /// to the application fails the same way. Different tags, no tag, or
+    /// several connects from one side make separate queue pairs.
+    /// On the verbs backend a tag takes the connect request's 12 bytes of
+    /// application data, so `privateData` must then be empty there.
+    public var tag: UInt64?
+    /// The device instance expected to answer (a fabric address names it):
+    /// reaching another device fails the connect instead of connecting to
+    /// whoever took the address since.
+    public var expectedInstance: UInt64?
 
-    public init(localAddress: String? = nil, privateData: [UInt8] = [], timeout: Duration = .seconds(10)) {
+    public init(
+        localAddress: String? = nil, privateData: [UInt8] = [], timeout: Duration = .seconds(10), tag: UInt64? = nil,
+        expectedInstance: UInt64? = nil
+    ) {
         self.localAddress = localAddress
         self.privateData = privateData
         self.timeout = timeout
+        self.tag = tag
+        self.expectedInstance = expectedInstance
     }
 }
 

@@ -19,6 +19,12 @@ public struct FabricError: Error, Hashable, Sendable, CustomStringConvertible {
         case protocolMismatch
         /// A timeout passed.
         case timedOut
+        /// Two processes connected to each other with the same connection
+        /// tag at the same time, and the other connection won the tie-break:
+        /// this attempt made no queue pair; the peer's connection request
+        /// (or, on the other side, its connect) gives the one queue pair for
+        /// the tag. See `ConnectOptions.tag`.
+        case crossedConnection
         /// A system call failed; the message carries errno's text.
         case system(errno: Int32)
     }

@@ -146,13 +146,39 @@ public protocol FabricConnectionRequest: AnyObject, Sendable {
     func reject(privateData: [UInt8])
 }
 
-/// A listening endpoint (rdma_cm's listen id).
+/// A connect in progress (rdma_cm's id before ESTABLISHED), driven by
+/// `advance` from the thread that started it: one thread can have many in
+/// flight while it serves its own listener. Not `Sendable`: it belongs to
+/// that thread. Dropping it before it connected abandons the attempt.
+public protocol FabricConnectAttempt: AnyObject {
+    associatedtype QueuePair: FabricQueuePair
+    /// A descriptor that becomes readable (or writable, while
+    /// `waitsToWrite`) when `advance` may move on; owned by the attempt.
+    var fileDescriptor: Int32 { get }
+    var waitsToWrite: Bool { get }
+    /// Moves the set-up on as far as it can without waiting. Returns the
+    /// queue pair and the peer's private data once connected (then again
+    /// on later calls), nil while in progress; throws when the attempt
+    /// failed (refused, timed out, `crossedConnection`, ...).
+    func advance() throws(FabricError) -> (queuePair: QueuePair, privateData: [UInt8])?
+}
+
+/// A listening endpoint (rdma_cm's listen id). It runs the handshakes of
+/// many peers at once: a silent or slow peer delays no other.
 public protocol FabricListener: AnyObject, Sendable {
     associatedtype Device: FabricDevice
     /// The address actually bound (the port is filled in when 0 was asked).
     var endpoint: Endpoint { get }
-    /// Waits for the next authenticated connection request.
+    /// The address to hand to peers: concrete host addresses (for a
+    /// wildcard listener, the interfaces'), the port, the backend and the
+    /// device's identity. Its printed form survives key-value stores.
+    var address: FabricAddress { get }
+    /// Waits for the next authenticated connection request (nil after
+    /// `timeout`; `.zero` only looks), moving every handshake in progress.
     func next(timeout: Duration?) throws(FabricError) -> Device.ConnectionRequest?
+    /// A descriptor that becomes readable when `next` may have something to
+    /// do (a new peer, a handshake's next message); owned by the listener.
+    var fileDescriptor: Int32 { get }
     func close()
 }
 
@@ -188,9 +214,15 @@ public protocol FabricDevice: AnyObject, Sendable {
     associatedtype QueuePair: FabricQueuePair
     associatedtype ConnectionRequest: FabricConnectionRequest where ConnectionRequest.Device == Self
     associatedtype Listener: FabricListener where Listener.Device == Self
+    associatedtype ConnectAttempt: FabricConnectAttempt where ConnectAttempt.QueuePair == QueuePair
 
     /// "tcp" or "verbs".
     var backendName: String { get }
+    /// The version of the backend's wire protocol (in fabric addresses).
+    var wireVersion: Int { get }
+    /// A random identity of this open device, fixed for its life: names it
+    /// in fabric addresses, and orders two devices in a tie-break.
+    var instance: UInt64 { get }
     var name: String { get }
     var capabilities: DeviceCapabilities { get }
 
@@ -212,11 +244,48 @@ public protocol FabricDevice: AnyObject, Sendable {
         prepare: (QueuePair) throws(FabricError) -> Void
     ) throws(FabricError) -> (queuePair: QueuePair, privateData: [UInt8])
 
+    /// Starts a connect and returns at once; `advance` the attempt to finish
+    /// it. `prepare` runs once the queue pair exists and before the peer
+    /// can send to it, from within `advance`.
+    func startConnect(
+        to endpoint: Endpoint, _ setup: QueuePairSetup<Self>, options: ConnectOptions,
+        prepare: @escaping (QueuePair) throws(FabricError) -> Void
+    ) throws(FabricError) -> ConnectAttempt
+
     /// Listens on `endpoint` (port 0 picks a free port).
     func listen(on endpoint: Endpoint, backlog: Int) throws(FabricError) -> Listener
 
     /// Returns the next asynchronous event, if any.
     func pollAsyncEvent() -> AsyncEvent?
+}
+
+extension FabricDevice {
+    /// Connects to the device a fabric address names (another process's
+    /// `listener.address`, printed and parsed): refuses an address of the
+    /// other backend or wire version, tries its host addresses in order,
+    /// and fails if a device other than the one named answers.
+    public func connect(
+        to address: FabricAddress, _ setup: QueuePairSetup<Self>, options: ConnectOptions,
+        prepare: (QueuePair) throws(FabricError) -> Void
+    ) throws(FabricError) -> (queuePair: QueuePair, privateData: [UInt8]) {
+        try address.checkReachable(byBackend: backendName, wireVersion: wireVersion)
+        var options = options
+        options.expectedInstance = address.instance
+        var failures: [String] = []
+        for endpoint in address.endpoints {
+            do {
+                return try connect(to: endpoint, setup, options: options, prepare: prepare)
+            } catch {
+                // Another address may work; an answer that is not "cannot
+                // reach" ends the search.
+                switch error.kind {
+                case .connectionFailed, .timedOut, .system: failures.append(error.message)
+                default: throw error
+                }
+            }
+        }
+        throw FabricError(.connectionFailed, "no address of \(address) answered: \(failures.joined(separator: "; "))")
+    }
 }
 
 import Dispatch

@@ -21,6 +21,7 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
     public typealias QueuePair = TCPQueuePair
     public typealias ConnectionRequest = TCPConnectionRequest
     public typealias Listener = TCPListener
+    public typealias ConnectAttempt = TCPConnectAttempt
 
     public static let deviceName = "tcp0"
 
@@ -29,6 +30,8 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
 
     let core: TCPDeviceCore
     public let backendName = "tcp"
+    public var wireVersion: Int { Int(Handshake.version) }
+    public var instance: UInt64 { core.instance }
     public var name: String { core.name }
     public var capabilities: DeviceCapabilities { core.capabilities }
     /// Where the job secret came from.
@@ -189,32 +192,49 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
         to endpoint: Endpoint, _ setup: QueuePairSetup<TCPDevice>, options: ConnectOptions,
         prepare: (TCPQueuePair) throws(FabricError) -> Void
     ) throws(FabricError) -> (queuePair: TCPQueuePair, privateData: [UInt8]) {
+        let attempt = try makeAttempt(to: endpoint, setup, options: options, prepare: nil)
+        while true {
+            if let connected = try attempt.advance(prepare: prepare) { return connected }
+            attempt.waitForProgress()
+        }
+    }
+
+    public func startConnect(
+        to endpoint: Endpoint, _ setup: QueuePairSetup<TCPDevice>, options: ConnectOptions,
+        prepare: @escaping (TCPQueuePair) throws(FabricError) -> Void
+    ) throws(FabricError) -> TCPConnectAttempt {
+        try makeAttempt(to: endpoint, setup, options: options, prepare: prepare)
+    }
+
+    private func makeAttempt(
+        to endpoint: Endpoint, _ setup: QueuePairSetup<TCPDevice>, options: ConnectOptions,
+        prepare: ((TCPQueuePair) throws(FabricError) -> Void)?
+    ) throws(FabricError) -> TCPConnectAttempt {
         try core.checkNotForked()
         try validate(setup)
         try checkQueuePairLimit()
         guard options.privateData.count <= Handshake.maxPrivateData else {
             throw FabricError(.invalidArgument, "private data of \(options.privateData.count) bytes; at most \(Handshake.maxPrivateData) are allowed")
         }
-        let deadline = MonotonicClock.now() &+ MonotonicClock.nanoseconds(options.timeout)
-        let fd = try Sockets.connect(to: endpoint, localAddress: options.localAddress, deadline: deadline)
-        let accepted: [UInt8]
-        do {
-            accepted = try ClientHandshake.run(fd: fd, secret: core.secret, privateData: options.privateData, deadline: deadline, peer: endpoint)
-        } catch {
-            SystemCalls.close(fd)
-            throw error
-        }
-        let queuePair = TCPQueuePair(engine: QueuePairEngine(socket: fd, number: core.makeQueuePairNumber(), device: core, setup: setup))
-        try prepare(queuePair)
-        queuePair.engine.activate()
-        core.logger.debug("connected", metadata: ["peer": "\(endpoint)", "qp": "\(queuePair.number)"])
-        return (queuePair, accepted)
+        return try TCPConnectAttempt(device: self, endpoint: endpoint, setup: setup, options: options, prepare: prepare)
     }
 
     public func listen(on endpoint: Endpoint, backlog: Int = 128) throws(FabricError) -> TCPListener {
         try core.checkNotForked()
         let (fd, bound) = try Sockets.listen(on: endpoint, backlog: backlog)
-        return TCPListener(fd: fd, endpoint: bound, device: self)
+        let address: FabricAddress
+        do {
+            address = try InterfaceAddresses.listenerAddress(backend: backendName, wireVersion: wireVersion, bound: bound, instance: instance)
+        } catch {
+            SystemCalls.close(fd)
+            throw error
+        }
+        do {
+            return try TCPListener(fd: fd, endpoint: bound, address: address, device: self)
+        } catch {
+            SystemCalls.close(fd)
+            throw error
+        }
     }
 
     public func pollAsyncEvent() -> AsyncEvent? { core.pollEvent() }

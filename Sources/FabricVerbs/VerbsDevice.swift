@@ -3,6 +3,7 @@ import Crypto
 import FabricCore
 import FabricSupport
 import Glibc
+import Synchronization
 import Logging
 
 /// An RDMA device through libibverbs and librdmacm: the fabric API on a real
@@ -18,8 +19,15 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
     public typealias QueuePair = VerbsQueuePair
     public typealias ConnectionRequest = VerbsConnectionRequest
     public typealias Listener = VerbsListener
+    public typealias ConnectAttempt = VerbsConnectAttempt
 
     public let backendName = "verbs"
+    public var wireVersion: Int { Int(ConnectionProof.version) }
+    /// 32 bits: a tagged connect request carries it in 4 bytes.
+    public let instance: UInt64
+    /// Tagged connections and connects, for the tie-break of crossing
+    /// connects (FabricSupport/ConnectionTags.swift).
+    let tags: Mutex<ConnectionTags>
     public let name: String
     public let capabilities: DeviceCapabilities
     /// Where the job secret came from.
@@ -48,6 +56,10 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
     /// Opens a device with an explicit job secret (at least 16 bytes).
     public init(name: String? = nil, secret explicitSecret: [UInt8]?, logger: Logger = Logger(label: "fabric.verbs")) throws(FabricError) {
         self.logger = logger
+        let instance = UInt64(UInt32.random(in: 1...UInt32.max))
+        self.instance = instance
+        tags = Mutex(ConnectionTags(ownInstance: instance))
+        DescriptorLimit.raiseToMaximum(logger: logger)
         if let explicitSecret {
             guard explicitSecret.count >= 16 else {
                 throw FabricError(.invalidArgument, "the job secret must be at least 16 bytes; got \(explicitSecret.count)")
@@ -133,7 +145,19 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
         prepare: (VerbsQueuePair) throws(FabricError) -> Void
     ) throws(FabricError) -> (queuePair: VerbsQueuePair, privateData: [UInt8]) {
         try forkDetection.checkNotForked()
-        return try ActiveConnection.connect(device: self, to: endpoint, setup: setup, options: options, prepare: prepare)
+        let attempt = try VerbsConnectAttempt(device: self, endpoint: endpoint, setup: setup, options: options, prepare: nil)
+        while true {
+            if let connected = try attempt.advance(prepare: prepare) { return connected }
+            attempt.waitForProgress()
+        }
+    }
+
+    public func startConnect(
+        to endpoint: Endpoint, _ setup: QueuePairSetup<VerbsDevice>, options: ConnectOptions,
+        prepare: @escaping (VerbsQueuePair) throws(FabricError) -> Void
+    ) throws(FabricError) -> VerbsConnectAttempt {
+        try forkDetection.checkNotForked()
+        return try VerbsConnectAttempt(device: self, endpoint: endpoint, setup: setup, options: options, prepare: prepare)
     }
 
     public func listen(on endpoint: Endpoint, backlog: Int) throws(FabricError) -> VerbsListener {

@@ -1,5 +1,6 @@
 internal import CVerbs
 import FabricCore
+import FabricSupport
 import Glibc
 import Synchronization
 
@@ -105,6 +106,13 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
     private let identifier: UnsafeMutablePointer<rdma_cm_id>
     /// The channel the identifier was set up on; it must outlive it.
     private let setupChannel: EventChannel
+    /// The connection's entry in the device's tie-break table, if tagged:
+    /// dropped with the queue pair.
+    private let tagEntry = Mutex<ConnectionTags.RecordID?>(nil)
+    var tagRecord: ConnectionTags.RecordID? {
+        get { tagEntry.withLock { $0 } }
+        set { tagEntry.withLock { $0 = newValue } }
+    }
 
     /// Creates the queue pair (in the reset state) for connection `id`.
     init(
@@ -152,6 +160,7 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         receiveQueue.detach(number)
         ibv_destroy_qp(qp)
         rdma_destroy_id(identifier)
+        if let record = tagRecord { device.tags.withLock { $0.remove(record) } }
     }
 
     /// The connection is up: its events are followed from now on.

@@ -26,19 +26,28 @@ struct InstructionCount: ParsableCommand {
     @Option(help: "Microseconds to sleep before each poll.")
     var settle: UInt32 = 200
 
+    @Option(help: "Queue pairs attached to each side's completion queues; the first carries the traffic, the others are connected and idle.")
+    var queuePairs = 1
+
     @Option(help: "Polls of an empty receive queue (nothing in flight), after the rest: what a busy-polling receiver pays per look.")
     var emptyPolls = 0
 
     func run() throws {
         guard roundTrips >= 0, writes >= 0 else { throw ValidationError("counts must not be negative") }
+        guard queuePairs >= 1 else { throw ValidationError("--queue-pairs must be at least 1") }
         let secret = Array("instruction-count-secret-0123456789".utf8)
         let client = try CountSide(TCPDevice(secret: secret), settle: settle)
         let server = try CountSide(TCPDevice(secret: secret), settle: settle)
         try connect(client, server)
+        // Idle company on the same completion queues.
+        let idle = try (1..<queuePairs).map { _ in
+            try connectLoopbackPair(client: client.device, client.setup, server: server.device, server.setup, timeout: .seconds(10))
+        }
         try pingPong(client, server)
         try writeStream(client, server)
         try pollEmpty(client)
-        print("count: \(roundTrips) round trips of 8 B, \(writes) WRITEs of 1 MiB, \(emptyPolls) empty polls")
+        print("count: \(roundTrips) round trips of 8 B, \(writes) WRITEs of 1 MiB, \(emptyPolls) empty polls, \(queuePairs) queue pairs")
+        withExtendedLifetime(idle) {}
     }
 
     private func connect(_ client: CountSide, _ server: CountSide) throws {

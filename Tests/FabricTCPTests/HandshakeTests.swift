@@ -16,28 +16,46 @@ struct RawPeer {
     let fd: Int32
 
     static func connect(to endpoint: Endpoint) throws -> RawPeer {
-        let deadline = MonotonicClock.now() + 5_000_000_000
-        let fd = try Sockets.connect(to: endpoint, localAddress: nil, deadline: deadline)
+        let address = try #require(try ResolvedAddress.resolve(host: endpoint.host, port: endpoint.port, passive: false).first)
+        let fd = try Sockets.startConnect(to: address, localAddress: nil, describing: endpoint)
+        try SystemCalls.waitFor(fd, events: Int16(POLLOUT), deadline: MonotonicClock.now() + 5_000_000_000, what: "connecting")
+        if case .failure(let error)? = Sockets.connectOutcome(fd, describing: endpoint) { throw error }
         return RawPeer(fd: fd)
     }
 
     func send(_ bytes: [UInt8]) throws {
-        try ClientHandshake.send(fd, bytes, MonotonicClock.now() + 5_000_000_000)
+        let deadline = MonotonicClock.now() + 5_000_000_000
+        try bytes.withUnsafeBytes { try SystemCalls.writeExactly(fd, $0, deadline: deadline) }
     }
 
     func receive(_ count: Int) throws -> [UInt8] {
-        try ClientHandshake.receive(fd, count, MonotonicClock.now() + 5_000_000_000)
+        var bytes = [UInt8](repeating: 0, count: count)
+        let deadline = MonotonicClock.now() + 5_000_000_000
+        try bytes.withUnsafeMutableBytes { try SystemCalls.readExactly(fd, $0, deadline: deadline) }
+        return bytes
+    }
+
+    static func hello(version: UInt16 = Handshake.version, nonce: [UInt8], tag: UInt64? = nil) -> [UInt8] {
+        Handshake.encodeHello(version: version, nonce: nonce, tag: tag, instance: 77, privateData: [])
+    }
+
+    /// The CHALLENGE after its prefix: (status, nonce, server instance).
+    func receiveChallenge() throws -> (status: UInt16, nonce: [UInt8], instance: UInt64) {
+        let prefix = try Handshake.decodePrefix(try receive(Handshake.prefixSize)[...], what: "challenge")
+        let body = Handshake.decodeChallengeBody(try receive(Handshake.challengeBodySize)[...])
+        return (prefix.field, body.nonce, body.instance)
     }
 
     /// Completes the client handshake with `secret`; returns the verdict status.
     func handshake(secret: [UInt8], version: UInt16 = Handshake.version) throws -> UInt16 {
         let nonce = Handshake.freshNonce()
-        try send(Handshake.encodeHello(version: version, nonce: nonce, privateData: []))
-        let challenge = try Handshake.decodeChallenge(try receive(Handshake.challengeSize))
-        if challenge.status != 0 { return 100 + challenge.status }
-        let proof = Handshake.clientProof(secret: SymmetricKey(data: secret), clientNonce: nonce, serverNonce: challenge.nonce, privateData: [])
-        try send(Handshake.encodeProof(proof))
-        let verdict = try Handshake.decodeVerdictHeader(try receive(Handshake.verdictHeaderSize))
+        try send(Self.hello(version: version, nonce: nonce))
+        let prefix = try Handshake.decodePrefix(try receive(Handshake.prefixSize)[...], what: "challenge")
+        if prefix.field != 0 { return 100 + prefix.field }
+        let body = Handshake.decodeChallengeBody(try receive(Handshake.challengeBodySize)[...])
+        let context = Handshake.Context(clientNonce: nonce, serverNonce: body.nonce, tag: nil, clientInstance: 77, serverInstance: body.instance)
+        try send(Handshake.encodeProof(Handshake.clientProof(secret: SymmetricKey(data: secret), context, privateData: [])))
+        let verdict = try Handshake.decodeVerdictHeader(try receive(Handshake.verdictHeaderSize)[...])
         return verdict.status
     }
 
@@ -153,15 +171,16 @@ struct HandshakeTests {
         // server's fresh nonce makes it worthless.
         let first = try RawPeer.connect(to: server.listener.endpoint)
         let nonce = Handshake.freshNonce()
-        try first.send(Handshake.encodeHello(nonce: nonce, privateData: []))
-        let challenge = try Handshake.decodeChallenge(try first.receive(Handshake.challengeSize))
-        let recorded = Handshake.clientProof(secret: SymmetricKey(data: secretA), clientNonce: nonce, serverNonce: challenge.nonce, privateData: [])
+        try first.send(RawPeer.hello(nonce: nonce))
+        let challenge = try first.receiveChallenge()
+        let context = Handshake.Context(clientNonce: nonce, serverNonce: challenge.nonce, tag: nil, clientInstance: 77, serverInstance: challenge.instance)
+        let recorded = Handshake.clientProof(secret: SymmetricKey(data: secretA), context, privateData: [])
         first.close()
         let second = try RawPeer.connect(to: server.listener.endpoint)
-        try second.send(Handshake.encodeHello(nonce: nonce, privateData: []))
-        _ = try second.receive(Handshake.challengeSize)
+        try second.send(RawPeer.hello(nonce: nonce))
+        _ = try second.receiveChallenge()
         try second.send(Handshake.encodeProof(recorded))
-        let verdict = try Handshake.decodeVerdictHeader(try second.receive(Handshake.verdictHeaderSize))
+        let verdict = try Handshake.decodeVerdictHeader(try second.receive(Handshake.verdictHeaderSize)[...])
         #expect(verdict.status == Handshake.VerdictStatus.authenticationFailed.rawValue)
         second.close()
         server.done.wait()
@@ -186,8 +205,8 @@ struct HandshakeTests {
             guard let (fd, _) = try? Sockets.accept(listenFD) else { return }
             SystemCalls.setBlocking(fd)
             let peer = RawPeer(fd: fd)
-            _ = try? peer.receive(Handshake.helloSize)
-            var challenge = Handshake.encodeChallenge(status: .proceed, nonce: Handshake.freshNonce(), proof: [UInt8](repeating: 0, count: 32))
+            _ = try? peer.receive(Handshake.prefixSize + Handshake.helloBodySize)
+            var challenge = Handshake.encodeChallenge(status: .proceed, nonce: Handshake.freshNonce(), instance: 5, proof: [UInt8](repeating: 0, count: 32))
             challenge[4] = 9
             try? peer.send(challenge)
             usleep(200_000)
@@ -234,7 +253,7 @@ struct HandshakeTests {
                 switch i % 4 {
                 case 0: try peer.send(Array(repeating: UInt8(truncatingIfNeeded: i), count: 1 + i % 200))  // garbage
                 case 1: _ = try? peer.handshake(secret: secretB)  // the wrong secret
-                case 2: try peer.send(Array(Handshake.encodeHello(nonce: Handshake.freshNonce(), privateData: []).prefix(10)))  // truncated
+                case 2: try peer.send(Array(RawPeer.hello(nonce: Handshake.freshNonce()).prefix(10)))  // truncated
                 default: break  // connects and leaves
                 }
                 peer.close()

@@ -84,11 +84,19 @@ struct WireFormatTests {
     func handshakeDecoding() throws {
         let nonce = Handshake.freshNonce()
         #expect(nonce.count == 32 && nonce != Handshake.freshNonce())
-        let hello = Handshake.encodeHello(nonce: nonce, privateData: [1, 2, 3])
-        let decoded = try Handshake.decodeHello(Array(hello.prefix(Handshake.helloSize)))
-        #expect(decoded.version == Handshake.version && decoded.privateDataLength == 3 && decoded.nonce == nonce)
-        #expect(throws: FabricError.self) { try Handshake.decodeHello(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n0123456789012".utf8)) }
-        #expect(throws: FabricError.self) { try Handshake.decodeChallenge([0, 1, 2]) }
+        let hello = Handshake.encodeHello(nonce: nonce, tag: 42, instance: 9, privateData: [1, 2, 3])
+        #expect(hello.count == Handshake.prefixSize + Handshake.helloBodySize + 3)
+        let prefix = try Handshake.decodePrefix(hello.prefix(Handshake.prefixSize), what: "hello")
+        #expect(prefix.version == Handshake.version && prefix.field == 3)
+        let body = try Handshake.decodeHelloBody(hello[Handshake.prefixSize..<(Handshake.prefixSize + Handshake.helloBodySize)])
+        #expect(body.nonce == nonce && body.tag == 42 && body.instance == 9)
+        let untagged = Handshake.encodeHello(nonce: nonce, tag: nil, instance: 9, privateData: [])
+        #expect(try Handshake.decodeHelloBody(untagged.dropFirst(Handshake.prefixSize)).tag == nil)
+        var unknownFlag = untagged
+        unknownFlag[Handshake.prefixSize + Handshake.nonceSize] = 2
+        #expect(throws: FabricError.self) { try Handshake.decodeHelloBody(unknownFlag.dropFirst(Handshake.prefixSize)) }
+        #expect(throws: FabricError.self) { try Handshake.decodePrefix(Array("GET / HT".utf8)[...], what: "hello") }
+        #expect(throws: FabricError.self) { try Handshake.decodePrefix([0, 1, 2][...], what: "challenge") }
         #expect(!Handshake.proofMatches([1, 2, 3], [1, 2, 4]))
         #expect(Handshake.proofMatches([1, 2, 3], [1, 2, 3]))
     }

@@ -49,11 +49,35 @@ struct ConnectionProofTests {
         #expect(reason([UInt8](repeating: 0, count: 56)) == .authenticationFailed)
     }
 
+    @Test("a tagged request carries the tag and the requester's instance in its 12 bytes, under the MAC")
+    func taggedRequest() throws {
+        let (bytes, _) = ConnectionProof.makeRequest(secret: secret, identities: identities, userData: [], tag: (tag: 0x0102_0304_0506_0708, instance: 0xAABB_CCDD))
+        #expect(bytes.count == 56)
+        let request = try ConnectionProof.checkRequest(bytes, secret: secret, identities: identities, replayGuard: ReplayGuard())
+        #expect(request.tag == 0x0102_0304_0506_0708 && request.requesterInstance == 0xAABB_CCDD && request.userData.isEmpty)
+        var changed = bytes
+        changed[50] ^= 1  // inside the tag
+        #expect(throws: ProofFailure.self) {
+            _ = try ConnectionProof.checkRequest(changed, secret: secret, identities: identities, replayGuard: ReplayGuard())
+        }
+        let plain = try ConnectionProof.checkRequest(
+            ConnectionProof.makeRequest(secret: secret, identities: identities, userData: [9]).bytes, secret: secret, identities: identities,
+            replayGuard: ReplayGuard())
+        #expect(plain.tag == nil && plain.userData == [9])
+    }
+
     @Test("the accept proves the acceptor knows the secret for this very request")
     func acceptProof() throws {
         let (_, nonce) = ConnectionProof.makeRequest(secret: secret, identities: identities, userData: [])
-        let accept = ConnectionProof.makeAccept(secret: secret, requestNonce: nonce, identities: identities, userData: [4, 5])
-        #expect(try ConnectionProof.checkAccept(accept, secret: secret, requestNonce: nonce, identities: identities) == [4, 5])
+        let accept = ConnectionProof.makeAccept(secret: secret, requestNonce: nonce, identities: identities, instance: 0x1234_5678, userData: [4, 5])
+        let checked = try ConnectionProof.checkAccept(accept, secret: secret, requestNonce: nonce, identities: identities)
+        #expect(checked.userData == [4, 5] && checked.instance == 0x1234_5678)
+        // The acceptor's instance is covered by the MAC.
+        var changed = accept
+        changed[36] ^= 1
+        #expect(throws: FabricError.self) {
+            _ = try ConnectionProof.checkAccept(changed, secret: secret, requestNonce: nonce, identities: identities)
+        }
         let otherNonce = [UInt8](repeating: 0, count: 16)
         #expect(throws: FabricError.self) {
             _ = try ConnectionProof.checkAccept(accept, secret: secret, requestNonce: otherNonce, identities: identities)

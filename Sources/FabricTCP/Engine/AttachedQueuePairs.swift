@@ -16,36 +16,56 @@ import Synchronization
 ///   an RNR retry, a held frame).
 /// The same epoll set, with the completion queue's notifier, is what a
 /// sleeper in `wait` or an event loop on `fileDescriptor` sleeps on.
-final class AttachedQueuePairs: @unchecked Sendable {  // mutable state behind `members`'s lock; `poller` is thread-safe
+final class AttachedQueuePairs: @unchecked Sendable {  // see the comments on `members` and `scan`
     private struct Members {
         var list: [QueuePairEngine] = []
         var byNumber: [UInt32: QueuePairEngine] = [:]
-        /// Queue pairs whose timer may be set (see `QueuePairEngine.timerListed`).
-        var timed: [QueuePairEngine] = []
+        /// Queue pairs that asked to join the timer list since the last scan.
+        var joining: [QueuePairEngine] = []
         /// Whether the sockets are in the epoll set: from the second queue
         /// pair on, or once someone sleeps through the set.
         var watching = false
     }
+    /// Membership, behind its lock; `list` keeps every engine alive.
     private let members = Locked(Members())
+    /// What a readiness scan uses, touched only by the thread that holds
+    /// `scanning` (and by `detach`, which takes it too): so a scan can use
+    /// engines through unretained references (epoll tokens and the timer
+    /// list) while none of them can leave.
+    private struct Scan {
+        var timed: [Unmanaged<QueuePairEngine>] = []
+    }
+    private let scan: UnsafeMutablePointer<Scan>
+    private let scanning = Atomic<Bool>(false)
+    /// Engines waiting in `joining`.
+    private let joiningCount = Atomic<Int>(0)
     let poller: EventPoller
     /// Two or more queue pairs: polls go by readiness.
     private let byReadiness = Atomic<Bool>(false)
     /// Events one poll takes from the epoll set; more wait for the next poll.
     static let eventCapacity = 64
-    /// Written only by the thread that holds `scanning`.
     private let events: UnsafeMutablePointer<epoll_event>
-    /// One poller at a time reads readiness (several may poll a queue; the
-    /// others find the work taken, as they would find completions taken).
-    private let scanning = Atomic<Bool>(false)
 
     init(poller: EventPoller) {
         self.poller = poller
         events = .allocate(capacity: Self.eventCapacity)
+        scan = .allocate(capacity: 1)
+        scan.initialize(to: Scan())
     }
 
-    deinit { events.deallocate() }
+    deinit {
+        events.deallocate()
+        scan.deinitialize(count: 1)
+        scan.deallocate()
+    }
 
     var count: Int { members.withLock { $0.list.count } }
+
+    /// An engine's epoll token: its address (0 is the notifier's).
+    @inline(__always)
+    private static func token(_ queuePair: QueuePairEngine) -> UInt64 {
+        UInt64(UInt(bitPattern: Unmanaged.passUnretained(queuePair).toOpaque()))
+    }
 
     func attach(_ queuePair: QueuePairEngine) {
         members.withLock { set in
@@ -62,10 +82,15 @@ final class AttachedQueuePairs: @unchecked Sendable {  // mutable state behind `
     }
 
     func detach(_ queuePair: QueuePairEngine) {
+        // No scan may be using the engine's unretained references meanwhile
+        // (a scan is short and never blocks).
+        while scanning.exchange(true, ordering: .acquiring) { sched_yield() }
+        defer { scanning.store(false, ordering: .releasing) }
+        scan.pointee.timed.removeAll { $0.takeUnretainedValue() === queuePair }
         members.withLock { set in
             guard set.byNumber.removeValue(forKey: queuePair.number.rawValue) != nil else { return }
             set.list.removeAll { $0 === queuePair }
-            set.timed.removeAll { $0 === queuePair }
+            set.joining.removeAll { $0 === queuePair }
             if set.watching { poller.remove(queuePair.socket) }
             byReadiness.store(set.list.count > 1, ordering: .releasing)
         }
@@ -82,7 +107,7 @@ final class AttachedQueuePairs: @unchecked Sendable {  // mutable state behind `
 
     private func watch(_ queuePair: QueuePairEngine) {
         let writable = queuePair.watchingWritable.load(ordering: .relaxed)
-        try? poller.add(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: Self.interest(writable: writable))
+        try? poller.add(queuePair.socket, token: Self.token(queuePair), events: Self.interest(writable: writable))
     }
 
     static func interest(writable: Bool) -> UInt32 {
@@ -92,15 +117,17 @@ final class AttachedQueuePairs: @unchecked Sendable {  // mutable state behind `
     /// Adds or removes interest in room to write on a queue pair's socket.
     func watch(_ queuePair: QueuePairEngine, writable: Bool) {
         members.withLock { set in
-            if set.watching { poller.modify(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: Self.interest(writable: writable)) }
+            if set.watching { poller.modify(queuePair.socket, token: Self.token(queuePair), events: Self.interest(writable: writable)) }
         }
     }
 
-    /// A queue pair whose timer may be set joins the timer list.
+    /// A queue pair whose timer may be set joins the timer list (at the
+    /// next scan).
     func listTimer(_ queuePair: QueuePairEngine) {
         members.withLock { set in
-            guard set.byNumber[queuePair.number.rawValue] != nil, !set.timed.contains(where: { $0 === queuePair }) else { return }
-            set.timed.append(queuePair)
+            guard set.byNumber[queuePair.number.rawValue] != nil, !set.joining.contains(where: { $0 === queuePair }) else { return }
+            set.joining.append(queuePair)
+            joiningCount.store(set.joining.count, ordering: .releasing)
         }
     }
 
@@ -137,6 +164,9 @@ final class AttachedQueuePairs: @unchecked Sendable {  // mutable state behind `
         }
     }
 
+    /// Several queue pairs: those the epoll set reports, then due timers.
+    /// Another thread scanning already: it does the work, as it would take
+    /// the completions.
     @inline(never)
     private func progressReady(now: UInt64) {
         guard !scanning.exchange(true, ordering: .acquiring) else { return }
@@ -145,53 +175,71 @@ final class AttachedQueuePairs: @unchecked Sendable {  // mutable state behind `
         for index in 0..<count {
             let token = events[index].data.u64
             // Token 0 is the notifier: its owner drains it.
-            guard token != 0, let queuePair = members.withLock({ $0.byNumber[UInt32(truncatingIfNeeded: token)] }) else { continue }
-            queuePair.progress(by: .application, now: now)
+            guard token != 0, let address = UnsafeRawPointer(bitPattern: UInt(token)) else { continue }
+            Unmanaged<QueuePairEngine>.fromOpaque(address)._withUnsafeGuaranteedRef {
+                $0.progress(by: .application, now: now)
+            }
         }
+        if joiningCount.load(ordering: .relaxed) > 0 { admitJoining() }
         progressDueTimers(now: now)
     }
 
-    /// Drives the queue pairs on the timer list whose timer is due, and
-    /// drops from the list those that have none.
-    private func progressDueTimers(now: UInt64) {
-        let timed = members.withLock { set -> [QueuePairEngine] in
-            var index = 0
-            while index < set.timed.count {
-                let queuePair = set.timed[index]
-                if queuePair.deadline.load(ordering: .relaxed) == .max {
-                    // Clear our bit, then look again: a timer set meanwhile
-                    // either sees the bit clear (and lists itself again) or
-                    // is seen here.
-                    let mine = bit(of: queuePair)
-                    queuePair.timerListed.bitwiseAnd(~mine, ordering: .sequentiallyConsistent)
-                    if queuePair.deadline.load(ordering: .sequentiallyConsistent) == .max {
-                        set.timed.swapAt(index, set.timed.count - 1)
-                        set.timed.removeLast()
-                        continue
-                    }
-                    queuePair.timerListed.bitwiseOr(mine, ordering: .relaxed)
-                }
-                index += 1
+    /// Moves the engines that asked to join into the scan's timer list.
+    @inline(never)
+    private func admitJoining() {
+        let joining = members.withLock { set -> [QueuePairEngine] in
+            defer {
+                set.joining.removeAll(keepingCapacity: true)
+                joiningCount.store(0, ordering: .relaxed)
             }
-            return set.timed
+            return set.joining
         }
-        timed.withUnsafeBufferPointer { engines in
-            for index in engines.indices where engines[index].deadline.load(ordering: .relaxed) <= now {
-                Unmanaged.passUnretained(engines[index])._withUnsafeGuaranteedRef {
-                    $0.progress(by: .application, now: now)
-                }
-            }
+        for queuePair in joining where !scan.pointee.timed.contains(where: { $0.takeUnretainedValue() === queuePair }) {
+            scan.pointee.timed.append(Unmanaged.passUnretained(queuePair))
         }
     }
 
-    /// The nearest timer of the attached queue pairs (.max: none).
+    /// Drives the listed queue pairs whose timer is due (once per round: a
+    /// queue pair the epoll set reported was driven already), and drops
+    /// from the list those that have no timer.
+    @inline(__always)
+    private func progressDueTimers(now: UInt64) {
+        var index = 0
+        while index < scan.pointee.timed.count {
+            let reference = scan.pointee.timed[index]
+            let due = reference._withUnsafeGuaranteedRef { queuePair -> Bool? in
+                let deadline = queuePair.deadline.load(ordering: .relaxed)
+                if deadline == .max { return dropFromTimers(queuePair) ? nil : false }
+                return deadline <= now && queuePair.lastProgress.load(ordering: .relaxed) != now
+            }
+            guard let due else {
+                scan.pointee.timed.swapAt(index, scan.pointee.timed.count - 1)
+                scan.pointee.timed.removeLast()
+                continue
+            }
+            if due { reference._withUnsafeGuaranteedRef { $0.progress(by: .application, now: now) } }
+            index += 1
+        }
+    }
+
+    /// Whether a queue pair with no timer leaves the list: clear our bit,
+    /// then look again; a timer set meanwhile either sees the bit clear
+    /// (and asks to join again) or is seen here (and the queue pair stays).
+    @inline(never)
+    private func dropFromTimers(_ queuePair: QueuePairEngine) -> Bool {
+        let mine = bit(of: queuePair)
+        queuePair.timerListed.bitwiseAnd(~mine, ordering: .sequentiallyConsistent)
+        if queuePair.deadline.load(ordering: .sequentiallyConsistent) == .max { return true }
+        queuePair.timerListed.bitwiseOr(mine, ordering: .relaxed)
+        return false
+    }
+
+    /// The nearest timer of the attached queue pairs (.max: none). On the
+    /// sleeping path only, so it may look at each.
     func nearestDeadline() -> UInt64 {
         members.withLock { set in
             var nearest = UInt64.max
-            // Zero or one queue pair is not listed (its timers are seen by
-            // driving it); several are, when they have a timer.
-            let candidates = set.list.count > 1 ? set.timed : set.list
-            for queuePair in candidates { nearest = min(nearest, queuePair.deadline.load(ordering: .relaxed)) }
+            for queuePair in set.list { nearest = min(nearest, queuePair.deadline.load(ordering: .relaxed)) }
             return nearest
         }
     }

@@ -10,6 +10,11 @@ import Synchronization
 /// queue pairs, the async events and the progress thread ("the card").
 final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is atomic or behind a lock
     let name: String
+    /// The device's identity (FabricDevice.instance), never 0.
+    let instance: UInt64
+    /// Tagged connections and connects, for the tie-break of crossing
+    /// connects (FabricSupport/ConnectionTags.swift).
+    let tags: Locked<ConnectionTags>
     let capabilities: DeviceCapabilities
     let regions = RegionTable()
     let secret: SymmetricKey
@@ -71,6 +76,9 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         name: String, profile: DeviceProfile, link: LinkShape, faults: FaultScript, secret explicitSecret: [UInt8]?, logger: Logger
     ) throws(FabricError) {
         self.name = name
+        let instance = UInt64.random(in: 1...UInt64.max)
+        self.instance = instance
+        tags = Locked(ConnectionTags(ownInstance: instance))
         profileName = profile.name
         self.link = link
         self.faults = faults
@@ -78,6 +86,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         let capabilities = profile.capabilities
         self.capabilities = capabilities
         self.logger = logger
+        DescriptorLimit.raiseToMaximum(logger: logger)
         if let explicitSecret {
             (secret, secretSource) = (SymmetricKey(data: explicitSecret), .explicit)
         } else {
@@ -107,6 +116,12 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     @inline(__always)
     func noteCopied(_ count: Int) {
         copiedBytes.wrappingAdd(count, ordering: .relaxed)
+    }
+
+    /// Drops a tie-break entry (a connect that failed, a request rejected,
+    /// a queue pair gone).
+    func forgetTag(_ record: ConnectionTags.RecordID?) {
+        if let record { tags.withLock { $0.remove(record) } }
     }
 
     /// Queue pairs alive on the device.

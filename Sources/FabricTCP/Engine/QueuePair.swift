@@ -34,8 +34,12 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     private let timerListMask: UInt8
     private let detached = Atomic<Bool>(false)
 
-    init(socket: Int32, number: QueuePairNumber, device: TCPDeviceCore, setup: QueuePairSetup<TCPDevice>) {
+    /// The connection's entry in the device's tie-break table, if tagged.
+    private let tagRecord: ConnectionTags.RecordID?
+
+    init(socket: Int32, number: QueuePairNumber, device: TCPDeviceCore, setup: QueuePairSetup<TCPDevice>, tagRecord: ConnectionTags.RecordID? = nil) {
         self.socket = socket
+        self.tagRecord = tagRecord
         self.number = number
         self.limits = setup.limits
         self.device = device
@@ -202,6 +206,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         sendCQ.detach(self)
         if receiveCQ !== sendCQ { receiveCQ.detach(self) }
         device.unregister(self, finalCounters: counters)
+        device.forgetTag(tagRecord)
     }
 
     /// The most READs and atomics this queue pair had in flight at once.

@@ -166,52 +166,48 @@ enum Sockets {
         }
     }
 
-    /// Connects with a deadline, optionally from a chosen local address or
-    /// interface. Returns a blocking-mode socket (the handshake runs next).
-    static func connect(to endpoint: Endpoint, localAddress: String?, deadline: UInt64) throws(FabricError) -> Int32 {
-        let addresses = try ResolvedAddress.resolve(host: endpoint.host, port: endpoint.port, passive: false)
-        var lastError = FabricError(.connectionFailed, "no address to connect to for \(endpoint)")
-        for address in addresses {
-            let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            if fd < 0 { lastError = SystemCalls.error("socket"); continue }
-            if let localAddress {
-                let local: ResolvedAddress
-                do { local = try ResolvedAddress.local(localAddress, family: address.family) } catch {
-                    SystemCalls.close(fd)
-                    throw error
-                }
-                if local.withPointer({ Glibc.bind(fd, $0, $1) }) != 0 {
-                    let failure = SystemCalls.error("binding the local address \(localAddress)")
-                    SystemCalls.close(fd)
-                    throw failure
-                }
-            }
-            SystemCalls.setNonBlocking(fd)
-            let status = address.withPointer { Glibc.connect(fd, $0, $1) }
-            if status != 0 && errno != EINPROGRESS {
-                let code = errno
-                lastError = FabricError(.connectionFailed, "connecting to \(endpoint): \(SystemCalls.errorText(code))\(code == ECONNREFUSED ? refusedHint : "")")
-                SystemCalls.close(fd)
-                continue
-            }
-            do {
-                try SystemCalls.waitFor(fd, events: Int16(POLLOUT), deadline: deadline, what: "connecting to \(endpoint)")
-            } catch {
+    /// Starts a non-blocking connect to one resolved address, optionally
+    /// from a chosen local address or interface. Returns the socket; the
+    /// connect finishes when it is writable (see `connectOutcome`).
+    static func startConnect(to address: ResolvedAddress, localAddress: String?, describing endpoint: Endpoint) throws(FabricError) -> Int32 {
+        let fd = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        if fd < 0 { throw SystemCalls.error("socket") }
+        if let localAddress {
+            let local: ResolvedAddress
+            do { local = try ResolvedAddress.local(localAddress, family: address.family) } catch {
                 SystemCalls.close(fd)
                 throw error
             }
-            var socketError: Int32 = 0
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &socketError, &length)
-            if socketError != 0 {
-                lastError = FabricError(.connectionFailed, "connecting to \(endpoint): \(SystemCalls.errorText(socketError))\(socketError == ECONNREFUSED ? refusedHint : "")")
+            if local.withPointer({ Glibc.bind(fd, $0, $1) }) != 0 {
+                let failure = SystemCalls.error("binding the local address \(localAddress)")
                 SystemCalls.close(fd)
-                continue
+                throw failure
             }
-            configureDataSocket(fd)
-            return fd
         }
-        throw lastError
+        let status = address.withPointer { Glibc.connect(fd, $0, $1) }
+        if status != 0 && errno != EINPROGRESS {
+            let code = errno
+            SystemCalls.close(fd)
+            throw refusal(endpoint, code)
+        }
+        return fd
+    }
+
+    /// A started connect's outcome: nil while in progress, else the error
+    /// (nil error: connected, and the socket is configured for data).
+    static func connectOutcome(_ fd: Int32, describing endpoint: Endpoint) -> Result<Void, FabricError>? {
+        var descriptor = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        guard Glibc.poll(&descriptor, 1, 0) > 0 else { return nil }
+        var socketError: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &socketError, &length)
+        if socketError != 0 { return .failure(refusal(endpoint, socketError)) }
+        configureDataSocket(fd)
+        return .success(())
+    }
+
+    private static func refusal(_ endpoint: Endpoint, _ code: Int32) -> FabricError {
+        FabricError(.connectionFailed, "connecting to \(endpoint): \(SystemCalls.errorText(code))\(code == ECONNREFUSED ? refusedHint : "")")
     }
 }
 

@@ -1,0 +1,156 @@
+internal import CVerbs
+import FabricCore
+import FabricSupport
+import Glibc
+import Synchronization
+
+/// An authenticated connect request waiting for the application.
+public final class VerbsConnectionRequest: FabricConnectionRequest, @unchecked Sendable {  // `pending` is behind a lock
+    public typealias Device = VerbsDevice
+    let listener: VerbsListener
+    let id: UnsafeMutablePointer<rdma_cm_id>
+    public let peer: Endpoint
+    public let privateData: [UInt8]
+    let nonce: [UInt8]
+    let identities: [UInt8]
+    let requesterReadDepth: UInt8
+    let requesterResponderResources: UInt8
+    /// The connection tag and the requester's device instance, if tagged.
+    let tag: UInt64?
+    let requesterInstance: UInt64
+    /// The request's entry in the device's tie-break table once handed to
+    /// the application: the queue pair takes it over, a rejection drops it.
+    private let tagEntry = Mutex<ConnectionTags.RecordID?>(nil)
+    var tagRecord: ConnectionTags.RecordID? {
+        get { tagEntry.withLock { $0 } }
+        set { tagEntry.withLock { $0 = newValue } }
+    }
+    /// True until the identifier is accepted (owned by a queue pair) or
+    /// rejected (destroyed).
+    private let pending = Mutex(true)
+    /// The channel the identifier moved to, kept while the request owns it.
+    private let ownChannel = Mutex<EventChannel?>(nil)
+
+    init(
+        listener: VerbsListener, id: UnsafeMutablePointer<rdma_cm_id>, peer: Endpoint, request: ConnectionProof.Request,
+        identities: [UInt8], requesterReadDepth: UInt8, requesterResponderResources: UInt8
+    ) {
+        self.listener = listener
+        self.id = id
+        self.peer = peer
+        privateData = request.userData
+        nonce = request.nonce
+        self.identities = identities
+        self.requesterReadDepth = requesterReadDepth
+        self.requesterResponderResources = requesterResponderResources
+        tag = request.tag
+        requesterInstance = request.requesterInstance
+    }
+
+    deinit {
+        if pending.withLock({ $0 }) { reject(privateData: []) }
+    }
+
+    public func accept(
+        _ setup: QueuePairSetup<VerbsDevice>, privateData: [UInt8],
+        prepare: (VerbsQueuePair) throws(FabricError) -> Void
+    ) throws(FabricError) -> VerbsQueuePair {
+        let device = listener.device
+        try device.forkDetection.checkNotForked()
+        guard privateData.count <= ConnectionProof.maxAcceptUserData else {
+            throw FabricError(.invalidArgument, "private data of \(privateData.count) bytes; the verbs backend carries at most \(ConnectionProof.maxAcceptUserData) in an accept")
+        }
+        // Claim the request first: a concurrent accept or reject finds it taken.
+        let claimed = pending.withLock { value in
+            defer { value = false }
+            return value
+        }
+        guard claimed else {
+            throw FabricError(.invalidState, "the connection request from \(peer) was already accepted or rejected")
+        }
+        var queuePair: VerbsQueuePair?
+        var acceptSent = false
+        do throws(FabricError) {
+            // Events of this connection go to its own channel from now on,
+            // so that waiting for it does not consume the listener's requests.
+            let channel = try EventChannel()
+            guard rdma_migrate_id(id, channel.channel) == 0 else { throw VerbsError.system("moving the connection to its own event channel") }
+            ownChannel.withLock { $0 = channel }
+            let qp = try VerbsQueuePair(device: device, setup: setup, id: id, channel: channel)
+            queuePair = qp
+            // The requester proved itself already: remote access at once.
+            try Transitions.toInitialized(qp, id, access: Transitions.remoteAccess)
+            try prepare(qp)
+            try Transitions.toReadyToReceive(qp, id, access: nil)
+            try Transitions.toReadyToSend(qp, id)
+            let answer = ConnectionProof.makeAccept(
+                secret: device.secret, requestNonce: nonce, identities: identities, instance: device.instance, userData: privateData)
+            let accepted = Transitions.withParameters(
+                privateData: answer, responderResources: min(device.readDepth, requesterReadDepth),
+                initiatorDepth: min(device.readDepth, requesterResponderResources), queuePair: qp, setup: setup
+            ) { rdma_accept(id, &$0) }
+            guard accepted == 0 else { throw VerbsError.system("accepting the connection from \(peer)") }
+            acceptSent = true
+            // The requester enables remote access before it confirms; wait
+            // for that, so that our first one-sided operation finds it enabled.
+            let deadline = ContinuousClock.now + Self.confirmationTimeout
+            guard let event = try channel.next(until: deadline) else {
+                throw FabricError(.connectionFailed, "\(peer) did not confirm the connection within \(Self.confirmationTimeout)")
+            }
+            switch event.kind {
+            case RDMA_CM_EVENT_ESTABLISHED:
+                break
+            case RDMA_CM_EVENT_REJECTED:
+                throw FabricError(.authenticationFailed, "\(peer) refused the accept; it may have refused our proof of the job secret (are both sides started with the same \(JobSecret.environmentVariable)?)")
+            default:
+                throw FabricError(.connectionFailed, "\(peer) did not complete the connection: \(ActiveConnection.eventName(event.kind))")
+            }
+            // Followed before its events move, so that none is missed.
+            qp.established()
+            qp.tagRecord = tagRecord
+            tagRecord = nil
+            guard rdma_migrate_id(id, device.events.channel) == 0 else { throw VerbsError.system("handing the connection to the device's event thread") }
+            return qp
+        } catch {
+            // Tell the requester rather than leave it to its timeout.
+            if acceptSent {
+                rdma_disconnect(id)
+            } else {
+                let payload = ConnectionProof.makeReject(.rejectedByApplication)
+                _ = payload.withUnsafeBytes { rdma_reject(id, $0.baseAddress, UInt8($0.count)) }
+            }
+            // A queue pair owns the identifier once it exists.
+            if queuePair == nil { rdma_destroy_id(id) }
+            dropTagRecord()
+            throw error
+        }
+    }
+
+    /// How long an accepted requester has to confirm.
+    static let confirmationTimeout: Duration = .seconds(10)
+
+    public func reject(privateData: [UInt8]) {
+        refuse(.rejectedByApplication, userData: privateData)
+    }
+
+    /// Rejects with `reason` (the application's rejection, or a lost
+    /// tie-break) unless already answered.
+    func refuse(_ reason: ConnectionProof.RejectReason, userData: [UInt8] = []) {
+        let wasPending = pending.withLock { value in
+            defer { value = false }
+            return value
+        }
+        guard wasPending, !listener.device.forkDetection.isForkedChild else { return }
+        let payload = ConnectionProof.makeReject(reason, userData: userData)
+        _ = payload.withUnsafeBytes { rdma_reject(id, $0.baseAddress, UInt8($0.count)) }
+        rdma_destroy_id(id)
+        dropTagRecord()
+    }
+
+    private func dropTagRecord() {
+        if let record = tagRecord {
+            listener.device.tags.withLock { $0.remove(record) }
+            tagRecord = nil
+        }
+    }
+}
