@@ -70,7 +70,7 @@ let package = Package(
         .target(name: "CAllocationCounter"),
         .executableTarget(
             name: "fabric-perf",
-            dependencies: ["Fabric", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Fabric", "FabricSupport", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // libFuzzer targets for what reads a peer's bytes (docs/fuzzing.md).
         // Built normally, it replays inputs; built with -sanitize=fuzzer and
@@ -86,7 +86,7 @@ let package = Package(
         .testTarget(
             name: "FabricTCPTests",
             dependencies: [
-                "FabricTCP", "FabricCore", .product(name: "Crypto", package: "swift-crypto"),
+                "FabricTCP", "FabricCore", "FabricSupport", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"), .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -95,6 +95,6 @@ let package = Package(
             dependencies: ["FabricVerbs", "FabricCore", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // fabric-test-peer: built with the tests, which start it.
-        .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric", "fabric-test-peer"]),
+        .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric", "FabricSupport", "fabric-test-peer"]),
     ]
 )

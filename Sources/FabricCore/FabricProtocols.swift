@@ -23,11 +23,13 @@ public protocol FabricMemoryRegion: AnyObject, Sendable {
 }
 
 extension FabricMemoryRegion {
-    /// A scatter element covering `length` bytes at `offset` in this region.
+    /// A scatter element covering `length` bytes at `offset` in this region
+    /// (the rest of it by default). Throws when the element would exceed
+    /// 4 GiB - 1, what one element can carry (see ScatterGatherElement).
     @inlinable
-    public func element(offset: Int = 0, length: Int? = nil) -> ScatterGatherElement {
+    public func element(offset: Int = 0, length: Int? = nil) throws(FabricError) -> ScatterGatherElement {
         let size = length ?? (self.length - offset)
-        return ScatterGatherElement(pointer: address + offset, length: size, localKey: localKey)
+        return try ScatterGatherElement(pointer: address + offset, length: size, localKey: localKey)
     }
 
     /// Where a peer can reach `offset` of this region.

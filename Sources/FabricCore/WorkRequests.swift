@@ -12,8 +12,15 @@ public struct ScatterGatherElement: Hashable, Sendable {
         self.localKey = localKey
     }
 
-    public init(pointer: UnsafeRawPointer, length: Int, localKey: LocalKey) {
-        self.init(address: UInt64(UInt(bitPattern: pointer)), length: UInt32(truncatingIfNeeded: length), localKey: localKey)
+    /// An element of `length` bytes at `pointer`. An element carries at
+    /// most 4 GiB - 1 (verbs' 32-bit length); a longer or negative length is
+    /// refused, never cut to its low 32 bits.
+    @inlinable
+    public init(pointer: UnsafeRawPointer, length: Int, localKey: LocalKey) throws(FabricError) {
+        guard length >= 0, length <= Int(UInt32.max) else {
+            throw FabricError(.invalidArgument, "a scatter element of \(length) bytes: one element carries 0 to \(UInt32.max) bytes; split the buffer over several elements")
+        }
+        self.init(address: UInt64(UInt(bitPattern: pointer)), length: UInt32(length), localKey: localKey)
     }
 }
 

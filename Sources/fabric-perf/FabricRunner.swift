@@ -68,20 +68,20 @@ final class FabricSide<D: FabricDevice> {
     /// signalled flag change): built once per measurement, so that the loop
     /// builds, copies and destroys no request per iteration, as perftest
     /// reuses its work request.
-    func request(_ operation: SendOperation, size: Int) -> SendWorkRequest {
+    func request(_ operation: SendOperation, size: Int) throws(FabricError) -> SendWorkRequest {
         var flags: SendFlags = []
         switch operation {
         case .send, .sendWithImmediate, .write, .writeWithImmediate:
             if size <= inlineLimit { flags.insert(.inline) }
         default: break
         }
-        let local: ScatterList = size == 0 ? .empty : .single(sendRegion.element(offset: 0, length: size))
+        let local: ScatterList = size == 0 ? .empty : .single(try sendRegion.element(offset: 0, length: size))
         return SendWorkRequest(id: 0, operation: operation, local: local, flags: flags)
     }
 
     /// The receive every loop posts (a timed loop builds it once: see `request`).
     var receiveRequest: ReceiveWorkRequest {
-        ReceiveWorkRequest(id: 0, local: .single(receiveRegion.element()))
+        get throws(FabricError) { ReceiveWorkRequest(id: 0, local: .single(try receiveRegion.element())) }
     }
 
     /// Posts `request` with a new id on `queuePair`. Timed loops pass the
@@ -147,8 +147,8 @@ struct FabricClient<D: FabricDevice> {
         case .latencyCompareSwap: operation = .compareAndSwap(side.peer, compare: 0, swap: 0)
         default: throw PerfError("\(test.rawValue) is not a latency test")
         }
-        var request = side.request(operation, size: test.effectiveSize(size))
-        let repost = side.receiveRequest
+        var request = try side.request(operation, size: test.effectiveSize(size))
+        let repost = try side.receiveRequest
         let queuePair: D.QueuePair = side.queuePair
         // One clock reading per iteration, as perftest takes: each sample
         // runs from the end of the previous iteration to the end of this one.
@@ -202,7 +202,7 @@ struct FabricClient<D: FabricDevice> {
         let start = now()
         allocation_counter_enable(1)
         let allocationsBefore = allocation_counter_count()
-        var request = side.request(operation, size: size)
+        var request = try side.request(operation, size: size)
         let queuePair: D.QueuePair = side.queuePair
         var posted = 0
         var completed = 0
@@ -234,15 +234,15 @@ struct FabricServer<D: FabricDevice> {
         let before = allocation_counter_count()
         switch test {
         case .latencySend:
-            var request = side.request(.send, size: size)
-            let repost = side.receiveRequest
+            var request = try side.request(.send, size: size)
+            let repost = try side.receiveRequest
             let queuePair: D.QueuePair = side.queuePair
             for i in 0..<(warmup + count) {
                 try side.awaitReceive(on: queuePair, repost: repost)
                 try side.post(&request, id: UInt64(i), signaled: i % 64 == 63, on: queuePair)
             }
         case .latencyWrite:
-            var request = side.request(.write(side.peer), size: size)
+            var request = try side.request(.write(side.peer), size: size)
             let queuePair: D.QueuePair = side.queuePair
             for i in 0..<(warmup + count) {
                 let marker = UInt8(i % 255 + 1)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Fabric
+import FabricSupport
 import Foundation
 import Glibc
 
@@ -77,12 +78,6 @@ struct SoakReport {
     }
 }
 
-/// Resident set size of this process, from /proc/self/statm.
-func residentBytes() -> Int {
-    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
-    let fields = text.split(separator: " ")
-    return fields.count > 1 ? (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) : 0
-}
 
 /// The run itself, generic over the backend.
 final class SoakRun<D: FabricDevice> {
@@ -156,7 +151,7 @@ final class SoakRun<D: FabricDevice> {
             try batch(index)
             let now = ContinuousClock().now
             if now >= nextSample {
-                let resident = residentBytes()
+                let resident = try ResidentMemory.bytes()
                 report.residentMax = max(report.residentMax, resident)
                 if !tenthTaken && now - start >= .seconds(options.seconds) / 10 {
                     report.residentAtTenth = resident
@@ -166,7 +161,7 @@ final class SoakRun<D: FabricDevice> {
             }
         }
         report.seconds = Double((ContinuousClock().now - start).components.seconds)
-        report.residentAtEnd = residentBytes()
+        report.residentAtEnd = try ResidentMemory.bytes()
         if !tenthTaken { report.residentAtTenth = report.residentAtEnd }
         for link in links { link.client.disconnect() }
         return report
@@ -203,11 +198,11 @@ final class SoakRun<D: FabricDevice> {
             seeds.append(seed)
             let source = clientMemory + sliceOffset(index, slice)
             fill(source, size, seed)
-            let local = ScatterGatherElement(pointer: source, length: size, localKey: clientRegion.localKey)
+            let local = try ScatterGatherElement(pointer: source, length: size, localKey: clientRegion.localKey)
             let remote = RemoteMemory(address: UInt64(UInt(bitPattern: serverMemory + sliceOffset(index, slice))), key: serverRegion.remoteKey)
             switch kind {
             case .send:
-                let target = ScatterGatherElement(pointer: serverMemory + sliceOffset(index, slice), length: sliceSize, localKey: serverRegion.localKey)
+                let target = try ScatterGatherElement(pointer: serverMemory + sliceOffset(index, slice), length: sliceSize, localKey: serverRegion.localKey)
                 _ = try link.server.postReceive(ReceiveWorkRequest(id: UInt64(slice), local: .single(target)))
                 _ = try link.client.postSend(SendWorkRequest(id: UInt64(slice), operation: .send, local: .single(local)))
                 report.sends += 1
@@ -219,7 +214,7 @@ final class SoakRun<D: FabricDevice> {
                 adds[slice] = add
                 let word = RemoteMemory(address: UInt64(UInt(bitPattern: serverMemory + atomicsOffset + index * 8)), key: serverRegion.remoteKey)
                 source.storeBytes(of: UInt64.max, as: UInt64.self)  // overwritten by the old value
-                let old = ScatterGatherElement(pointer: source, length: 8, localKey: clientRegion.localKey)
+                let old = try ScatterGatherElement(pointer: source, length: 8, localKey: clientRegion.localKey)
                 _ = try link.client.postSend(SendWorkRequest(id: UInt64(slice), operation: .fetchAndAdd(word, add: add), local: .single(old)))
                 report.atomics += 1
             }

@@ -104,7 +104,7 @@ struct ErrorTests {
         let region = try pair.server.register(target)
         let local = Buffer(8)
         let localRegion = try pair.client.register(local)
-        let request = SendWorkRequest(id: 1, operation: .compareAndSwap(region.remote(offset: 4), compare: 0, swap: 1), local: .single(localRegion.element()))
+        let request = SendWorkRequest(id: 1, operation: .compareAndSwap(region.remote(offset: 4), compare: 0, swap: 1), local: .single(try localRegion.element()))
         if !backend.reportsDetail {
             // A card's provider refuses the post (rxe: EINVAL); the verbs
             // backend checks first and names the cause.
@@ -127,7 +127,7 @@ struct ErrorTests {
         let pair = try connectedPair(backend)
         let source = Buffer(64)
         let region = try pair.client.register(source)
-        let bad = ScatterGatherElement(address: region.element().address, length: 64, localKey: LocalKey(rawValue: region.localKey.rawValue ^ 1))
+        let bad = ScatterGatherElement(address: try region.element().address, length: 64, localKey: LocalKey(rawValue: region.localKey.rawValue ^ 1))
         _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 9, operation: .send, local: .single(bad)))
         let completion = try pair.client.nextSend()
         #expect(completion.workRequestID == 9 && backend.localProtectionStatuses.contains(completion.status), "\(completion)")
@@ -234,7 +234,7 @@ struct ErrorTests {
         let pair = try connectedPair(backend, limits: QueuePairLimits(maxSendScatterEntries: 2, maxInlineData: 16))
         let buffer = Buffer(64)
         let region = try pair.client.register(buffer)
-        let element = region.element(offset: 0, length: 8)
+        let element = try region.element(offset: 0, length: 8)
         #expect(throws: FabricError.self) {
             try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: .send, local: .multiple([element, element, element])))
         }
@@ -278,10 +278,10 @@ struct ErrorTests {
         let localRegion = try pair.client.register(local)
         let request: SendWorkRequest
         switch operation {
-        case "write": request = SendWorkRequest(id: 1, operation: .write(region.remote()), local: .single(localRegion.element()))
-        case "read": request = SendWorkRequest(id: 1, operation: .read(region.remote()), local: .single(localRegion.element()))
-        case "atomic": request = SendWorkRequest(id: 1, operation: .fetchAndAdd(region.remote(), add: 1), local: .single(localRegion.element(offset: 0, length: 8)))
-        default: request = SendWorkRequest(id: 1, operation: .send, local: .single(localRegion.element()))
+        case "write": request = SendWorkRequest(id: 1, operation: .write(region.remote()), local: .single(try localRegion.element()))
+        case "read": request = SendWorkRequest(id: 1, operation: .read(region.remote()), local: .single(try localRegion.element()))
+        case "atomic": request = SendWorkRequest(id: 1, operation: .fetchAndAdd(region.remote(), add: 1), local: .single(try localRegion.element(offset: 0, length: 8)))
+        default: request = SendWorkRequest(id: 1, operation: .send, local: .single(try localRegion.element()))
         }
         _ = try pair.client.queuePair.postSend(request)
         let completion = try pair.client.nextSend()
@@ -357,7 +357,7 @@ struct KeyRevocationTests {
         // A local key is revoked the same way.
         let pair2 = try connectedPair(backend)
         let local = try pair2.client.register(source)
-        let element = local.element()
+        let element = try local.element()
         let remoteBuffer = Buffer(64)
         let remote = try pair2.server.register(remoteBuffer)
         _ = try pair2.client.queuePair.postSend(SendWorkRequest(id: 3, operation: .write(remote.remote()), local: .single(element)))

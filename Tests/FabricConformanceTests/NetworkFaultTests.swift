@@ -32,6 +32,20 @@ struct NetworkFaultTests {
         guard status == 0 else { throw TestFailure("\(arguments.joined(separator: " ")) failed with status \(status)") }
     }
 
+    /// Runs a command in the peer's namespace and returns what it printed.
+    private func outputInPeerNamespace(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = ["netns", "exec", Self.peerNamespace!] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw TestFailure("\(arguments.joined(separator: " ")) failed with status \(process.terminationStatus)") }
+        return String(decoding: data, as: UTF8.self)
+    }
+
     /// WRITEs patterns into the peer's memory and reads each back, checking
     /// every byte; returns how long it took.
     private func checkedTransfers(_ peer: PeerProcessTests.Peer, count: Int, size: Int) throws -> Duration {
@@ -62,9 +76,13 @@ struct NetworkFaultTests {
         try inPeerNamespace(["nft", "add", "table", "inet", "fabriclossy"])
         defer { try? inPeerNamespace(["nft", "delete", "table", "inet", "fabriclossy"]) }
         try inPeerNamespace(["nft", "add", "chain", "inet", "fabriclossy", "out", "{ type filter hook output priority 0; }"])
-        try inPeerNamespace(["nft", "add", "rule", "inet", "fabriclossy", "out", "numgen", "random", "mod", "100", "<", "20", "drop"])
+        try inPeerNamespace(["nft", "add", "rule", "inet", "fabriclossy", "out", "numgen", "random", "mod", "100", "<", "20", "counter", "drop"])
         let lossy = try checkedTransfers(peer, count: 16, size: 256 * 1024)
-        print("network loss 20 %: 16 x 256 KiB WRITE + READ back took \(clean) clean, \(lossy) lossy; all data correct")
+        // The rule dropped packets: a rule that dropped none would prove nothing.
+        let listing = try outputInPeerNamespace(["nft", "list", "table", "inet", "fabriclossy"])
+        let dropped = listing.split(separator: " ").drop { $0 != "packets" }.dropFirst().first.flatMap { Int($0) } ?? 0
+        print("network loss 20 %: 16 x 256 KiB WRITE + READ back took \(clean) clean, \(lossy) lossy; \(dropped) packets dropped; all data correct")
+        #expect(dropped > 0, "the loss rule dropped nothing: \(listing)")
         #expect(peer.side.queuePair.state == .readyToSend)
     }
 

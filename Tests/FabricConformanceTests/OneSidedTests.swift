@@ -242,10 +242,10 @@ struct BatchTests {
         source.fillPattern(seed: 9)
         let sourceRegion = try pair.client.register(source)
         // Eight WRITEs, only the last signalled: its completion implies the others.
-        let writes = (0..<8).map { index in
+        let writes = try (0..<8).map { index in
             SendWorkRequest(
                 id: UInt64(index), operation: .write(targetRegion.remote(offset: index * 64)),
-                local: .single(sourceRegion.element(offset: index * 64, length: 64)), flags: index == 7 ? [.signaled] : [])
+                local: .single(try sourceRegion.element(offset: index * 64, length: 64)), flags: index == 7 ? [.signaled] : [])
         }
         #expect(try writes.withUnsafeBufferPointer { try pair.client.queuePair.postSend($0) } == 8)
         let completion = try pair.client.nextSend()
@@ -253,7 +253,7 @@ struct BatchTests {
         #expect(target.matchesPattern(seed: 9))
 
         // A request the queue pair cannot take (too many scatter entries) is refused.
-        let element = sourceRegion.element(offset: 0, length: 8)
+        let element = try sourceRegion.element(offset: 0, length: 8)
         let bad = [writes[0], SendWorkRequest(id: 99, operation: .send, local: .multiple(Array(repeating: element, count: 64)))]
         #expect(throws: FabricError.self) { _ = try bad.withUnsafeBufferPointer { try pair.client.queuePair.postSend($0) } }
 

@@ -1,4 +1,5 @@
 import Fabric
+import FabricSupport
 import Foundation
 import Glibc
 import Testing
@@ -163,7 +164,7 @@ struct PeerProcessTests {
         let source = Buffer(1 << 20, fill: 0x5A)
         let sourceRegion = try peer.side.register(source)
         peer.signal(SIGSTOP)
-        let residentBefore = residentBytes()
+        let residentBefore = try ResidentMemory.bytes()
         // Post 1 MiB WRITEs until the queue refuses: the stopped peer reads
         // nothing, so the sockets fill and nothing completes.
         var posted = 0
@@ -178,7 +179,7 @@ struct PeerProcessTests {
         let sentEarly = peer.side.queuePair.counters.bytesSent
         #expect(peer.side.nothingCompletes(peer.side.sendCQ, for: .milliseconds(300)) == nil)
         let sentLate = peer.side.queuePair.counters.bytesSent
-        let residentDuring = residentBytes()
+        let residentDuring = try ResidentMemory.bytes()
         #expect(sentLate == sentEarly, "still sending to a stopped peer: \(sentEarly) then \(sentLate) bytes")
         #expect(sentLate < posted << 20, "all \(posted) MiB left although nobody reads")
         print("backpressure: \(posted) requests queued (the depth), \(sentLate >> 10) KiB in the sockets, resident memory \(residentBefore >> 20) -> \(residentDuring >> 20) MiB")
@@ -192,10 +193,4 @@ struct PeerProcessTests {
         withExtendedLifetime(sourceRegion) {}
     }
 
-    /// Resident set size of this process.
-    private func residentBytes() -> Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
-        let fields = text.split(separator: " ")
-        return fields.count > 1 ? (Int(fields[1]) ?? 0) * Int(sysconf(Int32(_SC_PAGESIZE))) : 0
-    }
 }

@@ -48,7 +48,7 @@ struct TwoSidedTests {
         _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 10, operation: .sendWithImmediate(0xBEEF), local: .empty))
         var scratch: UInt64 = 0x1122_3344_5566_7788
         try withUnsafeBytes(of: &scratch) { raw in
-            let element = ScatterGatherElement(pointer: raw.baseAddress!, length: 8, localKey: LocalKey(rawValue: 0))
+            let element = try ScatterGatherElement(pointer: raw.baseAddress!, length: 8, localKey: LocalKey(rawValue: 0))
             _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 11, operation: .send, local: .single(element), flags: [.signaled, .inline]))
         }
         scratch = 0  // inline: the buffer may change at once
@@ -145,7 +145,7 @@ struct TwoSidedTests {
         var received = 0
         while received < count || sent < count {
             if posted < count {
-                let request = SendWorkRequest(id: UInt64(posted), operation: .send, local: .single(sourceRegion.element(offset: 8 * posted, length: 8)))
+                let request = SendWorkRequest(id: UInt64(posted), operation: .send, local: .single(try sourceRegion.element(offset: 8 * posted, length: 8)))
                 if try pair.client.queuePair.postSend(request) == .posted { posted += 1 }
             }
             if let completion = pair.client.sendCQ.poll() {

@@ -24,6 +24,18 @@ struct EndpointTests {
         #expect(ScatterList.multiple([a, b])[1] == b)
     }
 
+    @Test("a scatter element of 4 GiB or more is refused, never cut to its low 32 bits")
+    func elementLength() throws {
+        let pointer = UnsafeRawPointer(bitPattern: 0x10000)!
+        let largest = try ScatterGatherElement(pointer: pointer, length: Int(UInt32.max), localKey: LocalKey(rawValue: 1))
+        #expect(largest.length == UInt32.max)
+        for length in [1 << 32, (1 << 32) + 8, -1] {
+            #expect {
+                try ScatterGatherElement(pointer: pointer, length: length, localKey: LocalKey(rawValue: 1))
+            } throws: { ($0 as? FabricError)?.message.contains("\(length) bytes") == true }
+        }
+    }
+
     @Test("completions describe themselves")
     func completionText() {
         let failure = Completion(workRequestID: 4, status: .remoteAccessError, opcode: .write, queuePair: QueuePairNumber(rawValue: 2), detail: .outOfBounds)
