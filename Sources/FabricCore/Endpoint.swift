@@ -57,7 +57,9 @@ public struct ConnectOptions: Hashable, Sendable {
     /// to the application fails the same way. Different tags, no tag, or
     /// several connects from one side make separate queue pairs.
     /// On the verbs backend a tag takes the connect request's 12 bytes of
-    /// application data, so `privateData` must then be empty there.
+    /// application data, so `privateData` must then be empty there, and a
+    /// tagged connect must name the peer (`expectedInstance`, which
+    /// connecting to a fabric address sets): the acceptor decides at once.
     public var tag: UInt64?
     /// The device instance expected to answer (a fabric address names it):
     /// reaching another device fails the connect instead of connecting to

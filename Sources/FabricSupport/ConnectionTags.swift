@@ -41,8 +41,11 @@ package struct ConnectionTags: Sendable {
 
     // MARK: Connects of ours
 
-    package mutating func beginOutgoing(tag: UInt64) -> RecordID {
-        insert(Record(tag: tag, peer: nil, direction: .outgoing, settled: false))
+    /// A connect starts; `peer` is the device it is meant to reach, when
+    /// known (a fabric address names it): a request of the same tag from it
+    /// is then decided at once instead of waiting.
+    package mutating func beginOutgoing(tag: UInt64, peer: UInt64? = nil) -> RecordID {
+        insert(Record(tag: tag, peer: peer, direction: .outgoing, settled: false))
     }
 
     /// Our connect learned that device `peer` answered.

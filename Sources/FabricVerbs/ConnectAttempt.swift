@@ -34,6 +34,12 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
         device: VerbsDevice, endpoint: Endpoint, setup: QueuePairSetup<VerbsDevice>, options: ConnectOptions,
         prepare: ((VerbsQueuePair) throws(FabricError) -> Void)?
     ) throws(FabricError) {
+        // The acceptor's only answer is its decision, so a listener cannot
+        // wait to learn whom a connect of its own reached: a tagged connect
+        // must say it up front.
+        if options.tag != nil && options.expectedInstance == nil {
+            throw FabricError(.invalidArgument, "a tagged connect on the verbs backend must name the peer's device instance (connect to its fabric address, or set ConnectOptions.expectedInstance)")
+        }
         if options.tag != nil && !options.privateData.isEmpty {
             throw FabricError(.invalidArgument, "a tagged connect carries no private data on the verbs backend (the tag takes the connect request's 12 bytes of application data)")
         }
@@ -54,7 +60,7 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
             throw VerbsError.system("creating an rdma_cm identifier")
         }
         self.id = id
-        if let tag = options.tag { tagRecord = device.tags.withLock { $0.beginOutgoing(tag: tag) } }
+        if let tag = options.tag { tagRecord = device.tags.withLock { $0.beginOutgoing(tag: tag, peer: options.expectedInstance) } }
         do throws(FabricError) {
             var destination = try Addressing.resolve(endpoint)
             var source = try options.localAddress.map { (text) throws(FabricError) in try Addressing.local(text) }
@@ -149,8 +155,14 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
             }
             guard let qp = queuePair else { throw FabricError(.invalidState, "the connect to \(endpoint) lost its queue pair") }
             // The acceptor proved itself: remote access from here on.
-            try Transitions.toReadyToReceive(qp, id, access: Transitions.remoteAccess)
-            try Transitions.toReadyToSend(qp, id)
+            do throws(FabricError) {
+                try Transitions.toReadyToReceive(qp, id, access: Transitions.remoteAccess)
+                try Transitions.toReadyToSend(qp, id)
+            } catch {
+                // rdma_cm refuses the attributes once the acceptor has closed
+                // the connection again.
+                throw FabricError(.connectionFailed, "\(endpoint) accepted, then closed the connection before it was established (\(error.message))")
+            }
             guard rdma_establish(id) == 0 else { throw VerbsError.system("completing the connection to \(endpoint)") }
             // Followed before its events move, so that none is missed; from
             // here the queue pair disconnects when it goes.

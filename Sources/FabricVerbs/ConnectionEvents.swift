@@ -155,6 +155,11 @@ final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind 
                             rdma_disconnect(record.id)
                             state.pending.append(AsyncEvent(kind: .peerGone, queuePair: record.number, detail: .peerClosedConnection))
                         }
+                    case RDMA_CM_EVENT_REJECTED, RDMA_CM_EVENT_CONNECT_ERROR, RDMA_CM_EVENT_UNREACHABLE:
+                        // An accepted requester that refused our accept or
+                        // never confirmed it.
+                        record.enterError()
+                        state.pending.append(AsyncEvent(kind: .peerGone, queuePair: record.number, detail: .peerClosedConnection))
                     case RDMA_CM_EVENT_DEVICE_REMOVAL:
                         record.enterError()
                         state.pending.append(AsyncEvent(kind: .queuePairFatal, queuePair: record.number, detail: .disconnected))

@@ -129,13 +129,16 @@ struct ConnectionSetupTests {
     /// in an order `shuffle` picks; returns each side's queue pairs (its
     /// connects' and its listener's) and the attempts' failures.
     static func cross<D: FabricDevice>(
-        _ a: Node<D>, _ b: Node<D>, tags: (UInt64?, UInt64?), order: Int
+        _ a: Node<D>, _ b: Node<D>, tags: (UInt64?, UInt64?), order: Int, namingPeers: Bool = true
     ) throws -> (a: [D.QueuePair], b: [D.QueuePair], failures: [FabricError]) {
         var aPairs: [D.QueuePair] = []
         var bPairs: [D.QueuePair] = []
         var failures: [FabricError] = []
-        let fromA = try a.side.device.startConnect(to: b.listener.endpoint, a.setup, options: ConnectOptions(timeout: .seconds(20), tag: tags.0)) { _ in }
-        let fromB = try b.side.device.startConnect(to: a.listener.endpoint, b.setup, options: ConnectOptions(timeout: .seconds(20), tag: tags.1)) { _ in }
+        // Each names the device it means to reach, as a fabric address does.
+        let fromA = try a.side.device.startConnect(
+            to: b.listener.endpoint, a.setup, options: ConnectOptions(timeout: .seconds(20), tag: tags.0, expectedInstance: namingPeers ? b.side.device.instance : nil)) { _ in }
+        let fromB = try b.side.device.startConnect(
+            to: a.listener.endpoint, b.setup, options: ConnectOptions(timeout: .seconds(20), tag: tags.1, expectedInstance: namingPeers ? a.side.device.instance : nil)) { _ in }
         var aDone = false
         var bDone = false
         let clock = ContinuousClock()
@@ -196,6 +199,17 @@ struct ConnectionSetupTests {
         }
     }
 
+    @Test("tcp: connects by endpoint alone that cross with one tag: the listeners wait to learn whom their own connects reached")
+    func crossingUnnamed() throws {
+        for order in 0..<6 {
+            let a = try Node(try TCPDevice(secret: testSecret), host: "127.0.0.1")
+            let b = try Node(try TCPDevice(secret: testSecret), host: "127.0.0.1")
+            let (aPairs, bPairs, failures) = try Self.cross(a, b, tags: (9, 9), order: order, namingPeers: false)
+            #expect(aPairs.count == 1 && bPairs.count == 1, "order \(order): \(aPairs.count) and \(bPairs.count) queue pairs")
+            #expect(failures.count == 1 && failures.first?.kind == .crossedConnection, "order \(order): \(failures)")
+        }
+    }
+
     @Test("different tags, or no tag, make separate queue pairs on both sides", arguments: ConformanceBackend.available)
     func crossingDifferentTags(backend: ConformanceBackend) throws {
         try run(backend.opener)
@@ -216,7 +230,9 @@ struct ConnectionSetupTests {
         func run<B: BackendOpener>(_ backend: B) throws {
             for tag in [UInt64?.none, 5] {
                 let node = try Node(try backend.open(), host: backend.host)
-                let attempt = try node.side.device.startConnect(to: node.listener.endpoint, node.setup, options: ConnectOptions(timeout: .seconds(20), tag: tag)) { _ in }
+                let attempt = try node.side.device.startConnect(
+                    to: node.listener.endpoint, node.setup,
+                    options: ConnectOptions(timeout: .seconds(20), tag: tag, expectedInstance: node.side.device.instance)) { _ in }
                 var connected: B.Device.QueuePair?
                 let clock = ContinuousClock()
                 let deadline = clock.now + .seconds(20)

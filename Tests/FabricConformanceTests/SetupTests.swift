@@ -28,14 +28,18 @@ struct SetupTests {
         let clientSide = try Side(client)
         let listener = try server.listen(on: Endpoint(host: backend.host, port: 0), backlog: 4)
         nonisolated(unsafe) var request: Backend.Device.ConnectionRequest?
+        nonisolated(unsafe) var acceptedPair: Backend.Device.QueuePair?
         let done = DispatchSemaphore(value: 0)
         DispatchQueue.global().async {
             request = try? listener.next(timeout: .seconds(10))
-            _ = try? request?.accept(serverSide.setup(), privateData: [9, 9]) { _ in }
+            // Kept: a queue pair dropped at once would close the connection
+            // before the client finished it.
+            acceptedPair = try? request?.accept(serverSide.setup(), privateData: [9, 9]) { _ in }
             done.signal()
         }
         let (_, accepted) = try client.connect(to: listener.endpoint, clientSide.setup(), options: ConnectOptions(localAddress: backend.interface, privateData: [1, 2, 3])) { _ in }
         done.wait()
+        #expect(acceptedPair != nil)
         #expect(accepted == [9, 9])
         #expect(request?.privateData == [1, 2, 3])
         #expect(request?.peer.host == backend.host)

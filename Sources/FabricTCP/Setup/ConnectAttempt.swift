@@ -42,7 +42,7 @@ public final class TCPConnectAttempt: FabricConnectAttempt {
             secret: device.core.secret, tag: options.tag, instance: device.core.instance, privateData: options.privateData,
             peer: endpoint.description)
         if let tag = options.tag {
-            tagRecord = device.core.tags.withLock { $0.beginOutgoing(tag: tag) }
+            tagRecord = device.core.tags.withLock { $0.beginOutgoing(tag: tag, peer: options.expectedInstance) }
         }
         do throws(FabricError) {
             try startNextCandidate()
