@@ -6,6 +6,8 @@
 #   per round trip = (run with ROUND_TRIPS round trips - run with none) / ROUND_TRIPS
 #   per empty poll = (run with EMPTY_POLLS empty polls - run with none) / EMPTY_POLLS
 # Medians of REPS (default 3) runs. Needs valgrind (installed if missing).
+# PERF=path measures another build of fabric-perf (one with `count
+# --queue-pairs`) instead of this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -18,8 +20,12 @@ unset FABRIC_TCP_LINK FABRIC_TCP_FAULTS
 export FABRIC_BACKEND=tcp
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-swift build -c release --product fabric-perf >/dev/null
-cp .build/release/fabric-perf "$work/perf"
+if [ -n "${PERF:-}" ]; then
+    cp "$PERF" "$work/perf"
+else
+    swift build -c release --product fabric-perf >/dev/null
+    cp .build/release/fabric-perf "$work/perf"
+fi
 strip -g "$work/perf"   # valgrind cannot read DWARF 5
 
 instructions() {  # queue-pairs round-trips empty-polls
@@ -43,7 +49,7 @@ done
 first=${counts%% *}
 rt1=$(median <"$work/rt-$first")
 em1=$(median <"$work/empty-$first")
-echo "instructions with N queue pairs attached ($(git rev-parse --short HEAD); medians of $reps runs; ratio to $first)"
+echo "instructions with N queue pairs attached (${PERF:-$(git rev-parse --short HEAD)}; medians of $reps runs; ratio to $first)"
 printf '  %6s %14s %7s %14s %7s   %s\n' "N" "empty poll" "ratio" "round trip" "ratio" "runs (empty poll | round trip)"
 for n in $counts; do
     em=$(median <"$work/empty-$n")

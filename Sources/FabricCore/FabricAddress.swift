@@ -10,7 +10,7 @@ import Glibc
 /// Printed form (at most 256 bytes, no space, `=` or `;`, so that it
 /// survives PMI key-value stores):
 ///
-///     fabric1/tcp/1/7471/10.0.0.2,127.0.0.1/9f2c1a0b3c4d5e6f
+///     fabric1/tcp/2/7471/10.0.0.2,127.0.0.1/9f2c1a0b3c4d5e6f
 ///     |       |   | |    |                  device instance, 16 hex digits
 ///     |       |   | |    addresses, comma-separated, most useful first
 ///     |       |   | port

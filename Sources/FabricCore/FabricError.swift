@@ -25,6 +25,10 @@ public struct FabricError: Error, Hashable, Sendable, CustomStringConvertible {
         /// (or, on the other side, its connect) gives the one queue pair for
         /// the tag. See `ConnectOptions.tag`.
         case crossedConnection
+        /// The device that answered is not the one the fabric address
+        /// names (`ConnectOptions.expectedInstance`): the address is stale,
+        /// its process gone and the port taken by another.
+        case unexpectedPeer
         /// A system call failed; the message carries errno's text.
         case system(errno: Int32)
     }

@@ -264,8 +264,9 @@ public protocol FabricDevice: AnyObject, Sendable {
 extension FabricDevice {
     /// Connects to the device a fabric address names (another process's
     /// `listener.address`, printed and parsed): refuses an address of the
-    /// other backend or wire version, tries its host addresses in order,
-    /// and fails if a device other than the one named answers.
+    /// other backend or wire version, tries its host addresses in order
+    /// within one `options.timeout` for all, and fails with
+    /// `unexpectedPeer` if a device other than the one named answers.
     public func connect(
         to address: FabricAddress, _ setup: QueuePairSetup<Self>, options: ConnectOptions,
         prepare: (QueuePair) throws(FabricError) -> Void
@@ -273,8 +274,13 @@ extension FabricDevice {
         try address.checkReachable(byBackend: backendName, wireVersion: wireVersion)
         var options = options
         options.expectedInstance = address.instance
+        let clock = ContinuousClock()
+        let deadline = clock.now + options.timeout
         var failures: [String] = []
         for endpoint in address.endpoints {
+            let remaining = deadline - clock.now
+            guard remaining > .zero else { break }
+            options.timeout = remaining
             do {
                 return try connect(to: endpoint, setup, options: options, prepare: prepare)
             } catch {
@@ -286,7 +292,7 @@ extension FabricDevice {
                 }
             }
         }
-        throw FabricError(.connectionFailed, "no address of \(address) answered: \(failures.joined(separator: "; "))")
+        throw FabricError(.connectionFailed, "no address of \(address) answered within \(options.timeout): \(failures.joined(separator: "; "))")
     }
 }
 

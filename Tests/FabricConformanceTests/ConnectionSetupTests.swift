@@ -290,7 +290,7 @@ struct ConnectionSetupTests {
                 _ = try client.device.connect(to: stale, client.setup(), options: ConnectOptions(timeout: .seconds(5))) { _ in }
             } throws: { error in
                 guard let error = error as? FabricError else { return false }
-                return error.message.contains("stale")
+                return error.kind == .unexpectedPeer && error.message.contains("stale")
             }
             done.wait()
             // The other backend's address is refused before any packet.

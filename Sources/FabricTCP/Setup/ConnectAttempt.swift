@@ -109,7 +109,7 @@ public final class TCPConnectAttempt: FabricConnectAttempt {
     /// The CHALLENGE proved which device answered.
     private func reached(_ server: UInt64) throws(FabricError) {
         if let expected = options.expectedInstance, expected != server {
-            throw FabricError(.connectionFailed, "\(endpoint) is now device \(hex(server)), not device \(hex(expected)) that the address named (a stale address?)")
+            throw FabricError(.unexpectedPeer, "\(endpoint) is now device \(hex(server)), not device \(hex(expected)) that the address named (a stale address?)")
         }
         guard let tagRecord else { return }
         let decision = device.core.tags.withLock { $0.outgoing(tagRecord, reached: server) }

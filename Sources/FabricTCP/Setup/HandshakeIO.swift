@@ -14,9 +14,10 @@ struct HandshakeIO {
         while !outbox.isEmpty {
             let result = outbox.withUnsafeMutableBytes { SystemCalls.write(fd, $0.baseAddress, $0.count) }
             switch result {
-            case .transferred(let count): outbox.removeFirst(count)
-            case .wouldBlock: return false
-            case .endOfStream: return false
+            case .transferred(let count):
+                guard count > 0 else { return false }
+                outbox.removeFirst(count)
+            case .wouldBlock, .endOfStream: return false
             case .failed(let code): throw SystemCalls.error("writing the handshake", code)
             }
         }

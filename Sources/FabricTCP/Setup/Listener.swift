@@ -38,6 +38,8 @@ public final class TCPListener: FabricListener, @unchecked Sendable {  // mutabl
         var handshake: ServerHandshake
         var io = HandshakeIO()
         let deadline: UInt64
+        /// A reply is stuck in a full socket: watched for room too.
+        var watchingWritable = false
     }
     private struct State {
         var handshakes: [Int32: Handshaking] = [:]
@@ -158,7 +160,12 @@ public final class TCPListener: FabricListener, @unchecked Sendable {  // mutabl
         guard var handshaking = state.handshakes[socket], !state.held.contains(socket) else { return }
         do {
             while true {
-                guard try HandshakeIO.flush(socket, &handshaking.handshake.outbox) else { break }
+                let flushed = try HandshakeIO.flush(socket, &handshaking.handshake.outbox)
+                if flushed == handshaking.watchingWritable {
+                    handshaking.watchingWritable = !flushed
+                    poller.modify(socket, token: UInt64(socket) + 1, events: flushed ? .epollIn | .epollRDHup : .epollIn | .epollOut | .epollRDHup)
+                }
+                guard flushed else { break }
                 if handshaking.handshake.phase == .authenticated {
                     state.handshakes[socket] = handshaking
                     decide(socket, &state)
