@@ -64,7 +64,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "fabric-info",
-            dependencies: ["Fabric", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Fabric", "FabricSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Counts heap allocations in fabric-perf's timed loops.
         .target(name: "CAllocationCounter"),

@@ -29,6 +29,8 @@ public struct FabricError: Error, Hashable, Sendable, CustomStringConvertible {
         /// names (`ConnectOptions.expectedInstance`): the address is stale,
         /// its process gone and the port taken by another.
         case unexpectedPeer
+        /// The task waiting for it was cancelled.
+        case cancelled
         /// A system call failed; the message carries errno's text.
         case system(errno: Int32)
     }

@@ -297,20 +297,72 @@ extension FabricDevice {
 }
 
 import Dispatch
+import Synchronization
 
 extension FabricCompletionQueue {
-    /// Awaits the next completion. The sleep happens on a Dispatch thread
-    /// (in `wait`), never on a Swift concurrency thread, and `poll` itself is
-    /// untouched: busy-polling code pays nothing for this convenience.
+    /// Awaits the next completion. Between polls the task is suspended on
+    /// the queue's `fileDescriptor` through a Dispatch read source: no
+    /// thread sleeps for it, neither a Swift concurrency thread nor a
+    /// Dispatch one, and `poll` itself is untouched (busy-polling code pays
+    /// nothing for this convenience). Cancelling the task ends the wait at
+    /// once with a `cancelled` error.
     public func nextCompletion() async throws(FabricError) -> Completion {
+        let descriptor = fileDescriptor
         while true {
             if let completion = poll() { return completion }
-            let outcome: Result<Bool, FabricError> = await withCheckedContinuation { continuation in
-                DispatchQueue.global().async {
-                    continuation.resume(returning: Result { () throws(FabricError) in try self.wait(timeout: .milliseconds(200)) })
-                }
+            if Task.isCancelled { throw FabricError(.cancelled, "the task waiting for a completion was cancelled") }
+            let readiness = DescriptorReadiness(descriptor)
+            await withTaskCancellationHandler {
+                await readiness.wait()
+            } onCancel: {
+                readiness.cancel()
             }
-            _ = try outcome.get()
         }
+    }
+}
+
+/// One wait for a descriptor to become readable, as a continuation a
+/// Dispatch read source resumes (or cancellation does, whichever is first).
+private final class DescriptorReadiness: @unchecked Sendable {  // `state` behind its lock; Dispatch sources are thread-safe
+    private struct State {
+        var continuation: CheckedContinuation<Void, Never>?
+        var finished = false
+    }
+    private let state = Mutex(State())
+    private let source: DispatchSourceRead
+
+    init(_ descriptor: Int32) {
+        source = DispatchSource.makeReadSource(fileDescriptor: descriptor, queue: .global())
+        // Active from the start (an inactive source must not be released),
+        // so readiness before `wait` is remembered in `finished`.
+        // The handler holds the object until the source is cancelled, which
+        // releases the handler (and the cycle with it).
+        source.setEventHandler { [self] in finish() }
+        source.resume()
+    }
+
+    func wait() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let armed = state.withLock { state -> Bool in
+                guard !state.finished else { return false }
+                state.continuation = continuation
+                return true
+            }
+            if !armed { continuation.resume() }
+        }
+    }
+
+    func cancel() { finish() }
+
+    /// Resumes the waiter once and stops the source (a readable descriptor
+    /// stays readable: the source would fire again and again).
+    private func finish() {
+        let continuation = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.finished = true
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        source.cancel()
+        continuation?.resume()
     }
 }

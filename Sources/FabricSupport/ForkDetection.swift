@@ -7,25 +7,25 @@ import FabricCore
 /// The fork counter is a C global (CFabricShims) that a pthread_atfork
 /// handler increments in the child: read by an inline function, the check
 /// every poll makes is one load and a compare, not a call.
-public struct ForkDetection: Sendable {
+package struct ForkDetection: Sendable {
     /// The generation the object was made in.
-    public let creationGeneration: UInt64
+    package let creationGeneration: UInt64
 
     /// Records the current process as the owner.
-    public init() {
+    package init() {
         fabric_fork_counter_install()
         creationGeneration = fabric_fork_generation()
     }
 
     /// True in a child process created after `init`.
     @inlinable
-    public var isForkedChild: Bool {
+    package var isForkedChild: Bool {
         fabric_fork_generation() != creationGeneration
     }
 
     /// Throws the error every object gives when used in a forked child.
     @inlinable
-    public func checkNotForked() throws(FabricError) {
+    package func checkNotForked() throws(FabricError) {
         if isForkedChild {
             throw FabricError(.invalidState, "this object belongs to the parent of a fork(); a child process must open its own device")
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Fabric
+import FabricSupport
 import FabricVerbs
 import Foundation
 
@@ -38,6 +39,15 @@ struct FabricInfo: ParsableCommand {
         var tcpFaults: String?
         var tcpError: String?
         var configuration: [String: String]
+        /// The open-descriptor limit before and after a device was opened
+        /// (opening raises the soft limit to the hard one).
+        var descriptorLimit: DescriptorLimits?
+    }
+
+    struct DescriptorLimits: Codable {
+        var softBefore: UInt64
+        var softAfter: UInt64
+        var hard: UInt64
     }
 
     func run() throws {
@@ -52,6 +62,7 @@ struct FabricInfo: ParsableCommand {
             print("(or a JSON file: \(DeviceProfile.environmentVariable)=/path/to/profile.json; docs/emulation.md)")
             return
         }
+        let limitBefore = DescriptorLimit.read()
         let environment = Fabric.environmentVariables()
         var report = Report(chosen: nil, choiceError: nil, backends: [], verbsDevices: [], tcpCapabilities: nil, tcpProfile: nil, tcpLink: nil, tcpFaults: nil, tcpError: nil, configuration: [:])
         do { report.chosen = try Fabric.choose(environment: environment) } catch { report.choiceError = error.message }
@@ -100,6 +111,9 @@ struct FabricInfo: ParsableCommand {
             }
         }
         report.configuration["job secret key file"] = JobSecret.defaultKeyFilePath
+        if let limitBefore, let limitAfter = DescriptorLimit.read() {
+            report.descriptorLimit = DescriptorLimits(softBefore: limitBefore.current, softAfter: limitAfter.current, hard: limitAfter.maximum)
+        }
 
         if json {
             let encoder = JSONEncoder()
@@ -136,6 +150,10 @@ struct FabricInfo: ParsableCommand {
             print("\ntcp device \(TCPDevice.deviceName), profile \(report.tcpProfile ?? "?"):")
             printCapabilities(caps)
             print("  link: \(report.tcpLink ?? "?"); faults: \(report.tcpFaults ?? "?")")
+        }
+        if let limit = report.descriptorLimit {
+            let raised = limit.softBefore == limit.softAfter ? "" : " (raised from \(limit.softBefore) when a device opened)"
+            print("\nopen descriptors: limit \(limit.softAfter)\(raised), hard limit \(limit.hard); each connection takes about one per end (docs/architecture.md)")
         }
         print("\nconfiguration:")
         for (key, value) in report.configuration.sorted(by: { $0.key < $1.key }) {

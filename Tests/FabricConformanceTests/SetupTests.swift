@@ -169,6 +169,26 @@ struct SetupTests {
         #expect(pair.server.receiveCQ.fileDescriptor >= 0)
     }
 
+    @Test("awaiting a completion ends with `cancelled` when its task is cancelled", arguments: ConformanceBackend.available)
+    func asyncCancellation(_ backend: ConformanceBackend) async throws {
+        try await asyncCancellation(on: backend.opener)
+    }
+
+    private func asyncCancellation<Backend: BackendOpener>(on backend: Backend) async throws {
+        let pair = try connectedPair(backend)
+        nonisolated(unsafe) let queue = pair.server.receiveCQ
+        let waiter = Task { () async throws(FabricError) -> Completion in try await queue.nextCompletion() }
+        try await Task.sleep(for: .milliseconds(50))
+        waiter.cancel()
+        do {
+            let completion = try await waiter.value
+            Issue.record("nothing was sent, yet a completion came: \(completion)")
+        } catch {
+            #expect((error as? FabricError)?.kind == .cancelled, "\(error)")
+        }
+        withExtendedLifetime(pair) {}
+    }
+
     @Test("an event loop sleeping on the descriptor alone sees every completion", arguments: ConformanceBackend.available)
     func descriptorEventLoop(_ backend: ConformanceBackend) throws {
         try descriptorEventLoop(on: backend.opener)
