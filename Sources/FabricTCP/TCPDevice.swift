@@ -1,6 +1,6 @@
 import CFabricShims
 import FabricCore
-import FabricSupport
+@_spi(FabricInternals) import FabricSupport
 import Glibc
 import Logging
 

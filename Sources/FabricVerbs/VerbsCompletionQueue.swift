@@ -1,5 +1,6 @@
 internal import CVerbs
 import FabricCore
+@_spi(FabricInternals) import FabricSupport
 import Glibc
 import Synchronization
 

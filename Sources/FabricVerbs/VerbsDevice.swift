@@ -1,7 +1,7 @@
 internal import CVerbs
 import Crypto
 import FabricCore
-import FabricSupport
+@_spi(FabricInternals) import FabricSupport
 import Glibc
 import Synchronization
 import Logging

@@ -1,6 +1,6 @@
 internal import CVerbs
 import FabricCore
-import FabricSupport
+@_spi(FabricInternals) import FabricSupport
 import Glibc
 import Synchronization
 

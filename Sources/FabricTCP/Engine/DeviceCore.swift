@@ -1,7 +1,7 @@
 import CFabricShims
 import Crypto
 import FabricCore
-import FabricSupport
+@_spi(FabricInternals) import FabricSupport
 import Glibc
 import Logging
 import Synchronization

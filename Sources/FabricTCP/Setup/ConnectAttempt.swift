@@ -1,5 +1,5 @@
 import FabricCore
-import FabricSupport
+@_spi(FabricInternals) import FabricSupport
 import Glibc
 
 /// A connect of the software NIC in progress: a non-blocking TCP connect

@@ -1,5 +1,5 @@
 import FabricCore
-import FabricSupport
+@_spi(FabricInternals) import FabricSupport
 import Synchronization
 
 /// An authenticated peer waiting for `accept` or `reject`.
