@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# What the emulator's controls (link shaping, fault injection) cost when
-# they are switched off: this tree against a build without them (BASE, the
-# last commit before they were wired into the engine), both with no
-# FABRIC_TCP_LINK and no FABRIC_TCP_FAULTS.
+# Old build against new: this tree against BASE (by default 7753acc, the
+# last commit before the emulator's controls were wired into the engine, for
+# what those cost when switched off; BASE=<commit> compares with any other),
+# both with no FABRIC_TCP_LINK and no FABRIC_TCP_FAULTS.
 #   1. instructions counted by callgrind in the thread that drives both
 #      ends (`fabric-perf count`): per 8 B send/recv round trip
 #      ((4000 round trips - none) / 4000, sleeping 200 us before each poll so
@@ -84,11 +84,11 @@ compare() {  # label unit file-stem
     local b h
     b=$(median <"$work/$3-base")
     h=$(median <"$work/$3-head")
-    echo "$1: without $(sort -g "$work/$3-base" | tr '\n' ' '); with $(sort -g "$work/$3-head" | tr '\n' ' ')" >>"$work/notes"
+    echo "$1: base $(sort -g "$work/$3-base" | tr '\n' ' '); this tree $(sort -g "$work/$3-head" | tr '\n' ' ')" >>"$work/notes"
     printf '  %-34s %12s %12s  %s\n' "$1" "$b" "$h" "$(awk -v b="$b" -v h="$h" 'BEGIN { printf "%+.2f%%", (h - b) / b * 100 }')"
 }
-echo "emulator controls switched off: this tree ($(git rev-parse --short HEAD)) against a build without them ($base); load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '  %-34s %12s %12s  %s\n' "" "without" "with, off" "difference"
+echo "this tree ($(git rev-parse --short HEAD)) against the base ($base), emulator controls off; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '  %-34s %12s %12s  %s\n' "" "base" "this tree" "difference"
 echo "instructions (callgrind; medians of $reps runs; spread in the notes below)"
 compare "per 8 B send/recv round trip" "Ir" send
 compare "per 1 MiB RDMA WRITE" "Ir" write
