@@ -66,9 +66,12 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     func activate() {
         SystemCalls.setNonBlocking(socket)
         core.withLock { $0.state = .readyToSend }
-        device.register(self)
+        // The completion queues first: a timer set as soon as the progress
+        // thread knows the engine must find it attached there, or its
+        // timer-list bits would be set with no list holding it.
         sendCQ.attach(self)
         if receiveCQ !== sendCQ { receiveCQ.attach(self) }
+        device.register(self)
     }
 
     @inline(__always)
