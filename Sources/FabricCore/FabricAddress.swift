@@ -104,9 +104,13 @@ public struct FabricAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
+        "fabric\(Self.formatVersion)/\(backend)/\(wireVersion)/\(port)/\(hosts.joined(separator: ","))/\(Self.instanceText(instance))"
+    }
+
+    /// A device instance as addresses and messages print it: 16 hex digits.
+    public static func instanceText(_ instance: UInt64) -> String {
         let digits = String(instance, radix: 16)
-        let instanceText = String(repeating: "0", count: 16 - digits.count) + digits
-        return "fabric\(Self.formatVersion)/\(backend)/\(wireVersion)/\(port)/\(hosts.joined(separator: ","))/\(instanceText)"
+        return String(repeating: "0", count: 16 - digits.count) + digits
     }
 
     /// Where to connect, in order.

@@ -186,7 +186,7 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
     /// The accept proved which device answered.
     private func reached(_ acceptor: UInt64) throws(FabricError) {
         if let expected = options.expectedInstance, expected != acceptor {
-            throw FabricError(.unexpectedPeer, "\(endpoint) is now device \(hex(acceptor)), not device \(hex(expected)) that the address named (a stale address?)")
+            throw FabricError(.unexpectedPeer, "\(endpoint) is now device \(FabricAddress.instanceText(acceptor)), not device \(FabricAddress.instanceText(expected)) that the address named (a stale address?)")
         }
         guard let tagRecord else { return }
         if device.tags.withLock({ $0.outgoing(tagRecord, reached: acceptor) }) == .yield {
@@ -259,9 +259,4 @@ enum ActiveConnection {
     static func eventName(_ kind: rdma_cm_event_type) -> String {
         String(cString: rdma_event_str(kind))
     }
-}
-
-private func hex(_ value: UInt64) -> String {
-    let digits = String(value, radix: 16)
-    return String(repeating: "0", count: 16 - digits.count) + digits
 }

@@ -109,7 +109,7 @@ public final class TCPConnectAttempt: FabricConnectAttempt {
     /// The CHALLENGE proved which device answered.
     private func reached(_ server: UInt64) throws(FabricError) {
         if let expected = options.expectedInstance, expected != server {
-            throw FabricError(.unexpectedPeer, "\(endpoint) is now device \(hex(server)), not device \(hex(expected)) that the address named (a stale address?)")
+            throw FabricError(.unexpectedPeer, "\(endpoint) is now device \(FabricAddress.instanceText(server)), not device \(FabricAddress.instanceText(expected)) that the address named (a stale address?)")
         }
         guard let tagRecord else { return }
         let decision = device.core.tags.withLock { $0.outgoing(tagRecord, reached: server) }
@@ -169,9 +169,4 @@ public final class TCPConnectAttempt: FabricConnectAttempt {
         var descriptor = pollfd(fd: socket, events: waitsToWrite ? Int16(POLLOUT) : Int16(POLLIN), revents: 0)
         _ = Glibc.poll(&descriptor, 1, Int32(min((deadline - now) / 1_000_000 + 1, 1000)))
     }
-}
-
-private func hex(_ value: UInt64) -> String {
-    let digits = String(value, radix: 16)
-    return String(repeating: "0", count: 16 - digits.count) + digits
 }
