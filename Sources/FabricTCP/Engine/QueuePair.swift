@@ -80,17 +80,16 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         try checkShape(request)
         if emulated { return try postSendEmulated(request) }
         let result = try core.withLock { (core) throws(FabricError) -> PostResult in try core.postSend(request) }
-        // A request in flight needs its response timer watched.
-        if timerListed.load(ordering: .relaxed) != timerListMask { listTimerNow() }
-        return result
-    }
-
-    /// Makes the next poll drive this queue pair, which then computes its
-    /// timer (a post does not: it would cost every post a clock reading).
-    @inline(never)
-    private func listTimerNow() {
+        // A request in flight needs its response timer watched: a deadline
+        // of 0 makes the next poll drive this queue pair, which then
+        // computes the real one (a post does not: it would cost every post
+        // a clock reading). The deadline is published before the timer
+        // bits are read: a scan dropping this queue pair from its timer
+        // list clears its bit before it reads the deadline, so one of the
+        // two sees the other and the request never goes without a timer.
         if deadline.load(ordering: .relaxed) == .max { deadline.store(0, ordering: .sequentiallyConsistent) }
-        listTimer()
+        if timerListed.load(ordering: .sequentiallyConsistent) != timerListMask { listTimer() }
+        return result
     }
 
     /// Joins the timer lists of both completion queues.
@@ -159,9 +158,16 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     /// One round of progress if no other thread is driving this queue pair.
     @inline(__always)
     func progress(by driver: ProgressDriver, now: UInt64) {
-        if let (next, stuck) = core.withLockIfAvailable({ core in (core.progress(by: driver, now: now), core.outputStuck) }) {
-            if deadline.load(ordering: .relaxed) != next {
-                deadline.store(next, ordering: .sequentiallyConsistent)
+        // The deadline is stored under the lock: stored after it, it could
+        // overwrite the 0 a post made in between (its request then had no
+        // timer).
+        if let (next, stuck, moved) = core.withLockIfAvailable({ core -> (UInt64, Bool, Bool) in
+            let next = core.progress(by: driver, now: now)
+            let moved = deadline.load(ordering: .relaxed) != next
+            if moved { deadline.store(next, ordering: .sequentiallyConsistent) }
+            return (next, core.outputStuck, moved)
+        }) {
+            if moved {
                 if next != .max {
                     device.timerMoved(to: next)
                     if timerListed.load(ordering: .sequentiallyConsistent) != timerListMask { listTimer() }

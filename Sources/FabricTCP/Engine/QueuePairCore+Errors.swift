@@ -9,10 +9,9 @@ extension QueuePairCore {
         guard state != .error else { return }
         let wasConnected = state == .readyToSend
         state = .error
-        if case .request = current {
+        if case .request = output.partial {
             // A request cut off mid-frame: the stream cannot continue.
-            current = nil
-            currentOffset = 0
+            output.abandonPartial()
             shutdownSocket()
         }
         while head < tail {
@@ -61,7 +60,7 @@ extension QueuePairCore {
             }
         }
         if !keepsFatalNak {
-            if current == nil { responses.removeAll() }
+            if output.partial == nil { responses.removeAll() }
             shutdownSocket()
         }
         if wasConnected || detail != .none {

@@ -18,14 +18,6 @@ enum ReceiveAction {
     case discard(nak: (sequence: UInt32, status: CompletionStatus, detail: CompletionDetail)?)
 }
 
-/// One frame of the outgoing byte stream.
-enum OutputItem: Equatable {
-    case request(position: Int)
-    case response(index: Int)
-    case standaloneAck
-    case disconnect
-}
-
 /// Tunables of the engine. Defaults suit loopback and LANs.
 struct EngineTuning {
     /// Bytes requested per socket read between frames, when frames are small.
@@ -112,14 +104,11 @@ struct QueuePairCore: ~Copyable {
     var responses: ResponseQueueStorage
     var receives: ReceiveRing
 
-    // Output in progress.
-    let iov: UnsafeMutablePointer<iovec>
-    let batch: UnsafeMutablePointer<OutputItem>
-    let batchLengths: UnsafeMutablePointer<Int>
-    let accessed: UnsafeMutablePointer<Unmanaged<RegionRecord>>
-    var current: OutputItem?
-    var currentOffset = 0
+    /// The frames of the next write, and the frame a write cut.
+    var output = OutputBatch()
     let controlHeader: UnsafeMutableRawPointer
+    let iov: UnsafeMutablePointer<iovec>
+    let accessed: UnsafeMutablePointer<Unmanaged<RegionRecord>>
 
     // Input.
     let staging: UnsafeMutableRawPointer
@@ -188,8 +177,6 @@ struct QueuePairCore: ~Copyable {
         responses = ResponseQueueStorage(depth: EngineTuning.maxOutstandingReadAtomics + 8)
         receives = ReceiveRing(depth: sharedReceiveQueue == nil ? limits.receiveQueueDepth : 1, maxElements: max(1, limits.maxReceiveScatterEntries))
         iov = .allocate(capacity: EngineTuning.iovecCapacity)
-        batch = .allocate(capacity: EngineTuning.batchCapacity)
-        batchLengths = .allocate(capacity: EngineTuning.batchCapacity)
         accessed = .allocate(capacity: EngineTuning.iovecCapacity)
         controlHeader = .allocate(byteCount: FrameHeader.size, alignment: 16)
         staging = .allocate(byteCount: EngineTuning.stagingCapacity, alignment: 64)
@@ -200,8 +187,6 @@ struct QueuePairCore: ~Copyable {
 
     deinit {
         iov.deallocate()
-        batch.deallocate()
-        batchLengths.deallocate()
         accessed.deallocate()
         controlHeader.deallocate()
         staging.deallocate()
@@ -351,7 +336,7 @@ struct QueuePairCore: ~Copyable {
         }
         // Send now, unless a frame is stuck half-written: then the socket is
         // full and progress finishes the job when it drains.
-        if current == nil { flushOutput() }
+        if output.partial == nil { flushOutput() }
         return .posted
     }
 
@@ -388,7 +373,7 @@ struct QueuePairCore: ~Copyable {
             clock = now
             receive()
             if resendAt != 0 && now >= resendAt { resendAt = 0 }
-            let outputWaiting = current != nil || responses.count > 0 || (transmitted < tail && resendAt == 0)
+            let outputWaiting = output.partial != nil || responses.count > 0 || (transmitted < tail && resendAt == 0)
             if outputWaiting || acknowledgeOwed || resendAt != 0 || head != tail {
                 // An owed acknowledgement goes out alone only if nothing is
                 // about to carry it: the progress thread has no application
@@ -410,13 +395,13 @@ struct QueuePairCore: ~Copyable {
 
     /// Output that waits: for room in the socket, or for the emulated link's
     /// tokens (cheap: asked by every progress round).
-    var outputStuck: Bool { current != nil || (socketFullAt != 0 && (responses.count > 0 || transmitted < tail)) }
+    var outputStuck: Bool { output.partial != nil || (socketFullAt != 0 && (responses.count > 0 || transmitted < tail)) }
 
     /// Output that waits for room in the socket, not for the link's tokens
     /// (a timer covers those, and the socket has room): what sleepers watch
     /// the socket for.
     var outputWaitsForSocket: Bool {
-        (current != nil && !waitingForLink) || (socketFullAt != 0 && (responses.count > 0 || transmitted < tail))
+        (output.partial != nil && !waitingForLink) || (socketFullAt != 0 && (responses.count > 0 || transmitted < tail))
     }
 
     /// How long an owed acknowledgement may wait for a frame to carry it.

@@ -14,21 +14,14 @@ extension QueuePairCore {
         return true
     }
 
-    /// Appends the iovecs of `item` from byte `skip` on; returns the item's
-    /// wire length, or nil if its memory could not be claimed (a request
-    /// whose region was deregistered: it fails before any byte is sent).
-    /// `complete` turns false when not all of the item's pieces fit in the
-    /// iovec array: nothing may follow it in this batch.
-    private mutating func appendSegments(_ item: OutputItem, skip: Int, iovCount: inout Int, accessCount: inout Int, complete: inout Bool) -> Int? {
-        var skipLeft = skip
+    /// Adds the pieces of `item` to the batch from byte `skip` on; returns
+    /// the item's wire length, or nil if its memory could not be claimed (a
+    /// request whose region was deregistered: it fails before any byte is
+    /// sent). Clears `output.complete` when not all of the item's pieces
+    /// fit: nothing may follow it in this batch.
+    private mutating func addPieces(of item: OutputItem, skip: Int) -> Int? {
+        var skip = skip
         var total = 0
-        func add(_ pointer: UnsafeMutableRawPointer?, _ length: Int, _ iov: UnsafeMutablePointer<iovec>, _ iovCount: inout Int, _ skipLeft: inout Int, _ total: inout Int) {
-            total += length
-            if skipLeft >= length { skipLeft -= length; return }
-            iov[iovCount] = iovec(iov_base: pointer.map { $0 + skipLeft }, iov_len: length - skipLeft)
-            skipLeft = 0
-            iovCount += 1
-        }
         switch item {
         case .request(let position):
             let slot = sendQueue.slots[sendQueue.index(position)]
@@ -42,20 +35,18 @@ extension QueuePairCore {
             } else {
                 headerLength = inlinePayload ? FrameHeader.size + slot.length : FrameHeader.size
             }
-            add(header, headerLength, iov, &iovCount, &skipLeft, &total)
+            total += headerLength
+            output.addPiece(header, headerLength, skip: &skip)
             if carriesPayload && !inlinePayload {
                 let base = sendQueue.elementBase(position)
                 for i in 0..<slot.elementCount {
                     let element = sendQueue.elements[base + i]
                     if element.length == 0 { continue }
                     if let record = sendQueue.records[base + i] {
-                        guard record.beginAccess() else {
-                            return nil
-                        }
-                        accessed[accessCount] = Unmanaged.passUnretained(record)
-                        accessCount += 1
+                        guard output.pin(record) else { return nil }
                     }
-                    add(UnsafeMutableRawPointer(bitPattern: UInt(element.address)), Int(element.length), iov, &iovCount, &skipLeft, &total)
+                    total += Int(element.length)
+                    output.addPiece(UnsafeMutableRawPointer(bitPattern: UInt(element.address)), Int(element.length), skip: &skip)
                 }
             }
         case .response(let index):
@@ -64,47 +55,44 @@ extension QueuePairCore {
             let opcode = WireOpcode(rawValue: buffer.load(fromByteOffset: 1, as: UInt8.self))
             switch opcode {
             case .readResponse:
-                add(buffer, FrameHeader.size, iov, &iovCount, &skipLeft, &total)
+                total += FrameHeader.size
+                output.addPiece(buffer, FrameHeader.size, skip: &skip)
                 if item.payloadLength > 0 {
                     var usable = item.payload != nil
-                    if usable, let record = item.record {
-                        if record.beginAccess() {
-                            accessed[accessCount] = Unmanaged.passUnretained(record)
-                            accessCount += 1
-                        } else {
-                            // Deregistered since the check: send zeros and say so.
-                            markResponseFailed(index, detail: .unknownKey)
-                            usable = false
-                        }
+                    if usable, let record = item.record, !output.pin(record) {
+                        // Deregistered since the check: send zeros and say so.
+                        markResponseFailed(index, detail: .unknownKey)
+                        usable = false
                     }
                     if usable {
-                        add(item.payload, item.payloadLength, iov, &iovCount, &skipLeft, &total)
+                        total += item.payloadLength
+                        output.addPiece(item.payload, item.payloadLength, skip: &skip)
                     } else {
                         var left = item.payloadLength
                         while left > 0 {
                             let piece = min(left, 65536)
-                            if skipLeft >= piece || iovCount < EngineTuning.iovecCapacity - 2 {
-                                add(zeroPage, piece, iov, &iovCount, &skipLeft, &total)
+                            total += piece
+                            if skip >= piece || output.vectorsLeft > 2 {
+                                output.addPiece(zeroPage, piece, skip: &skip)
                             } else {
-                                total += piece
-                                complete = false
+                                output.complete = false
                             }
                             left -= piece
                         }
                     }
                 }
-                if complete {
-                    add(buffer + 40, 4, iov, &iovCount, &skipLeft, &total)
-                } else {
-                    total += 4
-                }
+                total += 4
+                if output.complete { output.addPiece(buffer + 40, 4, skip: &skip) }
             case .atomicResponse:
-                add(buffer, FrameHeader.size + atomicResponsePayload, iov, &iovCount, &skipLeft, &total)
+                total += FrameHeader.size + atomicResponsePayload
+                output.addPiece(buffer, FrameHeader.size + atomicResponsePayload, skip: &skip)
             default:
-                add(buffer, FrameHeader.size, iov, &iovCount, &skipLeft, &total)
+                total += FrameHeader.size
+                output.addPiece(buffer, FrameHeader.size, skip: &skip)
             }
         case .standaloneAck, .disconnect:
-            add(controlHeader, FrameHeader.size, iov, &iovCount, &skipLeft, &total)
+            total += FrameHeader.size
+            output.addPiece(controlHeader, FrameHeader.size, skip: &skip)
         }
         return total
     }
@@ -151,41 +139,32 @@ extension QueuePairCore {
                 sendIntoVoid()
                 return
             }
-            // Build a batch without changing state: the current partial
-            // frame, then responses, then requests that may go.
-            var iovCount = 0
-            var accessCount = 0
-            var count = 0
-            var freshFrom = 0
+            // Build a batch without changing state: the cut frame, then
+            // responses, then requests that may go.
+            output.begin()
             var outstanding = outstandingReadAtomics
             var blockedRequest: Int? = nil
-            var complete = true
-            if let current {
-                guard let length = appendSegments(current, skip: currentOffset, iovCount: &iovCount, accessCount: &accessCount, complete: &complete) else {
-                    releaseAccessed(accessCount)
-                    failCurrentRequest()
+            if let partial = output.partial {
+                guard let length = addPieces(of: partial, skip: output.partialOffset) else {
+                    output.releasePins()
+                    failCutRequest()
                     return
                 }
-                batch[0] = current
-                batchLengths[0] = length - currentOffset
-                count = 1
-                freshFrom = 1
+                output.append(partial, length: length)
             }
-            var responseIndex = (current.map { if case .response = $0 { return 1 } else { return 0 } } ?? 0)
-            while complete && count < EngineTuning.batchCapacity && responseIndex < responses.count && iovCount < EngineTuning.iovecCapacity - 4 {
+            var responseIndex = (output.partial.map { if case .response = $0 { return 1 } else { return 0 } } ?? 0)
+            while output.complete && !output.isFull && responseIndex < responses.count && output.vectorsLeft > 4 {
                 var index = responses.head + responseIndex
                 if index >= responses.depth { index -= responses.depth }
                 if !link.mayRespond(readyAt: responses.items[index].readyAt, now: now) { break }
                 let item = OutputItem.response(index: index)
-                guard let length = appendSegments(item, skip: 0, iovCount: &iovCount, accessCount: &accessCount, complete: &complete) else { break }
-                batch[count] = item
-                batchLengths[count] = length
-                count += 1
+                guard let length = addPieces(of: item, skip: 0) else { break }
+                output.append(item, length: length)
                 responseIndex += 1
             }
             var position = transmitted
             var lostForGood: Int? = nil
-            requests: while complete && count < EngineTuning.batchCapacity && iovCount < EngineTuning.iovecCapacity - sendQueue.maxElements - 2
+            requests: while output.complete && !output.isFull && output.vectorsLeft > sendQueue.maxElements + 2
                     && mayTransmit(position, outstanding: outstanding) {
                 switch link.admit(position: position, sendQueue.slots[sendQueue.index(position)], now: now, counters: &counters) {
                 case .go: break
@@ -193,30 +172,25 @@ extension QueuePairCore {
                 case .retriesExhausted: lostForGood = position; break requests
                 }
                 let item = OutputItem.request(position: position)
-                let before = iovCount
-                guard let length = appendSegments(item, skip: 0, iovCount: &iovCount, accessCount: &accessCount, complete: &complete) else {
-                    iovCount = before
+                let before = output.vectorCount
+                guard let length = addPieces(of: item, skip: 0) else {
+                    output.dropPieces(after: before)
                     blockedRequest = position
                     break
                 }
                 if sendQueue.slots[sendQueue.index(position)].awaitsResponse { outstanding += 1 }
-                batch[count] = item
-                batchLengths[count] = length
-                count += 1
+                output.append(item, length: length)
                 position += 1
             }
-            if count == 0 && wantAcknowledge && state == .readyToSend
+            if output.isEmpty && wantAcknowledge && state == .readyToSend
                 && link.mayRespond(readyAt: acknowledgeOwedSince, now: now) {
                 var header = FrameHeader(opcode: .acknowledge)
                 header.acknowledge = expectedSequence
                 header.encode(to: controlHeader)
-                _ = appendSegments(.standaloneAck, skip: 0, iovCount: &iovCount, accessCount: &accessCount, complete: &complete)
-                batch[0] = .standaloneAck
-                batchLengths[0] = FrameHeader.size
-                count = 1
+                output.append(.standaloneAck, length: addPieces(of: .standaloneAck, skip: 0)!)
             }
-            if count == 0 {
-                releaseAccessed(accessCount)
+            if output.isEmpty {
+                output.releasePins()
                 if let blockedRequest, blockedRequest == transmitted {
                     failRequestBeforeSending(blockedRequest, .localProtectionError, .unknownKey)
                 }
@@ -227,8 +201,8 @@ extension QueuePairCore {
                 return
             }
             // The acknowledgement rides on every frame that starts here.
-            for i in freshFrom..<count {
-                FrameHeader.patchAcknowledge(expectedSequence, at: headerPointer(batch[i]))
+            for i in output.freshItems {
+                FrameHeader.patchAcknowledge(expectedSequence, at: headerPointer(output.items[i]))
             }
 
             // One call moves at most a chunk: a socket locked for a long
@@ -237,72 +211,56 @@ extension QueuePairCore {
             var linkLimit = Int.max
             if link.isShaped {
                 // The emulated link's token bucket: write what it allows.
-                var wanted = 0
-                for i in 0..<iovCount { wanted += iov[i].iov_len }
+                let wanted = output.byteCount
                 let allowed = link.allowance(wanted: wanted, now: now)
                 if allowed == 0 {
-                    releaseAccessed(accessCount)
+                    output.releasePins()
                     waitingForLink = true
                     return
                 }
                 if allowed < min(wanted, chunk) { linkLimit = allowed }
                 chunk = min(chunk, allowed)
             }
-            for i in 0..<iovCount {
-                if iov[i].iov_len >= chunk {
-                    iov[i].iov_len = chunk
-                    iovCount = i + 1
-                    break
-                }
-                chunk -= iov[i].iov_len
-            }
-            let result = iovCount == 1
-                ? SystemCalls.write(fd, iov[0].iov_base, iov[0].iov_len)
-                : SystemCalls.writeVector(fd, iov, iovCount)
-            releaseAccessed(accessCount)
+            output.limit(to: chunk)
+            let result = output.vectorCount == 1
+                ? SystemCalls.write(fd, output.vectors[0].iov_base, output.vectors[0].iov_len)
+                : SystemCalls.writeVector(fd, output.vectors, output.vectorCount)
+            output.releasePins()
             switch result {
-            case .transferred(var written):
+            case .transferred(let written):
                 counters.bytesSent += written
                 let linkFull = link.isShaped && written >= linkLimit
                 link.spend(written)
                 socketFullAt = 0
                 budget -= written
-                if count > freshFrom && written >= (freshFrom == 1 ? batchLengths[0] : 0) + FrameHeader.size {
+                let resumed = output.freshItems.lowerBound
+                let outcome = output.wrote(written)
+                if outcome.acknowledgementSent {
                     acknowledgeOwed = false
                     acknowledgeRequested = false
                     acceptedSinceAcknowledge = 0
                     wantAcknowledge = false
                 }
-                items: for i in 0..<count {
-                    let item = batch[i]
-                    let isCurrent = i == 0 && freshFrom == 1
-                    if written >= batchLengths[i] {
-                        written -= batchLengths[i]
-                        if !isCurrent { take(item) }
-                        finished(item)
-                        if isCurrent { current = nil; currentOffset = 0 }
-                    } else {
-                        if !isCurrent {
-                            take(item)
-                            current = item
-                            currentOffset = written
-                        } else {
-                            currentOffset += written
+                for i in 0..<outcome.finished {
+                    let item = output.items[i]
+                    if i >= resumed { take(item) }
+                    finished(item)
+                }
+                if outcome.startedCut { take(output.items[outcome.finished]) }
+                if outcome.stoppedShort {
+                    if linkFull {
+                        // The link, not the socket, took no more: wait for
+                        // tokens (the emulation sets the timer), or go on
+                        // if some came in meanwhile.
+                        if link.allowance(wanted: .max, now: now) == 0 {
+                            waitingForLink = true
+                            return
                         }
-                        if linkFull {
-                            // The link, not the socket, took no more: wait
-                            // for tokens (the emulation sets the timer), or
-                            // go on if some came in meanwhile.
-                            if link.allowance(wanted: .max, now: now) == 0 {
-                                waitingForLink = true
-                                return
-                            }
-                            break items
-                        }
-                        socketFullAt = clock | 1
-                        device.wantsWritable(number)
-                        return  // the socket is full
+                        continue
                     }
+                    socketFullAt = clock | 1
+                    device.wantsWritable(number)
+                    return  // the socket is full
                 }
             case .wouldBlock:
                 socketFullAt = clock | 1
@@ -312,7 +270,7 @@ extension QueuePairCore {
                 return
             case .failed(let code):
                 if code == EFAULT {
-                    handleTransmitFault(first: batch[0], isCurrent: freshFrom == 1)
+                    handleTransmitFault(first: output.items[0], isCut: output.freshItems.lowerBound == 1)
                 } else {
                     connectionFailed(.peerClosedConnection)
                     return
@@ -321,13 +279,11 @@ extension QueuePairCore {
         }
     }
 
-    private func releaseAccessed(_ count: Int) {
-        for i in 0..<count { accessed[i].takeUnretainedValue().endAccess() }
-    }
-
     /// The frame's first byte is being sent: it leaves the waiting set.
     private mutating func take(_ item: OutputItem) {
-        if case .request(let position) = item {
+        // After the queue pair failed (a READ response in the same batch
+        // whose memory vanished) every request already counts as done.
+        if case .request(let position) = item, state == .readyToSend {
             precondition(position == transmitted)
             transmitted += 1
             sendQueue.slots[sendQueue.index(position)].sentAt = MonotonicClock.now()
@@ -375,15 +331,15 @@ extension QueuePairCore {
     /// sendmsg said EFAULT: the memory of the first frame's payload is not
     /// mapped. A READ response turns into zeros plus an error trailer; a
     /// request fails locally and ends the connection.
-    private mutating func handleTransmitFault(first: OutputItem, isCurrent: Bool) {
+    private mutating func handleTransmitFault(first: OutputItem, isCut: Bool) {
         switch first {
         case .response(let index):
             markResponseFailed(index, detail: .pageNotMapped)
         case .request(let position):
-            if !isCurrent { take(first) }
+            if !isCut { take(first) }
             sendQueue.slots[sendQueue.index(position)].status = .localProtectionError
             sendQueue.slots[sendQueue.index(position)].detail = .localMemoryFault
-            current = nil
+            output.abandonPartial()
             enterError(.localProtectionError, .localMemoryFault)
             shutdownSocket()
         default:
@@ -391,14 +347,14 @@ extension QueuePairCore {
         }
     }
 
-    /// The partially sent request's region was deregistered mid-frame: the
-    /// frame cannot be finished, so the connection ends.
-    private mutating func failCurrentRequest() {
-        if case .request(let position) = current {
+    /// The cut request's region was deregistered mid-frame: the frame
+    /// cannot be finished, so the connection ends.
+    private mutating func failCutRequest() {
+        if case .request(let position) = output.partial {
             sendQueue.slots[sendQueue.index(position)].status = .localProtectionError
             sendQueue.slots[sendQueue.index(position)].detail = .unknownKey
         }
-        current = nil
+        output.abandonPartial()
         enterError(.localProtectionError, .unknownKey)
         shutdownSocket()
     }
@@ -436,8 +392,7 @@ extension QueuePairCore {
     /// sent, so that their response timeout ends them as it would on a card
     /// whose link died; the partial frame and the responses are dropped.
     mutating func sendIntoVoid() {
-        current = nil
-        currentOffset = 0
+        output.abandonPartial()
         responses.removeAll()
         while transmitted < tail { take(.request(position: transmitted)) }
         acknowledgeOwed = false
@@ -467,12 +422,10 @@ extension QueuePairCore {
         var header = FrameHeader(opcode: .disconnect)
         header.acknowledge = expectedSequence
         header.encode(to: controlHeader)
-        if current == nil {
-            var iovCount = 0
-            var accessCount = 0
-            var complete = true
-            _ = appendSegments(.disconnect, skip: 0, iovCount: &iovCount, accessCount: &accessCount, complete: &complete)
-            if case .transferred(let n) = SystemCalls.writeVector(fd, iov, iovCount), n == FrameHeader.size {
+        if output.partial == nil {
+            output.begin()
+            output.append(.disconnect, length: addPieces(of: .disconnect, skip: 0)!)
+            if case .transferred(let n) = SystemCalls.writeVector(fd, output.vectors, output.vectorCount), n == FrameHeader.size {
                 shutdownSocket()
                 return
             }
