@@ -18,7 +18,11 @@ struct OutputBatchTests {
         var skip = skip
         batch.addPiece(memory, FrameHeader.size, skip: &skip)
         if payload > 0 { batch.addPiece(memory + 64, payload, skip: &skip) }
-        batch.append(item, length: FrameHeader.size + payload)
+        if batch.isEmpty && batch.partial == item {
+            batch.appendCut(length: FrameHeader.size + payload)
+        } else {
+            batch.append(item, length: FrameHeader.size + payload)
+        }
     }
 
     func vectorLengths(_ batch: borrowing OutputBatch) -> [Int] {

@@ -112,17 +112,23 @@ struct OutputBatch: ~Copyable {
         pinCount = 0
     }
 
-    /// Closes the item whose pieces were just added: `length` is its whole
-    /// wire length; a resumed cut frame counts from the cut.
+    /// Closes the cut frame, resumed as the batch's first item: `length`
+    /// is its whole wire length.
+    @inline(__always)
+    mutating func appendCut(length: Int) {
+        precondition(count == 0, "output batch: the cut frame must come first")
+        resumesPartial = true
+        lengths[0] = length - partialOffset
+        items[0] = partial!
+        count = 1
+    }
+
+    /// Closes a fresh item whose pieces were just added: `length` is its
+    /// wire length.
     @inline(__always)
     mutating func append(_ item: OutputItem, length: Int) {
         precondition(count < Self.itemCapacity, "output batch: more items than room")
-        if count == 0 && partial != nil && item == partial {
-            resumesPartial = true
-            lengths[0] = length - partialOffset
-        } else {
-            lengths[count] = length
-        }
+        lengths[count] = length
         items[count] = item
         count += 1
     }
@@ -140,6 +146,9 @@ struct OutputBatch: ~Copyable {
 
     /// Cuts the vectors so that they hold at most `limit` bytes: one write
     /// call moves at most a chunk, or what the emulated link allows.
+    /// (Inlined, like `wrote`: called once per write, a call costs more
+    /// than the loop over one or two vectors.)
+    @inline(__always)
     mutating func limit(to limit: Int) {
         var left = limit
         for i in 0..<vectorCount {
@@ -170,6 +179,7 @@ struct OutputBatch: ~Copyable {
 
     /// The socket took `written` bytes of the vectors: which items are
     /// gone, and where the new cut is.
+    @inline(__always)
     mutating func wrote(_ written: Int) -> Outcome {
         let fresh = resumesPartial ? 1 : 0
         let headerSent = count > fresh && written >= (fresh == 1 ? lengths[0] : 0) + FrameHeader.size

@@ -150,7 +150,7 @@ extension QueuePairCore {
                     failCutRequest()
                     return
                 }
-                output.append(partial, length: length)
+                output.appendCut(length: length)
             }
             var responseIndex = (output.partial.map { if case .response = $0 { return 1 } else { return 0 } } ?? 0)
             while output.complete && !output.isFull && responseIndex < responses.count && output.vectorsLeft > 4 {
