@@ -87,18 +87,25 @@ public struct FabricAddress: Hashable, Sendable, CustomStringConvertible {
         guard Self.backends.contains(fields[1]) else {
             throw refuse("unknown backend '\(fields[1])' (expected tcp or verbs)")
         }
-        guard let wire = Int(fields[2]), (0...Int(UInt16.max)).contains(wire) else {
-            throw refuse("wire version '\(fields[2])' is not a number from 0 to 65535")
+        // Numbers in their one printed spelling (digits only, no sign, no
+        // leading zero): two texts that differ name two addresses.
+        guard Self.isCanonicalDecimal(fields[2]), let wire = Int(fields[2]), (0...Int(UInt16.max)).contains(wire) else {
+            throw refuse("wire version '\(fields[2])' is not a number from 0 to 65535 in plain digits")
         }
-        guard let port = UInt16(fields[3]), port != 0 else {
-            throw refuse("port '\(fields[3])' is not a number from 1 to 65535")
+        guard Self.isCanonicalDecimal(fields[3]), let port = UInt16(fields[3]), port != 0 else {
+            throw refuse("port '\(fields[3])' is not a number from 1 to 65535 in plain digits")
         }
         let hosts = fields[4].split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         for host in hosts {
             do { try Self.checkHost(host) } catch { throw refuse(error.message.replacingPrefix("fabric address: ", with: "")) }
         }
-        guard fields[5].utf8.count == 16, let instance = UInt64(fields[5], radix: 16) else {
-            throw refuse("device instance '\(fields[5])' is not 16 hexadecimal digits")
+        guard fields[5].utf8.count == 16, fields[5].utf8.allSatisfy({ Self.lowerHexDigits.contains($0) }),
+            let instance = UInt64(fields[5], radix: 16)
+        else {
+            throw refuse("device instance '\(fields[5])' is not 16 hexadecimal digits (lower-case)")
+        }
+        guard instance != 0 else {
+            throw refuse("device instance 0 names no device (instances are never 0)")
         }
         try self.init(backend: fields[1], wireVersion: wire, hosts: hosts, port: port, instance: instance)
     }
@@ -127,9 +134,17 @@ public struct FabricAddress: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Whether `host` is a wildcard (any address) rather than one address.
+    /// Whether `host` is a wildcard (any address) rather than one address,
+    /// however it is spelled (`::0`, `0:0::0` and `::` are one address).
     public static func isWildcard(_ host: String) -> Bool {
-        host.isEmpty || host == "*" || host == "0.0.0.0" || host == "::" || host == "0:0:0:0:0:0:0:0"
+        if host.isEmpty || host == "*" { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 { return v4.s_addr == 0 }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, host, &v6) == 1 {
+            return withUnsafeBytes(of: &v6) { $0.allSatisfy { $0 == 0 } }
+        }
+        return false
     }
 
     private static func checkHost(_ host: String) throws(FabricError) {
@@ -141,6 +156,17 @@ public struct FabricAddress: Hashable, Sendable, CustomStringConvertible {
         guard inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1 else {
             throw FabricError(.invalidArgument, "fabric address: '\(host)' is not a numeric IPv4 or IPv6 address")
         }
+    }
+
+    private static let lowerHexDigits = Set("0123456789abcdef".utf8)
+
+    /// Digits only, and no leading zero unless the number is 0.
+    private static func isCanonicalDecimal(_ text: String) -> Bool {
+        let digits = text.utf8
+        guard !digits.isEmpty, digits.count <= 5, digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else {
+            return false
+        }
+        return digits.count == 1 || digits.first != UInt8(ascii: "0")
     }
 }
 
