@@ -101,7 +101,7 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
     public var counters: DeviceCounters { core.counterSnapshot() }
 
     /// Payload bytes the NIC copied rather than placed (small payloads read
-    /// together with their header); see docs/tcp-backend.md.
+    /// together with their header); docs/architecture.md, "Receiving", says when.
     public var copiedPayloadBytes: Int { core.copiedBytes.load(ordering: .relaxed) }
 
     public func allocateProtectionDomain() throws(FabricError) -> TCPProtectionDomain {
