@@ -79,9 +79,13 @@ let package = Package(
             name: "fabric-fuzz",
             dependencies: ["FabricTCP", "FabricCore"]
         ),
+        // Bootstrap: the process-management interfaces launchers serve
+        // (PMI-1, PMI-2), and the choice among them. No fabric import.
+        .target(name: "PMI"),
         // The far end of the connection in the tests that kill or stop it.
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
+        .testTarget(name: "PMITests", dependencies: ["PMI"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
         .testTarget(
             name: "FabricTCPTests",
