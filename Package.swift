@@ -82,10 +82,13 @@ let package = Package(
         // Bootstrap: the process-management interfaces launchers serve
         // (PMI-1, PMI-2), and the choice among them. No fabric import.
         .target(name: "PMI"),
+        // A rank for the bootstrap tests: exchanges one value with every
+        // other rank through whatever launcher started it.
+        .executableTarget(name: "pmi-test-rank", dependencies: ["PMI"]),
         // The far end of the connection in the tests that kill or stop it.
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
-        .testTarget(name: "PMITests", dependencies: ["PMI"]),
+        .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
         .testTarget(
             name: "FabricTCPTests",

@@ -3,8 +3,12 @@
 # Debian 12 (or Ubuntu) with Swift 6.2+ on the PATH is assumed.
 set -euo pipefail
 
+# The build needs the verbs headers; the tests also start ranks under
+# MPICH's Hydra (mpich), which FABRIC_SETUP_TEST_PACKAGES=1 adds.
+packages=(libibverbs-dev librdmacm-dev)
+[ "${FABRIC_SETUP_TEST_PACKAGES:-0}" = 1 ] && packages+=(mpich)
 need=()
-for package in libibverbs-dev librdmacm-dev; do
+for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || need+=("$package")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -8,7 +8,7 @@
 # on a real soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/setup.sh
+FABRIC_SETUP_TEST_PACKAGES=1 source scripts/setup.sh
 # Tests use their own job secret; never touch the user's key file.
 export FABRIC_JOB_SECRET="${FABRIC_JOB_SECRET:-test-secret-$(od -An -tx8 -N16 /dev/urandom | tr -d ' \n')}"
 swift build --build-tests
