@@ -82,6 +82,10 @@ let package = Package(
         // Bootstrap: the process-management interfaces launchers serve
         // (PMI-1, PMI-2), and the choice among them. No fabric import.
         .target(name: "PMI"),
+        // mpirun's parts: the command line, host lists, placement, the job
+        // it runs (ranks, PMI service, output, signals).
+        .target(name: "MPILauncher", dependencies: ["PMI"]),
+        .executableTarget(name: "mpirun", dependencies: ["MPILauncher"]),
         // A rank for the bootstrap tests: exchanges one value with every
         // other rank through whatever launcher started it.
         .executableTarget(name: "pmi-test-rank", dependencies: ["PMI"]),
@@ -89,6 +93,7 @@ let package = Package(
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank"]),
+        .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "mpirun", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
         .testTarget(
             name: "FabricTCPTests",

@@ -1,0 +1,2 @@
+import MPILauncher
+print(LaunchCommandLine.usage)
