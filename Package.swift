@@ -84,7 +84,8 @@ let package = Package(
         .target(name: "PMI"),
         // mpirun's parts: the command line, host lists, placement, the job
         // it runs (ranks, PMI service, output, signals).
-        .target(name: "MPILauncher", dependencies: ["PMI"]),
+        .target(name: "CLauncherShims"),
+        .target(name: "MPILauncher", dependencies: ["PMI", "CLauncherShims"]),
         .executableTarget(name: "mpirun", dependencies: ["MPILauncher"]),
         // A rank for the bootstrap tests: exchanges one value with every
         // other rank through whatever launcher started it.

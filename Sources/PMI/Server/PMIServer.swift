@@ -39,6 +39,21 @@ public final class PMIServer {
     /// True once every local rank finalized.
     public var allFinalized: Bool { finished == localRanks }
 
+    /// What a rank is doing as far as PMI can tell, for reports of a job
+    /// that does not end.
+    public func state(of rank: Int) -> String {
+        if finished.contains(rank) { return "finalized" }
+        if fenced.contains(rank) { return "waiting in a fence (PMI barrier) for the other ranks" }
+        if let connection = connections.values.first(where: { $0.rank == rank }) {
+            if connection.closed { return "closed its PMI connection" }
+            if connection.dialect == .undecided { return "has not initialised PMI (not started, or not an MPI program)" }
+        }
+        return "running (PMI initialised, not in a fence)"
+    }
+
+    /// The keys each rank put, for the launcher to see who announced what.
+    public private(set) var keysPut: [Int: Set<String>] = [:]
+
     /// The values every rank can read (after fences).
     public func value(forKey key: String) -> String? { store[key] }
 
@@ -58,6 +73,13 @@ public final class PMIServer {
             }
         } catch {
             return events + fail(connection, "sent what is not PMI: \(error.message)")
+        }
+        if !open && connection.dialect == .undecided {
+            // Never said a word: a program that does not use PMI (mpirun
+            // hostname). It takes no part in fences.
+            finished.insert(connection.rank)
+            connection.close()
+            return events + fenceIfComplete()
         }
         if !open && !finished.contains(connection.rank) {
             return events + fail(connection, "closed its connection to the launcher before it finalized (it exited or crashed before MPI finalize)")
@@ -92,6 +114,7 @@ public final class PMIServer {
         switch request {
         case .put(let key, let value):
             pending[key] = value
+            keysPut[connection.rank, default: []].insert(key)
             connection.answer(request, value: nil)
         case .fence:
             fenced.insert(connection.rank)
