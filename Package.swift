@@ -10,6 +10,8 @@ let package = Package(
         .executable(name: "fabric-info", targets: ["fabric-info"]),
         .executable(name: "fabric-perf", targets: ["fabric-perf"]),
         .executable(name: "fabric-fuzz", targets: ["fabric-fuzz"]),
+        .executable(name: "mpirun", targets: ["mpirun"]),
+        .executable(name: "mpiexec", targets: ["mpiexec"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
@@ -87,6 +89,7 @@ let package = Package(
         .target(name: "CLauncherShims"),
         .target(name: "MPILauncher", dependencies: ["PMI", "CLauncherShims"]),
         .executableTarget(name: "mpirun", dependencies: ["MPILauncher"]),
+        .executableTarget(name: "mpiexec", dependencies: ["MPILauncher"]),
         // A rank for the bootstrap tests: exchanges one value with every
         // other rank through whatever launcher started it.
         .executableTarget(name: "pmi-test-rank", dependencies: ["PMI"]),
@@ -94,7 +97,7 @@ let package = Package(
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank"]),
-        .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "mpirun", "pmi-test-rank"]),
+        .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "mpirun", "mpiexec", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
         .testTarget(
             name: "FabricTCPTests",

@@ -14,6 +14,20 @@ struct JobTests {
         }
     }
 
+    @Test("mpiexec is the same program under MPICH's name")
+    func mpiexec() throws {
+        let process = Process()
+        process.executableURL = Launch.directory.appendingPathComponent("mpiexec")
+        process.arguments = ["-np", "2", Launch.rank]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        #expect(output.contains("rank 1 of 2 via PMI-2 over PMI_FD: 2 values checked"))
+    }
+
     @Test("output tagged as Open MPI and MPICH tag it; standard input reaches rank 0 only")
     func output() throws {
         let tagged = try Launch.run(["--tag-output", "-n", "2", "sh", "-c", "echo out; echo err >&2"])
