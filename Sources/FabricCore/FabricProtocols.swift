@@ -139,6 +139,10 @@ public protocol FabricConnectionRequest: AnyObject, Sendable {
     associatedtype Device: FabricDevice
     var peer: Endpoint { get }
     var privateData: [UInt8] { get }
+    /// The tag the requester connected with (`ConnectOptions.tag`), nil
+    /// for none: it can name the connection for both sides (an MPI rank
+    /// pair), which private data cannot on verbs when a tag is set.
+    var tag: UInt64? { get }
     /// Creates the queue pair, lets `prepare` post receives before the peer
     /// can send, and completes the connection.
     func accept(

@@ -16,7 +16,7 @@ public final class VerbsConnectionRequest: FabricConnectionRequest, @unchecked S
     let requesterReadDepth: UInt8
     let requesterResponderResources: UInt8
     /// The connection tag and the requester's device instance, if tagged.
-    let tag: UInt64?
+    public let tag: UInt64?
     let requesterInstance: UInt64
     /// The request's entry in the device's tie-break table once handed to
     /// the application: the queue pair takes it over, a rejection drops it.

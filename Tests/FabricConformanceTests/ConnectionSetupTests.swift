@@ -17,6 +17,8 @@ struct ConnectionSetupTests {
         let inbox = Buffer(64 * 256)
         let region: D.MemoryRegion
         var accepted: [D.QueuePair] = []
+        /// The tag each accepted request carried.
+        var acceptedTags: [UInt64?] = []
 
         init(_ device: D, host: String) throws {
             side = try Side(device)
@@ -30,6 +32,7 @@ struct ConnectionSetupTests {
         @discardableResult
         func acceptWaiting(slot: Int = 0) throws -> D.QueuePair? {
             guard let request = try listener.next(timeout: .zero) else { return nil }
+            acceptedTags.append(request.tag)
             let region = self.region
             let qp = try request.accept(setup, privateData: []) { (qp) throws(FabricError) in
                 _ = try qp.postReceive(ReceiveWorkRequest(id: UInt64(slot), local: .single(region.element(offset: slot * 64, length: 64))))
@@ -186,6 +189,8 @@ struct ConnectionSetupTests {
                 // The winner is the connect of the lower instance.
                 let lowerIsA = a.side.device.instance < b.side.device.instance
                 #expect(a.accepted.count == (lowerIsA ? 0 : 1) && b.accepted.count == (lowerIsA ? 1 : 0), "order \(order)")
+                // The acceptor sees the tag the winner connected with.
+                #expect((a.acceptedTags + b.acceptedTags) == [42], "order \(order)")
                 if let qpA = aPairs.first, let qpB = bPairs.first {
                     // The two ends are each other's: traffic both ways. Receives
                     // are posted on the accepted end only: post on the other.

@@ -7,6 +7,7 @@ public final class TCPConnectionRequest: FabricConnectionRequest, @unchecked Sen
     public typealias Device = TCPDevice
     public let peer: Endpoint
     public let privateData: [UInt8]
+    public let tag: UInt64?
     let fd: Int32
     let device: TCPDevice
     /// The request's entry in the device's tie-break table, if tagged: the
@@ -14,8 +15,9 @@ public final class TCPConnectionRequest: FabricConnectionRequest, @unchecked Sen
     let tagRecord: ConnectionTags.RecordID?
     private let answered = Atomic<Bool>(false)
 
-    init(fd: Int32, peer: Endpoint, privateData: [UInt8], device: TCPDevice, tagRecord: ConnectionTags.RecordID?) {
+    init(fd: Int32, peer: Endpoint, privateData: [UInt8], tag: UInt64?, device: TCPDevice, tagRecord: ConnectionTags.RecordID?) {
         self.fd = fd
+        self.tag = tag
         self.peer = peer
         self.privateData = privateData
         self.device = device

@@ -213,7 +213,7 @@ public final class TCPListener: FabricListener, @unchecked Sendable {  // mutabl
         }
         forget(socket, &state)
         state.ready.append(TCPConnectionRequest(
-            fd: socket, peer: handshaking.peer, privateData: handshake.privateData, device: device, tagRecord: record))
+            fd: socket, peer: handshaking.peer, privateData: handshake.privateData, tag: handshake.tag, device: device, tagRecord: record))
     }
 
     private func refuse(_ socket: Int32, _ state: inout State, _ reason: String) {
