@@ -86,6 +86,15 @@ let package = Package(
         .target(name: "PMI"),
         // mpirun's parts: the command line, host lists, placement, the job
         // it runs (ranks, PMI service, output, signals).
+        // The MPI layer: the runtime (bootstrap, connections made on first
+        // use, the job's end); point-to-point and the rest build on it.
+        .target(
+            name: "MPI",
+            dependencies: ["Fabric", "PMI", .product(name: "Logging", package: "swift-log")]
+        ),
+        // A rank for the runtime's tests: runtime messages in a ring, to
+        // all, while busy; abort; waiting.
+        .executableTarget(name: "mpi-runtime-check", dependencies: ["MPI"]),
         .target(name: "CLauncherShims"),
         .target(name: "MPILauncher", dependencies: ["PMI", "CLauncherShims"]),
         .executableTarget(name: "mpirun", dependencies: ["MPILauncher"]),
@@ -97,6 +106,7 @@ let package = Package(
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank"]),
+        .testTarget(name: "MPITests", dependencies: ["MPI", "mpi-runtime-check", "mpirun", "pmi-test-rank"]),
         .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "mpirun", "mpiexec", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
         .testTarget(

@@ -38,6 +38,8 @@ public final class JobRunner {
     private var killed = false
     private var timeoutAt: ContinuousClock.Instant?
     private var timeoutReportedAt: ContinuousClock.Instant?
+    /// A PMI-2 abort waiting for its rank's exit status.
+    private var pendingAbort: (rank: Int, message: String, until: ContinuousClock.Instant)?
 
     /// `log` prints mpirun's own messages (to standard error).
     public init(request: LaunchRequest, plan: JobPlan, environment: [String: String], log: @escaping (String) -> Void) {
@@ -129,7 +131,11 @@ public final class JobRunner {
             for (processID, end) in RankSpawner.reap() {
                 guard let index = ranks.firstIndex(where: { $0.processID == processID }) else { continue }
                 ranks[index].end = end
-                if end != .exited(0) {
+                if let abort = pendingAbort, abort.rank == ranks[index].rank {
+                    let code = end.jobStatus == 0 ? 1 : end.jobStatus
+                    pendingAbort = nil
+                    fail(status: code, "rank \(abort.rank) on \(hostName(of: abort.rank)) called abort with exit code \(code)\(abort.message.isEmpty ? "" : ": \(abort.message)")")
+                } else if end != .exited(0) {
                     fail(status: end.jobStatus, "rank \(ranks[index].rank) on \(hostName(of: ranks[index].rank)) \(end)")
                 }
             }
@@ -151,11 +157,18 @@ public final class JobRunner {
         case .fenceReady(let puts):
             // One host: every rank of the job is here.
             server?.completeFence(with: puts)
-        case .abort(let rank, let code, let message):
+        case .abort(let rank, let code?, let message):
             fail(status: code == 0 ? 1 : code, "rank \(rank) on \(hostName(of: rank)) called abort with exit code \(code)\(message.isEmpty ? "" : ": \(message)")")
+        case .abort(let rank, nil, let message):
+            // PMI-2 carries no exit code; the rank exits with it right
+            // after asking. Wait a moment for that exit to learn it.
+            guard failure == nil, pendingAbort == nil else { return }
+            pendingAbort = (rank, message, .now + .milliseconds(500))
         case .finalized:
             break
         case .failed(let rank, let reason):
+            // An aborting rank leaves without finalizing: the abort says why.
+            if pendingAbort?.rank == rank { return }
             fail(status: 1, "\(reason) (on \(hostName(of: rank)))")
         }
     }
@@ -180,6 +193,10 @@ public final class JobRunner {
 
     private func checkClocks() {
         let now = ContinuousClock.now
+        if let abort = pendingAbort, now >= abort.until {
+            pendingAbort = nil
+            fail(status: 1, "rank \(abort.rank) on \(hostName(of: abort.rank)) called abort\(abort.message.isEmpty ? "" : ": \(abort.message)")")
+        }
         if let killAt, now >= killAt, !killed, ranks.contains(where: { $0.end == nil }) {
             let left = ranks.filter { $0.end == nil }.map { String($0.rank) }
             log("mpirun: rank\(left.count == 1 ? "" : "s") \(left.joined(separator: ", ")) still running \(Self.terminationGrace) after being asked to end; killing")
@@ -218,6 +235,7 @@ public final class JobRunner {
         if let timeoutAt, timeoutReportedAt == nil { deadlines.append(timeoutAt) }
         if let reported = timeoutReportedAt { deadlines.append(reported + .seconds(1)) }
         if let drained { deadlines.append(drained) }
+        if let abort = pendingAbort { deadlines.append(abort.until) }
         guard let next = deadlines.min() else { return -1 }
         let left = next - .now
         if left <= .zero { return 0 }

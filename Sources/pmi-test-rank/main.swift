@@ -6,6 +6,11 @@
 //   pmi-test-rank            the exchange above
 //   pmi-test-rank missing    also gets a key nobody put (must fail by name)
 //   pmi-test-rank abort R    rank R asks the launcher to end the job
+//   pmi-test-rank fake-verbs-root
+//                            plays rank 0 of an MPI job whose device is on
+//                            the verbs backend (publishes what the MPI
+//                            runtime's rank 0 would), then waits to be
+//                            ended: the other ranks must refuse the mix
 import Glibc
 import PMI
 
@@ -26,6 +31,14 @@ while let pointer = entry.pointee {
 do {
     let choice = try BootstrapSelection.choose(from: environment)
     let client = try BootstrapSelection.connect(choice)
+    if arguments.first == "fake-verbs-root" {
+        try client.put(key: "fabric-address-0", value: "fabric1/verbs/2/4791/10.9.9.9/00000000000000ab")
+        try client.put(key: "fabric-host-0", value: PMIValueText.encode("far-host"))
+        try client.put(key: "fabric-backend-0", value: PMIValueText.encode("verbs (RDMA device rxe0 has an active port)"))
+        try client.fence()
+        sleep(30)
+        fail("rank 0: still running 30 s after the fence")
+    }
     let mine = "value-\(client.rank)-of-\(client.size)-pid-\(getpid())"
     try client.put(key: "test-\(client.rank)", value: mine)
     try client.fence()

@@ -93,3 +93,18 @@ struct WireTests {
         } throws: { ($0 as? PMIError)?.kind == .invalidArgument }
     }
 }
+
+@Suite("values in a form PMI carries")
+struct ValueTextTests {
+    @Test("text with spaces, ';', '=', newlines and non-ASCII survives both protocols")
+    func roundTrip() throws {
+        let text = "no RDMA device; using tcp = fine\nnäme 100%"
+        let value = PMIValueText.encode(text)
+        #expect(!value.contains(" ") && !value.contains(";") && !value.contains("=") && !value.contains("\n"))
+        _ = try PMI1Message("put", [("key", "k"), ("value", value)]).encoded()
+        _ = try PMI2Message("kvs-put", [("key", "k"), ("value", value)]).encoded()
+        #expect(PMIValueText.decode(value) == text)
+        #expect(PMIValueText.encode("fabric1/tcp/2/7471/10.0.0.2/9f2c1a0b3c4d5e6f") == "fabric1/tcp/2/7471/10.0.0.2/9f2c1a0b3c4d5e6f")
+        #expect(PMIValueText.decode("%4") == nil && PMIValueText.decode("%zz") == nil)
+    }
+}

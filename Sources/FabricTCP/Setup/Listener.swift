@@ -179,7 +179,11 @@ public final class TCPListener: FabricListener, @unchecked Sendable {  // mutabl
             // What the refusal says (a version refusal, a verdict) goes out
             // if the socket takes it now; the peer learns no more.
             _ = try? HandshakeIO.flush(socket, &handshaking.handshake.outbox)
-            refuse(socket, &state, error.message)
+            // A tagged client that leaves after our challenge is how a
+            // crossing connect gives way (it learned our instance and found
+            // the other connection): routine for MPI jobs, not a warning.
+            let gaveWay = error.kind == .connectionFailed && handshaking.handshake.phase == .proof && handshaking.handshake.tag != nil
+            refuse(socket, &state, error.message, quietly: gaveWay)
         }
     }
 
@@ -216,10 +220,14 @@ public final class TCPListener: FabricListener, @unchecked Sendable {  // mutabl
             fd: socket, peer: handshaking.peer, privateData: handshake.privateData, tag: handshake.tag, device: device, tagRecord: record))
     }
 
-    private func refuse(_ socket: Int32, _ state: inout State, _ reason: String) {
+    private func refuse(_ socket: Int32, _ state: inout State, _ reason: String, quietly: Bool = false) {
         guard let handshaking = state.handshakes[socket] else { return }
         refusedAttempts.wrappingAdd(1, ordering: .relaxed)
-        device.core.logger.warning("refused a connection", metadata: ["peer": "\(handshaking.peer)", "reason": "\(reason)"])
+        if quietly {
+            device.core.logger.debug("a tagged connect gave way after the challenge", metadata: ["peer": "\(handshaking.peer)", "reason": "\(reason)"])
+        } else {
+            device.core.logger.warning("refused a connection", metadata: ["peer": "\(handshaking.peer)", "reason": "\(reason)"])
+        }
         forget(socket, &state)
         SystemCalls.close(socket)
     }

@@ -7,7 +7,8 @@ public enum PMIRequest: Equatable, Sendable {
     case get(key: String)
     /// Job attributes: the process mapping, the universe size.
     case jobAttribute(key: String)
-    case abort(exitCode: Int32, message: String)
+    /// PMI-2's abort carries no exit code: nil.
+    case abort(exitCode: Int32?, message: String)
     case finalize
 }
 
@@ -18,7 +19,8 @@ public enum PMIServerEvent: Equatable, Sendable {
     /// every host's ranks are in.
     case fenceReady(puts: [String: String])
     /// A rank asked for the job to end.
-    case abort(rank: Int, exitCode: Int32, message: String)
+    /// A rank asked for the job to end (with no exit code over PMI-2).
+    case abort(rank: Int, exitCode: Int32?, message: String)
     /// A rank said goodbye (finalize).
     case finalized(rank: Int)
     /// A rank's connection closed or failed before it finalized, or it

@@ -172,7 +172,7 @@ final class PMIServerConnection {
             guard let key = message["key"] else { throw PMIError(.malformedMessage, "rank \(rank)'s info-getjobattr has no key: '\(message)'") }
             return .jobAttribute(key: key)
         case "abort":
-            return .abort(exitCode: 1, message: message["msg"] ?? "")
+            return .abort(exitCode: nil, message: message["msg"] ?? "")
         case "finalize":
             return .finalize
         default:

@@ -1,0 +1,37 @@
+import FabricCore
+import PMI
+
+/// An MPI operation that could not be done: a value that says what and
+/// why, with a kind code and tests match (the classes of MPI's errors
+/// that this layer reports so far).
+public struct MPIError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Kind: Hashable, Sendable {
+        /// The launcher's bootstrap failed or is unusable.
+        case bootstrap(PMIError.Kind)
+        /// The fabric refused or failed (device, connection, transfer).
+        case fabric(FabricError.Kind)
+        /// A rank outside the job.
+        case invalidRank
+        /// A message longer than what this operation carries.
+        case messageTooLong
+        /// Ranks of one job chose different fabric backends.
+        case mismatchedBackends
+        /// The runtime is finalized, or not in a state for this call.
+        case invalidState
+        /// A peer's connection failed or it sent what this layer cannot read.
+        case peerFailed
+    }
+
+    public var kind: Kind
+    public var message: String
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    init(_ error: PMIError) { self.init(.bootstrap(error.kind), error.message) }
+    init(_ error: FabricError, while doing: String) { self.init(.fabric(error.kind), "\(doing): \(error.message)") }
+
+    public var description: String { message }
+}

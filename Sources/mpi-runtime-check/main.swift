@@ -1,0 +1,79 @@
+// A rank for the MPI runtime's tests: started by any launcher, it
+// initialises the runtime, exchanges runtime messages, and prints one
+// checked line. Modes:
+//   ring          send to both ring neighbours at once, receive from both
+//   all           send to every rank, receive from every rank
+//   busy SECONDS  rank 0 computes outside MPI that long before receiving;
+//                 the others connect and send to it meanwhile
+//   abort R       rank R aborts the job with exit code 9
+//   wait R        rank R waits for a message nobody sends (for timeouts)
+import Glibc
+import MPI
+
+func fail(_ message: String) -> Never {
+    let line = Array("mpi-runtime-check: \(message)\n".utf8)
+    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+    exit(1)
+}
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+let mode = arguments.first ?? "ring"
+var started = timespec()
+clock_gettime(CLOCK_MONOTONIC, &started)
+
+do {
+    let runtime = try MPIRuntime.initialize()
+    let rank = runtime.rank
+    let size = runtime.size
+    func message(_ from: Int, _ to: Int) -> [UInt8] { Array("runtime message from \(from) to \(to)".utf8) }
+    func expect(from peer: Int) throws(MPIError) {
+        let received = try runtime.receiveRuntimeMessage(from: peer)
+        guard received == message(peer, rank) else {
+            fail("rank \(rank): from rank \(peer) came '\(String(decoding: received, as: UTF8.self))'")
+        }
+    }
+    switch mode {
+    case "ring" where size > 1:
+        let next = (rank + 1) % size
+        let previous = (rank + size - 1) % size
+        try runtime.sendRuntimeMessage(message(rank, next), to: next)
+        if previous != next { try runtime.sendRuntimeMessage(message(rank, previous), to: previous) }
+        try expect(from: previous)
+        if previous != next { try expect(from: next) }
+    case "all":
+        for peer in 0..<size where peer != rank { try runtime.sendRuntimeMessage(message(rank, peer), to: peer) }
+        for peer in 0..<size where peer != rank { try expect(from: peer) }
+    case "busy":
+        let seconds = UInt32(arguments.dropFirst().first.flatMap { UInt32($0) } ?? 2)
+        if rank == 0 {
+            sleep(seconds)
+            // The others connected while this rank computed: their queue
+            // pairs were accepted by the runtime's listening thread.
+            let connectedWhileBusy = runtime.connectionCount
+            for peer in 1..<size { try expect(from: peer) }
+            print("rank 0: \(connectedWhileBusy) connections accepted while computing")
+        } else {
+            try runtime.sendRuntimeMessage(message(rank, 0), to: 0)
+        }
+    case "abort":
+        let target = arguments.dropFirst().first.flatMap { Int($0) } ?? 0
+        if rank == target { runtime.abort(exitCode: 9, message: "rank \(rank) aborts on purpose") }
+        sleep(30)
+        fail("rank \(rank): still running 30 s after rank \(target)'s abort")
+    case "wait":
+        let target = arguments.dropFirst().first.flatMap { Int($0) } ?? 0
+        if rank == target { _ = try runtime.receiveRuntimeMessage(from: (rank + 1) % size) }
+    case "ring":
+        break
+    default:
+        fail("unknown mode '\(mode)'")
+    }
+    let connections = runtime.connectionCount
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    try runtime.finalize()
+    let elapsed = Double(now.tv_sec - started.tv_sec) + Double(now.tv_nsec - started.tv_nsec) / 1e9
+    print("rank \(rank) of \(size): \(mode) ok, \(connections) connections, backend \(runtime.backend), via \(runtime.bootstrapProtocol), \(String(Int(elapsed * 1000))) ms")
+} catch {
+    fail("\(error)")
+}
