@@ -96,7 +96,10 @@ let package = Package(
         // all, while busy; abort; waiting.
         .executableTarget(name: "mpi-runtime-check", dependencies: ["MPI"]),
         .target(name: "CLauncherShims"),
-        .target(name: "MPILauncher", dependencies: ["PMI", "CLauncherShims"]),
+        .target(
+            name: "MPILauncher",
+            dependencies: ["PMI", "CLauncherShims", "FabricSupport", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .executableTarget(name: "mpirun", dependencies: ["MPILauncher"]),
         .executableTarget(name: "mpiexec", dependencies: ["MPILauncher"]),
         // A rank for the bootstrap tests: exchanges one value with every

@@ -6,6 +6,8 @@ import Glibc
 public enum LauncherMain {
     public static func run(arguments: [String]) -> Int32 {
         let environment = processEnvironment()
+        // On another host, started by mpirun through the remote shell.
+        if arguments == ["--proxy"] { return ProxyMain.run(environment: environment) }
         do throws(LaunchError) {
             switch try LaunchCommandLine.parse(arguments, environment: environment, readFile: readFile) {
             case .help:
@@ -17,11 +19,9 @@ public enum LauncherMain {
             case .run(let request):
                 let hostName = localHostName()
                 let plan = try JobPlan.make(request, localHostName: hostName)
-                let remote = plan.hosts.filter { !LocalHost.matches($0, hostName: hostName) }
-                guard remote.isEmpty else {
-                    throw LaunchError("ranks on other hosts (\(remote.joined(separator: ", "))) are not supported by this build yet; run on this host")
-                }
-                return JobRunner(request: request, plan: plan, environment: environment, log: standardError).run()
+                let addresses = LocalHost.addresses()
+                let local = Set(plan.hosts.indices.filter { LocalHost.matches(plan.hosts[$0], hostName: hostName, addresses: addresses) })
+                return JobRunner(request: request, plan: plan, localHosts: local, environment: environment, log: standardError).run()
             }
         } catch {
             standardError("mpirun: \(error.message)")

@@ -1,25 +1,21 @@
 import Glibc
 
-/// One rank's standard output or error, read from its pipe and written to
-/// mpirun's own in whole lines (so that ranks' lines never interleave
-/// mid-line), each line tagged if asked.
+/// One rank's standard output or error, read from its pipe and passed on
+/// in whole lines (so that ranks' lines never interleave mid-line): to
+/// mpirun's own output on the rank's host, or up the channel from a proxy.
 final class OutputForwarder {
     let descriptor: Int32
-    private let destination: Int32
-    private let prefix: [UInt8]
+    let rank: Int
+    let isError: Bool
+    private let sink: (Int, Bool, ArraySlice<UInt8>) -> Void
     private var partial: [UInt8] = []
     private(set) var closed = false
 
-    enum Tag { case none, openMPI, mpich }
-
-    init(descriptor: Int32, rank: Int, isError: Bool, tag: Tag) {
+    init(descriptor: Int32, rank: Int, isError: Bool, sink: @escaping (_ rank: Int, _ isError: Bool, _ lines: ArraySlice<UInt8>) -> Void) {
         self.descriptor = descriptor
-        destination = isError ? 2 : 1
-        switch tag {
-        case .none: prefix = []
-        case .openMPI: prefix = Array("[1,\(rank)]<\(isError ? "stderr" : "stdout")>:".utf8)
-        case .mpich: prefix = Array("[\(rank)] ".utf8)
-        }
+        self.rank = rank
+        self.isError = isError
+        self.sink = sink
         let flags = fcntl(descriptor, F_GETFL)
         _ = fcntl(descriptor, F_SETFL, flags | O_NONBLOCK)
     }
@@ -38,6 +34,10 @@ final class OutputForwarder {
                 if let lastNewline = partial.lastIndex(of: UInt8(ascii: "\n")) {
                     emit(partial[...lastNewline])
                     partial.removeSubrange(...lastNewline)
+                } else if partial.count >= ProxyMessage.outputChunk {
+                    // A very long line goes on in pieces.
+                    emit(partial[...])
+                    partial.removeAll()
                 }
                 continue
             }
@@ -59,19 +59,45 @@ final class OutputForwarder {
     }
 
     private func emit(_ text: ArraySlice<UInt8>) {
+        var start = text.startIndex
+        while start < text.endIndex {
+            let end = min(start + ProxyMessage.outputChunk, text.endIndex)
+            sink(rank, isError, text[start..<end])
+            start = end
+        }
+    }
+}
+
+/// Writes ranks' output lines to mpirun's standard output and error, with
+/// the tag the command line asked for.
+struct OutputWriter {
+    enum Tag { case none, openMPI, mpich }
+    let tag: Tag
+
+    func write(rank: Int, isError: Bool, _ text: ArraySlice<UInt8>) {
+        let prefix: [UInt8]
+        switch tag {
+        case .none: prefix = []
+        case .openMPI: prefix = Array("[1,\(rank)]<\(isError ? "stderr" : "stdout")>:".utf8)
+        case .mpich: prefix = Array("[\(rank)] ".utf8)
+        }
         var out: [UInt8]
         if prefix.isEmpty {
             out = Array(text)
         } else {
             out = []
-            for line in text.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).dropLast(text.last == UInt8(ascii: "\n") ? 1 : 0) {
-                out += prefix + line + [UInt8(ascii: "\n")]
+            var lineStart = text.startIndex
+            while lineStart < text.endIndex {
+                let newline = text[lineStart...].firstIndex(of: UInt8(ascii: "\n"))
+                let lineEnd = newline.map { $0 + 1 } ?? text.endIndex
+                out += prefix + text[lineStart..<lineEnd]
+                lineStart = lineEnd
             }
-            if text.last != UInt8(ascii: "\n") && !out.isEmpty { out.removeLast() }
         }
+        let destination: Int32 = isError ? 2 : 1
         var offset = 0
         while offset < out.count {
-            let written = out.withUnsafeBytes { write(destination, $0.baseAddress! + offset, $0.count - offset) }
+            let written = out.withUnsafeBytes { Glibc.write(destination, $0.baseAddress! + offset, $0.count - offset) }
             if written > 0 { offset += written } else if errno != EINTR && errno != EAGAIN { return }
         }
     }

@@ -4,9 +4,12 @@
 public enum PMIValueText {
     private static let plain = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._/,:@+".utf8)
 
-    public static func encode(_ text: String) -> String {
+    public static func encode(_ text: String) -> String { encode(bytes: text.utf8) }
+
+    /// Any bytes, not only text (a program's output).
+    public static func encode(bytes: some Sequence<UInt8>) -> String {
         var out = ""
-        for byte in text.utf8 {
+        for byte in bytes {
             if plain.contains(byte) {
                 out.unicodeScalars.append(Unicode.Scalar(byte))
             } else {
@@ -17,8 +20,14 @@ public enum PMIValueText {
         return out
     }
 
-    /// The text `encode` made; nil for a malformed escape.
+    /// The text `encode` made; nil for a malformed escape or bytes that
+    /// are not UTF-8.
     public static func decode(_ value: String) -> String? {
+        decodeBytes(value).flatMap { String(validating: $0, as: UTF8.self) }
+    }
+
+    /// The bytes `encode` made; nil for a malformed escape.
+    public static func decodeBytes(_ value: String) -> [UInt8]? {
         var bytes: [UInt8] = []
         var iterator = value.utf8.makeIterator()
         while let byte = iterator.next() {
@@ -31,6 +40,6 @@ public enum PMIValueText {
                 bytes.append(byte)
             }
         }
-        return String(validating: bytes, as: UTF8.self)
+        return bytes
     }
 }

@@ -76,6 +76,71 @@ enum RankSpawner {
         return Started(processID: processID, pmi: pmi[0], standardOutput: output[0], standardError: errors[0])
     }
 
+    /// A remote shell to another host (ssh HOST COMMAND), its standard
+    /// input, output and error piped to mpirun, in a process group of its
+    /// own so that the terminal's Ctrl-C does not reach it directly.
+    struct RemoteShell {
+        let processID: pid_t
+        let input: Int32
+        let output: Int32
+        let errors: Int32
+    }
+
+    static func startRemoteShell(_ command: [String], environment: [String]) throws(LaunchError) -> RemoteShell {
+        var input: [Int32] = [-1, -1]
+        var output: [Int32] = [-1, -1]
+        var errors: [Int32] = [-1, -1]
+        guard launcher_pipe(&input) == 0, launcher_pipe(&output) == 0, launcher_pipe(&errors) == 0 else {
+            let code = errno
+            for descriptor in input + output + errors where descriptor >= 0 { close(descriptor) }
+            throw LaunchError("cannot make pipes for '\(command.joined(separator: " "))': \(String(cString: strerror(code)))")
+        }
+        defer {
+            close(input[0])
+            close(output[1])
+            close(errors[1])
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, input[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
+        launcher_spawn_close_from(&actions, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = LauncherSignals.set
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        let argv = command.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer { (argv + envp).forEach { free($0) } }
+        var processID: pid_t = 0
+        let status = posix_spawnp(&processID, command[0], &actions, &attributes, argv, envp)
+        guard status == 0 else {
+            close(input[1])
+            close(output[0])
+            close(errors[0])
+            throw LaunchError("cannot start the remote shell '\(command[0])': \(String(cString: strerror(status)))")
+        }
+        for descriptor in [output[0], errors[0]] {
+            _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
+        }
+        return RemoteShell(processID: processID, input: input[1], output: output[0], errors: errors[0])
+    }
+
+    /// This program's own path, for starting it as a proxy elsewhere.
+    static func ownExecutable() -> String {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = buffer.withUnsafeMutableBytes { readlink("/proc/self/exe", $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
+        return count > 0 ? String(decoding: buffer[..<count], as: UTF8.self) : CommandLine.arguments[0]
+    }
+
     /// Signals a rank's process group.
     static func signal(_ processID: pid_t, _ number: Int32) {
         _ = kill(-processID, number)
