@@ -2,7 +2,8 @@
 # The test command: installs what is missing, builds, runs every test suite
 # on the host, a 20 s soak (FABRIC_SOAK_SECONDS), the fuzz targets for 30 s
 # each (FABRIC_FUZZ_SECONDS; 0 skips them), the network fault tests between
-# two namespaces when run as root (FABRIC_SKIP_NETNS=1 skips them), the
+# two namespaces and the MPI jobs across three namespace hosts with sshd
+# when run as root (FABRIC_SKIP_NETNS=1 skips them), the
 # suites again under a sanitizer if FABRIC_SANITIZE names one (address or
 # thread; off by default), then the conformance suite over the verbs backend
 # on a real soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1 skips it).
@@ -25,6 +26,8 @@ fi
 # Network faults between two namespace hosts (root only; FABRIC_SKIP_NETNS=1 skips).
 if [ "$(id -u)" -eq 0 ] && [ "${FABRIC_SKIP_NETNS:-0}" != 1 ]; then
     bash scripts/test-netns.sh
+    # MPI jobs across three namespace hosts, each with its own sshd.
+    bash scripts/test-multihost.sh
 fi
 if [ -n "${FABRIC_SANITIZE:-}" ]; then
     bash scripts/sanitize.sh "$FABRIC_SANITIZE"

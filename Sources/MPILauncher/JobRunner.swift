@@ -187,10 +187,9 @@ public final class JobRunner {
             default: break
             }
         }
-        if proxy.reader.ended && proxy.phase != .done && proxy.phase != .failed {
-            proxy.markFailed()
-            let said = proxy.readErrors()
-            fail(status: 1, "host \(proxy.host): the remote shell closed the channel before its ranks ended\(said.isEmpty ? "" : ": \(said)")")
+        if proxy.reader.ended && proxy.phase != .done && proxy.phase != .failed && proxy.channelClosedAt == nil {
+            // The shell's exit status says more; it follows in a moment.
+            proxy.channelClosedAt = .now
         }
     }
 
@@ -222,6 +221,9 @@ public final class JobRunner {
                     rankEnded(rank, end)
                 } else if let proxy = proxies.first(where: { $0.processID == processID }) {
                     proxy.shellEnded = end
+                    // What the proxy said before it went (its `done`) may
+                    // still wait in the channel.
+                    if proxy.phase != .done && proxy.phase != .failed { handleReadable(proxy) }
                     if proxy.phase != .done && proxy.phase != .failed {
                         proxy.markFailed()
                         let said = proxy.readErrors()
@@ -316,6 +318,12 @@ public final class JobRunner {
             log("mpirun: ranks still running \(Self.terminationGrace) after being asked to end; killing")
             terminateAll(SIGKILL)
         }
+        for proxy in proxies where proxy.phase != .done && proxy.phase != .failed {
+            guard let closed = proxy.channelClosedAt, now >= closed + .seconds(1) else { continue }
+            proxy.markFailed()
+            let said = proxy.readErrors()
+            fail(status: 1, "host \(proxy.host): the remote shell closed the channel before its ranks ended\(said.isEmpty ? "" : ": \(said)")")
+        }
         for proxy in proxies where proxy.phase == .proving && now >= proxy.provingDeadline {
             proxy.markFailed()
             RankSpawner.signal(proxy.processID, SIGKILL)
@@ -354,6 +362,7 @@ public final class JobRunner {
         if let drained { deadlines.append(drained) }
         if let abort = pendingAbort { deadlines.append(abort.until) }
         for proxy in proxies where proxy.phase == .proving { deadlines.append(proxy.provingDeadline) }
+        for proxy in proxies where proxy.phase != .failed { if let closed = proxy.channelClosedAt { deadlines.append(closed + .seconds(1)) } }
         guard let next = deadlines.min() else { return -1 }
         let left = next - .now
         if left <= .zero { return 0 }

@@ -73,7 +73,7 @@ do {
     clock_gettime(CLOCK_MONOTONIC, &now)
     try runtime.finalize()
     let elapsed = Double(now.tv_sec - started.tv_sec) + Double(now.tv_nsec - started.tv_nsec) / 1e9
-    print("rank \(rank) of \(size): \(mode) ok, \(connections) connections, backend \(runtime.backend), via \(runtime.bootstrapProtocol), \(String(Int(elapsed * 1000))) ms")
+    print("rank \(rank) of \(size): \(mode) ok, \(connections) connections, backend \(runtime.backend), via \(runtime.bootstrapProtocol), \(String(Int(elapsed * 1000))) ms, reachable at \(runtime.address.hosts.first ?? "?")")
 } catch {
     fail("\(error)")
 }

@@ -106,6 +106,25 @@ enum Job {
         return (process.terminationStatus, output)
     }
 
+    /// Live processes whose command line contains `text`, after giving
+    /// killed ones a moment.
+    static func processes(containing text: String) -> [String] {
+        func scan() -> [String] {
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+            return entries.filter { entry in
+                guard Int(entry) != nil, Int32(entry) != getpid(),
+                    let commandLine = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(entry)/cmdline")),
+                    String(decoding: commandLine, as: UTF8.self).contains(text),
+                    let status = try? String(contentsOfFile: "/proc/\(entry)/status", encoding: .utf8)
+                else { return false }
+                return !status.contains("State:\tZ")
+            }
+        }
+        let deadline = ContinuousClock.now + .seconds(1)
+        while !scan().isEmpty && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        return scan()
+    }
+
     /// Live processes of that name, after giving killed ones a moment.
     static func processes(named name: String) -> [String] {
         func scan() -> [String] {

@@ -20,6 +20,8 @@ final class ProxyLink {
     var pendingValues: [String: String] = [:]
     var inFence = false
     var shellEnded: RankEnd?
+    /// When the channel closed before the proxy said it was done.
+    var channelClosedAt: ContinuousClock.Instant?
     let provingDeadline: ContinuousClock.Instant
 
     init(host: String, shell: [String], proxyCommand: String, secret: String, environment: [String]) throws(LaunchError) {

@@ -10,6 +10,8 @@ import PMI
 /// end of the channel closes), the proxy ends its ranks and exits.
 enum ProxyMain {
     static func run(environment: [String: String]) -> Int32 {
+        // Reads from mpirun never block: the loop polls first.
+        _ = fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK)
         let up = ProxyChannelWriter(descriptor: 1)
         let down = ProxyChannelReader(descriptor: 0)
         do {
