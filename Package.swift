@@ -12,6 +12,8 @@ let package = Package(
         .executable(name: "fabric-fuzz", targets: ["fabric-fuzz"]),
         .executable(name: "mpirun", targets: ["mpirun"]),
         .executable(name: "mpiexec", targets: ["mpiexec"]),
+        .executable(name: "mpiinfo", targets: ["mpiinfo"]),
+        .library(name: "MPI", targets: ["MPI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
@@ -92,6 +94,11 @@ let package = Package(
             name: "MPI",
             dependencies: ["Fabric", "PMI", .product(name: "Logging", package: "swift-log")]
         ),
+        // What this MPI would do here: launchers, bootstrap, backend, settings.
+        .executableTarget(
+            name: "mpiinfo",
+            dependencies: ["MPI", "PMI", "Fabric", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // A rank for the runtime's tests: runtime messages in a ring, to
         // all, while busy; abort; waiting.
         .executableTarget(name: "mpi-runtime-check", dependencies: ["MPI"]),
@@ -109,7 +116,7 @@ let package = Package(
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank"]),
-        .testTarget(name: "MPITests", dependencies: ["MPI", "mpi-runtime-check", "mpirun", "pmi-test-rank"]),
+        .testTarget(name: "MPITests", dependencies: ["MPI", "mpi-runtime-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
         .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "mpirun", "mpiexec", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
         .testTarget(

@@ -72,6 +72,18 @@ struct RuntimeTests {
         #expect(Job.processes(named: "pmi-test-rank").isEmpty && Job.processes(named: "mpi-runtime-check").isEmpty)
     }
 
+    @Test("mpiinfo shows the bootstrap its launcher offers, the backend, and each setting, never the secret's value")
+    func info() throws {
+        let run = try Job.run(Job.mpirun, ["-n", "1", "-x", "FABRIC_LOG_LEVEL=debug", Job.directory.appendingPathComponent("mpiinfo").path])
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.output.contains("bootstrap in this environment: PMI-2 over PMI_FD=3 (rank 0)"), "\(run.output)")
+        #expect(run.output.contains("fabric backend a rank would use: tcp"))
+        #expect(run.output.contains("FABRIC_LOG_LEVEL=debug"))
+        #expect(run.output.contains("FABRIC_JOB_SECRET=(set)"))
+        let secret = run.output.split(separator: "\n").first { $0.contains("FABRIC_JOB_SECRET=") }
+        #expect(secret?.contains("(set)") == true && secret!.count < 40, "the secret's value must not be shown: \(secret ?? "")")
+    }
+
     @Test("under MPICH's Hydra over PMI-1 and PMI-2", .enabled(if: Job.hydra != nil, "mpiexec.hydra is not installed (apt-get install mpich)"), arguments: ["1", "2"])
     func hydra(version: String) throws {
         let run = try Job.run(Job.hydra!, ["-n", "3", Job.check, "ring"], environment: ["FABRIC_PMI_VERSION": version])

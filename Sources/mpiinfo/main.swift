@@ -1,0 +1,72 @@
+import ArgumentParser
+import Fabric
+import Foundation
+import MPI
+import PMI
+
+/// What this MPI would do here, in the spirit of ompi_info: its version,
+/// the launchers and bootstrap protocols it understands, which one this
+/// environment selects, the fabric backend a rank would use, and every
+/// tuning variable with its current value.
+@main
+struct MPIInfo: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mpiinfo",
+        abstract: "The MPI layer's version, launchers, bootstrap, backend and settings.")
+
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    static let version = "0.1"
+    static let launchers: [(launcher: String, how: String)] = [
+        ("mpirun / mpiexec (this package)", "PMI-1 or PMI-2 on an inherited descriptor; other hosts through ssh and a proxy"),
+        ("MPICH Hydra (mpiexec.hydra)", "PMI-1 or PMI-2 on PMI_FD; PMI-1 on PMI_PORT (-pmi-port)"),
+        ("Slurm srun --mpi=pmi2", "PMI-2 on PMI_FD"),
+        ("Slurm srun --mpi=pmix", "PMIx through libpmix.so.2, loaded at run time"),
+        ("Flux flux run", "PMI-1 on PMI_FD (not tested here)"),
+        ("Kubernetes MPI operator", "its launcher runs this mpirun over ssh with the host file it writes"),
+    ]
+
+    struct Report: Codable {
+        struct Launcher: Codable { var launcher: String; var how: String }
+        struct Setting: Codable { var name: String; var value: String?; var unsetMeans: String; var meaning: String }
+        var version: String
+        var launchers: [Launcher]
+        var bootstrap: String
+        var backend: String
+        var settings: [Setting]
+    }
+
+    func run() throws {
+        let environment = ProcessInfo.processInfo.environment
+        let bootstrap: String
+        do { bootstrap = try BootstrapSelection.choose(from: environment).description } catch { bootstrap = "refused: \(error.message)" }
+        let backend: String
+        do {
+            let choice = try Fabric.choose(environment: environment)
+            backend = "\(choice.backend.rawValue) (\(choice.reason))"
+        } catch {
+            backend = "refused: \(error.message)"
+        }
+        let report = Report(
+            version: Self.version, launchers: Self.launchers.map { .init(launcher: $0.launcher, how: $0.how) },
+            bootstrap: bootstrap, backend: backend,
+            settings: MPISettings.current(environment).map { .init(name: $0.setting.name, value: $0.value, unsetMeans: $0.setting.unsetMeans, meaning: $0.setting.meaning) })
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            return
+        }
+        print("MPI (SwiftFabric) \(report.version)")
+        print("\nlaunchers understood:")
+        for launcher in report.launchers { print("  \(launcher.launcher): \(launcher.how)") }
+        print("\nbootstrap in this environment: \(report.bootstrap)")
+        print("fabric backend a rank would use: \(report.backend)")
+        print("\nsettings (environment variables):")
+        for setting in report.settings {
+            print("  \(setting.name)=\(setting.value ?? "") \(setting.value == nil ? "(not set: \(setting.unsetMeans))" : "")")
+            print("      \(setting.meaning)")
+        }
+    }
+}
