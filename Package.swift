@@ -75,10 +75,11 @@ let package = Package(
         // libFuzzer targets for what reads a peer's bytes (docs/fuzzing.md).
         // Built normally, it replays inputs; built with -sanitize=fuzzer and
         // -DFUZZING (scripts/fuzz.sh), libFuzzer drives it.
-        .executableTarget(
-            name: "fabric-fuzz",
-            dependencies: ["FabricTCP", "FabricCore"]
-        ),
+        .executableTarget(name: "fabric-fuzz", dependencies: ["FabricTestSupport"]),
+        // What the tests and the fuzz targets share (not a product): the
+        // fuzzing entry points, and the harness that runs a suite on every
+        // backend (device openers, connected pairs, peer processes).
+        .target(name: "FabricTestSupport", dependencies: ["Fabric", "FabricCore", "FabricTCP"]),
         // The far end of the connection in the tests that kill or stop it.
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
@@ -86,7 +87,7 @@ let package = Package(
         .testTarget(
             name: "FabricTCPTests",
             dependencies: [
-                "FabricTCP", "FabricCore", "FabricSupport", .product(name: "Crypto", package: "swift-crypto"),
+                "FabricTCP", "FabricCore", "FabricSupport", "FabricTestSupport", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"), .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -95,6 +96,6 @@ let package = Package(
             dependencies: ["FabricVerbs", "FabricCore", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // fabric-test-peer: built with the tests, which start it.
-        .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric", "FabricSupport", "fabric-test-peer"]),
+        .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric", "FabricSupport", "FabricTestSupport", "fabric-test-peer"]),
     ]
 )
