@@ -154,8 +154,12 @@ struct SetupTests {
         let region = try pair.server.register(buffer)
         _ = try pair.server.queuePair.postReceive(ReceiveWorkRequest(id: 1, local: .single(region.element())))
         _ = try pair.server.queuePair.postReceive(ReceiveWorkRequest(id: 2, local: .single(region.element())))
-        // Nothing to do: wait times out and says so.
+        // Nothing to do: wait sleeps out its timeout and says so.
+        let clock = ContinuousClock()
+        let waitStart = clock.now
         #expect(try pair.server.receiveCQ.wait(timeout: .milliseconds(20)) == false)
+        let waited = clock.now - waitStart
+        #expect(waited >= .milliseconds(19) && waited < .seconds(5), "waited \(waited) for a 20 ms timeout")
         nonisolated(unsafe) let client = pair.client
         DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) {
             _ = try? client.queuePair.postSend(SendWorkRequest(id: 1, operation: .sendWithImmediate(1), local: .empty))
