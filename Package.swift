@@ -82,8 +82,12 @@ let package = Package(
         .target(name: "FabricTestSupport", dependencies: ["Fabric", "FabricCore", "FabricTCP"]),
         // The far end of the connection in the tests that kill or stop it.
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
+        // The README's API example, both sides; FabricTests runs it.
+        .executableTarget(name: "fabric-example", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
+        // fabric-example: built with the tests, which run it.
+        .testTarget(name: "FabricTests", dependencies: ["Fabric", "FabricTestSupport", "fabric-example"]),
         .testTarget(
             name: "FabricTCPTests",
             dependencies: [
