@@ -5,8 +5,7 @@ import Glibc
 /// environment names the address of an RDMA device to test on
 /// (FABRIC_TEST_VERBS_ADDRESS; scripts/test-verbs.sh sets it inside its VM).
 /// FABRIC_TEST_BACKENDS ("tcp", "verbs" or "tcp,verbs") narrows the list.
-/// Parameterised tests take `available` as their arguments; its
-/// description is the backend's name.
+/// Parameterised tests take `available` as their arguments.
 public enum ConformanceBackend: String, CaseIterable, Sendable {
     case tcp
     case verbs
