@@ -79,15 +79,14 @@ let package = Package(
         // libFuzzer targets for what reads a peer's bytes (docs/fuzzing.md).
         // Built normally, it replays inputs; built with -sanitize=fuzzer and
         // -DFUZZING (scripts/fuzz.sh), libFuzzer drives it.
-        .executableTarget(
-            name: "fabric-fuzz",
-            dependencies: ["FabricTCP", "FabricCore"]
-        ),
+        .executableTarget(name: "fabric-fuzz", dependencies: ["FabricTestSupport"]),
+        // What the tests and the fuzz targets share (not a product): the
+        // fuzzing entry points, and the harness that runs a suite on every
+        // backend (device openers, connected pairs, peer processes).
+        .target(name: "FabricTestSupport", dependencies: ["Fabric", "FabricCore", "FabricTCP"]),
         // Bootstrap: the process-management interfaces launchers serve
         // (PMI-1, PMI-2), and the choice among them. No fabric import.
         .target(name: "PMI"),
-        // mpirun's parts: the command line, host lists, placement, the job
-        // it runs (ranks, PMI service, output, signals).
         // The MPI layer: the runtime (bootstrap, connections made on first
         // use, the job's end); point-to-point and the rest build on it.
         .target(
@@ -99,9 +98,9 @@ let package = Package(
             name: "mpiinfo",
             dependencies: ["MPI", "PMI", "Fabric", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        // A rank for the runtime's tests: runtime messages in a ring, to
-        // all, while busy; abort; waiting.
-        .executableTarget(name: "mpi-runtime-check", dependencies: ["MPI"]),
+        // mpirun's parts: the command line, host lists, placement, the job
+        // it runs (ranks, PMI service, output, signals, proxies on other
+        // hosts); the launcher's few system calls Swift cannot make.
         .target(name: "CLauncherShims"),
         .target(
             name: "MPILauncher",
@@ -109,20 +108,27 @@ let package = Package(
         ),
         .executableTarget(name: "mpirun", dependencies: ["MPILauncher"]),
         .executableTarget(name: "mpiexec", dependencies: ["MPILauncher"]),
-        // A rank for the bootstrap tests: exchanges one value with every
-        // other rank through whatever launcher started it.
+        // Ranks for the tests: one exchanges a value with every other rank
+        // through whatever launcher started it; the other runs the MPI
+        // runtime (runtime messages in a ring, to all, while busy; abort;
+        // waiting).
         .executableTarget(name: "pmi-test-rank", dependencies: ["PMI"]),
+        .executableTarget(name: "mpi-runtime-check", dependencies: ["MPI"]),
         // The far end of the connection in the tests that kill or stop it.
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
+        // The README's API example, both sides; FabricTests runs it.
+        .executableTarget(name: "fabric-example", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank"]),
         .testTarget(name: "MPITests", dependencies: ["MPI", "mpi-runtime-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
         .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "mpirun", "mpiexec", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
+        // fabric-example: built with the tests, which run it.
+        .testTarget(name: "FabricTests", dependencies: ["Fabric", "FabricTestSupport", "fabric-example"]),
         .testTarget(
             name: "FabricTCPTests",
             dependencies: [
-                "FabricTCP", "FabricCore", "FabricSupport", .product(name: "Crypto", package: "swift-crypto"),
+                "FabricTCP", "FabricCore", "FabricSupport", "FabricTestSupport", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"), .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -131,6 +137,6 @@ let package = Package(
             dependencies: ["FabricVerbs", "FabricCore", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // fabric-test-peer: built with the tests, which start it.
-        .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric", "FabricSupport", "fabric-test-peer"]),
+        .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric", "FabricSupport", "FabricTestSupport", "fabric-test-peer"]),
     ]
 )

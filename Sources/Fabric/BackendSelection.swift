@@ -100,9 +100,12 @@ public enum Fabric {
 
     /// Opens the chosen backend's default device, logging the choice once.
     /// Pass the result to code written for `some FabricDevice`: the backend
-    /// is then fixed for everything that code does.
-    public static func openDefaultDevice(logger: Logger = Logger(label: "fabric")) throws(FabricError) -> any FabricDevice {
-        let choice = try choose()
+    /// is then fixed for everything that code does. `environment` is where
+    /// FABRIC_BACKEND is looked up (the process's by default).
+    public static func openDefaultDevice(
+        environment: [String: String] = environmentVariables(), logger: Logger = Logger(label: "fabric")
+    ) throws(FabricError) -> any FabricDevice {
+        let choice = try choose(environment: environment)
         switch choice.backend {
         case .tcp:
             logger.info("fabric backend: tcp (\(choice.reason))")

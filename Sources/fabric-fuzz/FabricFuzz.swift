@@ -1,5 +1,4 @@
-import FabricCore
-@_spi(Fuzzing) import FabricTCP
+import FabricTestSupport
 import Glibc
 
 /// The fuzz targets: `frames` (the byte stream of a connected queue pair)

@@ -1,5 +1,6 @@
 import Dispatch
 import Fabric
+import FabricTestSupport
 import Foundation
 import Glibc
 import Testing

@@ -1,4 +1,5 @@
 import Fabric
+import FabricTestSupport
 import Testing
 
 /// The error paths a card takes when its link or its peer fails, produced

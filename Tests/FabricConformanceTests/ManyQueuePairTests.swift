@@ -1,5 +1,6 @@
 import Dispatch
 import Fabric
+import FabricTestSupport
 import Glibc
 import Testing
 
@@ -197,14 +198,10 @@ struct ManyQueuePairTests {
         let side = try Side(device, cqCapacity: 4 * count)
         let listener = try device.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: count)
         defer { listener.close() }
-        let child = try PeerProcessTests.Peer.spawn(
+        let child = try PeerProcesses.spawn(
             PeerProcessTests.Peer.helper, ["echo", "127.0.0.1", String(listener.endpoint.port), String(count)],
             environment: ["FABRIC_JOB_SECRET=\(String(decoding: testSecret, as: UTF8.self))"])
-        defer {
-            kill(child, SIGKILL)
-            var status: Int32 = 0
-            waitpid(child, &status, 0)
-        }
+        defer { PeerProcesses.end(child) }
         let inbox = Buffer(count * 64)
         let inboxRegion = try side.register(inbox)
         var queuePairs: [TCPQueuePair] = []

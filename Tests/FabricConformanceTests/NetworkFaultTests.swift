@@ -1,4 +1,5 @@
 import Fabric
+import FabricTestSupport
 import Foundation
 import Glibc
 import Testing
@@ -26,9 +27,8 @@ struct NetworkFaultTests {
     /// Runs a command in the peer's namespace; fails the test if it fails.
     private func inPeerNamespace(_ arguments: [String]) throws {
         let command = ["/usr/sbin/ip", "netns", "exec", Self.peerNamespace!] + arguments
-        let child = try PeerProcessTests.Peer.spawn(command[0], Array(command.dropFirst()), environment: [])
-        var status: Int32 = 0
-        waitpid(child, &status, 0)
+        let child = try PeerProcesses.spawn(command[0], Array(command.dropFirst()), environment: [])
+        let status = PeerProcesses.waitForExit(child)
         guard status == 0 else { throw TestFailure("\(arguments.joined(separator: " ")) failed with status \(status)") }
     }
 

@@ -1,4 +1,5 @@
 import Fabric
+import FabricTestSupport
 import FabricSupport
 import Foundation
 import Glibc
@@ -27,18 +28,14 @@ struct PeerProcessTests {
             let listener = try device.listen(on: Endpoint(host: host, port: 0), backlog: 1)
             defer { listener.close() }
             let command = launcher + [Self.helper, host, String(listener.endpoint.port)]
-            let child = try Self.spawn(
+            let child = try PeerProcesses.spawn(
                 command[0], Array(command.dropFirst()),
                 environment: ["FABRIC_JOB_SECRET=\(String(decoding: testSecret, as: UTF8.self))"])
             processID = child
             // deinit does not run if the set-up fails half-way: end the child here then.
             var ready = false
             defer {
-                if !ready {
-                    kill(child, SIGKILL)
-                    var status: Int32 = 0
-                    waitpid(child, &status, 0)
-                }
+                if !ready { PeerProcesses.end(child) }
             }
             guard let request = try listener.next(timeout: .seconds(20)) else { throw TestFailure("the peer process did not connect") }
             let inbox = Buffer(4096)
@@ -56,28 +53,10 @@ struct PeerProcessTests {
             ready = true
         }
 
-        deinit {
-            kill(processID, SIGKILL)
-            var status: Int32 = 0
-            waitpid(processID, &status, 0)
-        }
+        deinit { PeerProcesses.end(processID) }
 
         /// The helper sits beside the test bundle in the build directory.
-        static var helper: String {
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("fabric-test-peer").path
-        }
-
-        /// Starts `path` with `arguments`, this environment plus `environment`.
-        static func spawn(_ path: String, _ arguments: [String], environment: [String]) throws -> pid_t {
-            let inherited = ProcessInfo.processInfo.environment.filter { $0.key != "FABRIC_JOB_SECRET" }.map { "\($0.key)=\($0.value)" }
-            let argv = ([path] + arguments).map { strdup($0) } + [nil]
-            let envp = (inherited + environment).map { strdup($0) } + [nil]
-            defer { (argv + envp).forEach { free($0) } }
-            var processID: pid_t = 0
-            let status = posix_spawn(&processID, path, nil, nil, argv, envp)
-            guard status == 0 else { throw TestFailure("cannot start \(path): \(String(cString: strerror(status)))") }
-            return processID
-        }
+        static var helper: String { PeerProcesses.executable(named: "fabric-test-peer") }
 
         func signal(_ number: Int32) { kill(processID, number) }
     }

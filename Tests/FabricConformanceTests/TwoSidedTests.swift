@@ -1,4 +1,5 @@
 import Fabric
+import FabricTestSupport
 import Testing
 
 @Suite("send and receive")

@@ -49,6 +49,7 @@ struct EmulationSettingsTests {
         #expect(throws: FabricError.self) { try LinkShape.fromEnvironment(["FABRIC_TCP_LINK": "rate=1Gbit/s,latency=x"]) }
         do {
             _ = try LinkShape.fromEnvironment(["FABRIC_TCP_LINK": "rate=x"])
+            Issue.record("accepted a link whose rate is not a number")
         } catch {
             #expect(error.message.hasPrefix("FABRIC_TCP_LINK=rate=x:"), "\(error.message)")
         }

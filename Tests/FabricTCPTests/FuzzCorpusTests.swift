@@ -1,8 +1,8 @@
 import FabricCore
+import FabricTCP
+import FabricTestSupport
 import Foundation
 import Testing
-
-@_spi(Fuzzing) @testable import FabricTCP
 
 /// The fuzz targets' committed corpora (Tests/FuzzCorpus, docs/fuzzing.md)
 /// replayed through the same entry points libFuzzer drives: every input a
