@@ -79,9 +79,12 @@ let package = Package(
             name: "fabric-fuzz",
             dependencies: ["FabricTCP", "FabricCore"]
         ),
+        // PMIx's client calls through libpmix.so.2 opened at run time (no
+        // link-time dependency on libpmix).
+        .target(name: "CPMIxLoader"),
         // Bootstrap: the process-management interfaces launchers serve
-        // (PMI-1, PMI-2), and the choice among them. No fabric import.
-        .target(name: "PMI"),
+        // (PMI-1, PMI-2, PMIx), and the choice among them. No fabric import.
+        .target(name: "PMI", dependencies: ["CPMIxLoader"]),
         // A rank for the bootstrap tests: exchanges one value with every
         // other rank through whatever launcher started it.
         .executableTarget(name: "pmi-test-rank", dependencies: ["PMI"]),

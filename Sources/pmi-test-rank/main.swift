@@ -6,6 +6,9 @@
 //   pmi-test-rank            the exchange above
 //   pmi-test-rank missing    also gets a key nobody put (must fail by name)
 //   pmi-test-rank abort R    rank R asks the launcher to end the job
+//
+// Each rank also prints the network namespace it runs in ("rank R in
+// net:[N]"), for the tests that put ranks in namespaces of their own.
 import Glibc
 import PMI
 
@@ -49,6 +52,9 @@ do {
         fail("rank \(client.rank): still running 30 s after abort")
     }
     try client.fence()
+    var namespace = [CChar](repeating: 0, count: 64)
+    let length = readlink("/proc/self/ns/net", &namespace, namespace.count - 1)
+    print("rank \(client.rank) in \(length > 0 ? String(cString: namespace) : "an unknown network namespace")")
     print("rank \(client.rank) of \(client.size) via \(client.protocolName): \(client.size) values checked")
     try client.finalize()
 } catch {
