@@ -7,8 +7,9 @@
 //   pmi-test-rank missing    also gets a key nobody put (must fail by name)
 //   pmi-test-rank abort R    rank R asks the launcher to end the job
 //
-// Each rank also prints the network namespace it runs in ("rank R in
-// net:[N]"), for the tests that put ranks in namespaces of their own.
+// Each rank also prints the network namespace it runs in and its node
+// ("rank R in net:[N] on NODE", the node from Slurm's SLURMD_NODENAME or
+// the host name), for the tests that put ranks in namespaces of their own.
 import Glibc
 import PMI
 
@@ -54,7 +55,9 @@ do {
     try client.fence()
     var namespace = [CChar](repeating: 0, count: 64)
     let length = readlink("/proc/self/ns/net", &namespace, namespace.count - 1)
-    print("rank \(client.rank) in \(length > 0 ? String(cString: namespace) : "an unknown network namespace")")
+    var host = [CChar](repeating: 0, count: 256)
+    let node = environment["SLURMD_NODENAME"] ?? (gethostname(&host, host.count - 1) == 0 ? String(cString: host) : "unknown")
+    print("rank \(client.rank) in \(length > 0 ? String(cString: namespace) : "net:[unknown]") on \(node)")
     print("rank \(client.rank) of \(client.size) via \(client.protocolName): \(client.size) values checked")
     try client.finalize()
 } catch {
