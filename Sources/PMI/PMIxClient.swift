@@ -16,7 +16,7 @@ public final class PMIxClient: BootstrapClient {
 
     public let rank: Int
     public let size: Int
-    public let protocolName = "PMIx through libpmix.so.2"
+    public let protocolName: String
     /// The job's namespace, as the PMIx server names it.
     public let jobNamespace: String
 
@@ -29,6 +29,7 @@ public final class PMIxClient: BootstrapClient {
     public init(library: String = PMIxClient.defaultLibrary, expectedRank: Int? = nil, timeouts: BootstrapTimeouts = BootstrapTimeouts()) throws(PMIError) {
         try Self.load(library)
         self.timeouts = timeouts
+        protocolName = "PMIx through \(library)"
         var givenRank: UInt32 = 0
         var name = [CChar](repeating: 0, count: Int(FABRIC_PMIX_NAMESPACE_CAPACITY))
         let status = fabric_pmix_init(&givenRank, &name)

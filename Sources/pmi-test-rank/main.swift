@@ -53,15 +53,24 @@ do {
         fail("rank \(client.rank): still running 30 s after abort")
     }
     try client.fence()
-    var namespace = [CChar](repeating: 0, count: 64)
-    let length = readlink("/proc/self/ns/net", &namespace, namespace.count - 1)
-    var host = [CChar](repeating: 0, count: 256)
-    let node = environment["SLURMD_NODENAME"] ?? (gethostname(&host, host.count - 1) == 0 ? String(cString: host) : "unknown")
-    print("rank \(client.rank) in \(length > 0 ? String(cString: namespace) : "net:[unknown]") on \(node)")
+    print("rank \(client.rank) in \(networkNamespace()) on \(environment["SLURMD_NODENAME"] ?? hostName())")
     print("rank \(client.rank) of \(client.size) via \(client.protocolName): \(client.size) values checked")
     try client.finalize()
 } catch {
     fail("\(error)")
+}
+
+/// The kernel's name for this process's network namespace: net:[inode].
+func networkNamespace() -> String {
+    var bytes = [CChar](repeating: 0, count: 64)
+    let length = readlink("/proc/self/ns/net", &bytes, bytes.count)
+    return length > 0 ? String(decoding: bytes.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) : "net:[unknown]"
+}
+
+func hostName() -> String {
+    var bytes = [CChar](repeating: 0, count: 256)
+    guard gethostname(&bytes, bytes.count - 1) == 0 else { return "unknown" }
+    return String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// Standard error without touching C's `stderr` global.
