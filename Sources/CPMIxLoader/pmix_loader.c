@@ -87,6 +87,10 @@ static struct {
 
 static bool loaded = false;
 
+// What a call returns before fabric_pmix_load succeeded, instead of
+// calling through a null pointer: PMIx's "not initialised" (PMIX_ERR_INIT).
+static const int notLoaded = -31;
+
 static bool find(void *library, const char *name, void **function, char *reason, size_t reasonCapacity) {
     dlerror();
     *function = dlsym(library, name);
@@ -145,6 +149,7 @@ static void release(PMIxValue *value) {
 }
 
 int fabric_pmix_init(uint32_t *rank, char jobNamespace[FABRIC_PMIX_NAMESPACE_CAPACITY]) {
+    if (!loaded) return notLoaded;
     PMIxProcess self;
     memset(&self, 0, sizeof self);
     int status = pmix.init(&self, NULL, 0);
@@ -156,6 +161,7 @@ int fabric_pmix_init(uint32_t *rank, char jobNamespace[FABRIC_PMIX_NAMESPACE_CAP
 }
 
 int fabric_pmix_job_size(const char *jobNamespace, uint32_t *size) {
+    if (!loaded) return notLoaded;
     PMIxProcess job;
     nameJob(&job, jobNamespace, rankOfJob);
     PMIxValue *value = NULL;
@@ -179,6 +185,7 @@ int fabric_pmix_job_size(const char *jobNamespace, uint32_t *size) {
 }
 
 int fabric_pmix_put_string(const char *key, const char *value) {
+    if (!loaded) return notLoaded;
     PMIxValue tagged;
     memset(&tagged, 0, sizeof tagged);
     tagged.type = typeString;
@@ -187,9 +194,10 @@ int fabric_pmix_put_string(const char *key, const char *value) {
     return pmix.put(scopeGlobal, key, &tagged);
 }
 
-int fabric_pmix_commit(void) { return pmix.commit(); }
+int fabric_pmix_commit(void) { return loaded ? pmix.commit() : notLoaded; }
 
 int fabric_pmix_fence_all(const char *jobNamespace, int timeoutSeconds) {
+    if (!loaded) return notLoaded;
     PMIxProcess everyone;
     nameJob(&everyone, jobNamespace, rankOfJob);
     PMIxAttribute attributes[2];
@@ -205,6 +213,7 @@ int fabric_pmix_fence_all(const char *jobNamespace, int timeoutSeconds) {
 }
 
 int fabric_pmix_get_string(const char *jobNamespace, uint32_t rank, const char *key, int localOnly, int timeoutSeconds, char **value) {
+    if (!loaded) return notLoaded;
     PMIxProcess owner;
     nameJob(&owner, jobNamespace, rank);
     PMIxAttribute attributes[2];
@@ -233,12 +242,13 @@ int fabric_pmix_get_string(const char *jobNamespace, uint32_t rank, const char *
 void fabric_pmix_free_string(char *value) { free(value); }
 
 int fabric_pmix_abort(int status, const char *message, const char *jobNamespace) {
+    if (!loaded) return notLoaded;
     PMIxProcess everyone;
     nameJob(&everyone, jobNamespace, rankOfJob);
     return pmix.abort(status, message, &everyone, 1);
 }
 
-int fabric_pmix_finalize(void) { return pmix.finalize(NULL, 0); }
+int fabric_pmix_finalize(void) { return loaded ? pmix.finalize(NULL, 0) : notLoaded; }
 
 const char *fabric_pmix_error_string(int status) {
     if (status == FABRIC_PMIX_WRONG_TYPE) return "the value is not of the expected type";

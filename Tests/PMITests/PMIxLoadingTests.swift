@@ -1,3 +1,4 @@
+import CPMIxLoader
 import Testing
 
 @testable import PMI
@@ -28,5 +29,16 @@ struct PMIxLoadingTests {
             guard let error = error as? PMIError else { return false }
             return error.kind == .badEnvironment && error.message.contains("PMIx_Init") && error.message.contains("libpmix2")
         }
+    }
+
+    @Test("calls before a successful load fail with PMIx's 'not initialised', not a crash")
+    func callsBeforeLoad() {
+        // No test in this process loads the real library.
+        #expect(fabric_pmix_commit() == -31)
+        #expect(fabric_pmix_put_string("key", "value") == -31)
+        var size: UInt32 = 0
+        #expect(fabric_pmix_job_size("job", &size) == -31)
+        #expect(fabric_pmix_finalize() == -31)
+        #expect(String(cString: fabric_pmix_error_string(-31)) == "libpmix is not loaded")
     }
 }
