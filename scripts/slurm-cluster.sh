@@ -70,7 +70,9 @@ job_processes() {
                 echo "$pid"
                 break
             fi
-            ancestor="$(awk '{print $4}' "/proc/$ancestor/stat" 2>/dev/null)" || break
+            # The parent is the second field after the command name, which
+            # sits in parentheses and may hold spaces.
+            ancestor="$(sed -E 's/.*\) [A-Za-z] ([0-9]+) .*/\1/' "/proc/$ancestor/stat" 2>/dev/null)" || break
         done
     done
 }
