@@ -84,9 +84,13 @@ let package = Package(
         // fuzzing entry points, and the harness that runs a suite on every
         // backend (device openers, connected pairs, peer processes).
         .target(name: "FabricTestSupport", dependencies: ["Fabric", "FabricCore", "FabricTCP"]),
+        // PMIx's client calls through libpmix.so.2 opened at run time (no
+        // link-time dependency on libpmix).
+        .target(name: "CPMIxLoader"),
         // Bootstrap: the process-management interfaces launchers serve
-        // (PMI-1, PMI-2), and the choice among them. No fabric import.
-        .target(name: "PMI"),
+        // (PMI-1, PMI-2, PMIx), our own PMI server, and the choice among
+        // them. No fabric import.
+        .target(name: "PMI", dependencies: ["CPMIxLoader"]),
         // The MPI layer: the runtime (bootstrap, connections made on first
         // use, the job's end); point-to-point and the rest build on it.
         .target(

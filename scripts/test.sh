@@ -4,8 +4,11 @@
 # each (FABRIC_FUZZ_SECONDS; 0 skips them), the network fault tests between
 # two namespaces and the MPI jobs across three namespace hosts with sshd
 # when run as root (FABRIC_SKIP_NETNS=1 skips them), the
-# suites again under a sanitizer if FABRIC_SANITIZE names one (address or
-# thread; off by default), then the conformance suite over the verbs backend
+# bootstrap under Slurm on a three-node cluster of this machine when run as
+# root (FABRIC_SKIP_SLURM=1 skips it; about two minutes on a fresh machine,
+# most of it installing slurm-wlm, munge and libpmix), the suites again
+# under a sanitizer if FABRIC_SANITIZE names one (address or thread; off by
+# default), then the conformance suite over the verbs backend
 # on a real soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +31,23 @@ if [ "$(id -u)" -eq 0 ] && [ "${FABRIC_SKIP_NETNS:-0}" != 1 ]; then
     bash scripts/test-netns.sh
     # MPI jobs across three namespace hosts, each with its own sshd.
     bash scripts/test-multihost.sh
+fi
+# The bootstrap under Slurm: scripts/slurm-cluster.sh's controller and three
+# nodes (root only; FABRIC_SKIP_SLURM=1 skips it). A cluster already up is
+# used and left running; one started here is stopped, also on failure.
+if [ "$(id -u)" -eq 0 ] && [ "${FABRIC_SKIP_SLURM:-0}" != 1 ]; then
+    slurm_started=$SECONDS
+    if ! bash scripts/slurm-cluster.sh status >/dev/null 2>&1; then
+        trap 'bash scripts/slurm-cluster.sh down' EXIT
+    fi
+    bash scripts/slurm-cluster.sh up
+    eval "$(bash scripts/slurm-cluster.sh env)"
+    FABRIC_TEST_SLURM=1 swift test --skip-build --filter SlurmTests
+    if trap -p EXIT | grep -q slurm-cluster; then
+        bash scripts/slurm-cluster.sh down
+        trap - EXIT
+    fi
+    echo "slurm: $((SECONDS - slurm_started)) s (packages, cluster up and down, tests)"
 fi
 if [ -n "${FABRIC_SANITIZE:-}" ]; then
     bash scripts/sanitize.sh "$FABRIC_SANITIZE"

@@ -78,8 +78,8 @@ public enum BootstrapSelection {
     /// Contacts what `choice` names.
     public static func connect(_ choice: Choice, timeouts: BootstrapTimeouts = BootstrapTimeouts()) throws(PMIError) -> any BootstrapClient {
         switch choice {
-        case .pmix:
-            throw PMIError(.badEnvironment, "the environment asks for PMIx (\(choice)), which this build does not speak yet; start the job with PMI-2 (srun --mpi=pmi2, or mpiexec.hydra)")
+        case .pmix(_, let rank):
+            return try PMIxClient(expectedRank: rank, timeouts: timeouts)
         case .pmi2(let descriptor, let rank, let jobID):
             return try PMI2Client(descriptor: descriptor, rank: rank, jobID: jobID, timeouts: timeouts)
         case .pmi1(let descriptor, let rank, let size):

@@ -11,6 +11,10 @@
 //                            the verbs backend (publishes what the MPI
 //                            runtime's rank 0 would), then waits to be
 //                            ended: the other ranks must refuse the mix
+//
+// Each rank also prints the network namespace it runs in and its node
+// ("rank R in net:[N] on NODE", the node from Slurm's SLURMD_NODENAME or
+// the host name), for the tests that put ranks in namespaces of their own.
 import Glibc
 import PMI
 
@@ -62,10 +66,24 @@ do {
         fail("rank \(client.rank): still running 30 s after abort")
     }
     try client.fence()
+    print("rank \(client.rank) in \(networkNamespace()) on \(environment["SLURMD_NODENAME"] ?? hostName())")
     print("rank \(client.rank) of \(client.size) via \(client.protocolName): \(client.size) values checked")
     try client.finalize()
 } catch {
     fail("\(error)")
+}
+
+/// The kernel's name for this process's network namespace: net:[inode].
+func networkNamespace() -> String {
+    var bytes = [CChar](repeating: 0, count: 64)
+    let length = readlink("/proc/self/ns/net", &bytes, bytes.count)
+    return length > 0 ? String(decoding: bytes.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self) : "net:[unknown]"
+}
+
+func hostName() -> String {
+    var bytes = [CChar](repeating: 0, count: 256)
+    guard gethostname(&bytes, bytes.count - 1) == 0 else { return "unknown" }
+    return String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// Standard error without touching C's `stderr` global.

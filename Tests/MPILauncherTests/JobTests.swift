@@ -88,8 +88,15 @@ struct JobTests {
     @Test("Ctrl-C and SIGTERM reach every rank and end the job", arguments: [SIGINT, SIGTERM])
     func interrupted(signal: Int32) throws {
         let marker = Launch.marker()
-        let process = try Launch.start(["-n", "3", "sh", "-c", "trap 'echo rank $PMI_RANK got it; exit 5' INT TERM; sleep 30 & wait # \(marker)"])
-        Thread.sleep(forTimeInterval: 0.5)
+        let ready = FileManager.default.temporaryDirectory.appendingPathComponent(marker)
+        try FileManager.default.createDirectory(at: ready, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: ready) }
+        let process = try Launch.start(["-n", "3", "sh", "-c", "trap 'echo rank $PMI_RANK got it; exit 5' INT TERM; touch \(ready.path)/$PMI_RANK; sleep 30 & wait # \(marker)"])
+        // Every rank has its trap in place before the signal comes.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while (try? FileManager.default.contentsOfDirectory(atPath: ready.path).count) ?? 0 < 3 && ContinuousClock.now < deadline {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
         let started = ContinuousClock.now
         kill(process.process.processIdentifier, signal)
         let run = process.finish()
