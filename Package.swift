@@ -83,7 +83,7 @@ let package = Package(
         // What the tests and the fuzz targets share (not a product): the
         // fuzzing entry points, and the harness that runs a suite on every
         // backend (device openers, connected pairs, peer processes).
-        .target(name: "FabricTestSupport", dependencies: ["Fabric", "FabricCore", "FabricTCP"]),
+        .target(name: "FabricTestSupport", dependencies: ["Fabric", "FabricCore", "FabricTCP", "PMI", "MPILauncher"]),
         // PMIx's client calls through libpmix.so.2 opened at run time (no
         // link-time dependency on libpmix).
         .target(name: "CPMIxLoader"),
@@ -123,7 +123,7 @@ let package = Package(
         // The README's API example, both sides; FabricTests runs it.
         .executableTarget(name: "fabric-example", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
-        .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank"]),
+        .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank", "FabricTestSupport"]),
         .testTarget(name: "MPITests", dependencies: ["MPI", "mpi-runtime-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
         .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "mpirun", "mpiexec", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the libFuzzer targets (docs/fuzzing.md) for a bounded time each:
-#   bash scripts/fuzz.sh [SECONDS] [TARGET...]    (default: 30 s, frames and handshake)
+#   bash scripts/fuzz.sh [SECONDS] [TARGET...]    (default: 30 s each, every target)
 # Builds fabric-fuzz with -sanitize=fuzzer,address into .build-fuzz, starts
 # each target from its committed corpus (Tests/FuzzCorpus/TARGET) and adds
 # what it finds to a scratch corpus. A crash fails the script and leaves
@@ -12,7 +12,7 @@ source scripts/setup.sh
 seconds=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(frames handshake)
+[ ${#targets[@]} -eq 0 ] && targets=(frames handshake pmi1 pmi2 proxy)
 swift build --product fabric-fuzz --scratch-path .build-fuzz \
     -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING 2>&1 | grep -v "Cannot export local symbol" | tail -3
 binary=.build-fuzz/debug/fabric-fuzz

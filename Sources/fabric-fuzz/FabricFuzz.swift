@@ -1,17 +1,22 @@
 import FabricTestSupport
 import Glibc
 
-/// The fuzz targets: `frames` (the byte stream of a connected queue pair)
-/// and `handshake` (both halves of the connection handshake). libFuzzer
+/// The fuzz targets: `frames` (the byte stream of a connected queue pair),
+/// `handshake` (both halves of the connection handshake), `pmi1` and `pmi2`
+/// (the PMI wire formats and the launcher's PMI server) and `proxy`
+/// (mpirun's proxy channel). libFuzzer
 /// calls the entry point below; which target it feeds is chosen by
 /// FABRIC_FUZZ_TARGET, read once. docs/fuzzing.md says how to run them.
 enum FuzzTarget: String, CaseIterable {
-    case frames, handshake
+    case frames, handshake, pmi1, pmi2, proxy
 
     func feed(_ input: UnsafeRawBufferPointer) {
         switch self {
         case .frames: FuzzingEntryPoints.feedFrames(input)
         case .handshake: FuzzingEntryPoints.feedHandshake(input)
+        case .pmi1: BootstrapFuzzing.feedPMI1(input)
+        case .pmi2: BootstrapFuzzing.feedPMI2(input)
+        case .proxy: BootstrapFuzzing.feedProxy(input)
         }
     }
 
@@ -19,6 +24,9 @@ enum FuzzTarget: String, CaseIterable {
         switch self {
         case .frames: FuzzingEntryPoints.seedFrames()
         case .handshake: FuzzingEntryPoints.seedHandshakes()
+        case .pmi1: BootstrapFuzzing.seedsPMI1()
+        case .pmi2: BootstrapFuzzing.seedsPMI2()
+        case .proxy: BootstrapFuzzing.seedsProxy()
         }
     }
 
@@ -89,7 +97,7 @@ struct FabricFuzz {
     }
 
     static func usage() -> Never {
-        print("usage: fabric-fuzz replay frames|handshake FILE|DIR...\n       fabric-fuzz seeds frames|handshake DIR")
+        print("usage: fabric-fuzz replay TARGET FILE|DIR...\n       fabric-fuzz seeds TARGET DIR\ntargets: \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", "))")
         exit(2)
     }
 
