@@ -123,7 +123,7 @@ let package = Package(
         // The README's API example, both sides; FabricTests runs it.
         .executableTarget(name: "fabric-example", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
-        .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank", "FabricTestSupport"]),
+        .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank", "mpi-runtime-check", "FabricTestSupport"]),
         .testTarget(name: "MPITests", dependencies: ["MPI", "mpi-runtime-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
         .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "mpirun", "mpiexec", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),

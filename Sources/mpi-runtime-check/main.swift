@@ -7,6 +7,10 @@
 //                 the others connect and send to it meanwhile
 //   abort R       rank R aborts the job with exit code 9
 //   wait R        rank R waits for a message nobody sends (for timeouts)
+//   startup       prints when this rank passed the first barrier
+//                 (CLOCK_REALTIME, ns), for start-up figures
+//   first-contact each rank sends to every other in turn, timing each
+//                 first message (connection included) and a second one
 import Glibc
 import MPI
 
@@ -63,6 +67,31 @@ do {
     case "wait":
         let target = arguments.dropFirst().first.flatMap { Int($0) } ?? 0
         if rank == target { _ = try runtime.receiveRuntimeMessage(from: (rank + 1) % size) }
+    case "startup":
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        print("rank \(rank) passed the first barrier at \(Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)) ns")
+    case "first-contact":
+        func microseconds(_ body: () throws(MPIError) -> Void) throws(MPIError) -> Int {
+            var before = timespec()
+            var after = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &before)
+            try body()
+            clock_gettime(CLOCK_MONOTONIC, &after)
+            return Int((after.tv_sec - before.tv_sec) * 1_000_000 + (after.tv_nsec - before.tv_nsec) / 1000)
+        }
+        var first: [Int] = []
+        var second: [Int] = []
+        for step in 1..<size {
+            let peer = (rank + step) % size
+            first.append(try microseconds { () throws(MPIError) in try runtime.sendRuntimeMessage(message(rank, peer), to: peer) })
+        }
+        for step in 1..<size {
+            let peer = (rank + step) % size
+            second.append(try microseconds { () throws(MPIError) in try runtime.sendRuntimeMessage(message(rank, peer), to: peer) })
+        }
+        for _ in 0..<2 { for peer in 0..<size where peer != rank { try expect(from: peer) } }
+        print("rank \(rank) first-contact-us \(first.map(String.init).joined(separator: ",")) second-us \(second.map(String.init).joined(separator: ","))")
     case "ring":
         break
     default:

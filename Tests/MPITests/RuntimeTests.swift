@@ -84,9 +84,17 @@ struct RuntimeTests {
         #expect(secret?.contains("(set)") == true && secret!.count < 40, "the secret's value must not be shown: \(secret ?? "")")
     }
 
-    @Test("under MPICH's Hydra over PMI-1 and PMI-2", .enabled(if: Job.hydra != nil, "mpiexec.hydra is not installed (apt-get install mpich)"), arguments: ["1", "2"])
+    @Test("under MPICH's Hydra over PMI-1 and PMI-2, with a home of its own per program and the secret passed by rank 0", .enabled(if: Job.hydra != nil, "mpiexec.hydra is not installed (apt-get install mpich)"), arguments: ["1", "2"])
     func hydra(version: String) throws {
-        let run = try Job.run(Job.hydra!, ["-n", "3", Job.check, "ring"], environment: ["FABRIC_PMI_VERSION": version])
+        // Hydra sets no job secret: rank 0 draws one and passes it through
+        // PMI. Each program gets a home of its own, as hosts without a
+        // shared home have: a secret from the per-user key file would
+        // differ between them and the ranks could not connect.
+        let homes = (0..<2).map { FileManager.default.temporaryDirectory.appendingPathComponent("home-\(getpid())-\($0)").path }
+        defer { for home in homes { try? FileManager.default.removeItem(atPath: home) } }
+        let run = try Job.run(Job.hydra!, [
+            "-n", "1", "-env", "HOME", homes[0], Job.check, "ring", ":", "-n", "2", "-env", "HOME", homes[1], Job.check, "ring",
+        ], environment: ["FABRIC_PMI_VERSION": version])
         #expect(run.status == 0, "\(run.output)")
         for rank in 0..<3 {
             #expect(run.output.contains("rank \(rank) of 3: ring ok, 2 connections, backend tcp, via PMI-\(version) over PMI_FD"), "\(run.output)")

@@ -24,6 +24,34 @@ struct SlurmTests {
         #expect(Set(run.nodes.values) == ["n1", "n2", "n3"], "\(run.output)")
     }
 
+    @Test("the MPI runtime under srun: the job secret drawn by rank 0 and passed through PMI, addresses exchanged, connections on first use", arguments: [
+        ("pmi2", "PMI-2 over PMI_FD"),
+        ("pmix", "PMIx through libpmix.so.2"),
+    ])
+    func runtime(mpi: String, protocolName: String) throws {
+        let run = try Slurm.srun(["-N3", "-n6", "--mpi=\(mpi)", Slurm.runtimeCheck, "ring"])
+        #expect(run.status == 0, "\(run.output)")
+        for rank in 0..<6 {
+            #expect(run.output.contains("rank \(rank) of 6: ring ok, 2 connections, backend tcp, via \(protocolName)"), "\(run.output)")
+        }
+        let aborted = try Slurm.srun(["-N3", "-n6", "--mpi=\(mpi)", Slurm.runtimeCheck, "abort", "4"])
+        #expect(aborted.status != 0)
+        #expect(aborted.output.contains("[rank 4] error: aborting the job: rank 4 aborts on purpose"), "\(aborted.output)")
+        #expect(!aborted.output.contains("still running"))
+    }
+
+    @Test("the MPI runtime with each node's ranks in its own network namespace: every rank reachable at its namespace's address")
+    func runtimeInNamespaces() throws {
+        try Slurm.script("slurm-netns.sh", "up")
+        defer { try? Slurm.script("slurm-netns.sh", "down") }
+        let run = try Slurm.srun(["-N3", "-n6", "--mpi=pmi2", Slurm.scriptPath("slurm-netns-task.sh"), Slurm.runtimeCheck, "all"])
+        #expect(run.status == 0, "\(run.output)")
+        for rank in 0..<6 { #expect(run.output.contains("rank \(rank) of 6: all ok, 5 connections"), "\(run.output)") }
+        let addresses = run.output.split(separator: "\n").filter { $0.contains("all ok") }.compactMap { $0.split(separator: " ").last.map(String.init) }
+        #expect(addresses.count == 6 && addresses.allSatisfy { $0.hasPrefix("10.78.0.") }, "\(addresses)")
+        #expect(Set(addresses).count == 3, "two ranks per node namespace: \(addresses)")
+    }
+
     @Test("PMI-2 with each node's ranks in a network namespace of its own, through a task wrapper")
     func namespaces() throws {
         try Slurm.script("slurm-netns.sh", "up")
@@ -95,6 +123,7 @@ enum Slurm {
     static let enabled = ProcessInfo.processInfo.environment["FABRIC_TEST_SLURM"] == "1"
 
     static var rank: String { Hydra.rank }
+    static var runtimeCheck: String { URL(fileURLWithPath: Hydra.rank).deletingLastPathComponent().appendingPathComponent("mpi-runtime-check").path }
 
     /// The package's scripts folder, found from this file's place.
     static func scriptPath(_ name: String) -> String {
@@ -145,6 +174,11 @@ enum Slurm {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        // srun passes its environment on to the tasks: the job secret must
+        // come from the job (rank 0, through PMI), not from the test run.
+        var environment = ProcessInfo.processInfo.environment
+        environment["FABRIC_JOB_SECRET"] = nil
+        process.environment = environment
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
