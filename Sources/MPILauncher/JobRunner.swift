@@ -40,6 +40,8 @@ public final class JobRunner {
     /// A PMI-2 abort waiting for its rank's exit status.
     private var pendingAbort: (rank: Int, message: String, until: ContinuousClock.Instant)?
     private var localFenceValues: [String: String]?
+    /// The proxy whose host runs rank 0: mpirun's standard input goes there.
+    private var inputProxy: ProxyLink?
 
     /// `localHosts`: the plan's hosts that are this machine. `log` prints
     /// mpirun's own messages (to standard error).
@@ -96,7 +98,7 @@ public final class JobRunner {
                 return RankGroup.Launch(
                     rank: planned.rank, program: application.program, arguments: application.arguments,
                     environment: variables.map { "\($0.key)=\($0.value)" }.sorted(),
-                    workingDirectory: application.workingDirectory ?? request.workingDirectory, readsStandardInput: planned.rank == 0)
+                    workingDirectory: application.workingDirectory ?? request.workingDirectory, input: planned.rank == 0 ? .inherited : .none)
             }
             let writer = self.writer
             group = try RankGroup(launches, size: plan.size, context: context) { rank, isError, data in
@@ -121,11 +123,14 @@ public final class JobRunner {
             for proxy in proxies where proxy.phase != .failed {
                 if !proxy.reader.ended { descriptors.append(pollfd(fd: proxy.reader.descriptor, events: Int16(POLLIN), revents: 0)) }
             }
+            if let inputProxy, inputProxy.phase == .running { descriptors.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
             let ready = poll(&descriptors, nfds_t(descriptors.count), pollTimeout(until: outputsDrainedBy))
             if ready < 0 && errno != EINTR { throw LaunchError("poll failed: \(String(cString: strerror(errno)))") }
             for entry in descriptors where entry.revents != 0 {
                 if entry.fd == signals {
                     for number in LauncherSignals.drain(signals) { handleSignal(number) }
+                } else if entry.fd == 0 {
+                    forwardInput()
                 } else if let proxy = proxies.first(where: { $0.reader.descriptor == entry.fd }) {
                     handleReadable(proxy)
                 } else if let events = group?.handle(descriptor: entry.fd, revents: entry.revents) {
@@ -159,6 +164,7 @@ public final class JobRunner {
         for (name, value) in variables { proxy.send(.environment(application: nil, name: name, value: value)) }
         for planned in ranks { proxy.send(.rank(rank: planned.rank, application: planned.application)) }
         proxy.send(.start)
+        if ranks.contains(where: { $0.rank == 0 }) { inputProxy = proxy }
     }
 
     private func handleReadable(_ proxy: ProxyLink) {
@@ -190,6 +196,21 @@ public final class JobRunner {
         if proxy.reader.ended && proxy.phase != .done && proxy.phase != .failed && proxy.channelClosedAt == nil {
             // The shell's exit status says more; it follows in a moment.
             proxy.channelClosedAt = .now
+        }
+    }
+
+    /// One read of mpirun's standard input (poll said it would not block;
+    /// the descriptor is shared with the shell, so it stays blocking), down
+    /// to rank 0's proxy.
+    private func forwardInput() {
+        guard let proxy = inputProxy else { return }
+        var chunk = [UInt8](repeating: 0, count: 16384)
+        let count = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+        if count > 0 {
+            proxy.send(.input(data: Array(chunk[..<count])))
+        } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+            proxy.send(.inputEnd)
+            inputProxy = nil
         }
     }
 

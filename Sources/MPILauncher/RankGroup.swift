@@ -14,7 +14,7 @@ final class RankGroup {
         /// `NAME=value` strings, PMI's variables included by `start`.
         var environment: [String]
         var workingDirectory: String?
-        var readsStandardInput: Bool
+        var input: RankSpawner.Input
     }
 
     enum Event {
@@ -24,6 +24,8 @@ final class RankGroup {
 
     private(set) var processes: [Int: pid_t] = [:]
     private(set) var ends: [Int: RankEnd] = [:]
+    /// Write ends of ranks' standard input pipes.
+    private var inputs: [Int: Int32] = [:]
     private var outputs: [OutputForwarder] = []
     private let server: PMIServer
     let ranks: [Int]
@@ -41,13 +43,14 @@ final class RankGroup {
             do {
                 started = try RankSpawner.start(
                     program: launch.program, arguments: launch.arguments, environment: environment,
-                    workingDirectory: launch.workingDirectory, inheritStandardInput: launch.readsStandardInput)
+                    workingDirectory: launch.workingDirectory, input: launch.input)
             } catch {
                 for processID in processes.values { RankSpawner.signal(processID, SIGKILL) }
                 for descriptor in serverRanks.map(\.descriptor) { Glibc.close(descriptor) }
                 throw LaunchError("rank \(launch.rank): \(error.message)")
             }
             processes[launch.rank] = started.processID
+            if let descriptor = started.standardInput { inputs[launch.rank] = descriptor }
             serverRanks.append((launch.rank, started.pmi))
             outputs.append(OutputForwarder(descriptor: started.standardOutput, rank: launch.rank, isError: false, sink: output))
             outputs.append(OutputForwarder(descriptor: started.standardError, rank: launch.rank, isError: true, sink: output))
@@ -100,5 +103,25 @@ final class RankGroup {
         }
     }
 
-    func close() { server.closeAll() }
+    /// Passes input to a rank that reads it through a pipe; a rank that
+    /// stopped reading loses the rest.
+    func write(input: [UInt8], to rank: Int) {
+        guard let descriptor = inputs[rank] else { return }
+        var offset = 0
+        while offset < input.count {
+            let written = input.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress! + offset, $0.count - offset) }
+            if written > 0 { offset += written } else if errno != EINTR { return }
+        }
+    }
+
+    /// The end of a rank's input.
+    func endInput(of rank: Int) {
+        if let descriptor = inputs.removeValue(forKey: rank) { Glibc.close(descriptor) }
+    }
+
+    func close() {
+        server.closeAll()
+        for descriptor in inputs.values { Glibc.close(descriptor) }
+        inputs.removeAll()
+    }
 }

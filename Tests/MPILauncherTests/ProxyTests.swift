@@ -15,6 +15,7 @@ struct ProxyTests {
             .fence, .abort(rank: 1, exitCode: 9, message: "why not"), .abort(rank: 1, exitCode: nil, message: ""),
             .ended(rank: 4, end: .exited(3)), .ended(rank: 4, end: .killed(9)), .failed(rank: 0, reason: "it left"),
             .state(rank: 5, processID: 123, text: "waiting in a fence"), .problem("no such program"), .done,
+            .input(data: Array("typed\n".utf8) + [0xff]), .inputEnd,
         ]
         for message in messages {
             let line = message.line
@@ -69,6 +70,13 @@ struct ProxyTests {
         let run = try Launch.run(["--launcher-exec", here, "-H", "localhost:1,node-a:2,node-b:1", "-n", "4", Launch.rank])
         #expect(run.status == 0, "\(run.output)")
         for rank in 0..<4 { #expect(run.output.contains("rank \(rank) of 4 via PMI-2 over PMI_FD: 4 values checked"), "\(run.output)") }
+        // mpirun's standard input reaches rank 0 on another host, and only it.
+        let input = try Launch.run(
+            ["--launcher-exec", here, "-H", "node-a:2", "-n", "2", "sh", "-c", "echo \"rank $PMI_RANK read: $(cat | tr '\\n' '|')\""],
+            input: "line one\nline two\n")
+        #expect(input.status == 0, "\(input.output)")
+        #expect(input.output.contains("rank 0 read: line one|line two|"), "\(input.output)")
+        #expect(input.output.contains("rank 1 read: \n"), "\(input.output)")
         let refused = try Launch.run(["--launcher-exec", liar, "-H", "node-a:1", "-n", "1", Launch.rank])
         #expect(refused.status == 1)
         #expect(refused.output.contains("host node-a: the proxy could not prove it knows the job secret"), "\(refused.output)")

@@ -45,6 +45,34 @@ struct MultiHostTests {
         #expect(Job.processes(containing: marker).isEmpty)
     }
 
+    @Test("Ctrl-C reaches the ranks on every host")
+    func interrupted() throws {
+        let marker = "fabric-test-\(UInt64.random(in: 0...UInt64.max))"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        process.arguments = ["netns", "exec", "fabric-h1", Job.mpirun, "--launcher-exec", MultiHost.sshCommand, "-f", MultiHost.hostFile, "-n", "6",
+                             "sh", "-c", "trap 'echo rank $PMI_RANK got it; exit 5' INT; echo ready; sleep 30 & wait # \(marker)"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["FABRIC_JOB_SECRET"] = nil
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        // Every rank (three hosts, two through ssh) is up with its trap set.
+        var seen = ""
+        let deadline = ContinuousClock.now + .seconds(30)
+        while seen.components(separatedBy: "ready").count < 7 && ContinuousClock.now < deadline {
+            seen += String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self)
+        }
+        kill(process.processIdentifier, SIGINT)
+        seen += String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 128 + SIGINT, "\(seen)")
+        for rank in 0..<6 { #expect(seen.contains("rank \(rank) got it"), "\(seen)") }
+        #expect(Job.processes(containing: marker).isEmpty)
+    }
+
     @Test("an abort on another host ends the job with its exit code")
     func remoteAbort() throws {
         let run = try MultiHost.mpirun(["-f", MultiHost.hostFile, "-n", "6", Job.check, "abort", "5"])

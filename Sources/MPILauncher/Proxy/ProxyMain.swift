@@ -89,7 +89,8 @@ enum ProxyMain {
             for (name, value) in programVariables[application] ?? [] { variables[name] = value }
             launches.append(RankGroup.Launch(
                 rank: rank, program: program.program, arguments: arguments[application] ?? [],
-                environment: variables.map { "\($0.key)=\($0.value)" }.sorted(), workingDirectory: program.directory, readsStandardInput: false))
+                environment: variables.map { "\($0.key)=\($0.value)" }.sorted(), workingDirectory: program.directory,
+                input: rank == 0 ? .pipe : .none))
         }
         let group = try RankGroup(launches, size: size, context: context) { rank, isError, data in
             up.send(.output(rank: rank, isError: isError, data: Array(data)))
@@ -133,6 +134,8 @@ enum ProxyMain {
                             fenceValues.removeAll()
                         case .signal(let number):
                             group.signalRunning(number)
+                        case .input(let data): group.write(input: data, to: 0)
+                        case .inputEnd: group.endInput(of: 0)
                         case .report:
                             for item in group.unfinished() {
                                 up.send(.state(rank: item.rank, processID: item.processID, text: item.state))

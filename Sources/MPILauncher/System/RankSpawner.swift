@@ -9,18 +9,29 @@ enum RankSpawner {
     /// The descriptor number a rank finds its PMI socket at (`PMI_FD`).
     static let pmiDescriptor: Int32 = 3
 
+    /// What a rank reads as its standard input.
+    enum Input {
+        /// mpirun's own (rank 0 on mpirun's host).
+        case inherited
+        /// Nothing: /dev/null.
+        case none
+        /// A pipe whose write end the launcher keeps (rank 0 on a proxy's
+        /// host: what mpirun reads comes down the channel).
+        case pipe
+    }
+
     struct Started {
         let processID: pid_t
+        /// The write end of the rank's standard input, for `.pipe`.
+        let standardInput: Int32?
         /// The launcher's end of the rank's PMI socket.
         let pmi: Int32
         let standardOutput: Int32
         let standardError: Int32
     }
 
-    /// `inheritStandardInput`: rank 0 reads mpirun's standard input;
-    /// the others read /dev/null.
     static func start(
-        program: String, arguments: [String], environment: [String], workingDirectory: String?, inheritStandardInput: Bool
+        program: String, arguments: [String], environment: [String], workingDirectory: String?, input: Input
     ) throws(LaunchError) -> Started {
         var pmi: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pmi) == 0 else {
@@ -33,15 +44,26 @@ enum RankSpawner {
             for descriptor in pmi + output + errors where descriptor >= 0 { close(descriptor) }
             throw LaunchError("cannot make output pipes for \(program): \(String(cString: strerror(code)))")
         }
+        var inputPipe: [Int32] = [-1, -1]
+        if case .pipe = input, launcher_pipe(&inputPipe) != 0 {
+            let code = errno
+            for descriptor in pmi + output + errors { close(descriptor) }
+            throw LaunchError("cannot make an input pipe for \(program): \(String(cString: strerror(code)))")
+        }
         defer {
             close(pmi[1])
             close(output[1])
             close(errors[1])
+            if inputPipe[0] >= 0 { close(inputPipe[0]) }
         }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        if !inheritStandardInput { posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) }
+        switch input {
+        case .inherited: break
+        case .none: posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        case .pipe: posix_spawn_file_actions_adddup2(&actions, inputPipe[0], 0)
+        }
         posix_spawn_file_actions_adddup2(&actions, output[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
         posix_spawn_file_actions_adddup2(&actions, pmi[1], pmiDescriptor)
@@ -71,9 +93,12 @@ enum RankSpawner {
             close(pmi[0])
             close(output[0])
             close(errors[0])
+            if inputPipe[1] >= 0 { close(inputPipe[1]) }
             throw LaunchError("cannot start '\(program)': \(String(cString: strerror(status)))")
         }
-        return Started(processID: processID, pmi: pmi[0], standardOutput: output[0], standardError: errors[0])
+        return Started(
+            processID: processID, standardInput: inputPipe[1] >= 0 ? inputPipe[1] : nil, pmi: pmi[0],
+            standardOutput: output[0], standardError: errors[0])
     }
 
     /// A remote shell to another host (ssh HOST COMMAND), its standard

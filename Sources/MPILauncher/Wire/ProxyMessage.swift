@@ -34,6 +34,9 @@ enum ProxyMessage: Equatable, Sendable {
     case signal(Int32)
     /// Asks what each unfinished rank is doing.
     case report
+    /// mpirun's standard input, for rank 0 on the proxy's host; then its end.
+    case input(data: [UInt8])
+    case inputEnd
 
     // proxy to mpirun
     case proof(String)
@@ -70,6 +73,8 @@ enum ProxyMessage: Equatable, Sendable {
         case .fenceDone: return "fence-done\n"
         case .signal(let number): return words("signal", [("number", String(number))])
         case .report: return "report\n"
+        case .input(let data): return words("input", [], raw: [("data", PMIValueText.encode(bytes: data))])
+        case .inputEnd: return "input-end\n"
         case .proof(let value): return words("proof", [("value", value)])
         case .started: return "started\n"
         case .output(let rank, let isError, let data):
@@ -136,6 +141,12 @@ enum ProxyMessage: Equatable, Sendable {
         case "fence-done": self = .fenceDone
         case "signal": self = .signal(try code("number"))
         case "report": self = .report
+        case "input":
+            guard let encoded = rawFields["data"], let data = PMIValueText.decodeBytes(encoded) else {
+                throw LaunchError("proxy message 'input' has no readable data")
+            }
+            self = .input(data: data)
+        case "input-end": self = .inputEnd
         case "proof": self = .proof(try text("value"))
         case "started": self = .started
         case "output":
