@@ -108,7 +108,7 @@ let package = Package(
         .target(name: "CLauncherShims"),
         .target(
             name: "MPILauncher",
-            dependencies: ["PMI", "CLauncherShims", "FabricSupport", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["PMI", "CLauncherShims", "FabricCore", "FabricSupport", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .executableTarget(name: "mpirun", dependencies: ["MPILauncher"]),
         .executableTarget(name: "mpiexec", dependencies: ["MPILauncher"]),

@@ -1,3 +1,4 @@
+import FabricCore
 import Glibc
 
 /// The whole of mpirun and mpiexec (one program under two names): reads
@@ -5,7 +6,7 @@ import Glibc
 /// status.
 public enum LauncherMain {
     public static func run(arguments: [String]) -> Int32 {
-        let environment = processEnvironment()
+        let environment = ProcessEnvironment.variables()
         // On another host, started by mpirun through the remote shell.
         if arguments == ["--proxy"] { return ProxyMain.run(environment: environment) }
         do throws(LaunchError) {
@@ -43,16 +44,6 @@ public enum LauncherMain {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    static func processEnvironment() -> [String: String] {
-        var environment: [String: String] = [:]
-        var entry = environ
-        while let pointer = entry.pointee {
-            let text = String(cString: pointer)
-            if let equals = text.firstIndex(of: "=") { environment[String(text[..<equals])] = String(text[text.index(after: equals)...]) }
-            entry += 1
-        }
-        return environment
-    }
 
     static func localHostName() -> String {
         var name = [UInt8](repeating: 0, count: 256)

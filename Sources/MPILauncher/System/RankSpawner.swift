@@ -72,17 +72,8 @@ enum RankSpawner {
         if let workingDirectory { launcher_spawn_change_directory(&actions, workingDirectory) }
 
         var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
+        prepareAttributes(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        // The launcher blocks the signals it reads through a descriptor;
-        // the rank starts with none blocked and default handlers.
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = LauncherSignals.set
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
 
         let argv = ([program] + arguments).map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
@@ -133,15 +124,8 @@ enum RankSpawner {
         posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
         launcher_spawn_close_from(&actions, 3)
         var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
+        prepareAttributes(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t()
-        sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        var defaults = LauncherSignals.set
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
         let argv = command.map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
         defer { (argv + envp).forEach { free($0) } }
@@ -157,6 +141,22 @@ enum RankSpawner {
             _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) | O_NONBLOCK)
         }
         return RemoteShell(processID: processID, input: input[1], output: output[0], errors: errors[0])
+    }
+
+    /// What every child of the launcher starts with: the signals the
+    /// launcher reads through a descriptor are blocked in it, so the child
+    /// gets none blocked and default handlers; and a process group of its
+    /// own, so that the terminal's Ctrl-C reaches mpirun, which passes it
+    /// on, and a signal to the group reaches whatever the child starts.
+    private static func prepareAttributes(_ attributes: inout posix_spawnattr_t) {
+        posix_spawnattr_init(&attributes)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var defaults = LauncherSignals.set
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
     }
 
     /// This program's own path, for starting it as a proxy elsewhere.

@@ -6,7 +6,7 @@
 /// extra keys (`msg=`), a reply without `rc` (meaning success), and a
 /// server message whose `msg=` text has spaces in it. Reading accepts all
 /// of them; writing refuses what a server could not read back.
-public struct PMI1Message: Hashable, Sendable, CustomStringConvertible {
+public struct PMI1Message: PMICommandMessage, CustomStringConvertible {
     /// The longest line, newline included, that both servers accept.
     public static let maximumLineLength = 1024
     /// Hydra's and Slurm's limits, as their `get_maxes` report them.
@@ -21,17 +21,6 @@ public struct PMI1Message: Hashable, Sendable, CustomStringConvertible {
     public init(_ command: String, _ fields: [(key: String, value: String)] = []) {
         self.command = command
         self.fields = fields
-    }
-
-    /// The value of the first field named `key`.
-    public subscript(key: String) -> String? {
-        fields.first(where: { $0.key == key })?.value
-    }
-
-    /// The reply's return code: 0 when the reply carries none.
-    public var returnCode: Int? {
-        guard let text = self["rc"] else { return 0 }
-        return Int(text)
     }
 
     /// The line without its newline.
@@ -93,19 +82,6 @@ public struct PMI1Message: Hashable, Sendable, CustomStringConvertible {
         }
         self.command = command.value
         self.fields = fields
-    }
-
-    public static func == (left: PMI1Message, right: PMI1Message) -> Bool {
-        left.command == right.command && left.fields.map(\.key) == right.fields.map(\.key)
-            && left.fields.map(\.value) == right.fields.map(\.value)
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(command)
-        for field in fields {
-            hasher.combine(field.key)
-            hasher.combine(field.value)
-        }
     }
 
     private static func split(_ word: some Collection<UInt8>) -> (key: String, value: String)? {

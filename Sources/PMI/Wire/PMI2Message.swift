@@ -6,7 +6,7 @@
 /// Hydra on the left, `"   113"`): reading trims both. Neither server
 /// honours the specification's `;;` escape (both cut a value at its first
 /// `;`), so writing refuses a `;` in a value instead of escaping it.
-public struct PMI2Message: Hashable, Sendable, CustomStringConvertible {
+public struct PMI2Message: PMICommandMessage, CustomStringConvertible {
     public static let lengthFieldSize = 6
     /// The longest payload either server handles.
     public static let maximumPayloadLength = 64 * 1024
@@ -20,16 +20,6 @@ public struct PMI2Message: Hashable, Sendable, CustomStringConvertible {
     public init(_ command: String, _ fields: [(key: String, value: String)] = []) {
         self.command = command
         self.fields = fields
-    }
-
-    public subscript(key: String) -> String? {
-        fields.first(where: { $0.key == key })?.value
-    }
-
-    /// The reply's return code: 0 when the reply carries none.
-    public var returnCode: Int? {
-        guard let text = self["rc"] else { return 0 }
-        return Int(text)
     }
 
     /// The payload as text.
@@ -100,19 +90,6 @@ public struct PMI2Message: Hashable, Sendable, CustomStringConvertible {
         guard let command else { throw PMIError(.malformedMessage, "PMI-2 message is empty") }
         self.command = command
         self.fields = fields
-    }
-
-    public static func == (left: PMI2Message, right: PMI2Message) -> Bool {
-        left.command == right.command && left.fields.map(\.key) == right.fields.map(\.key)
-            && left.fields.map(\.value) == right.fields.map(\.value)
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(command)
-        for field in fields {
-            hasher.combine(field.key)
-            hasher.combine(field.value)
-        }
     }
 
     private static func check(_ word: String, what: String, limit: Int) throws(PMIError) {
