@@ -124,8 +124,8 @@ let package = Package(
         .executableTarget(name: "fabric-example", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank", "mpi-runtime-check", "FabricTestSupport"]),
-        .testTarget(name: "MPITests", dependencies: ["MPI", "mpi-runtime-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
-        .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "mpirun", "mpiexec", "pmi-test-rank"]),
+        .testTarget(name: "MPITests", dependencies: ["MPI", "FabricTestSupport", "mpi-runtime-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
+        .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "FabricTestSupport", "mpirun", "mpiexec", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
         // fabric-example: built with the tests, which run it.
         .testTarget(name: "FabricTests", dependencies: ["Fabric", "FabricTestSupport", "fabric-example"]),

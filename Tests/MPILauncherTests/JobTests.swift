@@ -1,3 +1,4 @@
+import FabricTestSupport
 import Foundation
 import Testing
 
@@ -74,7 +75,7 @@ struct JobTests {
         #expect(run.status == status, "\(run.output)")
         #expect(run.output.contains(naming) && run.output.contains(cause), "\(run.output)")
         #expect(ContinuousClock.now - started < .seconds(3))
-        #expect(Launch.processes(containing: marker).isEmpty)
+        #expect(ProcessTable.live(commandLineContaining: marker).isEmpty)
     }
 
     @Test("an abort ends the job with the rank's exit code")
@@ -82,7 +83,7 @@ struct JobTests {
         let run = try Launch.run(["-n", "3", Launch.rank, "abort", "1"], environment: ["FABRIC_PMI_VERSION": "1"])
         #expect(run.status == 7, "\(run.output)")
         #expect(run.output.contains("rank 1 on") && run.output.contains("called abort with exit code 7"))
-        #expect(Launch.processes(containing: "pmi-test-rank").isEmpty)
+        #expect(ProcessTable.live(named: "pmi-test-rank").isEmpty)
     }
 
     @Test("Ctrl-C and SIGTERM reach every rank and end the job", arguments: [SIGINT, SIGTERM])
@@ -103,7 +104,7 @@ struct JobTests {
         #expect(run.status == 128 + signal, "\(run.output)")
         #expect(ContinuousClock.now - started < .seconds(2))
         for rank in 0..<3 { #expect(run.output.contains("rank \(rank) got it"), "\(run.output)") }
-        #expect(Launch.processes(containing: marker).isEmpty)
+        #expect(ProcessTable.live(commandLineContaining: marker).isEmpty)
     }
 
     @Test("--timeout names the ranks that have not finished and what they wait for, then ends the job")
@@ -116,7 +117,7 @@ struct JobTests {
         #expect(run.output.contains("rank 1 on"))
         #expect(run.output.contains("has not initialised PMI"))
         #expect(ContinuousClock.now - started < .seconds(5))
-        #expect(Launch.processes(containing: marker).isEmpty)
+        #expect(ProcessTable.live(commandLineContaining: marker).isEmpty)
     }
 
     @Test("bad command lines and programs end at once with a message and status 1, starting nothing", arguments: [
@@ -206,24 +207,4 @@ enum Launch {
     }
 
     static func marker() -> String { "fabric-test-\(UInt64.random(in: 0...UInt64.max))" }
-
-    /// Live processes whose command line contains `text` (zombies
-    /// excluded), after giving killed ones a moment to go.
-    static func processes(containing text: String) -> [String] {
-        let deadline = ContinuousClock.now + .seconds(1)
-        while !scan(text).isEmpty && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
-        return scan(text)
-    }
-
-    private static func scan(_ text: String) -> [String] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { entry in
-            guard Int(entry) != nil, Int32(entry) != getpid(),
-                let commandLine = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(entry)/cmdline")),
-                String(decoding: commandLine, as: UTF8.self).contains(text),
-                let status = try? String(contentsOfFile: "/proc/\(entry)/status", encoding: .utf8), !status.contains("State:\tZ")
-            else { return nil }
-            return entry
-        }
-    }
 }

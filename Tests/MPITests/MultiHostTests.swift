@@ -1,3 +1,4 @@
+import FabricTestSupport
 import Foundation
 import Testing
 
@@ -21,7 +22,7 @@ struct MultiHostTests {
             let rank = Int(line.split(separator: " ")[1])!
             #expect(line.hasSuffix("reachable at 10.78.0.\(rank / 2 + 1)"), "\(line)")
         }
-        #expect(Job.processes(named: "mpi-runtime-check").isEmpty)
+        #expect(ProcessTable.live(named: "mpi-runtime-check").isEmpty)
     }
 
     @Test("the host file and remote shell from the variables the Kubernetes MPI operator sets")
@@ -42,7 +43,7 @@ struct MultiHostTests {
         #expect(run.status == 137, "\(run.output)")
         #expect(run.output.contains("rank 3 on 10.78.0.2 was killed by signal 9 (SIGKILL)"), "\(run.output)")
         #expect(ContinuousClock.now - started < .seconds(6))
-        #expect(Job.processes(containing: marker).isEmpty)
+        #expect(ProcessTable.live(commandLineContaining: marker).isEmpty)
     }
 
     @Test("Ctrl-C reaches the ranks on every host")
@@ -70,7 +71,7 @@ struct MultiHostTests {
         process.waitUntilExit()
         #expect(process.terminationStatus == 128 + SIGINT, "\(seen)")
         for rank in 0..<6 { #expect(seen.contains("rank \(rank) got it"), "\(seen)") }
-        #expect(Job.processes(containing: marker).isEmpty)
+        #expect(ProcessTable.live(commandLineContaining: marker).isEmpty)
     }
 
     @Test("an abort on another host ends the job with its exit code")
@@ -78,7 +79,7 @@ struct MultiHostTests {
         let run = try MultiHost.mpirun(["-f", MultiHost.hostFile, "-n", "6", Job.check, "abort", "5"])
         #expect(run.status == 9, "\(run.output)")
         #expect(run.output.contains("rank 5 on 10.78.0.3 called abort with exit code 9"), "\(run.output)")
-        #expect(Job.processes(named: "mpi-runtime-check").isEmpty)
+        #expect(ProcessTable.live(named: "mpi-runtime-check").isEmpty)
     }
 
     @Test("an unreachable host, or a remote shell that cannot start, ends the job with a message naming it", arguments: [
@@ -92,7 +93,7 @@ struct MultiHostTests {
         #expect(run.status == 1, "\(run.output)")
         #expect(run.output.contains(naming), "\(run.output)")
         #expect(ContinuousClock.now - started < .seconds(15))
-        #expect(Job.processes(named: "mpi-runtime-check").isEmpty)
+        #expect(ProcessTable.live(named: "mpi-runtime-check").isEmpty)
     }
 }
 

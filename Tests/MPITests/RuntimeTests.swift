@@ -1,3 +1,4 @@
+import FabricTestSupport
 import Foundation
 import Testing
 
@@ -50,7 +51,7 @@ struct RuntimeTests {
         #expect(run.output.contains("[rank 1] error: aborting the job: rank 1 aborts on purpose"), "\(run.output)")
         #expect(!run.output.contains("still running"))
         #expect(ContinuousClock.now - started < .seconds(10))
-        #expect(Job.processes(named: "mpi-runtime-check").isEmpty)
+        #expect(ProcessTable.live(named: "mpi-runtime-check").isEmpty)
     }
 
     @Test("on a timeout each rank says what it waits for, and mpirun names the ranks still running")
@@ -60,7 +61,7 @@ struct RuntimeTests {
         #expect(run.output.contains("[rank 1] waiting for: a runtime message from rank 2"), "\(run.output)")
         #expect(run.output.contains("[rank 2] waiting for: a runtime message from rank 1, in the finalize barrier (round 1 of 2)"), "\(run.output)")
         #expect(run.output.contains("mpirun:   rank 1 on"))
-        #expect(Job.processes(named: "mpi-runtime-check").isEmpty)
+        #expect(ProcessTable.live(named: "mpi-runtime-check").isEmpty)
     }
 
     @Test("ranks that chose different backends fail initialisation, naming both hosts and why each chose")
@@ -69,7 +70,7 @@ struct RuntimeTests {
         #expect(run.status == 1)
         #expect(run.output.contains("chose the tcp backend"), "\(run.output)")
         #expect(run.output.contains("but rank 0 on far-host chose verbs (RDMA device rxe0 has an active port)"), "\(run.output)")
-        #expect(Job.processes(named: "pmi-test-rank").isEmpty && Job.processes(named: "mpi-runtime-check").isEmpty)
+        #expect(ProcessTable.live(named: "pmi-test-rank").isEmpty && ProcessTable.live(named: "mpi-runtime-check").isEmpty)
     }
 
     @Test("mpiinfo shows the bootstrap its launcher offers, the backend, and each setting, never the secret's value")
@@ -124,38 +125,5 @@ enum Job {
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         return (process.terminationStatus, output)
-    }
-
-    /// Live processes whose command line contains `text`, after giving
-    /// killed ones a moment.
-    static func processes(containing text: String) -> [String] {
-        func scan() -> [String] {
-            let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-            return entries.filter { entry in
-                guard Int(entry) != nil, Int32(entry) != getpid(),
-                    let commandLine = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(entry)/cmdline")),
-                    String(decoding: commandLine, as: UTF8.self).contains(text),
-                    let status = try? String(contentsOfFile: "/proc/\(entry)/status", encoding: .utf8)
-                else { return false }
-                return !status.contains("State:\tZ")
-            }
-        }
-        let deadline = ContinuousClock.now + .seconds(1)
-        while !scan().isEmpty && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
-        return scan()
-    }
-
-    /// Live processes of that name, after giving killed ones a moment.
-    static func processes(named name: String) -> [String] {
-        func scan() -> [String] {
-            let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-            return entries.filter { entry in
-                guard Int(entry) != nil, let status = try? String(contentsOfFile: "/proc/\(entry)/status", encoding: .utf8) else { return false }
-                return status.contains("Name:\t\(name.prefix(15))\n") && !status.contains("State:\tZ")
-            }
-        }
-        let deadline = ContinuousClock.now + .seconds(1)
-        while !scan().isEmpty && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.02) }
-        return scan()
     }
 }

@@ -1,3 +1,4 @@
+import FabricTestSupport
 import Foundation
 import Testing
 
@@ -28,10 +29,8 @@ struct HydraTests {
         // pmi-test-rank sleeps 30 s after its abort: an ignored abort shows.
         #expect(ContinuousClock.now - started < .seconds(10))
         #expect(!run.output.contains("still running"))
-        // Killed ranks may take a moment to go.
-        let deadline = ContinuousClock.now + .seconds(2)
-        while !Hydra.leftoverRanks().isEmpty && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.05) }
-        #expect(Hydra.leftoverRanks().isEmpty, "ranks left running: \(Hydra.leftoverRanks())")
+        let left = ProcessTable.live(named: "pmi-test-rank")
+        #expect(left.isEmpty, "ranks left running: \(left)")
     }
 }
 
@@ -55,17 +54,5 @@ enum Hydra {
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         return (process.terminationStatus, output)
-    }
-
-    /// pmi-test-rank processes still alive (zombies excluded).
-    static func leftoverRanks() -> [String] {
-        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-        return entries.compactMap { entry in
-            guard Int(entry) != nil,
-                let status = try? String(contentsOfFile: "/proc/\(entry)/status", encoding: .utf8),
-                status.contains("Name:\tpmi-test-rank"), !status.contains("State:\tZ")
-            else { return nil }
-            return entry
-        }
     }
 }
