@@ -72,9 +72,7 @@ public final class VerbsSharedReceiveQueue: FabricSharedReceiveQueue, @unchecked
 
     public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
         try domain.device.forkDetection.checkNotForked()
-        guard request.local.count <= maxScatterEntries else {
-            throw FabricError(.invalidArgument, "\(request.local.count) scatter entries; this shared receive queue allows \(maxScatterEntries)")
-        }
+        try WorkRequestValidation.check(sharedReceive: request, maxScatterEntries: maxScatterEntries)
         return try slots.withLock { (slots) throws(FabricError) -> PostResult in
             guard let slot = slots.take(request.id) else { return .wouldBlock }
             let wr = slots.scratch.receive(request.local, id: WorkRequestTag.receive | WorkRequestTag.shared | (UInt64(index) << 32) | UInt64(slot))
@@ -199,44 +197,25 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         var userSignaled: Bool
     }
 
-    /// Checks a request against the queue pair and the device: every
-    /// refusal names what was wrong.
+    /// Checks a request against the queue pair and the device (the rules
+    /// every backend shares, `WorkRequestValidation`) and works out its
+    /// verbs flags.
     @inline(__always)
     func prepare(_ request: SendWorkRequest) throws(FabricError) -> PreparedSend {
-        let local = request.local
-        guard local.count <= limits.maxSendScatterEntries else {
-            throw FabricError(.invalidArgument, "\(local.count) scatter entries; this queue pair allows \(limits.maxSendScatterEntries)")
-        }
-        let length = local.totalLength
+        try WorkRequestValidation.check(request, limits: limits, capabilities: device.capabilities, on: number)
         var flags: UInt32 = 0
-        if request.flags.contains(.inline) {
-            guard length <= UInt64(limits.maxInlineData) else {
-                throw FabricError(.invalidArgument, "inline payload of \(length) bytes; this queue pair allows \(limits.maxInlineData)")
-            }
-            flags |= IBV_SEND_INLINE.rawValue
-        }
         if request.flags.contains(.fence) { flags |= IBV_SEND_FENCE.rawValue }
-        guard length <= UInt64(device.capabilities.maxMessageSize) else {
-            throw FabricError(.invalidArgument, "a message of \(length) bytes; \(device.name) carries at most \(device.capabilities.maxMessageSize)")
-        }
         let opcode: CompletionOpcode
         switch request.operation {
-        case .send, .sendWithImmediate: opcode = .send
-        case .write, .writeWithImmediate: opcode = .write
+        case .send, .sendWithImmediate, .write, .writeWithImmediate:
+            opcode = request.operation.isSend ? .send : .write
+            // Inline means something only to a request that carries a payload.
+            if request.flags.contains(.inline) { flags |= IBV_SEND_INLINE.rawValue }
         case .read: opcode = .read
-        case .fetchAndAdd, .compareAndSwap:
-            opcode = request.operation.isFetchAndAdd ? .fetchAndAdd : .compareAndSwap
-            guard local.count == 1, length == 8 else {
-                throw FabricError(.invalidArgument, "\(request.operation.name) needs exactly one 8-byte local buffer")
-            }
-            guard request.operation.remoteAddress % 8 == 0 else {
-                throw FabricError(.invalidArgument, "\(request.operation.name) at remote address 0x\(String(request.operation.remoteAddress, radix: 16)): atomics need an 8-byte aligned address")
-            }
-            guard device.capabilities.atomics != .none else {
-                throw FabricError(.invalidArgument, "\(device.name) does not support atomics")
-            }
+        case .fetchAndAdd: opcode = .fetchAndAdd
+        case .compareAndSwap: opcode = .compareAndSwap
         }
-        return PreparedSend(flags: flags, opcode: opcode, length: length, userSignaled: request.flags.contains(.signaled))
+        return PreparedSend(flags: flags, opcode: opcode, length: request.local.totalLength, userSignaled: request.flags.contains(.signaled))
     }
 
     public func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
@@ -299,12 +278,7 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
 
     public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
         try device.forkDetection.checkNotForked()
-        guard work.shared == nil else {
-            throw FabricError(.invalidArgument, "\(number) takes its receives from a shared receive queue; post them there")
-        }
-        guard request.local.count <= limits.maxReceiveScatterEntries else {
-            throw FabricError(.invalidArgument, "\(request.local.count) scatter entries; this queue pair allows \(limits.maxReceiveScatterEntries) per receive")
-        }
+        try WorkRequestValidation.check(request, limits: limits, usesSharedReceiveQueue: work.shared != nil, on: number)
         return try work.receive.withLock { (ring) throws(FabricError) -> PostResult in
             if ring.isFull { return .wouldBlock }
             let wr = ring.scratch.receive(request.local, id: WorkRequestTag.receive | ring.posted)
@@ -325,20 +299,13 @@ extension VerbsQueuePair.PreparedSend {
 }
 
 extension SendOperation {
-    var isFetchAndAdd: Bool {
-        if case .fetchAndAdd = self { return true }
-        return false
-    }
-
-    /// The remote address of a one-sided operation (0 for sends).
-    var remoteAddress: UInt64 {
+    var isSend: Bool {
         switch self {
-        case .send, .sendWithImmediate: return 0
-        case .write(let remote), .writeWithImmediate(let remote, _), .read(let remote),
-             .fetchAndAdd(let remote, _), .compareAndSwap(let remote, _, _):
-            return remote.address
+        case .send, .sendWithImmediate: return true
+        default: return false
         }
     }
+
 }
 
 /// Builds verbs work requests on the stack: no allocation per post.

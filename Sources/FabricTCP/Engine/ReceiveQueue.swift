@@ -177,9 +177,7 @@ public final class TCPSharedReceiveQueue: FabricSharedReceiveQueue, @unchecked S
     }
 
     public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
-        guard request.local.count <= maxElements else {
-            throw FabricError(.invalidArgument, "receive \(request.id) has \(request.local.count) scatter entries; this shared receive queue allows \(maxElements)")
-        }
+        try WorkRequestValidation.check(sharedReceive: request, maxScatterEntries: maxElements)
         let domainID = ObjectIdentifier(domain)
         let outcome: Result<PostResult, FabricError> = ring.withLock { ring in
             if ring.isFull { return .success(.wouldBlock) }
