@@ -90,8 +90,7 @@ public final class TCPListener: FabricListener, @unchecked Sendable {  // mutabl
             if now >= limit { return nil }
             let until = min(limit, wake)
             let milliseconds = until == .max ? Int32(1000) : Int32(min((until - now) / 1_000_000 + 1, 1000))
-            var descriptor = pollfd(fd: poller.fd, events: Int16(POLLIN), revents: 0)
-            _ = Glibc.poll(&descriptor, 1, milliseconds)
+            _ = SystemCalls.poll(poller.fd, events: Int16(POLLIN), milliseconds: milliseconds)
         }
     }
 

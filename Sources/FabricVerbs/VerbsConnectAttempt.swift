@@ -228,8 +228,7 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
     func waitForProgress() {
         let remaining = deadline - ContinuousClock.now
         guard remaining > .zero else { return }
-        var descriptor = pollfd(fd: channel.fd, events: Int16(POLLIN), revents: 0)
-        _ = Glibc.poll(&descriptor, 1, max(1, min(1000, VerbsCompletionQueue.milliseconds(remaining))))
+        _ = SystemCalls.waitForInput(channel.fd, milliseconds: max(1, min(1000, VerbsCompletionQueue.milliseconds(remaining))))
     }
 }
 

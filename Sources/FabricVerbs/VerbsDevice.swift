@@ -211,7 +211,7 @@ extension MemoryAccess {
 
 /// Errors of the verbs backend, with what to do about them.
 enum VerbsError {
-    static func text(_ code: Int32) -> String { String(cString: strerror(code)) }
+    static func text(_ code: Int32) -> String { SystemCalls.errorText(code) }
 
     static func system(_ what: String, _ code: Int32 = errno) -> FabricError {
         FabricError(.system(errno: code), "\(what): \(text(code))")

@@ -171,7 +171,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         core.withLock { core in
             if core.state == .readyToSend { core.enterError(.flushed, .disconnected) }
             core.socketShut = true
-            _ = shutdown(core.fd, Int32(SHUT_RDWR))
+            SystemCalls.shutdown(core.fd)
         }
         detach()
     }

@@ -51,7 +51,7 @@ final class RegionRecord: Sendable {
         var spins = 0
         while state.load(ordering: .acquiring) != 1 {
             spins += 1
-            if spins > 1000 { sched_yieldShim() }
+            if spins > 1000 { SystemCalls.yield() }
         }
     }
 
@@ -62,10 +62,6 @@ final class RegionRecord: Sendable {
         let offset = address - base
         return offset <= length && count <= length - offset
     }
-}
-
-@inline(__always) func sched_yieldShim() {
-    _ = sched_yield()
 }
 
 import Glibc
