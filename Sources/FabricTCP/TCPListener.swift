@@ -89,7 +89,8 @@ public final class TCPListener: FabricListener, @unchecked Sendable {  // mutabl
             let now = MonotonicClock.now()
             if now >= limit { return nil }
             let until = min(limit, wake)
-            let milliseconds = until == .max ? Int32(1000) : Int32(min((until - now) / 1_000_000 + 1, 1000))
+            // A handshake's deadline may have passed since `drive` looked.
+            let milliseconds = until == .max ? Int32(1000) : until <= now ? 0 : Int32(min((until - now) / 1_000_000 + 1, 1000))
             _ = SystemCalls.poll(poller.fd, events: Int16(POLLIN), milliseconds: milliseconds)
         }
     }
