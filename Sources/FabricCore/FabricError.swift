@@ -37,10 +37,20 @@ public struct FabricError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public var kind: Kind
     public var message: String
+    /// For a work request that posting refused: the rule it broke (the
+    /// same on every backend; `WorkRequestValidation`). Nil otherwise.
+    public var workRequestRule: WorkRequestRule?
 
     public init(_ kind: Kind, _ message: String) {
         self.kind = kind
         self.message = message
+        workRequestRule = nil
+    }
+
+    public init(_ kind: Kind, _ message: String, rule: WorkRequestRule) {
+        self.kind = kind
+        self.message = message
+        workRequestRule = rule
     }
 
     public var description: String { message }

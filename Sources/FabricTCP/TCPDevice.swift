@@ -4,12 +4,6 @@ import FabricCore
 import Glibc
 import Logging
 
-/// A protection domain of the software NIC.
-public final class TCPProtectionDomain: FabricProtectionDomain, Sendable {
-    let device: TCPDeviceCore
-    init(device: TCPDeviceCore) { self.device = device }
-}
-
 /// The software NIC: the fabric API over ordinary TCP sockets, with a
 /// card's semantics (keys checked, data placed straight into registered
 /// memory, one-sided operations served by the device's progress thread).

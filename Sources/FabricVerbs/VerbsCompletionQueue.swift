@@ -40,7 +40,7 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
         guard let channel = ibv_create_comp_channel(device.context) else {
             throw VerbsError.system("creating a completion channel")
         }
-        ConnectionEvents.setNonBlocking(channel.pointee.fd)
+        SystemCalls.setNonBlocking(channel.pointee.fd)
         guard let cq = ibv_create_cq(device.context, Int32(capacity), nil, channel, 0) else {
             let code = errno
             ibv_destroy_comp_channel(channel)
@@ -145,9 +145,8 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
             return true
         }
         if ready { return true }
-        var descriptor = pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0)
-        let result = Glibc.poll(&descriptor, 1, timeout.map(Self.milliseconds) ?? -1)
-        if result < 0 && errno != EINTR {
+        let result = SystemCalls.waitForInput(channel.pointee.fd, milliseconds: timeout.map(Self.milliseconds) ?? -1)
+        if result < 0 {
             throw VerbsError.system("waiting on the completion channel")
         }
         return result != 0

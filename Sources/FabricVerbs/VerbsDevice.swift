@@ -197,22 +197,6 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
     }
 }
 
-/// A protection domain (ibv_pd). Regions and queue pairs keep it alive.
-public final class VerbsProtectionDomain: FabricProtectionDomain, @unchecked Sendable {  // immutable
-    let device: VerbsDevice
-    let pd: UnsafeMutablePointer<ibv_pd>
-
-    init(device: VerbsDevice, pd: UnsafeMutablePointer<ibv_pd>) {
-        self.device = device
-        self.pd = pd
-    }
-
-    deinit {
-        // In a forked child the handle is the parent's: leave it alone.
-        if !device.forkDetection.isForkedChild { ibv_dealloc_pd(pd) }
-    }
-}
-
 extension MemoryAccess {
     /// The verbs access flags of these rights.
     var verbsFlags: UInt32 {
@@ -227,7 +211,7 @@ extension MemoryAccess {
 
 /// Errors of the verbs backend, with what to do about them.
 enum VerbsError {
-    static func text(_ code: Int32) -> String { String(cString: strerror(code)) }
+    static func text(_ code: Int32) -> String { SystemCalls.errorText(code) }
 
     static func system(_ what: String, _ code: Int32 = errno) -> FabricError {
         FabricError(.system(errno: code), "\(what): \(text(code))")

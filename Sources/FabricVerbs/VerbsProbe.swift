@@ -72,13 +72,7 @@ public enum VerbsProbe {
     /// The network interface port 1 of an RDMA device sits on (RoCE and
     /// soft-RoCE; nil for InfiniBand or when sysfs does not say).
     static func networkInterface(of device: String) -> String? {
-        let path = "/sys/class/infiniband/\(device)/ports/1/gid_attrs/ndevs/0"
-        guard let file = fopen(path, "r") else { return nil }
-        defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 64)
-        guard fgets(&line, Int32(line.count), file) != nil else { return nil }
-        let name = String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return name.isEmpty ? nil : name
+        SystemCalls.firstLine(of: "/sys/class/infiniband/\(device)/ports/1/gid_attrs/ndevs/0")
     }
 
     /// The command that creates a soft-RoCE device, for error messages.

@@ -4,90 +4,6 @@ import FabricCore
 import Glibc
 import Synchronization
 
-/// A registered memory region (ibv_mr): the device pinned its pages.
-public final class VerbsMemoryRegion: FabricMemoryRegion, @unchecked Sendable {  // `mr` is taken once, under the lock
-    let domain: VerbsProtectionDomain
-    /// The ibv_mr's address; 0 once deregistered.
-    private let mr: Mutex<UInt>
-    public let address: UnsafeMutableRawPointer
-    public let length: Int
-    public let access: MemoryAccess
-    public let localKey: LocalKey
-    public let remoteKey: RemoteKey
-
-    init(domain: VerbsProtectionDomain, mr: UnsafeMutablePointer<ibv_mr>, access: MemoryAccess) {
-        self.domain = domain
-        address = mr.pointee.addr
-        length = mr.pointee.length
-        self.access = access
-        localKey = LocalKey(rawValue: mr.pointee.lkey)
-        remoteKey = RemoteKey(rawValue: mr.pointee.rkey)
-        self.mr = Mutex(UInt(bitPattern: mr))
-    }
-
-    deinit { try? deregister() }
-
-    public func deregister() throws(FabricError) {
-        guard !domain.device.forkDetection.isForkedChild else {
-            throw FabricError(.invalidState, "this object belongs to the parent of a fork(); a child process must open its own device")
-        }
-        let code: Int32 = mr.withLock { handle in
-            guard let region = UnsafeMutablePointer<ibv_mr>(bitPattern: handle) else { return 0 }
-            let code = ibv_dereg_mr(region)
-            if code == 0 { handle = 0 }
-            return code
-        }
-        if code != 0 { throw VerbsError.system("deregistering \(length) bytes", code) }
-    }
-}
-
-/// A shared receive queue (ibv_srq).
-public final class VerbsSharedReceiveQueue: FabricSharedReceiveQueue, @unchecked Sendable {  // mutable state is behind `slots`
-    let domain: VerbsProtectionDomain
-    let srq: UnsafeMutablePointer<ibv_srq>
-    let slots: Mutex<SharedReceiveSlots>
-    let maxScatterEntries: Int
-    /// Names the queue in work request ids (see WorkTables.swift).
-    let index: UInt32
-
-    private static let nextIndex = Atomic<UInt32>(0)
-
-    init(domain: VerbsProtectionDomain, capacity: Int, maxScatterEntries: Int) throws(FabricError) {
-        self.domain = domain
-        self.maxScatterEntries = maxScatterEntries
-        index = Self.nextIndex.wrappingAdd(1, ordering: .relaxed).oldValue & 0x3FFF_FFFF
-        var attributes = ibv_srq_init_attr()
-        attributes.attr.max_wr = UInt32(capacity)
-        attributes.attr.max_sge = UInt32(maxScatterEntries)
-        guard let srq = ibv_create_srq(domain.pd, &attributes) else {
-            throw VerbsError.system("creating a shared receive queue of \(capacity) entries")
-        }
-        self.srq = srq
-        slots = Mutex(SharedReceiveSlots(capacity: capacity, maxElements: maxScatterEntries))
-    }
-
-    deinit {
-        if !domain.device.forkDetection.isForkedChild { ibv_destroy_srq(srq) }
-    }
-
-    public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
-        try domain.device.forkDetection.checkNotForked()
-        guard request.local.count <= maxScatterEntries else {
-            throw FabricError(.invalidArgument, "\(request.local.count) scatter entries; this shared receive queue allows \(maxScatterEntries)")
-        }
-        return try slots.withLock { (slots) throws(FabricError) -> PostResult in
-            guard let slot = slots.take(request.id) else { return .wouldBlock }
-            let wr = slots.scratch.receive(request.local, id: WorkRequestTag.receive | WorkRequestTag.shared | (UInt64(index) << 32) | UInt64(slot))
-            var bad: UnsafeMutablePointer<ibv_recv_wr>?
-            let code = ibv_post_srq_recv(srq, wr, &bad)
-            if code == 0 { return .posted }
-            slots.giveBack(slot)
-            if code == ENOMEM { return .wouldBlock }
-            throw VerbsError.system("posting to the shared receive queue", code)
-        }
-    }
-}
-
 /// A reliable connected queue pair (ibv_qp of type RC) with its rdma_cm
 /// identifier.
 public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // immutable; rings are behind locks
@@ -101,11 +17,12 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
     public let number: QueuePairNumber
     public let limits: QueuePairLimits
     let retry: RetryPolicy
-    /// Set once the connection is established; the identifier is owned here.
+    /// Set once the connection is established.
     private let connection = Mutex<ConnectionRecord?>(nil)
-    private let identifier: UnsafeMutablePointer<rdma_cm_id>
-    /// The channel the identifier was set up on; it must outlive it.
-    private let setupChannel: EventChannel
+    /// The connection's rdma_cm identifier: the queue pair holds it from
+    /// creation on, and it goes (after the ibv_qp, in `deinit`) when the
+    /// queue pair does.
+    private let identifier: RDMAIdentifier
     /// The connection's entry in the device's tie-break table, if tagged:
     /// dropped with the queue pair.
     private let tagEntry = Mutex<ConnectionTags.RecordID?>(nil)
@@ -116,7 +33,7 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
 
     /// Creates the queue pair (in the reset state) for connection `id`.
     init(
-        device: VerbsDevice, setup: QueuePairSetup<VerbsDevice>, id: UnsafeMutablePointer<rdma_cm_id>, channel: EventChannel
+        device: VerbsDevice, setup: QueuePairSetup<VerbsDevice>, identifier: RDMAIdentifier
     ) throws(FabricError) {
         try device.validate(setup)
         var attributes = ibv_qp_init_attr()
@@ -138,8 +55,7 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         sendQueue = setup.sendCompletionQueue
         receiveQueue = setup.receiveCompletionQueue
         self.qp = qp
-        identifier = id
-        setupChannel = channel
+        self.identifier = identifier
         number = QueuePairNumber(rawValue: qp.pointee.qp_num)
         limits = setup.limits
         retry = setup.retry
@@ -154,18 +70,17 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         if let record = connection.withLock({ $0 }) {
             record.closedLocally.store(true, ordering: .releasing)
             device.events.remove(record)
-            rdma_disconnect(identifier)
+            rdma_disconnect(identifier.id)
         }
         sendQueue.detach(number)
         receiveQueue.detach(number)
         ibv_destroy_qp(qp)
-        rdma_destroy_id(identifier)
         if let record = tagRecord { device.tags.withLock { $0.remove(record) } }
     }
 
     /// The connection is up: its events are followed from now on.
     func established() {
-        let record = ConnectionRecord(id: identifier, qp: qp)
+        let record = ConnectionRecord(id: identifier.id, qp: qp)
         connection.withLock { $0 = record }
         device.events.add(record)
     }
@@ -189,7 +104,7 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         var attributes = ibv_qp_attr()
         attributes.qp_state = IBV_QPS_ERR
         _ = ibv_modify_qp(qp, &attributes, Int32(IBV_QP_STATE.rawValue))
-        if record != nil { rdma_disconnect(identifier) }
+        if record != nil { rdma_disconnect(identifier.id) }
     }
 
     struct PreparedSend {
@@ -199,44 +114,25 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
         var userSignaled: Bool
     }
 
-    /// Checks a request against the queue pair and the device: every
-    /// refusal names what was wrong.
+    /// Checks a request against the queue pair and the device (the rules
+    /// every backend shares, `WorkRequestValidation`) and works out its
+    /// verbs flags.
     @inline(__always)
     func prepare(_ request: SendWorkRequest) throws(FabricError) -> PreparedSend {
-        let local = request.local
-        guard local.count <= limits.maxSendScatterEntries else {
-            throw FabricError(.invalidArgument, "\(local.count) scatter entries; this queue pair allows \(limits.maxSendScatterEntries)")
-        }
-        let length = local.totalLength
+        try WorkRequestValidation.check(request, limits: limits, capabilities: device.capabilities, on: number)
         var flags: UInt32 = 0
-        if request.flags.contains(.inline) {
-            guard length <= UInt64(limits.maxInlineData) else {
-                throw FabricError(.invalidArgument, "inline payload of \(length) bytes; this queue pair allows \(limits.maxInlineData)")
-            }
-            flags |= IBV_SEND_INLINE.rawValue
-        }
         if request.flags.contains(.fence) { flags |= IBV_SEND_FENCE.rawValue }
-        guard length <= UInt64(device.capabilities.maxMessageSize) else {
-            throw FabricError(.invalidArgument, "a message of \(length) bytes; \(device.name) carries at most \(device.capabilities.maxMessageSize)")
-        }
         let opcode: CompletionOpcode
         switch request.operation {
-        case .send, .sendWithImmediate: opcode = .send
-        case .write, .writeWithImmediate: opcode = .write
+        case .send, .sendWithImmediate, .write, .writeWithImmediate:
+            opcode = request.operation.isSend ? .send : .write
+            // Inline means something only to a request that carries a payload.
+            if request.flags.contains(.inline) { flags |= IBV_SEND_INLINE.rawValue }
         case .read: opcode = .read
-        case .fetchAndAdd, .compareAndSwap:
-            opcode = request.operation.isFetchAndAdd ? .fetchAndAdd : .compareAndSwap
-            guard local.count == 1, length == 8 else {
-                throw FabricError(.invalidArgument, "\(request.operation.name) needs exactly one 8-byte local buffer")
-            }
-            guard request.operation.remoteAddress % 8 == 0 else {
-                throw FabricError(.invalidArgument, "\(request.operation.name) at remote address 0x\(String(request.operation.remoteAddress, radix: 16)): atomics need an 8-byte aligned address")
-            }
-            guard device.capabilities.atomics != .none else {
-                throw FabricError(.invalidArgument, "\(device.name) does not support atomics")
-            }
+        case .fetchAndAdd: opcode = .fetchAndAdd
+        case .compareAndSwap: opcode = .compareAndSwap
         }
-        return PreparedSend(flags: flags, opcode: opcode, length: length, userSignaled: request.flags.contains(.signaled))
+        return PreparedSend(flags: flags, opcode: opcode, length: request.local.totalLength, userSignaled: request.flags.contains(.signaled))
     }
 
     public func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
@@ -299,12 +195,7 @@ public final class VerbsQueuePair: FabricQueuePair, @unchecked Sendable {  // im
 
     public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
         try device.forkDetection.checkNotForked()
-        guard work.shared == nil else {
-            throw FabricError(.invalidArgument, "\(number) takes its receives from a shared receive queue; post them there")
-        }
-        guard request.local.count <= limits.maxReceiveScatterEntries else {
-            throw FabricError(.invalidArgument, "\(request.local.count) scatter entries; this queue pair allows \(limits.maxReceiveScatterEntries) per receive")
-        }
+        try WorkRequestValidation.check(request, limits: limits, usesSharedReceiveQueue: work.shared != nil, on: number)
         return try work.receive.withLock { (ring) throws(FabricError) -> PostResult in
             if ring.isFull { return .wouldBlock }
             let wr = ring.scratch.receive(request.local, id: WorkRequestTag.receive | ring.posted)
@@ -325,20 +216,13 @@ extension VerbsQueuePair.PreparedSend {
 }
 
 extension SendOperation {
-    var isFetchAndAdd: Bool {
-        if case .fetchAndAdd = self { return true }
-        return false
-    }
-
-    /// The remote address of a one-sided operation (0 for sends).
-    var remoteAddress: UInt64 {
+    var isSend: Bool {
         switch self {
-        case .send, .sendWithImmediate: return 0
-        case .write(let remote), .writeWithImmediate(let remote, _), .read(let remote),
-             .fetchAndAdd(let remote, _), .compareAndSwap(let remote, _, _):
-            return remote.address
+        case .send, .sendWithImmediate: return true
+        default: return false
         }
     }
+
 }
 
 /// Builds verbs work requests on the stack: no allocation per post.

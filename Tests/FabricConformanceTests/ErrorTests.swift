@@ -94,7 +94,7 @@ struct ErrorTests {
         }
     }
 
-    @Test("an unaligned atomic is a remote invalid request", arguments: ConformanceBackend.available)
+    @Test("an unaligned atomic is refused at posting, naming the rule", arguments: ConformanceBackend.available)
     func unalignedAtomic(_ backend: ConformanceBackend) throws {
         try unalignedAtomic(on: backend.opener)
     }
@@ -105,18 +105,51 @@ struct ErrorTests {
         let region = try pair.server.register(target)
         let local = Buffer(8)
         let localRegion = try pair.client.register(local)
-        let request = SendWorkRequest(id: 1, operation: .compareAndSwap(region.remote(offset: 4), compare: 0, swap: 1), local: .single(try localRegion.element()))
-        if !backend.reportsDetail {
-            // A card's provider refuses the post (rxe: EINVAL); the verbs
-            // backend checks first and names the cause.
+        for operation: SendOperation in [.compareAndSwap(region.remote(offset: 4), compare: 0, swap: 1), .fetchAndAdd(region.remote(offset: 1), add: 1)] {
+            let request = SendWorkRequest(id: 1, operation: operation, local: .single(try localRegion.element()))
             #expect { _ = try pair.client.queuePair.postSend(request) } throws: { error in
-                (error as? FabricError)?.message.contains("aligned") == true
+                let error = error as? FabricError
+                return error?.kind == .invalidArgument && error?.workRequestRule == .atomicUnaligned
             }
-            return
         }
-        _ = try pair.client.queuePair.postSend(request)
+        // Nothing went out: the queue pair still works, the target is untouched.
+        #expect(pair.client.queuePair.state == .readyToSend)
+        let aligned = SendWorkRequest(id: 2, operation: .fetchAndAdd(region.remote(offset: 8), add: 5), local: .single(try localRegion.element()))
+        _ = try pair.client.queuePair.postSend(aligned)
         let completion = try pair.client.nextSend()
-        #expect(completion.status == .remoteInvalidRequest && completion.detail == .unalignedAtomic, "\(completion)")
+        #expect(completion.workRequestID == 2 && completion.status == .success, "\(completion)")
+        #expect(target.word(0) == 0 && target.word(8) == 5)
+    }
+
+    @Test("malformed requests are refused at posting with the rule they broke", arguments: ConformanceBackend.available)
+    func malformedRequests(_ backend: ConformanceBackend) throws {
+        try malformedRequests(on: backend.opener)
+    }
+
+    private func malformedRequests<Backend: BackendOpener>(on backend: Backend) throws {
+        let pair = try connectedPair(backend)
+        let limits = pair.client.queuePair.limits
+        let buffer = Buffer(4096)
+        let region = try pair.client.register(buffer)
+        let element = try region.element(offset: 0, length: 8)
+        let cases: [(SendWorkRequest, WorkRequestRule)] = [
+            (SendWorkRequest(id: 1, operation: .send, local: .multiple(Array(repeating: element, count: limits.maxSendScatterEntries + 1))), .tooManyScatterEntries),
+            (SendWorkRequest(id: 2, operation: .send, local: .single(try region.element(offset: 0, length: limits.maxInlineData + 1)), flags: [.signaled, .inline]), .inlineTooLarge),
+            (SendWorkRequest(id: 3, operation: .fetchAndAdd(region.remote(), add: 1), local: .single(try region.element(offset: 0, length: 16))), .atomicLocalBuffer),
+            (SendWorkRequest(id: 4, operation: .compareAndSwap(region.remote(), compare: 0, swap: 1), local: .empty), .atomicLocalBuffer),
+        ]
+        for (request, rule) in cases {
+            #expect { _ = try pair.client.queuePair.postSend(request) } throws: { error in
+                (error as? FabricError)?.workRequestRule == rule
+            }
+        }
+        let receive = ReceiveWorkRequest(id: 5, local: .multiple(Array(repeating: element, count: limits.maxReceiveScatterEntries + 1)))
+        #expect { _ = try pair.client.queuePair.postReceive(receive) } throws: { error in
+            (error as? FabricError)?.workRequestRule == .tooManyScatterEntries
+        }
+        // None of them reached the queue pair.
+        #expect(pair.client.queuePair.state == .readyToSend)
+        #expect(pair.client.nothingCompletes(pair.client.sendCQ, for: .milliseconds(20)) == nil)
     }
 
     @Test("a bad local key is a local protection error", arguments: ConformanceBackend.available)

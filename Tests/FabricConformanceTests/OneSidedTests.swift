@@ -38,7 +38,7 @@ struct OneSidedTests {
         #expect {
             _ = try pair.client.queuePair.postSend(SendWorkRequest(id: 1, operation: operation(region.remote()), local: .single(region.element())))
         } throws: { error in
-            (error as? FabricError)?.message.contains("at most") == true
+            (error as? FabricError)?.workRequestRule == .messageTooLarge
         }
     }
 

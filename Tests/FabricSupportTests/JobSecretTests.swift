@@ -43,10 +43,11 @@ struct JobSecretTests {
         defer { Self.cleanUp(directory, files: [path]) }
         _ = try JobSecret.loadOrCreateKeyFile(path)
         chmod(path, 0o644)
-        #expect {
+        do {
             _ = try JobSecret.loadOrCreateKeyFile(path)
-        } throws: { error in
-            (error as? FabricError)?.message.contains("readable by others (mode 644); run chmod 600") == true
+            Issue.record("a key file readable by others was accepted")
+        } catch {
+            #expect(error.message.contains("readable by others (mode 644); run chmod 600"), "\(error.message)")
         }
     }
 
@@ -60,10 +61,11 @@ struct JobSecretTests {
         #expect(fd >= 0)
         _ = "short\n".withCString { write(fd, $0, 6) }
         close(fd)
-        #expect {
+        do {
             _ = try JobSecret.loadOrCreateKeyFile(path)
-        } throws: { error in
-            (error as? FabricError)?.message.contains("fewer than 16 characters; delete it") == true
+            Issue.record("a key file of 6 characters was accepted")
+        } catch {
+            #expect(error.message.contains("fewer than 16 characters; delete it"), "\(error.message)")
         }
     }
 

@@ -68,7 +68,10 @@ struct HandshakeMachineTests {
         let oldHello = Handshake.encodeHello(version: 1, nonce: Handshake.freshNonce(), tag: nil, instance: 1, privateData: [])
         #expect {
             try server.receive(oldHello.prefix(Handshake.prefixSize))
-        } throws: { ($0 as? FabricError)?.message.contains("version 1") == true }
+        } throws: { error in
+            let error = error as? FabricError
+            return error?.kind == .protocolMismatch && error?.message.contains("version 1") == true
+        }
         #expect(Array(server.outbox.prefix(8)) == Array(Handshake.encodeVersionRefusal().prefix(8)))
 
         var client = ClientHandshake(secret: Self.secret, tag: nil, instance: 1, privateData: [], peer: "server")

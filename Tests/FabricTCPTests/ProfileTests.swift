@@ -96,7 +96,7 @@ struct ProfileTests {
         #expect {
             _ = try qp.postSend(SendWorkRequest(id: 1, operation: .fetchAndAdd(second.remote(), add: 1), local: .single(first.element(offset: 0, length: 8))))
         } throws: { error in
-            (error as? FabricError)?.message.contains("no atomics") == true
+            (error as? FabricError)?.workRequestRule == .atomicsUnsupported
         }
     }
 

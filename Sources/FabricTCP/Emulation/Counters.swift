@@ -66,48 +66,31 @@ public enum CounterFiles {
         if let runtime = environment["XDG_RUNTIME_DIR"], !runtime.isEmpty {
             return runtime + "/swift-fabric/counters"
         }
-        return "/tmp/swift-fabric-\(getuid())/counters"
+        return "/tmp/swift-fabric-\(SystemCalls.userID)/counters"
     }
 
     private static let serial = Atomic<Int>(0)
 
     /// A fresh file name for a device of this process.
     static func makePath() -> String {
-        "\(directory)/\(getpid())-\(serial.wrappingAdd(1, ordering: .relaxed).oldValue).json"
+        "\(directory)/\(SystemCalls.processID)-\(serial.wrappingAdd(1, ordering: .relaxed).oldValue).json"
     }
 
     /// Every published snapshot of a running process of this user. Files
     /// of processes that are gone are skipped (and removed).
     public static func readAll() -> [DeviceCounters] {
-        guard let folder = opendir(directory) else { return [] }
-        defer { closedir(folder) }
         var result: [DeviceCounters] = []
-        while let entry = readdir(folder) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        for name in Files.names(in: directory) ?? [] {
             guard name.hasSuffix(".json"), let dash = name.firstIndex(of: "-"), let pid = Int32(name[..<dash]) else { continue }
             let path = directory + "/" + name
-            if kill(pid, 0) != 0 && errno == ESRCH {
-                unlink(path)
+            if SystemCalls.processIsGone(pid) {
+                Files.remove(path)
                 continue
             }
-            guard let bytes = readFile(path), let counters = try? JSONDecoder().decode(DeviceCounters.self, from: Data(bytes)) else { continue }
+            guard let bytes = try? Files.read(path, limit: 64 << 20).get(), let counters = try? JSONDecoder().decode(DeviceCounters.self, from: Data(bytes)) else { continue }
             result.append(counters)
         }
         return result.sorted { ($0.processID, $0.device) < ($1.processID, $1.device) }
-    }
-
-    private static func readFile(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count <= 0 { return count == 0 ? bytes : nil }
-            bytes += chunk[0..<count]
-            if bytes.count > 64 << 20 { return nil }
-        }
     }
 }
 
@@ -172,7 +155,7 @@ final class CounterPublisher {
             directories.append(Array(prefix.utf8CString))
         }
         self.directories = directories
-        fixedFields = Array("\"processID\":\(getpid()),\"device\":\(Self.quoted(device)),\"profile\":\(Self.quoted(profile)),".utf8)
+        fixedFields = Array("\"processID\":\(SystemCalls.processID),\"device\":\(Self.quoted(device)),\"profile\":\(Self.quoted(profile)),".utf8)
         capacity = 4096
         buffer = .allocate(capacity: capacity)
     }
@@ -202,10 +185,8 @@ final class CounterPublisher {
         count = 0
         append("{")
         fixedFields.withUnsafeBufferPointer { append($0) }
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
         append("\"takenAt\":")
-        append(Int(now.tv_sec) * 1000 + Int(now.tv_nsec) / 1_000_000)
+        append(Int(SystemCalls.wallClockMilliseconds()))
         append(",\"totals\":")
         append(totals)
         append(",\"queuePairs\":[")
@@ -224,7 +205,7 @@ final class CounterPublisher {
     }
 
     func remove() {
-        path.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        path.withUnsafeBufferPointer { Files.remove($0.baseAddress!) }
     }
 
     private func write() {
@@ -232,23 +213,13 @@ final class CounterPublisher {
             guard makeDirectoriesSafely() else { return }
             directoriesMade = true
         }
-        // O_EXCL | O_NOFOLLOW after removing any leftover: the file we write
-        // is always one we created, never something planted in its place.
-        temporaryPath.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
-        let fd = temporaryPath.withUnsafeBufferPointer {
-            open($0.baseAddress!, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        }
-        guard fd >= 0 else {
-            directoriesMade = false  // perhaps removed meanwhile: check them again next time
-            return
-        }
-        let written = Glibc.write(fd, buffer, count)
-        close(fd)
-        temporaryPath.withUnsafeBufferPointer { temporary in
+        let outcome = temporaryPath.withUnsafeBufferPointer { temporary in
             path.withUnsafeBufferPointer { final in
-                if written == count { _ = rename(temporary.baseAddress!, final.baseAddress!) } else { _ = unlink(temporary.baseAddress!) }
+                Files.replace(final.baseAddress!, through: temporary.baseAddress!, with: UnsafeRawBufferPointer(start: buffer, count: count))
             }
         }
+        // Perhaps removed meanwhile: check them again next time.
+        if outcome == .notCreated { directoriesMade = false }
     }
 
     /// Creates the directories (mode 0700) and checks the two that are the
@@ -259,11 +230,8 @@ final class CounterPublisher {
     private func makeDirectoriesSafely() -> Bool {
         for (depth, directory) in directories.enumerated() {
             let ok: Bool = directory.withUnsafeBufferPointer { name in
-                _ = mkdir(name.baseAddress!, 0o700)
-                if depth < directories.count - 2 { return true }
-                var status = stat()
-                guard lstat(name.baseAddress!, &status) == 0 else { return false }
-                return (status.st_mode & S_IFMT) == S_IFDIR && status.st_uid == getuid() && status.st_mode & 0o077 == 0
+                Files.makeDirectory(name.baseAddress!)
+                return depth < directories.count - 2 || Files.isPrivateDirectory(name.baseAddress!)
             }
             if !ok { return false }
         }

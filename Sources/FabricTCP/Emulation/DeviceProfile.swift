@@ -79,20 +79,11 @@ public struct DeviceProfile: Hashable, Sendable {
 
     /// Reads a profile file.
     public static func load(path: String) throws(FabricError) -> DeviceProfile {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            throw FabricError(.invalidArgument, "device profile file \(path): \(String(cString: strerror(errno)))")
-        }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw FabricError(.invalidArgument, "device profile file \(path): \(String(cString: strerror(errno)))") }
-            if count == 0 { break }
-            bytes += chunk[0..<count]
-            guard bytes.count <= 1 << 20 else { throw FabricError(.invalidArgument, "device profile file \(path) is larger than 1 MiB") }
+        let bytes: [UInt8]
+        switch Files.read(path, limit: 1 << 20) {
+        case .success(let read): bytes = read
+        case .failure(.system(let code)): throw FabricError(.invalidArgument, "device profile file \(path): \(code.description)")
+        case .failure(.tooLarge): throw FabricError(.invalidArgument, "device profile file \(path) is larger than 1 MiB")
         }
         do {
             return try parse(bytes)

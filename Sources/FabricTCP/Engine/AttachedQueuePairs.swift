@@ -84,7 +84,7 @@ final class AttachedQueuePairs: @unchecked Sendable {  // see the comments on `m
     func detach(_ queuePair: QueuePairEngine) {
         // No scan may be using the engine's unretained references meanwhile
         // (a scan is short and never blocks).
-        while scanning.exchange(true, ordering: .acquiring) { sched_yield() }
+        while scanning.exchange(true, ordering: .acquiring) { SystemCalls.yield() }
         defer { scanning.store(false, ordering: .releasing) }
         scan.pointee.timed.removeAll { $0.takeUnretainedValue() === queuePair }
         members.withLock { set in

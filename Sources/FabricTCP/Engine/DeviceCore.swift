@@ -63,7 +63,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     let threadSleepsUntil = Atomic<UInt64>(0)
     private let stopping = Atomic<Bool>(false)
     private let threadStarted = Atomic<Bool>(false)
-    private var thread = pthread_t()
+    private var thread: SystemThread?
 
     /// The application counts as present (and drives progress itself) for
     /// this long after its last poll.
@@ -151,11 +151,9 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
             totals.add(counters)
             entries.append(DeviceCounters.QueuePairEntry(number: queuePair.number.rawValue, counters: counters))
         }
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
         return DeviceCounters(
-            processID: getpid(), device: name, profile: profileName,
-            takenAt: Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000, totals: totals, queuePairs: entries)
+            processID: SystemCalls.processID, device: name, profile: profileName,
+            takenAt: SystemCalls.wallClockMilliseconds(), totals: totals, queuePairs: entries)
     }
 
     /// The queue pair leaves; its last counters stay in the device totals.
@@ -218,16 +216,12 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
 
     private func startThreadIfNeeded() {
         guard !threadStarted.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let context = Unmanaged.passRetained(self).toOpaque()
-        let status = pthread_create(&thread, nil, { raw in
-            let core = Unmanaged<TCPDeviceCore>.fromOpaque(raw!).takeRetainedValue()
-            core.runProgressThread()
-            return nil
-        }, context)
-        if status != 0 {
-            Unmanaged<TCPDeviceCore>.fromOpaque(context).release()
+        switch SystemThread.start({ self.runProgressThread() }) {
+        case .success(let started):
+            thread = started
+        case .failure(let failure):
             threadStarted.store(false, ordering: .relaxed)
-            logger.error("cannot start the progress thread: \(SystemCalls.errorText(status)); one-sided operations progress only while the application polls")
+            logger.error("cannot start the progress thread: \(failure.text); one-sided operations progress only while the application polls")
         }
     }
 
@@ -246,7 +240,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
         control.signal()
         if threadStarted.load(ordering: .relaxed) {
-            pthread_join(thread, nil)
+            thread?.join()
             publisher.remove()
         }
     }
@@ -285,12 +279,10 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
                 // Stay off the sockets: waking on every arrival would steal
                 // the core the application is polling on.
                 watchSockets(false)
-                var descriptor = pollfd(fd: control.fd, events: Int16(POLLIN), revents: 0)
                 let tick: Int32 = waiting ? 10 : Self.activeTickMilliseconds
                 // The application handles the timers of the queue pairs it
                 // drives; the sweep below covers the ones it does not.
-                _ = Glibc.poll(&descriptor, 1, tick)
-                if descriptor.revents != 0 { control.drain() }
+                if SystemCalls.poll(control.fd, events: Int16(POLLIN), milliseconds: tick) != 0 { control.drain() }
                 sweep(olderThan: Self.handOffDelay)
                 continue
             }

@@ -77,7 +77,8 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     @inline(__always)
     func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
         try device.checkNotForked()
-        try checkShape(request)
+        // What can be checked without the lock: the request's shape.
+        try WorkRequestValidation.check(request, limits: limits, capabilities: device.capabilities, on: number)
         if emulated { return try postSendEmulated(request) }
         let result = try core.withLock { (core) throws(FabricError) -> PostResult in try core.postSend(request) }
         // A request in flight needs its response timer watched: a deadline
@@ -117,42 +118,8 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     @inline(__always)
     func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
         try device.checkNotForked()
-        guard !usesSharedReceiveQueue else {
-            throw FabricError(.invalidArgument, "\(number) takes its receives from a shared receive queue; post them there")
-        }
-        guard request.local.count <= limits.maxReceiveScatterEntries else {
-            throw FabricError(.invalidArgument, "receive \(request.id) has \(request.local.count) scatter entries; \(number) allows \(limits.maxReceiveScatterEntries)")
-        }
+        try WorkRequestValidation.check(request, limits: limits, usesSharedReceiveQueue: usesSharedReceiveQueue, on: number)
         return try core.withLock { (core) throws(FabricError) -> PostResult in try core.postReceive(request) }
-    }
-
-    /// Checks what can be checked without the lock: the request's shape.
-    @inline(__always)
-    private func checkShape(_ request: SendWorkRequest) throws(FabricError) {
-        let count = request.local.count
-        if count > limits.maxSendScatterEntries {
-            throw FabricError(.invalidArgument, "send \(request.id) has \(count) scatter entries; \(number) allows \(limits.maxSendScatterEntries)")
-        }
-        switch request.operation {
-        case .fetchAndAdd, .compareAndSwap:
-            guard count == 1, request.local[0].length == 8 else {
-                throw FabricError(.invalidArgument, "\(request.operation.name) \(request.id) needs exactly one 8-byte local buffer for the old value")
-            }
-            guard device.capabilities.atomics != .none else {
-                throw FabricError(.invalidArgument, "\(request.operation.name) \(request.id): the device's profile has no atomics")
-            }
-            return
-        case .read:
-            break
-        default:
-            if request.flags.contains(.inline) && Int(request.local.totalLength) > limits.maxInlineData {
-                throw FabricError(.invalidArgument, "send \(request.id) asks for \(request.local.totalLength) inline bytes; \(number) allows \(limits.maxInlineData)")
-            }
-        }
-        let total = request.local.totalLength
-        if total > UInt64(device.capabilities.maxMessageSize) {
-            throw FabricError(.invalidArgument, "\(request.operation.name) \(request.id) is \(total) bytes; the device carries at most \(device.capabilities.maxMessageSize) bytes in one message")
-        }
     }
 
     /// One round of progress if no other thread is driving this queue pair.
@@ -204,7 +171,7 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         core.withLock { core in
             if core.state == .readyToSend { core.enterError(.flushed, .disconnected) }
             core.socketShut = true
-            _ = shutdown(core.fd, Int32(SHUT_RDWR))
+            SystemCalls.shutdown(core.fd)
         }
         detach()
     }
@@ -237,55 +204,4 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
                 retries: core.counters.retries, faultsInjected: core.counters.faultsInjected)
         }
     }
-}
-
-/// A reliable connected queue pair of the software NIC. The application
-/// owns it: when its last reference goes, the connection is closed and the
-/// engine leaves the completion queues and the progress thread (outstanding
-/// work is lost, as when a verbs queue pair is destroyed); `disconnect()`
-/// ends it gracefully first.
-public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // immutable; the engine is thread-safe
-    let engine: QueuePairEngine
-
-    init(engine: QueuePairEngine) { self.engine = engine }
-
-    deinit { engine.close() }
-
-    public var number: QueuePairNumber { engine.number }
-    public var limits: QueuePairLimits { engine.limits }
-    public var state: QueuePairState { engine.state }
-
-    @inline(__always)
-    public func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
-        try engine.postSend(request)
-    }
-
-    @inline(__always)
-    public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
-        try engine.postReceive(request)
-    }
-
-    public func disconnect() { engine.disconnect() }
-
-    /// Counters of this queue pair.
-    public var counters: QueuePairStatistics { engine.counters }
-}
-
-/// A snapshot of a queue pair's counters.
-public struct QueuePairStatistics: Hashable, Sendable, Codable {
-    public var framesSent: Int
-    public var framesReceived: Int
-    /// Frames in packets of the profile's MTU.
-    public var packetsSent: Int
-    public var packetsReceived: Int
-    public var bytesSent: Int
-    public var bytesReceived: Int
-    public var receiverNotReadyNaksSent: Int
-    public var receiverNotReadyNaksReceived: Int
-    public var outOfSequenceDropped: Int
-    public var remoteAccessErrors: Int
-    /// Transport retries: requests sent again after a lost packet.
-    public var retries: Int
-    /// Faults the emulator's fault script injected (docs/emulation.md).
-    public var faultsInjected: Int
 }

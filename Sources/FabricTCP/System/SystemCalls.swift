@@ -1,7 +1,11 @@
-// UNSAFE AREA: the software NIC's only direct system calls. Every wrapper reads
-// errno at once, retries EINTR, and returns "would block" as a value. The
-// transfers go through CFabricShims' syscall(2) calls, which skip libc's
-// thread-cancellation bookkeeping.
+// UNSAFE AREA: the software NIC's direct system calls. The rule: FabricTCP
+// calls the system only from System/: here (descriptors, transfers, polling,
+// threads, clocks, the process), Sockets.swift (set-up of sockets),
+// Addressing.swift (resolution) and Files.swift (set-up-time files, through
+// swift-system); Locked.swift wraps the futex lock of CFabricShims. Every
+// wrapper here reads errno at once, retries EINTR, and returns "would block"
+// as a value. The transfers go through CFabricShims' syscall(2) calls,
+// which skip libc's thread-cancellation bookkeeping.
 import CFabricShims
 import FabricCore
 import Glibc
@@ -128,6 +132,81 @@ enum SystemCalls {
     static func close(_ fd: Int32) {
         _ = Glibc.close(fd)
     }
+
+    /// Ends both directions of a socket (the descriptor stays open).
+    static func shutdown(_ fd: Int32) {
+        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+    }
+
+    /// poll(2) on `count` descriptors; the number ready, 0 on timeout, -1 on
+    /// failure (an interrupted sleep counts as a timeout: callers look again).
+    @inline(__always)
+    static func poll(_ descriptors: UnsafeMutablePointer<pollfd>, _ count: Int, milliseconds: Int32) -> Int32 {
+        let n = Glibc.poll(descriptors, nfds_t(count), milliseconds)
+        return n < 0 && errno == EINTR ? 0 : n
+    }
+
+    /// poll(2) on one descriptor; its returned events (0 if none).
+    static func poll(_ fd: Int32, events: Int16, milliseconds: Int32) -> Int16 {
+        var descriptor = pollfd(fd: fd, events: events, revents: 0)
+        return poll(&descriptor, 1, milliseconds: milliseconds) > 0 ? descriptor.revents : 0
+    }
+
+    /// Gives the processor to another thread (a spin that went on too long).
+    static func yield() {
+        _ = sched_yield()
+    }
+
+    static var processID: Int32 { getpid() }
+
+    static var userID: UInt32 { getuid() }
+
+    /// Whether the process `pid` is gone (signal 0 finds no such process).
+    static func processIsGone(_ pid: Int32) -> Bool {
+        kill(pid, 0) != 0 && errno == ESRCH
+    }
+
+    /// The wall clock in milliseconds since 1970 (counter snapshots' time).
+    static func wallClockMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+}
+
+/// A joinable thread of the system running one closure (the device's
+/// progress thread).
+struct SystemThread: @unchecked Sendable {  // pthread_t is an integer handle
+    private let handle: pthread_t
+
+    private final class Start {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+
+    /// Starts `body` on a new thread, or returns the error text.
+    static func start(_ body: @escaping () -> Void) -> Result<SystemThread, SystemThreadFailure> {
+        let context = Unmanaged.passRetained(Start(body)).toOpaque()
+        var handle = pthread_t()
+        let status = pthread_create(&handle, nil, { raw in
+            Unmanaged<Start>.fromOpaque(raw!).takeRetainedValue().body()
+            return nil
+        }, context)
+        guard status == 0 else {
+            Unmanaged<Start>.fromOpaque(context).release()
+            return .failure(SystemThreadFailure(text: SystemCalls.errorText(status)))
+        }
+        return .success(SystemThread(handle: handle))
+    }
+
+    /// Waits for the thread to end.
+    func join() {
+        _ = pthread_join(handle, nil)
+    }
+}
+
+struct SystemThreadFailure: Error {
+    var text: String
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (a vDSO call, about 20 ns).

@@ -173,7 +173,7 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
                 pollfd(fd: only.socket, events: events, revents: 0),
                 pollfd(fd: notifier.fd, events: Int16(POLLIN), revents: 0))
             let n = withUnsafeMutablePointer(to: &descriptors) {
-                $0.withMemoryRebound(to: pollfd.self, capacity: 2) { Glibc.poll($0, 2, milliseconds) }
+                $0.withMemoryRebound(to: pollfd.self, capacity: 2) { SystemCalls.poll($0, 2, milliseconds: milliseconds) }
             }
             return (n > 0, descriptors.1.revents != 0)
         }

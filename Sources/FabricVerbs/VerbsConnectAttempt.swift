@@ -18,8 +18,9 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
     private let deadline: ContinuousClock.Instant
     private let milliseconds: Int32
     private let channel: EventChannel
-    /// Destroyed by the attempt until a queue pair owns it.
-    private let id: UnsafeMutablePointer<rdma_cm_id>
+    /// The attempt's rdma_cm identifier (the queue pair holds it too once
+    /// made); let go when the attempt fails.
+    private var identifier: RDMAIdentifier?
     private enum Phase { case resolvingAddress, resolvingRoute, awaitingAnswer, connected, failed }
     private var phase = Phase.resolvingAddress
     private var failure: FabricError?
@@ -55,11 +56,9 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
         deadline = ContinuousClock.now + options.timeout
         milliseconds = max(1, VerbsCompletionQueue.milliseconds(options.timeout))
         channel = try EventChannel()
-        var created: UnsafeMutablePointer<rdma_cm_id>?
-        guard rdma_create_id(channel.channel, &created, nil, RDMA_PS_TCP) == 0, let id = created else {
-            throw VerbsError.system("creating an rdma_cm identifier")
-        }
-        self.id = id
+        let identifier = try RDMAIdentifier(on: channel, forkDetection: device.forkDetection)
+        self.identifier = identifier
+        let id = identifier.id
         if let tag = options.tag { tagRecord = device.tags.withLock { $0.beginOutgoing(tag: tag, peer: options.expectedInstance) } }
         do throws(FabricError) {
             var destination = try Addressing.resolve(endpoint)
@@ -110,6 +109,8 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
     }
 
     private func handle(_ event: EventChannel.Event, prepare: (VerbsQueuePair) throws(FabricError) -> Void) throws(FabricError) -> (queuePair: VerbsQueuePair, privateData: [UInt8])? {
+        guard let identifier else { return nil }
+        let id = identifier.id
         switch phase {
         case .resolvingAddress:
             try expect(event, RDMA_CM_EVENT_ADDR_RESOLVED, step: "address resolution")
@@ -121,7 +122,7 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
             phase = .resolvingRoute
         case .resolvingRoute:
             try expect(event, RDMA_CM_EVENT_ROUTE_RESOLVED, step: "route resolution")
-            let qp = try VerbsQueuePair(device: device, setup: setup, id: id, channel: channel)
+            let qp = try VerbsQueuePair(device: device, setup: setup, identifier: identifier)
             queuePair = qp
             // No remote access until the acceptor has proved itself.
             try Transitions.toInitialized(qp, id, access: [])
@@ -167,7 +168,9 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
             // Followed before its events move, so that none is missed; from
             // here the queue pair disconnects when it goes.
             qp.established()
-            guard rdma_migrate_id(id, device.events.channel) == 0 else { throw VerbsError.system("handing the connection to the device's event thread") }
+            guard identifier.migrate(to: device.events.channel, keptAliveBy: device.events) else {
+                throw VerbsError.system("handing the connection to the device's event thread")
+            }
             if let record = tagRecord {
                 qp.tagRecord = record
                 device.tags.withLock { $0.outgoingConnected(record) }
@@ -213,10 +216,10 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
         guard phase != .failed else { return }
         phase = .failed
         failure = error
-        // A queue pair owns the identifier once it exists; dropping it
-        // destroys both.
-        if queuePair == nil && !device.forkDetection.isForkedChild { rdma_destroy_id(id) }
+        // The queue pair (if made) goes first, then the identifier with the
+        // last of its holders.
         queuePair = nil
+        identifier = nil
         if let tagRecord { device.tags.withLock { $0.remove(tagRecord) } }
         tagRecord = nil
     }
@@ -225,8 +228,7 @@ public final class VerbsConnectAttempt: FabricConnectAttempt {
     func waitForProgress() {
         let remaining = deadline - ContinuousClock.now
         guard remaining > .zero else { return }
-        var descriptor = pollfd(fd: channel.fd, events: Int16(POLLIN), revents: 0)
-        _ = Glibc.poll(&descriptor, 1, max(1, min(1000, VerbsCompletionQueue.milliseconds(remaining))))
+        _ = SystemCalls.waitForInput(channel.fd, milliseconds: max(1, min(1000, VerbsCompletionQueue.milliseconds(remaining))))
     }
 }
 

@@ -24,7 +24,7 @@ final class EventChannel: @unchecked Sendable {  // immutable
         guard let channel = rdma_create_event_channel() else {
             throw FabricError(.unavailable, "rdma_cm is not available: \(VerbsError.text(errno)); \(VerbsProbe.howToCreateDevice)")
         }
-        ConnectionEvents.setNonBlocking(channel.pointee.fd)
+        SystemCalls.setNonBlocking(channel.pointee.fd)
         self.channel = channel
     }
 
@@ -38,8 +38,7 @@ final class EventChannel: @unchecked Sendable {  // immutable
             if let event = try poll() { return event }
             let remaining = deadline - ContinuousClock.now
             if remaining <= .zero { return nil }
-            var descriptor = pollfd(fd: channel.pointee.fd, events: Int16(POLLIN), revents: 0)
-            _ = Glibc.poll(&descriptor, 1, max(1, VerbsCompletionQueue.milliseconds(remaining)))
+            _ = SystemCalls.waitForInput(channel.pointee.fd, milliseconds: max(1, VerbsCompletionQueue.milliseconds(remaining)))
         }
     }
 

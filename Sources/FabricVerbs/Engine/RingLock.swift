@@ -43,7 +43,7 @@ struct RingLock<Value: ~Copyable>: ~Copyable, @unchecked Sendable {  // the valu
                 spins += 1
                 if spins == 256 {
                     spins = 0
-                    sched_yield()
+                    SystemCalls.yield()
                 }
             }
         } while held.exchange(true, ordering: .acquiring)

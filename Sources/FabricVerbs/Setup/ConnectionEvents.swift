@@ -37,9 +37,9 @@ final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind 
     let channel: UnsafeMutablePointer<rdma_event_channel>
     private let context: UnsafeMutablePointer<ibv_context>
     /// A pipe whose write end ends the thread.
-    private let wake: (read: Int32, write: Int32)
+    private let wake: WakePipe
     private let logger: Logger
-    private var thread = pthread_t()
+    private var thread: SystemThread?
 
     private struct State {
         var connections: [UInt: ConnectionRecord] = [:]
@@ -65,41 +65,28 @@ final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind 
             throw VerbsError.system("creating an rdma_cm event channel")
         }
         self.channel = channel
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else {
+        switch WakePipe.make() {
+        case .success(let pipe): wake = pipe
+        case .failure(let code):
             rdma_destroy_event_channel(channel)
-            throw VerbsError.system("creating a pipe")
+            throw VerbsError.system("creating a pipe", code.rawValue)
         }
-        wake = (ends[0], ends[1])
-        Self.setNonBlocking(channel.pointee.fd)
-        Self.setNonBlocking(context.pointee.async_fd)
-        let box = Unmanaged.passRetained(self).toOpaque()
-        let status = pthread_create(&thread, nil, { argument in
-            let events = Unmanaged<ConnectionEvents>.fromOpaque(argument!).takeRetainedValue()
-            events.run()
-            return nil
-        }, box)
-        if status != 0 {
-            Unmanaged<ConnectionEvents>.fromOpaque(box).release()
-            close(wake.read)
-            close(wake.write)
+        SystemCalls.setNonBlocking(channel.pointee.fd)
+        SystemCalls.setNonBlocking(context.pointee.async_fd)
+        switch SystemThread.start({ self.run() }) {
+        case .success(let started): thread = started
+        case .failure(let code):
+            wake.close()
             rdma_destroy_event_channel(channel)
-            throw VerbsError.system("starting the connection event thread", status)
+            throw VerbsError.system("starting the connection event thread", code.rawValue)
         }
-    }
-
-    static func setNonBlocking(_ fd: Int32) {
-        let flags = fcntl(fd, F_GETFL)
-        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
     }
 
     /// Ends the thread; called when the device goes.
     func stop() {
-        var one: UInt8 = 1
-        _ = write(wake.write, &one, 1)
-        pthread_join(thread, nil)
-        close(wake.read)
-        close(wake.write)
+        wake.signal()
+        thread?.join()
+        wake.close()
         rdma_destroy_event_channel(channel)
     }
 
@@ -128,8 +115,8 @@ final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind 
             pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0),
         ]
         while true {
-            let ready = poll(&descriptors, nfds_t(descriptors.count), -1)
-            if ready < 0 && errno == EINTR { continue }
+            let ready = descriptors.withUnsafeMutableBufferPointer { SystemCalls.poll($0.baseAddress!, $0.count, milliseconds: -1) }
+            if ready == 0 { continue }
             if descriptors[2].revents != 0 { return }
             drainConnectionEvents()
             drainDeviceEvents()

@@ -70,9 +70,7 @@ enum ConnectionProof {
     }
 
     static func nowMilliseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+        SystemCalls.wallClockMilliseconds()
     }
 
     /// A request; with `tag`, its 12 bytes carry the tag and the

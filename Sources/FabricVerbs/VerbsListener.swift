@@ -9,8 +9,8 @@ public final class VerbsListener: FabricListener, @unchecked Sendable {  // `ope
     public typealias Device = VerbsDevice
     let device: VerbsDevice
     let channel: EventChannel
-    private let id: UnsafeMutablePointer<rdma_cm_id>
-    private let open = Mutex(true)
+    /// The listening identifier; nil once closed.
+    private let identifier: Mutex<RDMAIdentifier?>
     /// Tagged requests waiting for a connect of ours to learn whom it
     /// reached (the tie-break).
     private let held = Mutex<[VerbsConnectionRequest]>([])
@@ -23,11 +23,10 @@ public final class VerbsListener: FabricListener, @unchecked Sendable {  // `ope
     init(device: VerbsDevice, endpoint: Endpoint, backlog: Int) throws(FabricError) {
         self.device = device
         channel = try EventChannel()
-        var created: UnsafeMutablePointer<rdma_cm_id>?
-        guard rdma_create_id(channel.channel, &created, nil, RDMA_PS_TCP) == 0, let id = created else {
-            throw VerbsError.system("creating an rdma_cm identifier")
-        }
-        do throws(FabricError) {
+        // Destroyed by its owner if set-up fails below.
+        let owner = try RDMAIdentifier(on: channel, forkDetection: device.forkDetection)
+        let id = owner.id
+        do {
             var address = try Addressing.resolve(endpoint, passive: true)
             let bound = withUnsafeMutableBytes(of: &address) { rdma_bind_addr(id, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self)) }
             guard bound == 0 else { throw VerbsError.system("binding \(endpoint) for rdma_cm") }
@@ -35,40 +34,29 @@ public final class VerbsListener: FabricListener, @unchecked Sendable {  // `ope
                 throw FabricError(.invalidArgument, "\(endpoint.host) is an address of RDMA device \(String(cString: ibv_get_device_name(context.pointee.device))), not \(device.name)")
             }
             guard rdma_listen(id, Int32(clamping: backlog)) == 0 else { throw VerbsError.system("listening on \(endpoint)") }
-        } catch {
-            rdma_destroy_id(id)
-            throw error
         }
         let bound = Endpoint(host: endpoint.host, port: UInt16(bigEndian: rdma_get_src_port(id)))
-        do {
-            // A wildcard listener is reached through the interface its
-            // device's port sits on.
-            address = try InterfaceAddresses.listenerAddress(
-                backend: device.backendName, wireVersion: device.wireVersion, bound: bound, instance: device.instance,
-                interface: VerbsProbe.networkInterface(of: device.name))
-        } catch {
-            rdma_destroy_id(id)
-            throw error
-        }
-        self.id = id
+        // A wildcard listener is reached through the interface its
+        // device's port sits on.
+        address = try InterfaceAddresses.listenerAddress(
+            backend: device.backendName, wireVersion: device.wireVersion, bound: bound, instance: device.instance,
+            interface: VerbsProbe.networkInterface(of: device.name))
+        identifier = Mutex(owner)
         self.endpoint = bound
     }
 
     deinit { close() }
 
     public func close() {
-        let wasOpen = open.withLock { value in
-            defer { value = false }
-            return value
-        }
-        if wasOpen && !device.forkDetection.isForkedChild { rdma_destroy_id(id) }
+        // Taken out under the lock, destroyed (by its owner) outside it.
+        _ = identifier.withLock { $0.take() }
     }
 
     public var fileDescriptor: Int32 { channel.fd }
 
     public func next(timeout: Duration?) throws(FabricError) -> VerbsConnectionRequest? {
         try device.forkDetection.checkNotForked()
-        guard open.withLock({ $0 }) else { throw FabricError(.invalidState, "the listener on \(endpoint) is closed") }
+        guard identifier.withLock({ $0 != nil }) else { throw FabricError(.invalidState, "the listener on \(endpoint) is closed") }
         let deadline = ContinuousClock.now + (timeout ?? .seconds(365 * 86_400))
         while true {
             if let request = releaseHeld() { return request }
@@ -80,12 +68,13 @@ public final class VerbsListener: FabricListener, @unchecked Sendable {  // `ope
                 continue
             }
             guard event.kind == RDMA_CM_EVENT_CONNECT_REQUEST, let requestID = event.id else { continue }
+            // Ours from here: a refused request's identifier goes with `owner`.
+            let owner = RDMAIdentifier(adopting: requestID, arrivedOn: channel, forkDetection: device.forkDetection)
             let peer = Addressing.endpoint(rdma_get_peer_addr(requestID))
             func refuse(_ reason: ConnectionProof.RejectReason, _ message: String) {
                 device.logger.warning("refused a connection from \(peer): \(message)")
                 let payload = ConnectionProof.makeReject(reason)
-                _ = payload.withUnsafeBytes { rdma_reject(requestID, $0.baseAddress, UInt8($0.count)) }
-                rdma_destroy_id(requestID)
+                _ = payload.withUnsafeBytes { rdma_reject(owner.id, $0.baseAddress, UInt8($0.count)) }
             }
             guard requestID.pointee.verbs == device.context else {
                 refuse(.wrongDevice, "the request arrived on another RDMA device")
@@ -101,7 +90,7 @@ public final class VerbsListener: FabricListener, @unchecked Sendable {  // `ope
                 continue
             }
             let pending = VerbsConnectionRequest(
-                listener: self, id: requestID, peer: peer, request: request, identities: identities,
+                listener: self, identifier: owner, peer: peer, request: request, identities: identities,
                 requesterReadDepth: event.initiatorDepth, requesterResponderResources: event.responderResources)
             if let ready = settle(pending) { return ready }
         }

@@ -88,14 +88,10 @@ public final class TCPListener: FabricListener, @unchecked Sendable {  // mutabl
             if let request { return request }
             let now = MonotonicClock.now()
             if now >= limit { return nil }
-            // A handshake's deadline may pass between drive() and this read
-            // of the clock (a loaded machine, a slow emulator): then look
-            // again at once instead of subtracting past zero.
             let until = min(limit, wake)
-            let milliseconds = until == .max ? Int32(1000)
-                : until <= now ? Int32(0) : Int32(min((until - now) / 1_000_000 + 1, 1000))
-            var descriptor = pollfd(fd: poller.fd, events: Int16(POLLIN), revents: 0)
-            _ = Glibc.poll(&descriptor, 1, milliseconds)
+            // A handshake's deadline may have passed since `drive` looked.
+            let milliseconds = until == .max ? Int32(1000) : until <= now ? 0 : Int32(min((until - now) / 1_000_000 + 1, 1000))
+            _ = SystemCalls.poll(poller.fd, events: Int16(POLLIN), milliseconds: milliseconds)
         }
     }
 

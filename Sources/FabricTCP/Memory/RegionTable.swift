@@ -51,7 +51,7 @@ final class RegionRecord: Sendable {
         var spins = 0
         while state.load(ordering: .acquiring) != 1 {
             spins += 1
-            if spins > 1000 { sched_yieldShim() }
+            if spins > 1000 { SystemCalls.yield() }
         }
     }
 
@@ -62,10 +62,6 @@ final class RegionRecord: Sendable {
         let offset = address - base
         return offset <= length && count <= length - offset
     }
-}
-
-@inline(__always) func sched_yieldShim() {
-    _ = sched_yield()
 }
 
 import Glibc
@@ -143,44 +139,5 @@ final class RegionTable: Sendable {
         if needsWrite && !record.access.contains(.localWrite) { return .failure(.accessNotGranted) }
         guard record.contains(address: element.address, count: UInt64(element.length)) else { return .failure(.outOfBounds) }
         return .success(record)
-    }
-}
-
-/// A registered memory region of the software NIC. Deregisters itself when
-/// freed if its owner did not.
-public final class TCPMemoryRegion: FabricMemoryRegion, @unchecked Sendable {  // immutable but for `record`, guarded by `deregistered`
-    public let address: UnsafeMutableRawPointer
-    public let length: Int
-    public let access: MemoryAccess
-    public let localKey: LocalKey
-    public let remoteKey: RemoteKey
-    let record: RegionRecord
-    private let table: RegionTable
-    private let deregistered = Atomic<Bool>(false)
-
-    init(address: UnsafeMutableRawPointer, length: Int, access: MemoryAccess, domain: TCPProtectionDomain, table: RegionTable) {
-        self.address = address
-        self.length = length
-        self.access = access
-        let keys = KeyGenerator.shared
-        let local = keys.next()
-        let remote = keys.next()
-        localKey = LocalKey(rawValue: local)
-        remoteKey = RemoteKey(rawValue: remote)
-        record = RegionRecord(
-            base: UInt64(UInt(bitPattern: address)), length: UInt64(length), access: access,
-            localKey: local, remoteKey: remote, domain: ObjectIdentifier(domain))
-        self.table = table
-        table.insert(record)
-    }
-
-    public func deregister() throws(FabricError) {
-        guard !deregistered.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        table.remove(record)
-        record.invalidate()
-    }
-
-    deinit {
-        try? deregister()
     }
 }

@@ -8,7 +8,9 @@ import Synchronization
 public final class VerbsConnectionRequest: FabricConnectionRequest, @unchecked Sendable {  // `pending` is behind a lock
     public typealias Device = VerbsDevice
     let listener: VerbsListener
-    let id: UnsafeMutablePointer<rdma_cm_id>
+    /// The request's identifier until it is answered: accepting hands it to
+    /// the queue pair, rejecting lets it go (destroyed by its owner).
+    private let pending: Mutex<RDMAIdentifier?>
     public let peer: Endpoint
     public let privateData: [UInt8]
     let nonce: [UInt8]
@@ -25,18 +27,13 @@ public final class VerbsConnectionRequest: FabricConnectionRequest, @unchecked S
         get { tagEntry.withLock { $0 } }
         set { tagEntry.withLock { $0 = newValue } }
     }
-    /// True until the identifier is accepted (owned by a queue pair) or
-    /// rejected (destroyed).
-    private let pending = Mutex(true)
-    /// The channel the identifier moved to, kept while the request owns it.
-    private let ownChannel = Mutex<EventChannel?>(nil)
 
     init(
-        listener: VerbsListener, id: UnsafeMutablePointer<rdma_cm_id>, peer: Endpoint, request: ConnectionProof.Request,
+        listener: VerbsListener, identifier: RDMAIdentifier, peer: Endpoint, request: ConnectionProof.Request,
         identities: [UInt8], requesterReadDepth: UInt8, requesterResponderResources: UInt8
     ) {
         self.listener = listener
-        self.id = id
+        pending = Mutex(identifier)
         self.peer = peer
         privateData = request.userData
         nonce = request.nonce
@@ -48,7 +45,7 @@ public final class VerbsConnectionRequest: FabricConnectionRequest, @unchecked S
     }
 
     deinit {
-        if pending.withLock({ $0 }) { reject(privateData: []) }
+        if pending.withLock({ $0 != nil }) { reject(privateData: []) }
     }
 
     public func accept(
@@ -61,11 +58,7 @@ public final class VerbsConnectionRequest: FabricConnectionRequest, @unchecked S
             throw FabricError(.invalidArgument, "private data of \(privateData.count) bytes; the verbs backend carries at most \(ConnectionProof.maxAcceptUserData) in an accept")
         }
         // Claim the request first: a concurrent accept or reject finds it taken.
-        let claimed = pending.withLock { value in
-            defer { value = false }
-            return value
-        }
-        guard claimed else {
+        guard let identifier = pending.withLock({ $0.take() }) else {
             throw FabricError(.invalidState, "the connection request from \(peer) was already accepted or rejected")
         }
         var queuePair: VerbsQueuePair?
@@ -74,21 +67,22 @@ public final class VerbsConnectionRequest: FabricConnectionRequest, @unchecked S
             // Events of this connection go to its own channel from now on,
             // so that waiting for it does not consume the listener's requests.
             let channel = try EventChannel()
-            guard rdma_migrate_id(id, channel.channel) == 0 else { throw VerbsError.system("moving the connection to its own event channel") }
-            ownChannel.withLock { $0 = channel }
-            let qp = try VerbsQueuePair(device: device, setup: setup, id: id, channel: channel)
+            guard identifier.migrate(to: channel.channel, keptAliveBy: channel) else {
+                throw VerbsError.system("moving the connection to its own event channel")
+            }
+            let qp = try VerbsQueuePair(device: device, setup: setup, identifier: identifier)
             queuePair = qp
             // The requester proved itself already: remote access at once.
-            try Transitions.toInitialized(qp, id, access: Transitions.remoteAccess)
+            try Transitions.toInitialized(qp, identifier.id, access: Transitions.remoteAccess)
             try prepare(qp)
-            try Transitions.toReadyToReceive(qp, id, access: nil)
-            try Transitions.toReadyToSend(qp, id)
+            try Transitions.toReadyToReceive(qp, identifier.id, access: nil)
+            try Transitions.toReadyToSend(qp, identifier.id)
             let answer = ConnectionProof.makeAccept(
                 secret: device.secret, requestNonce: nonce, identities: identities, instance: device.instance, userData: privateData)
             let accepted = Transitions.withParameters(
                 privateData: answer, responderResources: min(device.readDepth, requesterReadDepth),
                 initiatorDepth: min(device.readDepth, requesterResponderResources), queuePair: qp, setup: setup
-            ) { rdma_accept(id, &$0) }
+            ) { rdma_accept(identifier.id, &$0) }
             guard accepted == 0 else { throw VerbsError.system("accepting the connection from \(peer)") }
             acceptSent = true
             // No wait for the requester's confirmation (ESTABLISHED): a
@@ -103,18 +97,22 @@ public final class VerbsConnectionRequest: FabricConnectionRequest, @unchecked S
             qp.established()
             qp.tagRecord = tagRecord
             tagRecord = nil
-            guard rdma_migrate_id(id, device.events.channel) == 0 else { throw VerbsError.system("handing the connection to the device's event thread") }
+            guard identifier.migrate(to: device.events.channel, keptAliveBy: device.events) else {
+                throw VerbsError.system("handing the connection to the device's event thread")
+            }
             return qp
         } catch {
-            // Tell the requester rather than leave it to its timeout.
-            if acceptSent {
-                rdma_disconnect(id)
-            } else {
-                let payload = ConnectionProof.makeReject(.rejectedByApplication)
-                _ = payload.withUnsafeBytes { rdma_reject(id, $0.baseAddress, UInt8($0.count)) }
+            // Tell the requester rather than leave it to its timeout, with
+            // the queue pair (if made) still there. The identifier then goes
+            // with its last holder: this frame or that queue pair.
+            withExtendedLifetime(queuePair) {
+                if acceptSent {
+                    rdma_disconnect(identifier.id)
+                } else {
+                    let payload = ConnectionProof.makeReject(.rejectedByApplication)
+                    _ = payload.withUnsafeBytes { rdma_reject(identifier.id, $0.baseAddress, UInt8($0.count)) }
+                }
             }
-            // A queue pair owns the identifier once it exists.
-            if queuePair == nil { rdma_destroy_id(id) }
             dropTagRecord()
             throw error
         }
@@ -127,14 +125,10 @@ public final class VerbsConnectionRequest: FabricConnectionRequest, @unchecked S
     /// Rejects with `reason` (the application's rejection, or a lost
     /// tie-break) unless already answered.
     func refuse(_ reason: ConnectionProof.RejectReason, userData: [UInt8] = []) {
-        let wasPending = pending.withLock { value in
-            defer { value = false }
-            return value
-        }
-        guard wasPending, !listener.device.forkDetection.isForkedChild else { return }
+        // Taken out of `pending`: destroyed (by its owner) when this returns.
+        guard let identifier = pending.withLock({ $0.take() }), !listener.device.forkDetection.isForkedChild else { return }
         let payload = ConnectionProof.makeReject(reason, userData: userData)
-        _ = payload.withUnsafeBytes { rdma_reject(id, $0.baseAddress, UInt8($0.count)) }
-        rdma_destroy_id(id)
+        _ = payload.withUnsafeBytes { rdma_reject(identifier.id, $0.baseAddress, UInt8($0.count)) }
         dropTagRecord()
     }
 

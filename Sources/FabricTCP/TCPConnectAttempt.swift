@@ -166,7 +166,6 @@ public final class TCPConnectAttempt: FabricConnectAttempt {
     func waitForProgress() {
         let now = MonotonicClock.now()
         guard socket >= 0, now < deadline else { return }
-        var descriptor = pollfd(fd: socket, events: waitsToWrite ? Int16(POLLOUT) : Int16(POLLIN), revents: 0)
-        _ = Glibc.poll(&descriptor, 1, Int32(min((deadline - now) / 1_000_000 + 1, 1000)))
+        _ = SystemCalls.poll(socket, events: waitsToWrite ? Int16(POLLOUT) : Int16(POLLIN), milliseconds: Int32(min((deadline - now) / 1_000_000 + 1, 1000)))
     }
 }
