@@ -93,7 +93,7 @@ struct NetworkFaultTests {
         defer { try? inPeerNamespace(["tc", "qdisc", "del", "dev", Self.peerInterface, "root"]) }
         // READs make the peer send: its egress is the limited one.
         let took = try checkedTransfers(peer, count: 8, size: 1 << 20)
-        let megabitsPerSecond = Double(8 * 8 * (1 << 20)) / (Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18) / 1e6
+        let megabitsPerSecond = Double(8 * 8 * (1 << 20)) / took.inSeconds / 1e6
         print("network rate limit 100 Mbit/s: 8 x 1 MiB READ back (and WRITE) took \(took): about \(Int(megabitsPerSecond)) Mbit/s of READ data; all data correct")
         #expect(took >= .milliseconds(500), "8 MiB through a 100 Mbit/s egress cannot take less than about 0.67 s")
     }
