@@ -6,7 +6,7 @@ import Subprocess
 import SystemPackage
 
 @main
-struct FabricPerf: AsyncParsableCommand {
+struct FabricPerf: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fabric-perf",
         abstract: "Latency, bandwidth and message rate of the fabric, beside a raw-TCP reference measured in the same run.",
@@ -66,13 +66,18 @@ struct PlanOptions: ParsableArguments {
     var capacity: Int { (sizes.split(separator: ",").compactMap { ByteCount.parse($0) }.max() ?? 8) + 64 }
 }
 
-struct Loopback: AsyncParsableCommand {
+struct Loopback: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Start a server process on loopback and measure against it (the default).")
     @OptionGroup var options: PlanOptions
     @Option(help: "Loopback address to use (127.0.0.1 or ::1).")
     var host = "127.0.0.1"
 
-    func run() async throws {
+    func run() throws {
+        nonisolated(unsafe) let command = self
+        try waitFor { try await command.measureAgainstServer() }
+    }
+
+    private func measureAgainstServer() async throws {
         let plan = try options.plan()
         // A fresh job secret for this run, shared with the server process.
         setenv(JobSecret.environmentVariable, JobSecret.generate(), 1)
@@ -100,6 +105,21 @@ struct Loopback: AsyncParsableCommand {
             throw PerfError("the server process ended with \(outcome.terminationStatus)")
         }
     }
+}
+
+/// Runs `operation` on the concurrency runtime and waits here for its end.
+/// The tool's entry point stays synchronous: with an async one the main
+/// thread parks in sigsuspend(2) for the whole run, and valgrind (callgrind
+/// counts `fabric-perf count`, scripts/bench-overhead.sh) fails on that.
+func waitFor(_ operation: @escaping @Sendable () async throws -> Void) throws {
+    let done = DispatchSemaphore(value: 0)
+    nonisolated(unsafe) var failure: Error?
+    Task {
+        do { try await operation() } catch { failure = error }
+        done.signal()
+    }
+    done.wait()
+    if let failure { throw failure }
 }
 
 struct Server: ParsableCommand {
