@@ -4,8 +4,11 @@
 # each (FABRIC_FUZZ_SECONDS; 0 skips them), the network fault tests between
 # two namespaces when run as root (FABRIC_SKIP_NETNS=1 skips them), the
 # suites again under a sanitizer if FABRIC_SANITIZE names one (address or
-# thread; off by default), then the conformance suite over the verbs backend
-# on a real soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1 skips it).
+# thread; off by default), the benchmarks' allocation gates if
+# FABRIC_BENCH_GATES=1 (off by default: building the Benchmarks package
+# costs more than CI's time allows, docs/benchmarks.md), then the
+# conformance suite over the verbs backend on a real soft-RoCE device inside
+# a qemu VM (FABRIC_SKIP_VM=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -28,6 +31,9 @@ if [ "$(id -u)" -eq 0 ] && [ "${FABRIC_SKIP_NETNS:-0}" != 1 ]; then
 fi
 if [ -n "${FABRIC_SANITIZE:-}" ]; then
     bash scripts/sanitize.sh "$FABRIC_SANITIZE"
+fi
+if [ "${FABRIC_BENCH_GATES:-0}" = 1 ]; then
+    bash scripts/bench-gates.sh
 fi
 if [ "${FABRIC_SKIP_VM:-0}" != 1 ]; then
     bash scripts/test-verbs.sh
