@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
     ],
     targets: [
         // The only module that includes the verbs headers.
@@ -77,7 +79,11 @@ let package = Package(
         .target(name: "CAllocationCounter"),
         .executableTarget(
             name: "fabric-perf",
-            dependencies: ["Fabric", "FabricSupport", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "Fabric", "FabricSupport", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
         ),
         // libFuzzer targets for what reads a peer's bytes (docs/fuzzing.md).
         // Built normally, it replays inputs; built with -sanitize=fuzzer and
@@ -144,6 +150,12 @@ let package = Package(
             dependencies: ["FabricVerbs", "FabricCore", .product(name: "Crypto", package: "swift-crypto")]
         ),
         // fabric-test-peer: built with the tests, which start it.
-        .testTarget(name: "FabricConformanceTests", dependencies: ["Fabric", "FabricSupport", "FabricTestSupport", "fabric-test-peer"]),
+        .testTarget(
+            name: "FabricConformanceTests",
+            dependencies: [
+                "Fabric", "FabricSupport", "FabricTestSupport", "fabric-test-peer", .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
     ]
 )

@@ -8,7 +8,9 @@
 # root (FABRIC_SKIP_SLURM=1 skips it; about two minutes on a fresh machine,
 # most of it installing slurm-wlm, munge and libpmix), the suites again
 # under a sanitizer if FABRIC_SANITIZE names one (address or thread; off by
-# default), then the conformance suite over the verbs backend
+# default), the benchmarks' allocation gates if FABRIC_BENCH_GATES=1 (off by
+# default: building the Benchmarks package costs more than CI's time allows,
+# docs/benchmarks.md), then the conformance suite over the verbs backend
 # on a real soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +53,9 @@ if [ "$(id -u)" -eq 0 ] && [ "${FABRIC_SKIP_SLURM:-0}" != 1 ]; then
 fi
 if [ -n "${FABRIC_SANITIZE:-}" ]; then
     bash scripts/sanitize.sh "$FABRIC_SANITIZE"
+fi
+if [ "${FABRIC_BENCH_GATES:-0}" = 1 ]; then
+    bash scripts/bench-gates.sh
 fi
 if [ "${FABRIC_SKIP_VM:-0}" != 1 ]; then
     bash scripts/test-verbs.sh

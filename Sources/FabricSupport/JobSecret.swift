@@ -23,6 +23,14 @@ public enum JobSecret {
         }
     }
 
+    /// A fresh secret: 32 random bytes from the system's generator, as 64
+    /// lowercase hexadecimal digits (text, so that it fits an environment
+    /// variable and a key file alike).
+    public static func generate() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<32).map { _ in String(format2: UInt8.random(in: .min ... .max, using: &generator)) }.joined()
+    }
+
     public static var defaultKeyFilePath: String {
         let environment = ProcessEnvironment.variables()
         if let config = environment["XDG_CONFIG_HOME"], !config.isEmpty {
@@ -52,9 +60,7 @@ public enum JobSecret {
         // one file: the loser of the race reads the winner's.
         let created = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         if created >= 0 {
-            var generator = SystemRandomNumberGenerator()
-            let secret = (0..<32).map { _ in String(format2: UInt8.random(in: .min ... .max, using: &generator)) }.joined() + "\n"
-            let bytes = Array(secret.utf8)
+            let bytes = Array((generate() + "\n").utf8)
             let written = bytes.withUnsafeBytes { write(created, $0.baseAddress, $0.count) }
             close(created)
             if written != bytes.count {

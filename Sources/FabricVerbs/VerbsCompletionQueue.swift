@@ -153,12 +153,7 @@ public final class VerbsCompletionQueue: FabricCompletionQueue, @unchecked Senda
     }
 
     /// A timeout in whole milliseconds, rounded up, clamped to what poll(2) takes.
-    static func milliseconds(_ duration: Duration) -> Int32 {
-        let (seconds, attoseconds) = duration.components
-        guard seconds >= 0, attoseconds >= 0 || seconds > 0 else { return 0 }
-        guard seconds < Int64(Int32.max / 1000) else { return Int32.max }
-        return Int32(seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
-    }
+    static func milliseconds(_ duration: Duration) -> Int32 { duration.wholeMillisecondsRoundedUp }
 
     private func takeStash() -> Completion? {
         stash.withLock { value in

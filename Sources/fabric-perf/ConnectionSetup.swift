@@ -57,12 +57,12 @@ struct ConnectionSetup: ParsableCommand {
             }
             stopped.signal()
         }
-        var together = Samples()
-        var alone = Samples()
+        var together = LatencyHistogram()
+        var alone = LatencyHistogram()
         var kept: [D.QueuePair] = []
         for _ in 0..<rounds {
-            together.append(contentsOf: try round(client, clientSetup, listener.endpoint, count: inFlight, keep: &kept))
-            for _ in 0..<inFlight { alone.append(contentsOf: try round(client, clientSetup, listener.endpoint, count: 1, keep: &kept)) }
+            try round(client, clientSetup, listener.endpoint, count: inFlight, into: &together, keep: &kept)
+            for _ in 0..<inFlight { try round(client, clientSetup, listener.endpoint, count: 1, into: &alone, keep: &kept) }
             kept.removeAll()
             accepted.withLock { $0.removeAll() }
         }
@@ -70,8 +70,8 @@ struct ConnectionSetup: ParsableCommand {
         running = false
         stopped.wait()
         print("connection set-up on \(device.backendName), \(host): \(rounds) rounds each, interleaved; load average \(loadAverage())")
-        print("  \(inFlight) connects in flight from one thread: p50 \(format(together.median)) us, p99 \(format(together.percentile(99))) us, max \(format(together.maximum)) us (\(together.values.count) connects)")
-        print("  one connect at a time:                p50 \(format(alone.median)) us, p99 \(format(alone.percentile(99))) us, max \(format(alone.maximum)) us (\(alone.values.count) connects)")
+        print("  \(inFlight) connects in flight from one thread: p50 \(format(together.median)) us, p99 \(format(together.percentile(99))) us, max \(format(together.maximum)) us (\(together.count) connects)")
+        print("  one connect at a time:                p50 \(format(alone.median)) us, p99 \(format(alone.percentile(99))) us, max \(format(alone.maximum)) us (\(alone.count) connects)")
         if let cost {
             print("  \(hold) connections held (both ends in this process): resident memory +\(cost.resident / 1024) KiB, "
                 + "\(cost.descriptors) descriptors: per connection and end \(cost.resident / 1024 / (2 * hold)) KiB and "
@@ -90,9 +90,11 @@ struct ConnectionSetup: ParsableCommand {
         let acceptedBefore = accepted()
         var kept: [D.QueuePair] = []
         var left = hold
+        // These connects are held, not timed.
+        var untimed = LatencyHistogram()
         while left > 0 {
             let batch = min(left, inFlight)
-            _ = try round(client, setup, endpoint, count: batch, keep: &kept)
+            try round(client, setup, endpoint, count: batch, into: &untimed, keep: &kept)
             left -= batch
         }
         // The server thread accepts the last ones a moment later.
@@ -107,11 +109,12 @@ struct ConnectionSetup: ParsableCommand {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
     }
 
-    /// Starts `count` connects at once and drives them to the end; returns
-    /// each one's time in microseconds.
+    /// Starts `count` connects at once and drives them to the end; records
+    /// each one's time.
     private func round<D: FabricDevice>(
-        _ client: D, _ setup: QueuePairSetup<D>, _ endpoint: Endpoint, count: Int, keep: inout [D.QueuePair]
-    ) throws -> Samples {
+        _ client: D, _ setup: QueuePairSetup<D>, _ endpoint: Endpoint, count: Int,
+        into timings: inout LatencyHistogram, keep: inout [D.QueuePair]
+    ) throws {
         let clock = ContinuousClock()
         var starts: [ContinuousClock.Instant] = []
         var attempts: [D.ConnectAttempt?] = []
@@ -119,14 +122,13 @@ struct ConnectionSetup: ParsableCommand {
             starts.append(clock.now)
             attempts.append(try client.startConnect(to: endpoint, setup, options: ConnectOptions(timeout: .seconds(30)), prepare: { _ in }))
         }
-        var samples = Samples(capacity: count)
         var left = count
         var descriptors = [pollfd](repeating: pollfd(), count: count)
         while left > 0 {
             for index in 0..<count {
                 guard let attempt = attempts[index] else { continue }
                 if let (qp, _) = try attempt.advance() {
-                    samples.append(Double((clock.now - starts[index]).components.attoseconds) / 1e12 + Double((clock.now - starts[index]).components.seconds) * 1e6)
+                    timings.record(clock.now - starts[index])
                     keep.append(qp)
                     attempts[index] = nil
                     left -= 1
@@ -142,7 +144,6 @@ struct ConnectionSetup: ParsableCommand {
             }
             _ = Glibc.poll(&descriptors, nfds_t(waiting), 100)
         }
-        return samples
     }
 
     private func format(_ value: Double) -> String { String(format: "%.0f", value) }

@@ -2,6 +2,8 @@ import ArgumentParser
 import Fabric
 import Foundation
 import Glibc
+import Subprocess
+import SystemPackage
 
 @main
 struct FabricPerf: ParsableCommand {
@@ -61,7 +63,7 @@ struct PlanOptions: ParsableArguments {
         return PerfPlan(tests: chosen, sizes: sizeList, repetitions: repetitions, modes: modes, scale: scale, raw: !noRaw)
     }
 
-    var capacity: Int { (sizes.split(separator: ",").compactMap { parseSize(String($0)) }.max() ?? 8) + 64 }
+    var capacity: Int { (sizes.split(separator: ",").compactMap { ByteCount.parse($0) }.max() ?? 8) + 64 }
 }
 
 struct Loopback: ParsableCommand {
@@ -71,37 +73,53 @@ struct Loopback: ParsableCommand {
     var host = "127.0.0.1"
 
     func run() throws {
-        let plan = try options.plan()
-        // A fresh job secret for this run, shared with the server process.
-        var generator = SystemRandomNumberGenerator()
-        let secret = (0..<32).map { _ in String(UInt8.random(in: 0...255, using: &generator), radix: 16) }.joined()
-        setenv(JobSecret.environmentVariable, secret, 1)
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
-        if !FileManager.default.isExecutableFile(atPath: server.executableURL!.path) {
-            server.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        }
-        server.arguments = ["server", "--host", host, "--port", "0", "--capacity", String(options.capacity)]
-        let output = Pipe()
-        server.standardOutput = output
-        try server.run()
-        defer { if server.isRunning { server.terminate() }; server.waitUntilExit() }
-        let first = try readLine(from: output.fileHandleForReading)
-        guard first.hasPrefix("control port "), let port = UInt16(first.dropFirst("control port ".count)) else {
-            throw PerfError("the server process said '\(first)'")
-        }
-        try runClient(host: host, port: port, options: options, plan: plan)
+        nonisolated(unsafe) let command = self
+        try waitFor { try await command.measureAgainstServer() }
     }
 
-    private func readLine(from handle: FileHandle) throws -> String {
-        var bytes: [UInt8] = []
-        while true {
-            let chunk = handle.readData(ofLength: 1)
-            if chunk.isEmpty { throw PerfError("the server process exited before it listened") }
-            if chunk[0] == 10 { return String(decoding: bytes, as: UTF8.self) }
-            bytes.append(chunk[0])
+    private func measureAgainstServer() async throws {
+        let plan = try options.plan()
+        // A fresh job secret for this run, shared with the server process.
+        setenv(JobSecret.environmentVariable, JobSecret.generate(), 1)
+        var executable = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+        if !FileManager.default.isExecutableFile(atPath: executable) {
+            executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        }
+        // The server lives as long as this closure; if the client fails,
+        // Subprocess ends it (SIGTERM, then SIGKILL).
+        let outcome = try await Subprocess.run(
+            .path(FilePath(executable)),
+            arguments: ["server", "--host", host, "--port", "0", "--capacity", String(options.capacity)],
+            input: .none, output: .sequence, error: .currentStandardError
+        ) { execution in
+            var lines = execution.standardOutput.strings().makeAsyncIterator()
+            guard let first = try await lines.next() else { throw PerfError("the server process exited before it listened") }
+            guard first.hasPrefix("control port "), let port = UInt16(first.dropFirst("control port ".count)) else {
+                throw PerfError("the server process said '\(first)'")
+            }
+            try runClient(host: host, port: port, options: options, plan: plan)
+            // Whatever else it prints, so that it never waits on a full pipe.
+            while try await lines.next() != nil {}
+        }
+        guard outcome.terminationStatus.isSuccess else {
+            throw PerfError("the server process ended with \(outcome.terminationStatus)")
         }
     }
+}
+
+/// Runs `operation` on the concurrency runtime and waits here for its end.
+/// The tool's entry point stays synchronous: with an async one the main
+/// thread parks in sigsuspend(2) for the whole run, and valgrind (callgrind
+/// counts `fabric-perf count`, scripts/bench-overhead.sh) fails on that.
+func waitFor(_ operation: @escaping @Sendable () async throws -> Void) throws {
+    let done = DispatchSemaphore(value: 0)
+    nonisolated(unsafe) var failure: Error?
+    Task {
+        do { try await operation() } catch { failure = error }
+        done.signal()
+    }
+    done.wait()
+    if let failure { throw failure }
 }
 
 struct Server: ParsableCommand {

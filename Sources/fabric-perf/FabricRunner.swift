@@ -134,9 +134,9 @@ final class FabricSide<D: FabricDevice> {
 struct FabricClient<D: FabricDevice> {
     let side: FabricSide<D>
 
-    func latency(_ test: PerfTest, size: Int, iterations: Int) throws -> (Samples, UInt64) {
+    func latency(_ test: PerfTest, size: Int, iterations: Int) throws -> (LatencyHistogram, UInt64) {
         let warmup = max(10, iterations / 10)
-        var samples = Samples(capacity: iterations)
+        var timings = LatencyHistogram()
         var allocations: UInt64 = 0
         let operation: SendOperation
         switch test {
@@ -172,7 +172,7 @@ struct FabricClient<D: FabricDevice> {
                 try side.awaitCompletion(UInt64(i))
             }
             let end = now()
-            if i >= warmup { samples.append(Double(end - last) / 1000) }
+            if i >= warmup { timings.record(nanoseconds: end - last) }
             last = end
         }
         allocations = allocation_counter_count() - allocations
@@ -183,10 +183,7 @@ struct FabricClient<D: FabricDevice> {
             let until = clock.now + .milliseconds(5)
             while clock.now < until { _ = side.cq.poll(into: side.completions) }
         }
-        if test.metric == "one-way" {
-            samples = Samples(halving: samples)
-        }
-        return (samples, allocations)
+        return (test.metric == "one-way" ? timings.halved() : timings, allocations)
     }
 
     func bandwidth(_ test: PerfTest, size: Int, count: Int) throws -> (Double, UInt64) {
@@ -309,9 +306,3 @@ extension FabricServer {
     }
 }
 
-extension Samples {
-    init(halving other: Samples) {
-        self.init(capacity: other.values.count)
-        for value in other.values { append(value / 2) }
-    }
-}

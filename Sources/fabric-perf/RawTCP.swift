@@ -33,19 +33,19 @@ struct RawTCP {
     }
 
     /// Client side of a ping-pong: request `request` bytes, answer `response`
-    /// bytes; returns each round trip in microseconds.
-    func pingPong(request: Int, response: Int, iterations: Int, warmup: Int) -> Samples {
-        var samples = Samples(capacity: iterations)
+    /// bytes; returns the round trips.
+    func pingPong(request: Int, response: Int, iterations: Int, warmup: Int) -> LatencyHistogram {
+        var timings = LatencyHistogram()
         // One clock reading per iteration, as in the fabric loop.
         var last = now()
         for i in 0..<(iterations + warmup) {
             sendAll(request)
             receiveAll(response)
             let end = now()
-            if i >= warmup { samples.append(Double(end - last) / 1000) }
+            if i >= warmup { timings.record(nanoseconds: end - last) }
             last = end
         }
-        return samples
+        return timings
     }
 
     /// Server side of the ping-pong.

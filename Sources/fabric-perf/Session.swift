@@ -98,7 +98,7 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
     let remote = side.receiveRegion.remote()
     try control.send("memory \(remote.address) \(remote.key.rawValue)")
 
-    var results: [MeasurementKey: [Samples]] = [:]
+    var results: [MeasurementKey: [RepetitionResult]] = [:]
     var allocations: [MeasurementKey: (UInt64, Int)] = [:]
     let client = FabricClient(side: side)
     for repetition in 0..<plan.repetitions {
@@ -117,24 +117,26 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
                         try control.send("run \(test.rawValue) \(size) \(count) \(mode) \(raw ? "raw" : "fabric")")
                         _ = try control.expect("ready")
                         side.busyPoll = mode == "poll"
-                        var samples = Samples()
+                        let result: RepetitionResult
                         var clientAllocations: UInt64 = 0
                         if raw {
                             let rawTCP = RawTCP(fd: rawFD, buffer: side.sendBuffer, capacity: capacity, busyPoll: mode == "poll")
                             if test.isLatency {
                                 let (request, response) = rawShape(test, size: size)
                                 let roundTrips = rawTCP.pingPong(request: request, response: response, iterations: count, warmup: max(10, count / 10))
-                                samples = test.metric == "one-way" ? Samples(halving: roundTrips) : roundTrips
+                                result = .timings(test.metric == "one-way" ? roundTrips.halved() : roundTrips)
                             } else {
                                 let effective = test.effectiveSize(size)
                                 let megabytes = rawTCP.stream(size: effective, count: count)
-                                samples.append(test.isRate ? megabytes / Double(effective) : megabytes)
+                                result = .figures(Samples([test.isRate ? megabytes / Double(effective) : megabytes]))
                             }
                         } else if test.isLatency {
-                            (samples, clientAllocations) = try client.latency(test, size: size, iterations: count)
+                            let timings: LatencyHistogram
+                            (timings, clientAllocations) = try client.latency(test, size: size, iterations: count)
+                            result = .timings(timings)
                         } else {
                             let (value, allocated) = try client.bandwidth(test, size: test.effectiveSize(size), count: count)
-                            samples.append(value)
+                            result = .figures(Samples([value]))
                             clientAllocations = allocated
                         }
                         if !raw && test != .latencySend && test != .latencyWrite {
@@ -142,7 +144,7 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
                         }
                         let done = try control.expect("done")
                         let serverAllocations = UInt64(done.first ?? "0") ?? 0
-                        results[key, default: []].append(samples)
+                        results[key, default: []].append(result)
                         let previous = allocations[key] ?? (0, 0)
                         allocations[key] = (previous.0 + clientAllocations + serverAllocations, previous.1 + count)
                     }
@@ -163,8 +165,8 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
             clientSamples.append(try idleCPU(side: side, milliseconds: 1000))
             serverSamples.append(Double(try control.expect("done").first ?? "") ?? .nan)
         }
-        idle.append(Measurement(test: "idle-cpu", backend: "\(device.backendName) client", mode: "block", size: 0, unit: "%", metric: "cpu", perRepetition: [clientSamples], allocationsPerOperation: nil))
-        idle.append(Measurement(test: "idle-cpu", backend: "\(device.backendName) server", mode: "block", size: 0, unit: "%", metric: "cpu", perRepetition: [serverSamples], allocationsPerOperation: nil))
+        idle.append(Measurement(test: "idle-cpu", backend: "\(device.backendName) client", mode: "block", size: 0, unit: "%", metric: "cpu", perRepetition: [.figures(clientSamples)], allocationsPerOperation: nil))
+        idle.append(Measurement(test: "idle-cpu", backend: "\(device.backendName) server", mode: "block", size: 0, unit: "%", metric: "cpu", perRepetition: [.figures(serverSamples)], allocationsPerOperation: nil))
     }
     try control.send("quit")
 

@@ -55,8 +55,8 @@ struct SoakReport {
     var dataErrors = 0
     var failures: [String] = []
     var residentAtTenth = 0, residentAtEnd = 0, residentMax = 0
-    /// How long each connection took to set up (listen, connect, handshake, accept), in microseconds.
-    var setupMicroseconds = Samples()
+    /// How long each connection took to set up (listen, connect, handshake, accept).
+    var setupTimes = LatencyHistogram()
     var leakLimit = 0
 
     var growthMiB: Double { Double(residentAtEnd - residentAtTenth) / Double(1 << 20) }
@@ -67,7 +67,7 @@ struct SoakReport {
             "soak on \(backend), seed \(seed): \(String(format: "%.0f", seconds)) s, load average \(loadAverage())",
             "  operations: \(sends) sends, \(writes) writes, \(reads) reads, \(atomics) fetch-and-adds; \(bytes >> 20) MiB moved",
             String(format: "  connections opened: %d; set-up median %.0f us, p99 %.0f us (listen, connect, handshake, accept)",
-                   connectionsOpened, setupMicroseconds.median, setupMicroseconds.percentile(99)),
+                   connectionsOpened, setupTimes.median, setupTimes.percentile(99)),
             "  data errors: \(dataErrors); failed or stuck operations: \(failures.count)",
             String(format: "  resident memory: %.1f MiB after the first tenth, %.1f MiB at the end (growth %.1f MiB, limit %d), %.1f MiB at most",
                    Double(residentAtTenth) / 1048576, Double(residentAtEnd) / 1048576, growthMiB, leakLimit, Double(residentMax) / 1048576),
@@ -174,8 +174,7 @@ final class SoakRun<D: FabricDevice> {
             client: client, QueuePairSetup<D>(protectionDomain: clientDomain, sendCompletionQueue: clientCQ, receiveCompletionQueue: clientCQ),
             server: server, QueuePairSetup<D>(protectionDomain: serverDomain, sendCompletionQueue: serverCQ, receiveCompletionQueue: serverCQ))
         report.connectionsOpened += 1
-        let took = ContinuousClock().now - started
-        report.setupMicroseconds.append(Double(took.components.seconds) * 1e6 + Double(took.components.attoseconds) / 1e12)
+        report.setupTimes.record(ContinuousClock().now - started)
         return link
     }
 

@@ -2,17 +2,31 @@ import ArgumentParser
 import Fabric
 import Foundation
 
-/// Numbers from repeated measurements, and what a report says about them.
-struct Samples {
-    private(set) var values: [Double] = []
+/// What a report line says about a set of measured values.
+protocol Distribution {
+    var isEmpty: Bool { get }
+    func percentile(_ p: Double) -> Double
+    var minimum: Double { get }
+    var maximum: Double { get }
+}
 
-    init(capacity: Int = 0) { values.reserveCapacity(capacity) }
+extension Distribution {
+    var median: Double { percentile(50) }
+}
+
+/// A handful of figures (one per repetition: a bandwidth, a CPU share, a
+/// registration time), kept whole so that their median and percentiles are
+/// exact. Many timings of one thing go in a `LatencyHistogram` instead.
+struct Samples: Distribution {
+    private(set) var values: [Double]
+
+    init(_ values: [Double] = []) { self.values = values }
 
     mutating func append(_ value: Double) { values.append(value) }
-    mutating func append(contentsOf other: Samples) { values.append(contentsOf: other.values) }
 
     var isEmpty: Bool { values.isEmpty }
 
+    /// Interpolated between the two nearest values.
     func percentile(_ p: Double) -> Double {
         guard !values.isEmpty else { return .nan }
         let sorted = values.sorted()
@@ -23,9 +37,16 @@ struct Samples {
         return sorted[lower] * (1 - fraction) + sorted[upper] * fraction
     }
 
-    var median: Double { percentile(50) }
     var minimum: Double { values.min() ?? .nan }
     var maximum: Double { values.max() ?? .nan }
+}
+
+/// What one repetition of a test measured.
+enum RepetitionResult {
+    /// Every iteration's time (the latency tests).
+    case timings(LatencyHistogram)
+    /// One figure or a few (bandwidth, message rate, CPU share).
+    case figures(Samples)
 }
 
 /// One line of the report: one test, size, backend and mode.
@@ -58,15 +79,31 @@ struct Measurement: Codable {
     /// what this measurement achieved against it.
     var link: LinkFigures?
 
-    init(test: String, backend: String, mode: String, size: Int, unit: String, metric: String, perRepetition: [Samples], allocationsPerOperation: Double?) {
+    /// Figures over all repetitions; the spread is that of the repetitions'
+    /// medians. Timings of all repetitions are merged into one histogram;
+    /// figures are pooled.
+    init(test: String, backend: String, mode: String, size: Int, unit: String, metric: String, perRepetition: [RepetitionResult], allocationsPerOperation: Double?) {
+        var timings: LatencyHistogram?
+        var figures = Samples()
+        var repetitionMedians: [Double] = []
+        for repetition in perRepetition {
+            switch repetition {
+            case .timings(let histogram):
+                if timings == nil { timings = histogram } else { timings!.add(histogram) }
+                repetitionMedians.append(histogram.median)
+            case .figures(let samples):
+                for value in samples.values { figures.append(value) }
+                repetitionMedians.append(samples.median)
+            }
+        }
+        // A test's repetitions are all timings or all figures.
+        let all: any Distribution = timings ?? figures
         self.test = test
         self.backend = backend
         self.mode = mode
         self.size = size
         self.unit = unit
         self.metric = metric
-        var all = Samples()
-        for samples in perRepetition { all.append(contentsOf: samples) }
         median = all.median
         p10 = all.percentile(10)
         p90 = all.percentile(90)
@@ -74,12 +111,10 @@ struct Measurement: Codable {
         minimum = all.minimum
         maximum = all.maximum
         repetitions = perRepetition.count
-        repetitionMedians = perRepetition.map(\.median)
-        let low = repetitionMedians.min() ?? .nan
-        let high = repetitionMedians.max() ?? .nan
+        self.repetitionMedians = repetitionMedians
         var medians = Samples()
         for value in repetitionMedians { medians.append(value) }
-        spreadPercent = (high - low) / medians.median * 100
+        spreadPercent = (medians.maximum - medians.minimum) / medians.median * 100
         self.allocationsPerOperation = allocationsPerOperation
     }
 }
@@ -90,22 +125,12 @@ func formatSize(_ size: Int) -> String {
     return "\(size)B"
 }
 
-func parseSize(_ text: String) -> Int? {
-    let lower = text.lowercased()
-    let scales: [(String, Int)] = [("mib", 1 << 20), ("kib", 1 << 10), ("m", 1 << 20), ("k", 1 << 10), ("b", 1)]
-    for (suffix, scale) in scales where lower.hasSuffix(suffix) {
-        guard let value = Int(lower.dropLast(suffix.count)), value >= 0 else { return nil }
-        return value * scale
-    }
-    return Int(lower)
-}
-
 /// Parses a comma-separated list of sizes, each from 1 B to `maximum`
 /// (named `maximumText` in the error).
 func parseSizeList(_ text: String, maximum: Int, maximumText: String) throws -> [Int] {
     var result: [Int] = []
     for item in text.split(separator: ",") {
-        guard let size = parseSize(String(item)), size >= 1, size <= maximum else {
+        guard let size = ByteCount.parse(item), size >= 1, size <= maximum else {
             throw ValidationError("size '\(item)' is not a size from 1 B to \(maximumText)")
         }
         result.append(size)
@@ -131,8 +156,7 @@ struct LinkFigures: Codable {
     init(link: LinkShape, measurement: Measurement, raw: Measurement?) {
         configured = link.description
         configuredRateMBps = link.bitsPerSecond.map { $0 / 8 / 1e6 }
-        let (seconds, attoseconds) = link.latency.components
-        configuredLatencyMicroseconds = Double(seconds) * 1e6 + Double(attoseconds) / 1e12
+        configuredLatencyMicroseconds = link.latency.inMicroseconds
         if measurement.unit == "MB/s", let rate = configuredRateMBps {
             achievedRateFraction = measurement.median / rate
         }

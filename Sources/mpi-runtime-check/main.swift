@@ -27,8 +27,11 @@ clock_gettime(CLOCK_MONOTONIC, &started)
 
 do {
     let runtime = try MPIRuntime.initialize()
-    let rank = runtime.rank
-    let size = runtime.size
+    let rank = runtime.world.rank
+    let size = runtime.world.size
+    guard runtime.selfCommunicator.size == 1, try runtime.selfCommunicator.worldRank(of: 0) == rank, try runtime.world.worldRank(of: rank) == rank else {
+        fail("rank \(rank): the world and self communicators disagree with the runtime")
+    }
     func message(_ from: Int, _ to: Int) -> [UInt8] { Array("runtime message from \(from) to \(to)".utf8) }
     func expect(from peer: Int) throws(MPIError) {
         let received = try runtime.receiveRuntimeMessage(from: peer)

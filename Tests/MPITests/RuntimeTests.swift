@@ -1,5 +1,6 @@
 import FabricTestSupport
 import Foundation
+import MPI
 import Testing
 
 /// The MPI runtime in jobs started as users start them: mpi-runtime-check
@@ -40,6 +41,27 @@ struct RuntimeTests {
         let orphan = try Job.run(Job.check, ["ring"], environment: ["SLURM_NTASKS": "4"])
         #expect(orphan.status == 1)
         #expect(orphan.output.contains("SLURM_NTASKS=4 says this job has 4 tasks") && orphan.output.contains("separate singletons"), "\(orphan.output)")
+    }
+
+    @Test("a rank without the job secret cannot connect to the others: it says so and the job ends")
+    func rankWithoutSecret() throws {
+        let run = try Job.run(Job.mpirun, [
+            "-n", "1", "-env", "FABRIC_JOB_SECRET", "not-this-job-s-secret-at-all", Job.check, "ring", ":", "-n", "2", Job.check, "ring",
+        ])
+        #expect(run.status != 0)
+        #expect(run.output.contains("could not prove it knows the job secret"), "\(run.output)")
+        #expect(!run.output.contains("ring ok"), "\(run.output)")
+        #expect(ProcessTable.live(named: "mpi-runtime-check").isEmpty)
+    }
+
+    @Test("the world and self communicators of a singleton, and a rank outside them named")
+    func communicators() throws {
+        let runtime = try MPIRuntime.initialize(environment: [:])
+        #expect(runtime.world.size == 1 && runtime.world.rank == 0 && runtime.selfCommunicator.size == 1)
+        #expect(runtime.world != runtime.selfCommunicator)
+        #expect { try runtime.world.worldRank(of: 1) } throws: { ($0 as? MPIError)?.kind == .invalidRank }
+        try runtime.finalize()
+        #expect { try runtime.sendRuntimeMessage([1], to: 0) } throws: { ($0 as? MPIError)?.kind == .invalidState }
     }
 
     @Test("an abort ends every rank with its exit code, over PMI-1 and PMI-2", arguments: ["1", "2"])

@@ -146,19 +146,10 @@ enum EmulationUnits {
 
     /// `4096`, `64K`, `1M` (binary multiples).
     static func byteCount(_ text: String, setting: String) throws(FabricError) -> Int {
-        let (number, unit) = split(text)
-        let scale: Int
-        switch unit {
-        case "", "B": scale = 1
-        case "K", "KiB": scale = 1 << 10
-        case "M", "MiB": scale = 1 << 20
-        case "G", "GiB": scale = 1 << 30
-        default: throw FabricError(.invalidArgument, "\(setting) '\(text)' has an unknown unit '\(unit)' (use K, M or G)")
+        guard let bytes = ByteCount.parse(text), bytes > 0 else {
+            throw FabricError(.invalidArgument, "\(setting) '\(text)' is not a positive whole number of bytes with an optional unit K, M or G")
         }
-        guard let value = Int(number), value > 0, value <= Int.max / scale else {
-            throw FabricError(.invalidArgument, "\(setting) '\(text)' is not a positive whole number of bytes")
-        }
-        return value * scale
+        return bytes
     }
 
     /// A positive whole number (a count or an ordinal).
@@ -182,7 +173,7 @@ enum EmulationUnits {
     }
 
     static func formatDuration(_ duration: Duration) -> String {
-        let nanoseconds = Double(duration.components.seconds) * 1e9 + Double(duration.components.attoseconds) / 1e9
+        let nanoseconds = duration.inNanoseconds
         if nanoseconds >= 1e9 { return "\(trimmed(nanoseconds / 1e9)) s" }
         if nanoseconds >= 1e6 { return "\(trimmed(nanoseconds / 1e6)) ms" }
         if nanoseconds >= 1e3 { return "\(trimmed(nanoseconds / 1e3)) us" }

@@ -218,11 +218,8 @@ enum MonotonicClock {
         return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
     }
 
-    static func nanoseconds(_ duration: Duration) -> UInt64 {
-        let (seconds, attoseconds) = duration.components
-        if seconds < 0 { return 0 }
-        return UInt64(seconds) &* 1_000_000_000 &+ UInt64(attoseconds / 1_000_000_000)
-    }
+    @inline(__always)
+    static func nanoseconds(_ duration: Duration) -> UInt64 { duration.wholeNanoseconds }
 }
 
 /// An eventfd, used to wake a sleeper from another thread.

@@ -95,8 +95,7 @@ enum Transitions {
     /// The local ACK timeout code: 4.096 us x 2^code per attempt, so that
     /// `attempts` (retry_cnt + 1) fit within `timeout`.
     static func timeoutCode(_ timeout: Duration, attempts: Int = 8) -> UInt8 {
-        let nanoseconds = Double(timeout.components.seconds) * 1e9 + Double(timeout.components.attoseconds) / 1e9
-        let perAttempt = nanoseconds / Double(max(1, attempts)) / 4096
+        let perAttempt = timeout.inNanoseconds / Double(max(1, attempts)) / 4096
         guard perAttempt > 2 else { return 1 }
         return UInt8(max(1, min(31, Int(log2(perAttempt)))))
     }

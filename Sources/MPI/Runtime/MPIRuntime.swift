@@ -26,6 +26,10 @@ public final class MPIRuntime {
     public let logger: Logger
     /// This rank's fabric address, as published.
     public let address: FabricAddress
+    /// Every rank of the job (MPI_COMM_WORLD).
+    public let world: Communicator
+    /// This rank alone (MPI_COMM_SELF).
+    public let selfCommunicator: Communicator
 
     private let bootstrap: any BootstrapClient
     private let transport: any RuntimeTransport
@@ -67,6 +71,8 @@ public final class MPIRuntime {
         self.logger = logger
         rank = bootstrap.rank
         size = bootstrap.size
+        world = .world(rank: bootstrap.rank, size: bootstrap.size)
+        selfCommunicator = .only(bootstrap.rank)
         bootstrapProtocol = bootstrap.protocolName
         let (secret, _) = try JobSecretExchange.obtain(bootstrap: bootstrap, environment: environment)
         let choice: BackendChoice
