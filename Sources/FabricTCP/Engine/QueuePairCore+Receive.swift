@@ -130,11 +130,15 @@ extension QueuePairCore {
 
     private mutating func handle(_ header: FrameHeader) {
         // Every frame carries the peer's cumulative acknowledgement.
-        guard requester.acknowledge(upTo: header.acknowledge) else {
+        switch requester.acknowledge(upTo: header.acknowledge) {
+        case .unchanged:
+            break
+        case .advanced:
+            retireCompleted()
+        case .beyondSent:
             protocolViolation(.unexpectedResponse)
             return
         }
-        retireCompleted()
         if header.opcode.isRequest {
             handleRequest(header)
         } else {
@@ -476,10 +480,12 @@ extension QueuePairCore {
     /// Completes finished requests in posting order.
     @inline(__always)
     mutating func retireCompleted() {
-        while let slot = requester.retireNext() {
+        while requester.oldestFinished {
+            let slot = requester.slot(requester.head)
             if slot.flags.contains(.signaled) || slot.status != .success {
                 pushSendCompletion(id: slot.id, status: slot.status, opcode: slot.completionOpcode, length: Requester.completedLength(slot), detail: slot.detail)
             }
+            requester.retireOldest()
         }
     }
 }

@@ -207,9 +207,11 @@ struct QueuePairCore: ~Copyable {
     func nextDeadline() -> UInt64 {
         var deadline = requester.deadline
         var acknowledgeDue = responder.acknowledgeDue
-        emulation.adjust(
-            deadline: &deadline, acknowledgeDue: &acknowledgeDue, acknowledgeOwedSince: responder.acknowledgeOwedSince,
-            outputMayLeave: state == .readyToSend && !requester.waitsToResend)
+        if emulation.active {
+            emulation.adjust(
+                deadline: &deadline, acknowledgeDue: &acknowledgeDue, acknowledgeOwedSince: responder.acknowledgeOwedSince,
+                outputMayLeave: state == .readyToSend && !requester.waitsToResend)
+        }
         if responder.acknowledgeOwed { deadline = min(deadline, acknowledgeDue) }
         return deadline
     }

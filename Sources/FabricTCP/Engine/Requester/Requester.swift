@@ -241,17 +241,27 @@ struct Requester: ~Copyable {
 
     // MARK: Answers
 
+    /// What an acknowledgement did.
+    enum Acknowledgement {
+        /// It acknowledges nothing new.
+        case unchanged
+        /// More requests are accepted: some may be finished now.
+        case advanced
+        /// It acknowledges a request never sent (a protocol violation).
+        case beyondSent
+    }
+
     /// The peer's cumulative acknowledgement: every request below `value`
-    /// was accepted. False if it acknowledges something never sent.
+    /// was accepted.
     @inline(__always)
-    mutating func acknowledge(upTo value: UInt32) -> Bool {
+    mutating func acknowledge(upTo value: UInt32) -> Acknowledgement {
         let newlyAcknowledged = Int(Int32(bitPattern: value &- sequence(of: acknowledged)))
-        if newlyAcknowledged <= 0 { return true }
-        guard acknowledged + newlyAcknowledged <= transmitted else { return false }
+        if newlyAcknowledged <= 0 { return .unchanged }
+        guard acknowledged + newlyAcknowledged <= transmitted else { return .beyondSent }
         acknowledged += newlyAcknowledged
         // Progress: the RNR count starts over.
         receiverNotReadyRetriesLeft = retry.receiverNotReadyRetries
-        return true
+        return .advanced
     }
 
     /// The send-queue position of a request the peer answers, if it is one
@@ -291,17 +301,20 @@ struct Requester: ~Copyable {
         return true
     }
 
-    /// The oldest finished request, taken off the queue (its records let
-    /// go), or nil if the oldest is not finished. Completions leave in
-    /// posting order.
+    /// Whether the oldest request is finished: accepted, and answered if
+    /// it is a READ or atomic. Completions leave in posting order.
     @inline(__always)
-    mutating func retireNext() -> SendSlot? {
-        guard head < acknowledged else { return nil }
+    var oldestFinished: Bool {
+        guard head < acknowledged else { return false }
         let slot = sendQueue.slots[sendQueue.index(head)]
-        if slot.awaitsResponse && !slot.responded { return nil }
+        return !slot.awaitsResponse || slot.responded
+    }
+
+    /// Takes the oldest request (finished) off the queue; its records let go.
+    @inline(__always)
+    mutating func retireOldest() {
         sendQueue.releaseRecords(head)
         head += 1
-        return slot
     }
 
     // MARK: Timers
