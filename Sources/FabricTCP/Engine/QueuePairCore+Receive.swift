@@ -128,6 +128,9 @@ extension QueuePairCore {
 
     // MARK: - Frames
 
+    // Inlined into `receive`, as it was before the parts: out of line it
+    // costs a call per frame.
+    @inline(__always)
     private mutating func handle(_ header: FrameHeader) {
         // Every frame carries the peer's cumulative acknowledgement.
         switch requester.acknowledge(upTo: header.acknowledge) {
