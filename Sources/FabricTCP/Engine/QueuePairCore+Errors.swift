@@ -14,13 +14,10 @@ extension QueuePairCore {
             output.abandonPartial()
             shutdownSocket()
         }
-        while head < tail {
-            let index = sendQueue.index(head)
-            let slot = sendQueue.slots[index]
-            let finishedOK = head < acknowledged && slot.status == .success && (!slot.awaitsResponse || slot.responded)
-            if finishedOK {
+        while let (slot, finished) = requester.flushNext() {
+            if finished {
                 if slot.flags.contains(.signaled) {
-                    pushSendCompletion(id: slot.id, status: .success, opcode: slot.completionOpcode, length: completedLength(slot), detail: .none)
+                    pushSendCompletion(id: slot.id, status: .success, opcode: slot.completionOpcode, length: Requester.completedLength(slot), detail: .none)
                 }
             } else {
                 let failed = slot.status != .success
@@ -28,20 +25,14 @@ extension QueuePairCore {
                     id: slot.id, status: failed ? slot.status : .flushed, opcode: slot.completionOpcode,
                     length: 0, detail: failed ? slot.detail : detail)
             }
-            sendQueue.releaseRecords(head)
-            head += 1
         }
         // A receive that was being filled when the stream broke.
-        if inPayload, case .receivePlaced(let id, let opcode, _, _) = action {
+        if input.inPayload, case .receivePlaced(let id, let opcode, _, _) = placement.action {
             pushReceiveCompletion(Completion(workRequestID: id, status: .flushed, opcode: opcode, queuePair: number, detail: detail))
-            action = .discard(nak: nil)
-            discarding = true
-            targets.reset()
+            placement.action = .discard(nak: nil)
+            placement.discarding = true
+            placement.targets.reset()
         }
-        acknowledged = tail
-        transmitted = tail
-        outstandingReadAtomics = 0
-        resendAt = 0
         let receiveNumber = number
         var flushedReceives: [UInt64] = []
         receives.drain { flushedReceives.append($0) }
@@ -50,17 +41,9 @@ extension QueuePairCore {
         }
         // If a fatal NAK is queued, the responses before it still go out and
         // the NAK tells the peer why; otherwise responses are dropped.
-        var keepsFatalNak = false
-        if responses.count > 0 {
-            var index = responses.head
-            for _ in 0..<responses.count {
-                if responses.items[index].fatal { keepsFatalNak = true }
-                index += 1
-                if index == responses.depth { index = 0 }
-            }
-        }
+        let keepsFatalNak = responder.holdsFatalResponse
         if !keepsFatalNak {
-            if output.partial == nil { responses.removeAll() }
+            if output.partial == nil { responder.responses.removeAll() }
             shutdownSocket()
         }
         if wasConnected || detail != .none {
@@ -70,37 +53,29 @@ extension QueuePairCore {
 
     /// The byte stream ended or broke.
     mutating func connectionFailed(_ detail: CompletionDetail) {
-        inputEnded = true
+        input.ended = true
         if state == .readyToSend {
-            if detail != .disconnected, head < tail {
+            if detail != .disconnected {
                 // The oldest outstanding request reports why.
-                let index = sendQueue.index(head)
-                if sendQueue.slots[index].status == .success {
-                    sendQueue.slots[index].status = .transportRetryExceeded
-                    sendQueue.slots[index].detail = detail
-                }
+                requester.failOldest(.transportRetryExceeded, detail)
             }
             device.postEvent(AsyncEvent(kind: .peerGone, queuePair: number, detail: detail))
             enterError(.flushed, detail)
         }
         if !socketShut { socketShut = true }
-        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        SystemCalls.shutdown(fd)
     }
 
     /// The peer broke the protocol: the connection closes, and the
     /// completions name the cause.
     mutating func protocolViolation(_ detail: CompletionDetail) {
-        inputEnded = true
-        if state == .readyToSend, head < tail {
-            let index = sendQueue.index(head)
-            if sendQueue.slots[index].status == .success {
-                sendQueue.slots[index].status = .badResponse
-                sendQueue.slots[index].detail = detail
-            }
+        input.ended = true
+        if state == .readyToSend {
+            requester.failOldest(.badResponse, detail)
         }
         enterError(.flushed, detail)
         socketShut = true
-        _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
+        SystemCalls.shutdown(fd)
     }
 
     mutating func pushSendCompletion(id: UInt64, status: CompletionStatus, opcode: CompletionOpcode, length: UInt32, detail: CompletionDetail) {

@@ -138,6 +138,12 @@ enum SystemCalls {
         _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
     }
 
+    /// Ends the sending direction only: the peer reads the end of the
+    /// stream after what was sent.
+    static func shutdownForWriting(_ fd: Int32) {
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
     /// poll(2) on `count` descriptors; the number ready, 0 on timeout, -1 on
     /// failure (an interrupted sleep counts as a timeout: callers look again).
     @inline(__always)

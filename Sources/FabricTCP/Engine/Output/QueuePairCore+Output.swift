@@ -6,12 +6,9 @@ import Glibc
 /// sendmsg with an iovec per piece; several frames share one call.
 extension QueuePairCore {
     /// Whether the next waiting request may go out now.
+    @inline(__always)
     private func mayTransmit(_ position: Int, outstanding: Int) -> Bool {
-        guard state == .readyToSend, resendAt == 0, position < tail else { return false }
-        let slot = sendQueue.slots[sendQueue.index(position)]
-        if slot.flags.contains(.fence) && outstanding > 0 { return false }
-        if slot.awaitsResponse && outstanding >= maxOutstandingReads { return false }
-        return true
+        state == .readyToSend && requester.mayTransmit(position, outstanding: outstanding)
     }
 
     /// Adds the pieces of `item` to the batch from byte `skip` on; returns
@@ -24,8 +21,8 @@ extension QueuePairCore {
         var total = 0
         switch item {
         case .request(let position):
-            let slot = sendQueue.slots[sendQueue.index(position)]
-            let header = sendQueue.header(position)
+            let slot = requester.sendQueue.slots[requester.sendQueue.index(position)]
+            let header = requester.sendQueue.header(position)
             let carriesPayload = slot.opcode == .send || slot.opcode == .sendWithImmediate || slot.opcode == .write || slot.opcode == .writeWithImmediate
             // An inline payload sits right behind its header: one piece.
             let inlinePayload = carriesPayload && slot.flags.contains(.inline)
@@ -38,11 +35,11 @@ extension QueuePairCore {
             total += headerLength
             output.addPiece(header, headerLength, skip: &skip)
             if carriesPayload && !inlinePayload {
-                let base = sendQueue.elementBase(position)
+                let base = requester.sendQueue.elementBase(position)
                 for i in 0..<slot.elementCount {
-                    let element = sendQueue.elements[base + i]
+                    let element = requester.sendQueue.elements[base + i]
                     if element.length == 0 { continue }
-                    if let record = sendQueue.records[base + i] {
+                    if let record = requester.sendQueue.records[base + i] {
                         guard output.pin(record) else { return nil }
                     }
                     total += Int(element.length)
@@ -50,8 +47,8 @@ extension QueuePairCore {
                 }
             }
         case .response(let index):
-            let item = responses.items[index]
-            let buffer = responses.buffer(index)
+            let item = responder.responses.items[index]
+            let buffer = responder.responses.buffer(index)
             let opcode = WireOpcode(rawValue: buffer.load(fromByteOffset: 1, as: UInt8.self))
             switch opcode {
             case .readResponse:
@@ -61,7 +58,7 @@ extension QueuePairCore {
                     var usable = item.payload != nil
                     if usable, let record = item.record, !output.pin(record) {
                         // Deregistered since the check: send zeros and say so.
-                        markResponseFailed(index, detail: .unknownKey)
+                        responder.markResponseFailed(index, detail: .unknownKey)
                         usable = false
                     }
                     if usable {
@@ -97,21 +94,10 @@ extension QueuePairCore {
         return total
     }
 
-    /// A READ response whose memory is gone: zeros, and a trailer that
-    /// turns the response into a remote access error at the requester.
-    mutating func markResponseFailed(_ index: Int, detail: CompletionDetail) {
-        responses.items[index].record = nil
-        responses.items[index].payload = nil
-        responses.items[index].fatal = true
-        responses.buffer(index).storeBytes(
-            of: NakSyndrome.encode(status: .remoteAccessError, detail: detail).littleEndian,
-            toByteOffset: 40, as: UInt32.self)
-    }
-
     private func headerPointer(_ item: OutputItem) -> UnsafeMutableRawPointer {
         switch item {
-        case .request(let position): return sendQueue.header(position)
-        case .response(let index): return responses.buffer(index)
+        case .request(let position): return requester.sendQueue.header(position)
+        case .response(let index): return responder.responses.buffer(index)
         case .standaloneAck, .disconnect: return controlHeader
         }
     }
@@ -121,8 +107,8 @@ extension QueuePairCore {
     mutating func flushOutput(standaloneAcknowledge: Bool = false) {
         // Two specializations: the plain socket, where every question to
         // the link is answered at compile time, and the emulated link.
-        if emulating, let emulation {
-            flushOutput(through: emulation, standaloneAcknowledge: standaloneAcknowledge)
+        if emulation.active, let link = emulation.link {
+            flushOutput(through: link, standaloneAcknowledge: standaloneAcknowledge)
         } else {
             flushOutput(through: DirectLink(), standaloneAcknowledge: standaloneAcknowledge)
         }
@@ -130,7 +116,7 @@ extension QueuePairCore {
 
     @inline(__always)
     private mutating func flushOutput<Link: OutgoingLink>(through link: Link, standaloneAcknowledge: Bool) {
-        var wantAcknowledge = standaloneAcknowledge && acknowledgeOwed
+        var wantAcknowledge = standaloneAcknowledge && responder.acknowledgeOwed
         var budget = EngineTuning.transmitBudget
         let now = link.beginRound()
         if link.isShaped { waitingForLink = false }
@@ -142,7 +128,7 @@ extension QueuePairCore {
             // Build a batch without changing state: the cut frame, then
             // responses, then requests that may go.
             output.begin()
-            var outstanding = outstandingReadAtomics
+            var outstanding = requester.outstandingReadAtomics
             var blockedRequest: Int? = nil
             if let partial = output.partial {
                 guard let length = addPieces(of: partial, skip: output.partialOffset) else {
@@ -153,20 +139,20 @@ extension QueuePairCore {
                 output.appendCut(length: length)
             }
             var responseIndex = (output.partial.map { if case .response = $0 { return 1 } else { return 0 } } ?? 0)
-            while output.complete && !output.isFull && responseIndex < responses.count && output.vectorsLeft > 4 {
-                var index = responses.head + responseIndex
-                if index >= responses.depth { index -= responses.depth }
-                if !link.mayRespond(readyAt: responses.items[index].readyAt, now: now) { break }
+            while output.complete && !output.isFull && responseIndex < responder.responses.count && output.vectorsLeft > 4 {
+                var index = responder.responses.head + responseIndex
+                if index >= responder.responses.depth { index -= responder.responses.depth }
+                if !link.mayRespond(readyAt: responder.responses.items[index].readyAt, now: now) { break }
                 let item = OutputItem.response(index: index)
                 guard let length = addPieces(of: item, skip: 0) else { break }
                 output.append(item, length: length)
                 responseIndex += 1
             }
-            var position = transmitted
+            var position = requester.transmitted
             var lostForGood: Int? = nil
-            requests: while output.complete && !output.isFull && output.vectorsLeft > sendQueue.maxElements + 2
+            requests: while output.complete && !output.isFull && output.vectorsLeft > requester.sendQueue.maxElements + 2
                     && mayTransmit(position, outstanding: outstanding) {
-                switch link.admit(position: position, sendQueue.slots[sendQueue.index(position)], now: now, counters: &counters) {
+                switch link.admit(position: position, requester.slot(position), now: now, counters: &counters) {
                 case .go: break
                 case .hold, .vanish: break requests
                 case .retriesExhausted: lostForGood = position; break requests
@@ -178,31 +164,32 @@ extension QueuePairCore {
                     blockedRequest = position
                     break
                 }
-                if sendQueue.slots[sendQueue.index(position)].awaitsResponse { outstanding += 1 }
+                if requester.slot(position).awaitsResponse { outstanding += 1 }
                 output.append(item, length: length)
                 position += 1
             }
             if output.isEmpty && wantAcknowledge && state == .readyToSend
-                && link.mayRespond(readyAt: acknowledgeOwedSince, now: now) {
+                && link.mayRespond(readyAt: responder.acknowledgeOwedSince, now: now) {
                 var header = FrameHeader(opcode: .acknowledge)
-                header.acknowledge = expectedSequence
+                header.acknowledge = responder.expectedSequence
                 header.encode(to: controlHeader)
                 output.append(.standaloneAck, length: addPieces(of: .standaloneAck, skip: 0)!)
             }
             if output.isEmpty {
                 output.releasePins()
-                if let blockedRequest, blockedRequest == transmitted {
+                if let blockedRequest, blockedRequest == requester.transmitted {
                     failRequestBeforeSending(blockedRequest, .localProtectionError, .unknownKey)
                 }
-                if let lostForGood, lostForGood == transmitted {
+                if let lostForGood, lostForGood == requester.transmitted {
                     failRequestBeforeSending(lostForGood, .transportRetryExceeded, .injectedFault)
                 }
                 if link.vanished { sendIntoVoid() }
                 return
             }
             // The acknowledgement rides on every frame that starts here.
+            let acknowledge = responder.expectedSequence
             for i in output.freshItems {
-                FrameHeader.patchAcknowledge(expectedSequence, at: headerPointer(output.items[i]))
+                FrameHeader.patchAcknowledge(acknowledge, at: headerPointer(output.items[i]))
             }
 
             // One call moves at most a chunk: a socket locked for a long
@@ -236,9 +223,7 @@ extension QueuePairCore {
                 let resumed = output.freshItems.lowerBound
                 let outcome = output.wrote(written)
                 if outcome.acknowledgementSent {
-                    acknowledgeOwed = false
-                    acknowledgeRequested = false
-                    acceptedSinceAcknowledge = 0
+                    responder.acknowledgementSent()
                     wantAcknowledge = false
                 }
                 for i in 0..<outcome.finished {
@@ -280,17 +265,12 @@ extension QueuePairCore {
     }
 
     /// The frame's first byte is being sent: it leaves the waiting set.
+    @inline(__always)
     private mutating func take(_ item: OutputItem) {
         // After the queue pair failed (a READ response in the same batch
         // whose memory vanished) every request already counts as done.
         if case .request(let position) = item, state == .readyToSend {
-            precondition(position == transmitted)
-            transmitted += 1
-            sendQueue.slots[sendQueue.index(position)].sentAt = MonotonicClock.now()
-            if sendQueue.slots[sendQueue.index(position)].awaitsResponse {
-                outstandingReadAtomics += 1
-                outstandingReadAtomicsHighWater = max(outstandingReadAtomicsHighWater, outstandingReadAtomics)
-            }
+            requester.sent(position, now: MonotonicClock.now())
         }
     }
 
@@ -304,10 +284,10 @@ extension QueuePairCore {
         case .request:
             break
         case .response(let index):
-            precondition(index == responses.head)
-            let fatal = responses.items[index].fatal
-            let failedRead = responses.items[index].payload == nil && responses.items[index].payloadLength > 0
-            responses.popFront()
+            precondition(index == responder.responses.head)
+            let fatal = responder.responses.items[index].fatal
+            let failedRead = responder.responses.items[index].payload == nil && responder.responses.items[index].payloadLength > 0
+            responder.responses.popFront()
             if fatal {
                 // A READ whose memory vanished ends the connection at both
                 // ends, like any remote access error.
@@ -334,11 +314,10 @@ extension QueuePairCore {
     private mutating func handleTransmitFault(first: OutputItem, isCut: Bool) {
         switch first {
         case .response(let index):
-            markResponseFailed(index, detail: .pageNotMapped)
+            responder.markResponseFailed(index, detail: .pageNotMapped)
         case .request(let position):
             if !isCut { take(first) }
-            sendQueue.slots[sendQueue.index(position)].status = .localProtectionError
-            sendQueue.slots[sendQueue.index(position)].detail = .localMemoryFault
+            requester.fail(position, .localProtectionError, .localMemoryFault)
             output.abandonPartial()
             enterError(.localProtectionError, .localMemoryFault)
             shutdownSocket()
@@ -351,8 +330,7 @@ extension QueuePairCore {
     /// cannot be finished, so the connection ends.
     private mutating func failCutRequest() {
         if case .request(let position) = output.partial {
-            sendQueue.slots[sendQueue.index(position)].status = .localProtectionError
-            sendQueue.slots[sendQueue.index(position)].detail = .unknownKey
+            requester.fail(position, .localProtectionError, .unknownKey)
         }
         output.abandonPartial()
         enterError(.localProtectionError, .unknownKey)
@@ -363,9 +341,7 @@ extension QueuePairCore {
     /// deregistered; its packet was lost more often than its retries
     /// allow): it completes with `status`, and the queue pair is in error.
     private mutating func failRequestBeforeSending(_ position: Int, _ status: CompletionStatus, _ detail: CompletionDetail) {
-        transmitted += 1
-        sendQueue.slots[sendQueue.index(position)].status = status
-        sendQueue.slots[sendQueue.index(position)].detail = detail
+        requester.failUnsent(position, status, detail)
         enterError(status, detail)
     }
 
@@ -373,54 +349,15 @@ extension QueuePairCore {
         guard !socketShut else { return }
         socketShut = true
         // A vanished queue pair says nothing, not even goodbye.
-        if emulating, let emulation, emulation.vanished { return }
-        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
-    }
-
-    // MARK: - Emulated faults
-
-    /// The packets of the profile's MTU a request frame takes, as the fault
-    /// script numbers them: a READ request or an atomic is one packet.
-    func requestPackets(_ slot: SendSlot) -> Int {
-        switch slot.opcode {
-        case .readRequest, .fetchAndAdd, .compareAndSwap: return 1
-        default: return packets(slot.length)
-        }
-    }
-
-    /// A vanished queue pair's output goes nowhere. Its requests count as
-    /// sent, so that their response timeout ends them as it would on a card
-    /// whose link died; the partial frame and the responses are dropped.
-    mutating func sendIntoVoid() {
-        output.abandonPartial()
-        responses.removeAll()
-        while transmitted < tail { take(.request(position: transmitted)) }
-        acknowledgeOwed = false
-        acknowledgeRequested = false
-    }
-
-    /// Queues a responder frame; false if the peer exceeded its allowance
-    /// of outstanding reads and atomics.
-    mutating func queueResponse(_ header: FrameHeader, payload: UnsafeMutableRawPointer? = nil, length: Int = 0, record: RegionRecord? = nil, atomicValue: UInt64 = 0, fatal: Bool = false) -> Bool {
-        guard !responses.isFull else { return false }
-        let index = responses.reserve()
-        let buffer = responses.buffer(index)
-        header.encode(to: buffer)
-        buffer.storeBytes(of: atomicValue.littleEndian, toByteOffset: 32, as: UInt64.self)
-        buffer.storeBytes(of: UInt32(0), toByteOffset: 40, as: UInt32.self)
-        responses.items[index].payload = payload
-        responses.items[index].payloadLength = length
-        responses.items[index].record = record
-        responses.items[index].fatal = fatal
-        if emulating { responses.items[index].readyAt = clock }
-        return true
+        if emulation.vanished { return }
+        SystemCalls.shutdownForWriting(fd)
     }
 
     /// Queues the graceful end of the connection.
     mutating func queueDisconnect() {
         guard !socketShut else { return }
         var header = FrameHeader(opcode: .disconnect)
-        header.acknowledge = expectedSequence
+        header.acknowledge = responder.expectedSequence
         header.encode(to: controlHeader)
         if output.partial == nil {
             output.begin()
