@@ -1,3 +1,4 @@
+import FabricSupport
 import Glibc
 import PMI
 
@@ -75,7 +76,10 @@ public final class JobRunner {
         }
         let signals = try LauncherSignals.openDescriptor()
         defer { close(signals) }
-        let secret = JobSecretSource.fresh()
+        // A fresh secret per job: local ranks get it in their environment
+        // (readable by the same user only), other hosts on the remote
+        // shell's channel; never on a command line.
+        let secret = JobSecret.generate()
         let context = PMIServerContext(
             keyValueSpace: "fabric-\(getpid())-\(UInt32.random(in: 0...UInt32.max))", size: plan.size,
             applicationNumbers: plan.ranks.map(\.application), processMapping: plan.processMapping)
@@ -89,7 +93,7 @@ public final class JobRunner {
             var base = environment.filter { key, _ in
                 !(key.hasPrefix("PMI_") || key.hasPrefix("PMIX_") || key.hasPrefix("SLURM_") || key.hasPrefix("OMPI_COMM_WORLD") || key == "MPI_LOCALNRANKS")
             }
-            base[JobSecretSource.variable] = secret
+            base[JobSecret.environmentVariable] = secret
             for (name, value) in jobVariables { base[name] = value }
             let launches = localRanks.map { planned -> RankGroup.Launch in
                 let application = request.applications[planned.application]
@@ -409,20 +413,5 @@ public final class JobRunner {
             }
         }
         return variables
-    }
-}
-
-/// The job secret mpirun makes for each job: it reaches local ranks in
-/// their environment (readable by the same user only) and other hosts on
-/// the remote shell's channel, never on a command line.
-enum JobSecretSource {
-    static let variable = "FABRIC_JOB_SECRET"
-
-    static func fresh() -> String {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<4).map { _ in
-            let digits = String(generator.next() as UInt64, radix: 16)
-            return String(repeating: "0", count: 16 - digits.count) + digits
-        }.joined()
     }
 }

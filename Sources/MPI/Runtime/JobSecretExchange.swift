@@ -17,9 +17,9 @@ enum JobSecretExchange {
             }
             return (Array(given.utf8), false)
         }
-        if bootstrap.size == 1 { return (Array(fresh().utf8), false) }
+        if bootstrap.size == 1 { return (Array(JobSecret.generate().utf8), false) }
         do {
-            if bootstrap.rank == 0 { try bootstrap.put(key: key, value: fresh()) }
+            if bootstrap.rank == 0 { try bootstrap.put(key: key, value: JobSecret.generate()) }
             try bootstrap.fence()
             let value = try bootstrap.get(key: key)
             guard value.utf8.count >= 32 else {
@@ -35,12 +35,4 @@ enum JobSecretExchange {
         }
     }
 
-    /// 256 random bits in hex.
-    static func fresh() -> String {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<4).map { _ in
-            let digits = String(generator.next() as UInt64, radix: 16)
-            return String(repeating: "0", count: 16 - digits.count) + digits
-        }.joined()
-    }
 }

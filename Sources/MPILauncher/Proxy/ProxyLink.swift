@@ -31,7 +31,7 @@ final class ProxyLink {
         writer = ProxyChannelWriter(descriptor: started.input)
         reader = ProxyChannelReader(descriptor: started.output)
         errors = started.errors
-        let nonce = JobSecretSource.fresh()
+        let nonce = JobSecret.generate()
         expectedProof = Self.proof(secret: secret, nonce: nonce)
         provingDeadline = .now + .seconds(30)
         // The secret travels on the remote shell's channel only: never on

@@ -1,4 +1,5 @@
 import Crypto
+import FabricSupport
 import Glibc
 import PMI
 
@@ -77,7 +78,7 @@ enum ProxyMain {
         let signals = try LauncherSignals.openDescriptor()
         defer { close(signals) }
         var base = environment.filter { key, _ in !(key.hasPrefix("PMI_") || key.hasPrefix("PMIX_") || key.hasPrefix("SLURM_")) }
-        base[JobSecretSource.variable] = secret
+        base[JobSecret.environmentVariable] = secret
         for (name, value) in jobVariables { base[name] = value }
         var launches: [RankGroup.Launch] = []
         for (rank, application) in ranks {
