@@ -98,7 +98,20 @@ enum ProxyMain {
         }
         defer { group.close() }
         up.send(.started)
+        do {
+            try run(group, up: up, down: down, signals: signals)
+        } catch {
+            // The proxy cannot go on (mpirun sent what it cannot read): its
+            // ranks must not outlive it.
+            group.signalRunning(SIGKILL)
+            throw error
+        }
+        return 0
+    }
 
+    /// The proxy's event loop, until every rank of its host ended and its
+    /// output was sent.
+    private static func run(_ group: RankGroup, up: ProxyChannelWriter, down: ProxyChannelReader, signals: Int32) throws(LaunchError) {
         var fenceValues: [String: String] = [:]
         var orphanedAt: ContinuousClock.Instant?
         var drainedBy: ContinuousClock.Instant?
@@ -169,6 +182,5 @@ enum ProxyMain {
         }
         group.drainOutputs()
         up.send(.done)
-        return 0
     }
 }
