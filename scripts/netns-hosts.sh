@@ -17,6 +17,8 @@ down() {
         if [ -f "$pidfile" ]; then kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"; fi
     done
     for ns in "${hosts[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    # The host's ends of the links go with their namespaces, but not at once.
+    for index in 0 1 2; do ip link del "fabric-v$index" 2>/dev/null || true; done
     ip link del fabric-br0 2>/dev/null || true
 }
 

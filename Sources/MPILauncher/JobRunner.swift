@@ -130,7 +130,10 @@ public final class JobRunner {
             if let inputProxy, inputProxy.phase == .running { descriptors.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
             let ready = poll(&descriptors, nfds_t(descriptors.count), pollTimeout(until: outputsDrainedBy))
             if ready < 0 && errno != EINTR { throw LaunchError("poll failed: \(String(cString: strerror(errno)))") }
-            for entry in descriptors where entry.revents != 0 {
+            // The signals (first in the list) last: a rank's last PMI words
+            // (an abort) were written before it exited, so they are read
+            // before its end is reaped.
+            for entry in descriptors.dropFirst() + descriptors.prefix(1) where entry.revents != 0 {
                 if entry.fd == signals {
                     for number in LauncherSignals.drain(signals) { handleSignal(number) }
                 } else if entry.fd == 0 {

@@ -119,7 +119,15 @@ final class RankGroup {
         if let descriptor = inputs.removeValue(forKey: rank) { Glibc.close(descriptor) }
     }
 
+    /// The job is over on this host: whatever the ranks started and left
+    /// behind in their process groups (a background `sleep`, which a
+    /// non-interactive shell shields from Ctrl-C) goes with them.
+    func endLeftovers() {
+        for processID in processes.values { RankSpawner.signal(processID, SIGKILL) }
+    }
+
     func close() {
+        endLeftovers()
         server.closeAll()
         for descriptor in inputs.values { Glibc.close(descriptor) }
         inputs.removeAll()

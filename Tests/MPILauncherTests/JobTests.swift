@@ -92,7 +92,7 @@ struct JobTests {
         let ready = FileManager.default.temporaryDirectory.appendingPathComponent(marker)
         try FileManager.default.createDirectory(at: ready, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: ready) }
-        let process = try Launch.start(["-n", "3", "sh", "-c", "trap 'echo rank $PMI_RANK got it; exit 5' INT TERM; touch \(ready.path)/$PMI_RANK; sleep 30 & wait # \(marker)"])
+        let process = try Launch.start(["-n", "3", "sh", "-c", "trap 'echo rank $PMI_RANK got it; exit 5' INT TERM; touch \(ready.path)/$PMI_RANK; sleep 29.\(getpid()) & wait # \(marker)"])
         // Every rank has its trap in place before the signal comes.
         let deadline = ContinuousClock.now + .seconds(20)
         while (try? FileManager.default.contentsOfDirectory(atPath: ready.path).count) ?? 0 < 3 && ContinuousClock.now < deadline {
@@ -105,6 +105,9 @@ struct JobTests {
         #expect(ContinuousClock.now - started < .seconds(2))
         for rank in 0..<3 { #expect(run.output.contains("rank \(rank) got it"), "\(run.output)") }
         #expect(ProcessTable.live(commandLineContaining: marker).isEmpty)
+        // The background sleep ignores Ctrl-C (a shell's asynchronous
+        // command does): mpirun ends it with its rank's process group.
+        #expect(ProcessTable.live(commandLineContaining: "sleep 29.\(getpid())").isEmpty)
     }
 
     @Test("--timeout names the ranks that have not finished and what they wait for, then ends the job")

@@ -126,7 +126,10 @@ enum ProxyMain {
             if !down.ended { descriptors.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
             descriptors += group.pollDescriptors
             _ = poll(&descriptors, nfds_t(descriptors.count), orphanedAt == nil ? (group.allEnded ? 100 : -1) : 100)
-            for entry in descriptors where entry.revents != 0 {
+            // The signals (first in the list) last: a rank's last PMI words
+            // (an abort) were written before it exited, so they are read
+            // before its end is reaped.
+            for entry in descriptors.dropFirst() + descriptors.prefix(1) where entry.revents != 0 {
                 if entry.fd == signals {
                     for number in LauncherSignals.drain(signals) {
                         switch number {
