@@ -36,13 +36,33 @@ final class PMIStream {
             throw PMIError(.badEnvironment, "PMI_PORT names \(host):\(port), which does not resolve: \(String(cString: gai_strerror(status)))")
         }
         defer { freeaddrinfo(list) }
+        // Every address within one deadline: a server that drops the
+        // connection request is an error after `timeout`, not the kernel's.
+        let deadline = ContinuousClock.now + timeout
         var lastError: Int32 = 0
         var entry: UnsafeMutablePointer<addrinfo>? = list
         while let current = entry {
             entry = current.pointee.ai_next
-            let fd = socket(current.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            let fd = socket(current.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
             if fd < 0 { lastError = errno; continue }
-            if Glibc.connect(fd, current.pointee.ai_addr, current.pointee.ai_addrlen) == 0 {
+            var connected = Glibc.connect(fd, current.pointee.ai_addr, current.pointee.ai_addrlen) == 0
+            if !connected && errno == EINPROGRESS {
+                let left = deadline - .now
+                let milliseconds = left > .zero ? Int32(clamping: left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000 + 1) : 0
+                var entry = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                var failure: Int32 = 0
+                var length = socklen_t(MemoryLayout<Int32>.size)
+                if poll(&entry, 1, milliseconds) == 1, getsockopt(fd, SOL_SOCKET, SO_ERROR, &failure, &length) == 0 {
+                    connected = failure == 0
+                    if failure != 0 { errno = failure }
+                } else {
+                    errno = ETIMEDOUT
+                }
+            }
+            if connected {
+                // Blocking from here on: reads and writes wait in poll with
+                // their own deadlines.
+                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
                 var one: Int32 = 1
                 _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
                 return PMIStream(descriptor: fd)
@@ -50,7 +70,7 @@ final class PMIStream {
             lastError = errno
             _ = Glibc.close(fd)
         }
-        throw PMIError(.connectionLost, "cannot connect to the PMI server at \(host):\(port): \(String(cString: strerror(lastError)))")
+        throw PMIError(.connectionLost, "cannot connect to the PMI server at \(host):\(port) within \(timeout): \(String(cString: strerror(lastError)))")
     }
 
     /// Writes all of `bytes`.
