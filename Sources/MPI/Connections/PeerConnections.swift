@@ -170,7 +170,12 @@ final class PeerConnections<Device: FabricDevice>: RuntimeTransport, @unchecked 
     private func acceptLoop() {
         while !stopping.load(ordering: .relaxed) {
             let request: Device.ConnectionRequest?
-            do { request = try listener.next(timeout: .milliseconds(100)) } catch { continue }
+            do { request = try listener.next(timeout: .milliseconds(100)) } catch {
+                // A listener that keeps failing (out of descriptors) is
+                // asked again, not spun on.
+                sleepBriefly()
+                continue
+            }
             guard let request else { continue }
             guard let tag = request.tag, let pair = PairTag(tag, size: size), let peer = pair.peer(of: rank) else {
                 request.reject(privateData: [])
