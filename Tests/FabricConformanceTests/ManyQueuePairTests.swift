@@ -192,50 +192,51 @@ struct ManyQueuePairTests {
     }
 
     @Test("256 queue pairs between two processes, each carrying checked traffic both ways (tcp)")
-    func twoHundredFiftySixAcrossProcesses() async throws {
+    func twoHundredFiftySixAcrossProcesses() throws {
         let count = 256
         let device = try TCPDevice(secret: testSecret)
         let side = try Side(device, cqCapacity: 4 * count)
         let listener = try device.listen(on: Endpoint(host: "127.0.0.1", port: 0), backlog: count)
         defer { listener.close() }
-        let command = [PeerProcessTests.Peer.helper, "echo", "127.0.0.1", String(listener.endpoint.port), String(count)]
-        try await PeerProcessTests.Peer.run(command) { _ in
-            let inbox = Buffer(count * 64)
-            let inboxRegion = try side.register(inbox)
-            var queuePairs: [TCPQueuePair] = []
-            for index in 0..<count {
-                guard let request = try listener.next(timeout: .seconds(30)) else { throw TestFailure("connection \(index) of \(count) did not come") }
-                queuePairs.append(try request.accept(side.setup(), privateData: []) { (qp) throws(FabricError) in
-                    _ = try qp.postReceive(ReceiveWorkRequest(id: UInt64(index), local: .single(inboxRegion.element(offset: index * 64, length: 64))))
-                })
-            }
-            let outbox = Buffer(count * 64)
-            let outboxRegion = try side.register(outbox)
-            let byNumber = Dictionary(uniqueKeysWithValues: queuePairs.enumerated().map { ($1.number, $0) })
-            // Two rounds: each queue pair sends its own pattern, the peer sends
-            // it back on the same queue pair, and the bytes are compared.
-            for round in 0..<2 {
-                for index in 0..<count {
-                    for byte in 0..<64 { outbox.pointer.storeBytes(of: UInt8(truncatingIfNeeded: index &* 7 &+ byte &+ round * 13), toByteOffset: index * 64 + byte, as: UInt8.self) }
-                    _ = try queuePairs[index].postSend(SendWorkRequest(id: UInt64(index), operation: .send, local: .single(outboxRegion.element(offset: index * 64, length: 64))))
-                }
-                var echoed = Set<Int>()
-                let clock = ContinuousClock()
-                let deadline = clock.now + .seconds(30)
-                while echoed.count < count && clock.now < deadline {
-                    guard let completion = side.receiveCQ.poll() else { continue }
-                    #expect(completion.status == .success, "\(completion)")
-                    let index = try #require(byNumber[completion.queuePair])
-                    #expect(Int(completion.workRequestID) == index)
-                    let same = memcmp(inbox.pointer + index * 64, outbox.pointer + index * 64, 64) == 0
-                    #expect(same, "round \(round), queue pair \(index): the echo differs")
-                    echoed.insert(index)
-                    _ = try queuePairs[index].postReceive(ReceiveWorkRequest(id: UInt64(index), local: .single(inboxRegion.element(offset: index * 64, length: 64))))
-                }
-                #expect(echoed.count == count, "round \(round): \(echoed.count) of \(count) echoes")
-                while side.sendCQ.poll() != nil {}
-            }
-            withExtendedLifetime((queuePairs, inboxRegion, outboxRegion)) {}
+        let child = try PeerProcesses.spawn(
+            PeerProcessTests.Peer.helper, ["echo", "127.0.0.1", String(listener.endpoint.port), String(count)],
+            environment: ["FABRIC_JOB_SECRET=\(String(decoding: testSecret, as: UTF8.self))"])
+        defer { PeerProcesses.end(child) }
+        let inbox = Buffer(count * 64)
+        let inboxRegion = try side.register(inbox)
+        var queuePairs: [TCPQueuePair] = []
+        for index in 0..<count {
+            guard let request = try listener.next(timeout: .seconds(30)) else { throw TestFailure("connection \(index) of \(count) did not come") }
+            queuePairs.append(try request.accept(side.setup(), privateData: []) { (qp) throws(FabricError) in
+                _ = try qp.postReceive(ReceiveWorkRequest(id: UInt64(index), local: .single(inboxRegion.element(offset: index * 64, length: 64))))
+            })
         }
+        let outbox = Buffer(count * 64)
+        let outboxRegion = try side.register(outbox)
+        let byNumber = Dictionary(uniqueKeysWithValues: queuePairs.enumerated().map { ($1.number, $0) })
+        // Two rounds: each queue pair sends its own pattern, the peer sends
+        // it back on the same queue pair, and the bytes are compared.
+        for round in 0..<2 {
+            for index in 0..<count {
+                for byte in 0..<64 { outbox.pointer.storeBytes(of: UInt8(truncatingIfNeeded: index &* 7 &+ byte &+ round * 13), toByteOffset: index * 64 + byte, as: UInt8.self) }
+                _ = try queuePairs[index].postSend(SendWorkRequest(id: UInt64(index), operation: .send, local: .single(outboxRegion.element(offset: index * 64, length: 64))))
+            }
+            var echoed = Set<Int>()
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(30)
+            while echoed.count < count && clock.now < deadline {
+                guard let completion = side.receiveCQ.poll() else { continue }
+                #expect(completion.status == .success, "\(completion)")
+                let index = try #require(byNumber[completion.queuePair])
+                #expect(Int(completion.workRequestID) == index)
+                let same = memcmp(inbox.pointer + index * 64, outbox.pointer + index * 64, 64) == 0
+                #expect(same, "round \(round), queue pair \(index): the echo differs")
+                echoed.insert(index)
+                _ = try queuePairs[index].postReceive(ReceiveWorkRequest(id: UInt64(index), local: .single(inboxRegion.element(offset: index * 64, length: 64))))
+            }
+            #expect(echoed.count == count, "round \(round): \(echoed.count) of \(count) echoes")
+            while side.sendCQ.poll() != nil {}
+        }
+        withExtendedLifetime((queuePairs, inboxRegion, outboxRegion)) {}
     }
 }
