@@ -15,4 +15,11 @@ public struct QueuePairStatistics: Hashable, Sendable, Codable {
     public var retries: Int
     /// Faults the emulator's fault script injected (docs/emulation.md).
     public var faultsInjected: Int
+    /// System calls the engine made on the socket: send(2) of one buffer,
+    /// sendmsg(2) of several pieces, and reads (recv(2) and readv(2), those
+    /// that found nothing included). Per message, they are the software
+    /// NIC's main cost for small messages (fabric-perf prints them).
+    public var sendCalls: Int
+    public var sendmsgCalls: Int
+    public var receiveCalls: Int
 }

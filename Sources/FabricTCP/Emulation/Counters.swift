@@ -24,7 +24,8 @@ public struct DeviceCounters: Codable, Hashable, Sendable {
 extension QueuePairStatistics {
     public static let zero = QueuePairStatistics(
         framesSent: 0, framesReceived: 0, packetsSent: 0, packetsReceived: 0, bytesSent: 0, bytesReceived: 0, receiverNotReadyNaksSent: 0,
-        receiverNotReadyNaksReceived: 0, outOfSequenceDropped: 0, remoteAccessErrors: 0, retries: 0, faultsInjected: 0)
+        receiverNotReadyNaksReceived: 0, outOfSequenceDropped: 0, remoteAccessErrors: 0, retries: 0, faultsInjected: 0,
+        sendCalls: 0, sendmsgCalls: 0, receiveCalls: 0)
 
     /// Every counter by name, in a fixed order (for tables and metrics).
     public var named: [(name: String, value: Int)] {
@@ -35,6 +36,7 @@ extension QueuePairStatistics {
             ("rnr_naks_sent", receiverNotReadyNaksSent), ("rnr_naks_received", receiverNotReadyNaksReceived),
             ("out_of_sequence", outOfSequenceDropped), ("remote_access_errors", remoteAccessErrors),
             ("retries", retries), ("faults_injected", faultsInjected),
+            ("send_calls", sendCalls), ("sendmsg_calls", sendmsgCalls), ("receive_calls", receiveCalls),
         ]
     }
 
@@ -51,6 +53,9 @@ extension QueuePairStatistics {
         remoteAccessErrors += other.remoteAccessErrors
         retries += other.retries
         faultsInjected += other.faultsInjected
+        sendCalls += other.sendCalls
+        sendmsgCalls += other.sendmsgCalls
+        receiveCalls += other.receiveCalls
     }
 }
 
@@ -246,6 +251,7 @@ final class CounterPublisher {
         total &+= UInt64(counters.receiverNotReadyNaksSent) &+ UInt64(counters.receiverNotReadyNaksReceived)
         total &+= UInt64(counters.outOfSequenceDropped) &+ UInt64(counters.remoteAccessErrors)
         total &+= UInt64(counters.retries) &+ UInt64(counters.faultsInjected)
+        total &+= UInt64(counters.sendCalls) &+ UInt64(counters.sendmsgCalls) &+ UInt64(counters.receiveCalls)
         return total
     }
 
@@ -262,6 +268,9 @@ final class CounterPublisher {
         append(",\"remoteAccessErrors\":"); append(counters.remoteAccessErrors)
         append(",\"retries\":"); append(counters.retries)
         append(",\"faultsInjected\":"); append(counters.faultsInjected)
+        append(",\"sendCalls\":"); append(counters.sendCalls)
+        append(",\"sendmsgCalls\":"); append(counters.sendmsgCalls)
+        append(",\"receiveCalls\":"); append(counters.receiveCalls)
         append("}")
     }
 

@@ -12,7 +12,7 @@ protocol OutgoingLink {
     /// Starts a round of output; returns the clock it decides on.
     func beginRound() -> UInt64
     /// May the request at `position` leave now?
-    func admit(position: Int, _ slot: SendSlot, now: UInt64, counters: inout QueuePairCounters) -> LinkAdmission
+    func admit(position: Int, _ slot: SendSlot, now: UInt64, counters: inout QueuePairStatistics) -> LinkAdmission
     /// May a responder frame or acknowledgement that became ready at
     /// `readyAt` leave now?
     func mayRespond(readyAt: UInt64, now: UInt64) -> Bool
@@ -26,7 +26,7 @@ struct DirectLink: OutgoingLink {
     var isShaped: Bool { false }
     var vanished: Bool { false }
     @inline(__always) func beginRound() -> UInt64 { 0 }
-    @inline(__always) func admit(position: Int, _ slot: SendSlot, now: UInt64, counters: inout QueuePairCounters) -> LinkAdmission { .go }
+    @inline(__always) func admit(position: Int, _ slot: SendSlot, now: UInt64, counters: inout QueuePairStatistics) -> LinkAdmission { .go }
     @inline(__always) func mayRespond(readyAt: UInt64, now: UInt64) -> Bool { true }
     @inline(__always) func allowance(wanted: Int, now: UInt64) -> Int { .max }
     @inline(__always) func spend(_ bytes: Int) {}
@@ -146,7 +146,7 @@ final class LinkEmulation: OutgoingLink {
 
     /// May the request at `position` leave at `now`? Counts the faults and
     /// retries it injects into `counters`.
-    func admit(position: Int, _ slot: SendSlot, now: UInt64, counters: inout QueuePairCounters) -> Admission {
+    func admit(position: Int, _ slot: SendSlot, now: UInt64, counters: inout QueuePairStatistics) -> Admission {
         let range = slot.firstPacket..<(slot.firstPacket + slot.packetCount)
         let readyAt = slot.readyAt
         if let index = vanishAt.firstIndex(where: { range.contains($0) }) {

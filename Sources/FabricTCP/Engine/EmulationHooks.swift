@@ -26,7 +26,7 @@ struct EmulationHooks {
     /// A request was posted at `now`: stamps it with its time and its
     /// packet numbers (`packets` of them), as the fault script counts them.
     /// True if a fault rule fails the queue pair at this post.
-    func posted(_ slot: inout SendSlot, packets: Int, now: UInt64, counters: inout QueuePairCounters) -> Bool {
+    func posted(_ slot: inout SendSlot, packets: Int, now: UInt64, counters: inout QueuePairStatistics) -> Bool {
         guard active, let link else { return false }
         slot.readyAt = now
         slot.packetCount = packets
@@ -40,7 +40,7 @@ struct EmulationHooks {
 
     /// An arriving SEND is refused with RNR by a fault rule.
     @inline(__always)
-    func refusesSend(counters: inout QueuePairCounters) -> Bool {
+    func refusesSend(counters: inout QueuePairStatistics) -> Bool {
         guard active, let link, link.refusesSend() else { return false }
         counters.faultsInjected += 1
         return true
@@ -48,7 +48,7 @@ struct EmulationHooks {
 
     /// An arriving one-sided request fails its access check by a fault rule.
     @inline(__always)
-    func refusesAccess(counters: inout QueuePairCounters) -> Bool {
+    func refusesAccess(counters: inout QueuePairStatistics) -> Bool {
         guard active, let link, link.refusesAccess() else { return false }
         counters.faultsInjected += 1
         counters.remoteAccessErrors += 1

@@ -192,16 +192,6 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
 
     /// Counters of this queue pair.
     var counters: QueuePairStatistics {
-        core.withLock { core in
-            QueuePairStatistics(
-                framesSent: core.counters.framesSent, framesReceived: core.counters.framesReceived,
-                packetsSent: core.counters.packetsSent, packetsReceived: core.counters.packetsReceived,
-                bytesSent: core.counters.bytesSent, bytesReceived: core.counters.bytesReceived,
-                receiverNotReadyNaksSent: core.counters.receiverNotReadyNaksSent,
-                receiverNotReadyNaksReceived: core.counters.receiverNotReadyNaksReceived,
-                outOfSequenceDropped: core.counters.outOfSequenceDropped,
-                remoteAccessErrors: core.counters.remoteAccessErrors,
-                retries: core.counters.retries, faultsInjected: core.counters.faultsInjected)
-        }
+        core.withLock { $0.counters }
     }
 }

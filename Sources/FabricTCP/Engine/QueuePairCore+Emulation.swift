@@ -32,6 +32,7 @@ extension QueuePairCore {
     mutating func swallowInput(budget: Int) {
         var left = budget
         while left > 0 && !input.ended {
+            counters.receiveCalls += 1
             switch SystemCalls.read(fd, input.staging, FrameInput.capacity) {
             case .transferred(let count):
                 left -= count

@@ -60,6 +60,7 @@ extension QueuePairCore {
     private mutating func readIntoStaging() -> Bool {
         let available = input.staged
         let (into, want) = input.stagingRead()
+        counters.receiveCalls += 1
         switch SystemCalls.read(fd, into, want) {
         case .transferred(let n):
             input.stagingReadReturned(n, want: want)
@@ -90,6 +91,7 @@ extension QueuePairCore {
             placementFailed(detail)
             return true
         }
+        counters.receiveCalls += 1
         let result = SystemCalls.readVector(fd, placement.vectors, plan.vectorCount)
         placement.endRead(plan.pinnedCount)
         switch result {

@@ -93,7 +93,8 @@ struct QueuePairCore: ~Copyable {
     /// the output; cleared by the next round.
     var waitingForLink = false
 
-    var counters = QueuePairCounters()
+    /// Per-queue-pair counters, like a card's.
+    var counters = QueuePairStatistics.zero
     let emulation: EmulationHooks
 
     init(
@@ -222,25 +223,6 @@ struct QueuePairCore: ~Copyable {
             enterError(.transportRetryExceeded, .peerTimedOut)
         }
     }
-}
-
-/// Per-queue-pair counters, like a card's.
-struct QueuePairCounters {
-    var framesSent = 0
-    var framesReceived = 0
-    /// Frames counted in packets of the profile's MTU, as a card counts them.
-    var packetsSent = 0
-    var packetsReceived = 0
-    var bytesSent = 0
-    var bytesReceived = 0
-    var receiverNotReadyNaksSent = 0
-    var receiverNotReadyNaksReceived = 0
-    var outOfSequenceDropped = 0
-    var remoteAccessErrors = 0
-    /// Requests sent again after a lost packet (the emulator's drops).
-    var retries = 0
-    /// Faults the emulator's fault script injected here.
-    var faultsInjected = 0
 }
 
 extension QueuePairCore {

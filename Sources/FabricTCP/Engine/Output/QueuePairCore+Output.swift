@@ -209,9 +209,14 @@ extension QueuePairCore {
                 chunk = min(chunk, allowed)
             }
             output.limit(to: chunk)
-            let result = output.vectorCount == 1
-                ? SystemCalls.write(fd, output.vectors[0].iov_base, output.vectors[0].iov_len)
-                : SystemCalls.writeVector(fd, output.vectors, output.vectorCount)
+            let result: TransferResult
+            if output.vectorCount == 1 {
+                counters.sendCalls += 1
+                result = SystemCalls.write(fd, output.vectors[0].iov_base, output.vectors[0].iov_len)
+            } else {
+                counters.sendmsgCalls += 1
+                result = SystemCalls.writeVector(fd, output.vectors, output.vectorCount)
+            }
             output.releasePins()
             switch result {
             case .transferred(let written):
@@ -362,6 +367,7 @@ extension QueuePairCore {
         if output.partial == nil {
             output.begin()
             output.append(.disconnect, length: addPieces(of: .disconnect, skip: 0)!)
+            counters.sendmsgCalls += 1
             if case .transferred(let n) = SystemCalls.writeVector(fd, output.vectors, output.vectorCount), n == FrameHeader.size {
                 shutdownSocket()
                 return
