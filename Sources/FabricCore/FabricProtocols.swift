@@ -110,9 +110,8 @@ public protocol FabricQueuePair: AnyObject, Sendable {
     /// Posts several send-queue requests in order, in one step where the
     /// device allows (verbs: one linked list, one doorbell). Returns how
     /// many were posted: fewer than given when the queue filled (poll, then
-    /// post the rest). A structurally wrong request throws; the verbs
-    /// backend then posts none of the batch, the software NIC the ones
-    /// before it.
+    /// post the rest). A structurally wrong request throws, and none of the
+    /// batch is posted.
     func postSend(_ requests: UnsafeBufferPointer<SendWorkRequest>) throws(FabricError) -> Int
     /// Posts a receive (not allowed when the queue pair uses a shared
     /// receive queue).

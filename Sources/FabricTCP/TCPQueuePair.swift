@@ -21,6 +21,13 @@ public final class TCPQueuePair: FabricQueuePair, @unchecked Sendable {  // immu
         try engine.postSend(request)
     }
 
+    /// Posts the requests as one batch: one doorbell, and their frames
+    /// share sendmsg calls (as many as fit in one). None is posted if one
+    /// is structurally wrong.
+    public func postSend(_ requests: UnsafeBufferPointer<SendWorkRequest>) throws(FabricError) -> Int {
+        try engine.postSend(requests)
+    }
+
     @inline(__always)
     public func postReceive(_ request: ReceiveWorkRequest) throws(FabricError) -> PostResult {
         try engine.postReceive(request)

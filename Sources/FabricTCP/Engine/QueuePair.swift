@@ -81,6 +81,33 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         try WorkRequestValidation.check(request, limits: limits, capabilities: device.capabilities, on: number)
         if emulated { return try postSendEmulated(request) }
         let result = try core.withLock { (core) throws(FabricError) -> PostResult in try core.postSend(request) }
+        noteRequestsInFlight()
+        return result
+    }
+
+    /// Posts the requests as one batch: each is checked first (none is
+    /// posted if one is refused, as the verbs backend does), then they are
+    /// queued under one lock and leave in as few sendmsg calls as fit.
+    func postSend(_ requests: UnsafeBufferPointer<SendWorkRequest>) throws(FabricError) -> Int {
+        try device.checkNotForked()
+        for request in requests {
+            try WorkRequestValidation.check(request, limits: limits, capabilities: device.capabilities, on: number)
+        }
+        if requests.isEmpty { return 0 }
+        if emulated {
+            let (posted, next) = try core.withLock { (core) throws(FabricError) -> (Int, UInt64) in
+                (try core.postSend(requests), core.nextDeadline())
+            }
+            publishEmulatedDeadline(next)
+            return posted
+        }
+        let posted = try core.withLock { (core) throws(FabricError) -> Int in try core.postSend(requests) }
+        if posted > 0 { noteRequestsInFlight() }
+        return posted
+    }
+
+    @inline(__always)
+    private func noteRequestsInFlight() {
         // A request in flight needs its response timer watched: a deadline
         // of 0 makes the next poll drive this queue pair, which then
         // computes the real one (a post does not: it would cost every post
@@ -90,7 +117,6 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         // two sees the other and the request never goes without a timer.
         if deadline.load(ordering: .relaxed) == .max { deadline.store(0, ordering: .sequentiallyConsistent) }
         if timerListed.load(ordering: .sequentiallyConsistent) != timerListMask { listTimer() }
-        return result
     }
 
     /// Joins the timer lists of both completion queues.
@@ -107,12 +133,16 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         let (result, next) = try core.withLock { (core) throws(FabricError) -> (PostResult, UInt64) in
             (try core.postSend(request), core.nextDeadline())
         }
+        publishEmulatedDeadline(next)
+        return result
+    }
+
+    private func publishEmulatedDeadline(_ next: UInt64) {
         if next < deadline.load(ordering: .relaxed) {
             deadline.store(next, ordering: .sequentiallyConsistent)
             device.timerMoved(to: next)
         }
         if next != .max && timerListed.load(ordering: .sequentiallyConsistent) != timerListMask { listTimer() }
-        return result
     }
 
     @inline(__always)

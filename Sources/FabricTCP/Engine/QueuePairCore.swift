@@ -131,8 +131,32 @@ struct QueuePairCore: ~Copyable {
 
     // MARK: - Posting
 
-    /// Validates and queues a send request, then tries to transmit at once.
+    /// Queues a send request, then tries to transmit at once.
     mutating func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
+        let result = try queueSend(request)
+        // Send now, unless a frame is stuck half-written: then the socket is
+        // full and progress finishes the job when it drains.
+        if result == .posted && state == .readyToSend && output.partial == nil { flushOutput() }
+        return result
+    }
+
+    /// Queues the requests in order until the send queue is full, then
+    /// transmits them together: one doorbell, and as many frames per
+    /// sendmsg as fit (`OutputBatch`). Returns how many were queued.
+    mutating func postSend(_ requests: UnsafeBufferPointer<SendWorkRequest>) throws(FabricError) -> Int {
+        var queued = 0
+        for request in requests {
+            guard try queueSend(request) == .posted else { break }
+            queued += 1
+        }
+        if queued > 0 && state == .readyToSend && output.partial == nil { flushOutput() }
+        return queued
+    }
+
+    /// Puts a send request on the send queue (or completes it at once as
+    /// flushed when the queue pair is in error); sends nothing.
+    @inline(__always)
+    private mutating func queueSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
         switch state {
         case .initialized:
             throw FabricError(.invalidState, "\(number) is not connected yet; post sends after connect or accept")
@@ -148,10 +172,7 @@ struct QueuePairCore: ~Copyable {
             enterError(.localProtectionError, localFailure)
             return .posted
         }
-        if emulation.active && emulatedPost(queued.position) { return .posted }
-        // Send now, unless a frame is stuck half-written: then the socket is
-        // full and progress finishes the job when it drains.
-        if output.partial == nil { flushOutput() }
+        if emulation.active { _ = emulatedPost(queued.position) }
         return .posted
     }
 
