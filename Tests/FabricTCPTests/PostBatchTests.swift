@@ -54,7 +54,7 @@ struct PostBatchTests {
             _ = try [good, tooManyPieces, good].withUnsafeBufferPointer { try qp.postSend($0) }
             Issue.record("a request with two scatter entries on a queue pair that allows one was posted")
         } catch let error as FabricError {
-            #expect(error.rule == .tooManyScatterEntries, "\(error)")
+            #expect(error.workRequestRule == .tooManyScatterEntries, "\(error)")
         }
         #expect(sendingCalls(qp) == callsBefore)
         let clock = ContinuousClock()
