@@ -11,7 +11,8 @@
 #      that the progress thread never takes the target's side over); medians
 #      of REPS (default 5) runs each
 #   2. fabric-perf medians, the two builds' runs interleaved ROUNDS
-#      (default 20) times: 8 B send/recv latency and 1 MiB WRITE bandwidth
+#      (default 20) times: 8 B send/recv latency, 1 MiB and 4 MiB WRITE
+#      bandwidth
 # Needs valgrind (installed if missing). The base is built in a git worktree
 # under .build (a full release build the first time: several minutes).
 set -euo pipefail
@@ -74,9 +75,10 @@ done
 for round in $(seq "$rounds"); do
     echo "fabric-perf round $round of $rounds" >&2
     for build in base head; do
-        "$work/perf-$build" --tests lat-send,bw-write --sizes 8,1M --reps 1 --no-raw --json 2>/dev/null >"$work/perf.json"
+        "$work/perf-$build" --tests lat-send,bw-write --sizes 8,1M,4M --reps 1 --no-raw --json 2>/dev/null >"$work/perf.json"
         grep '"test":"lat-send"' "$work/perf.json" | grep '"size":8,' | grep -o '"median":[0-9.e+-]*' | cut -d: -f2 >>"$work/lat-$build"
-        grep '"test":"bw-write"' "$work/perf.json" | grep '"size":1048576' | grep -o '"median":[0-9.e+-]*' | cut -d: -f2 >>"$work/bw-$build"
+        grep '"test":"bw-write"' "$work/perf.json" | grep '"size":1048576,' | grep -o '"median":[0-9.e+-]*' | cut -d: -f2 >>"$work/bw-$build"
+        grep '"test":"bw-write"' "$work/perf.json" | grep '"size":4194304,' | grep -o '"median":[0-9.e+-]*' | cut -d: -f2 >>"$work/bw4-$build"
     done
 done
 
@@ -95,5 +97,6 @@ compare "per 1 MiB RDMA WRITE" "Ir" write
 echo "fabric-perf (medians of $rounds interleaved runs)"
 compare "8 B send/recv one-way latency, us" "us" lat
 compare "1 MiB RDMA WRITE bandwidth, MB/s" "MB/s" bw
+compare "4 MiB RDMA WRITE bandwidth, MB/s" "MB/s" bw4
 echo "all runs, sorted:"
 sed 's/^/  /' "$work/notes"
