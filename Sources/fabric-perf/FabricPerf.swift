@@ -48,6 +48,10 @@ struct PlanOptions: ParsableArguments {
     @Flag(help: "Print one JSON object per measurement instead of a table.")
     var json = false
 
+    /// ArgumentParser calls this while parsing, so that a bad option is
+    /// reported with the usage of the command it was given to.
+    func validate() throws { _ = try plan() }
+
     func plan() throws -> PerfPlan {
         let names = tests == "all" ? PerfTest.allCases.map(\.rawValue) : tests.split(separator: ",").map(String.init)
         var chosen: [PerfTest] = []
