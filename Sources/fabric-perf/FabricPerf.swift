@@ -39,7 +39,7 @@ struct PlanOptions: ParsableArguments {
         name: .customLong("queue-pairs"),
         help: ArgumentHelp(
             "Queue pairs at once for the bandwidth and message-rate tests, comma-separated (each 1 to 64).",
-            discussion: "N > 1: N queue pairs between the two processes on one completion queue per side, one thread each, every pair with its own window, beside N raw TCP streams; the figure is the total. Latency tests always use one."))
+            discussion: "N > 1: N queue pairs between the two processes on one completion queue per side, one thread per process, every pair with its own window, beside N raw TCP connections; the figure is the total over the pairs. Latency tests always use one queue pair."))
     var queuePairs = "1"
 
     @Flag(name: .customLong("no-raw"), help: "Skip the raw-TCP reference.")

@@ -40,10 +40,17 @@ final class FabricSide<D: FabricDevice> {
     var setup: QueuePairSetup<D> { setup(reportingTo: cq) }
 
     /// This side's queue-pair settings, with both queues reporting to `queue`.
+    /// A SEND that finds no receive is retried for as long as it takes, as
+    /// perftest sets it (rnr_retry 7): in the bandwidth tests the card
+    /// acknowledges what the server's thread has not yet polled, and a
+    /// machine busy with other work can keep that thread from reposting
+    /// for longer than the default 7 retries of 200 us; a slow receiver
+    /// should lower the figure, not end the run.
     func setup(reportingTo queue: D.CompletionQueue) -> QueuePairSetup<D> {
         QueuePairSetup(
             protectionDomain: domain, sendCompletionQueue: queue, receiveCompletionQueue: queue,
-            limits: QueuePairLimits(sendQueueDepth: 512, receiveQueueDepth: receiveDepth, maxSendScatterEntries: 1, maxReceiveScatterEntries: 1, maxInlineData: inlineLimit))
+            limits: QueuePairLimits(sendQueueDepth: 512, receiveQueueDepth: receiveDepth, maxSendScatterEntries: 1, maxReceiveScatterEntries: 1, maxInlineData: inlineLimit),
+            retry: RetryPolicy(receiverNotReadyRetries: nil))
     }
 
     /// Receives always cover the whole receive buffer.
