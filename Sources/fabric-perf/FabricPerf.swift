@@ -35,11 +35,22 @@ struct PlanOptions: ParsableArguments {
     @Option(help: "Scale the iterations per repetition (0.01 to 100).")
     var scale = 1.0
 
+    @Option(
+        name: .customLong("queue-pairs"),
+        help: ArgumentHelp(
+            "Queue pairs at once for the bandwidth and message-rate tests, comma-separated (each 1 to 64).",
+            discussion: "N > 1: N queue pairs between the two processes on one completion queue per side, one thread per process, every pair with its own window, beside N raw TCP connections; the figure is the total over the pairs. Latency tests always use one queue pair."))
+    var queuePairs = "1"
+
     @Flag(name: .customLong("no-raw"), help: "Skip the raw-TCP reference.")
     var noRaw = false
 
     @Flag(help: "Print one JSON object per measurement instead of a table.")
     var json = false
+
+    /// ArgumentParser calls this while parsing, so that a bad option is
+    /// reported with the usage of the command it was given to.
+    func validate() throws { _ = try plan() }
 
     func plan() throws -> PerfPlan {
         let names = tests == "all" ? PerfTest.allCases.map(\.rawValue) : tests.split(separator: ",").map(String.init)
@@ -53,6 +64,13 @@ struct PlanOptions: ParsableArguments {
         let sizeList = try parseSizeList(sizes, maximum: 8 << 20, maximumText: "8 MiB")
         guard repetitions >= 1 else { throw ValidationError("--reps must be at least 1") }
         guard (0.01...100).contains(scale) else { throw ValidationError("--scale must be from 0.01 to 100") }
+        var pairCounts: [Int] = []
+        for item in queuePairs.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let count = Int(item.trimmingCharacters(in: .whitespaces)), PerfPlan.queuePairRange.contains(count) else {
+                throw ValidationError("--queue-pairs: '\(item)' is not a number of queue pairs from \(PerfPlan.queuePairRange.lowerBound) to \(PerfPlan.queuePairRange.upperBound)")
+            }
+            if !pairCounts.contains(count) { pairCounts.append(count) }
+        }
         let modes: [String]
         switch mode {
         case "poll": modes = ["poll"]
@@ -60,7 +78,7 @@ struct PlanOptions: ParsableArguments {
         case "both": modes = ["poll", "block"]
         default: throw ValidationError("--mode must be poll, block or both")
         }
-        return PerfPlan(tests: chosen, sizes: sizeList, repetitions: repetitions, modes: modes, scale: scale, raw: !noRaw)
+        return PerfPlan(tests: chosen, sizes: sizeList, repetitions: repetitions, modes: modes, scale: scale, raw: !noRaw, queuePairs: pairCounts)
     }
 
     var capacity: Int { (sizes.split(separator: ",").compactMap { ByteCount.parse($0) }.max() ?? 8) + 64 }
@@ -190,19 +208,26 @@ func printTable(_ measurements: [Measurement], load: String) {
     if let link = measurements.lazy.compactMap(\.link).first {
         print("emulated link (\(LinkShape.environmentVariable)): \(link.configured); raw TCP is not shaped")
     }
-    var header = ["test", "size", "mode", "backend", "median", "p10", "p90", "p99", "unit", "metric", "reps", "spread%", "x raw", "alloc/op"]
+    var header = [
+        "test", "size", "mode", "backend", "pairs", "median", "p10", "p90", "p99", "unit", "metric", "reps", "spread%", "x raw", "alloc/op",
+        "calls/msg client", "calls/msg server",
+    ]
     if shaped { header.append("on the link") }
     var rows: [[String]] = [header]
     func number(_ value: Double) -> String {
         if value.isNaN { return "-" }
         return value >= 100 ? String(format: "%.0f", value) : String(format: "%.2f", value)
     }
+    // "-": not counted (only the tcp backend and the raw reference count
+    // their socket calls).
+    func calls(_ value: Double?) -> String { value.map { String(format: "%.2f", $0) } ?? "-" }
     for m in measurements {
         rows.append([
-            m.test, formatSize(m.size), m.mode, m.backend, number(m.median), number(m.p10), number(m.p90), number(m.p99),
+            m.test, formatSize(m.size), m.mode, m.backend, String(m.queuePairs), number(m.median), number(m.p10), number(m.p90), number(m.p99),
             m.unit, m.metric, String(m.repetitions), String(format: "%.0f", m.spreadPercent),
             m.ratioToRaw.map { String(format: "%.3f", $0) } ?? "",
             m.allocationsPerOperation.map { String(format: "%.3f", $0) } ?? "",
+            calls(m.callsPerMessageClient), calls(m.callsPerMessageServer),
         ] + (shaped ? [m.link?.summary ?? ""] : []))
     }
     let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }

@@ -37,10 +37,20 @@ final class FabricSide<D: FabricDevice> {
         completions.initialize(repeating: .empty)
     }
 
-    var setup: QueuePairSetup<D> {
+    var setup: QueuePairSetup<D> { setup(reportingTo: cq) }
+
+    /// This side's queue-pair settings, with both queues reporting to `queue`.
+    /// A SEND that finds no receive is retried for as long as it takes, as
+    /// perftest sets it (rnr_retry 7): in the bandwidth tests the card
+    /// acknowledges what the server's thread has not yet polled, and a
+    /// machine busy with other work can keep that thread from reposting
+    /// for longer than the default 7 retries of 200 us; a slow receiver
+    /// should lower the figure, not end the run.
+    func setup(reportingTo queue: D.CompletionQueue) -> QueuePairSetup<D> {
         QueuePairSetup(
-            protectionDomain: domain, sendCompletionQueue: cq, receiveCompletionQueue: cq,
-            limits: QueuePairLimits(sendQueueDepth: 512, receiveQueueDepth: receiveDepth, maxSendScatterEntries: 1, maxReceiveScatterEntries: 1, maxInlineData: inlineLimit))
+            protectionDomain: domain, sendCompletionQueue: queue, receiveCompletionQueue: queue,
+            limits: QueuePairLimits(sendQueueDepth: 512, receiveQueueDepth: receiveDepth, maxSendScatterEntries: 1, maxReceiveScatterEntries: 1, maxInlineData: inlineLimit),
+            retry: RetryPolicy(receiverNotReadyRetries: nil))
     }
 
     /// Receives always cover the whole receive buffer.
@@ -52,11 +62,16 @@ final class FabricSide<D: FabricDevice> {
 
     /// Polls once; sleeps on the queue's descriptor first in blocking mode.
     @inline(__always)
-    func poll() throws -> Int {
-        let n = cq.poll(into: completions)
+    func poll() throws -> Int { try poll(cq) }
+
+    /// Polls `queue` once into `completions`; in blocking mode, sleeps on
+    /// its descriptor first if it had nothing.
+    @inline(__always)
+    func poll(_ queue: D.CompletionQueue) throws -> Int {
+        let n = queue.poll(into: completions)
         if n == 0 && !busyPoll {
-            _ = try cq.wait(timeout: .seconds(30))
-            return cq.poll(into: completions)
+            _ = try queue.wait(timeout: .seconds(30))
+            return queue.poll(into: completions)
         }
         for i in 0..<n where completions[i].status != .success {
             throw PerfError("completion failed: \(completions[i])")
@@ -134,7 +149,9 @@ final class FabricSide<D: FabricDevice> {
 struct FabricClient<D: FabricDevice> {
     let side: FabricSide<D>
 
-    func latency(_ test: PerfTest, size: Int, iterations: Int) throws -> (LatencyHistogram, UInt64) {
+    /// The test's timings, and the cost of its loop (warm-up included in
+    /// the socket calls, which are read only before and after it).
+    func latency(_ test: PerfTest, size: Int, iterations: Int) throws -> (LatencyHistogram, LoopCost) {
         let warmup = max(10, iterations / 10)
         var timings = LatencyHistogram()
         var allocations: UInt64 = 0
@@ -150,6 +167,7 @@ struct FabricClient<D: FabricDevice> {
         var request = try side.request(operation, size: test.effectiveSize(size))
         let repost = try side.receiveRequest
         let queuePair: D.QueuePair = side.queuePair
+        let callsBefore = side.socketCalls(of: [queuePair])
         // One clock reading per iteration, as perftest takes: each sample
         // runs from the end of the previous iteration to the end of this one.
         var last = now()
@@ -177,16 +195,18 @@ struct FabricClient<D: FabricDevice> {
         }
         allocations = allocation_counter_count() - allocations
         allocation_counter_enable(0)
+        // Before the drain below, whose polls are no part of the test.
+        let calls = difference(side.socketCalls(of: [queuePair]), callsBefore)
         // Drain the last signalled completions.
         if test == .latencySend || test == .latencyWrite {
             let clock = ContinuousClock()
             let until = clock.now + .milliseconds(5)
             while clock.now < until { _ = side.cq.poll(into: side.completions) }
         }
-        return (test.metric == "one-way" ? timings.halved() : timings, allocations)
+        return (test.metric == "one-way" ? timings.halved() : timings, LoopCost(allocations: allocations, socketCalls: calls))
     }
 
-    func bandwidth(_ test: PerfTest, size: Int, count: Int) throws -> (Double, UInt64) {
+    func bandwidth(_ test: PerfTest, size: Int, count: Int) throws -> (Double, LoopCost) {
         let operation: SendOperation
         switch test {
         case .bandwidthWrite: operation = .write(side.peer)
@@ -196,6 +216,7 @@ struct FabricClient<D: FabricDevice> {
         }
         let window = max(2, min(128, (32 << 20) / max(size, 1)))
         let every = max(1, min(16, window / 2))
+        let callsBefore = side.socketCalls(of: [side.queuePair])
         let start = now()
         allocation_counter_enable(1)
         let allocationsBefore = allocation_counter_count()
@@ -215,8 +236,9 @@ struct FabricClient<D: FabricDevice> {
         let elapsed = Double(now() - start) / 1e9
         let allocations = allocation_counter_count() - allocationsBefore
         allocation_counter_enable(0)
-        if test.isRate { return (Double(count) / elapsed / 1e6, allocations) }
-        return (Double(size * count) / elapsed / 1e6, allocations)
+        let cost = LoopCost(allocations: allocations, socketCalls: difference(side.socketCalls(of: [queuePair]), callsBefore))
+        if test.isRate { return (Double(count) / elapsed / 1e6, cost) }
+        return (Double(size * count) / elapsed / 1e6, cost)
     }
 }
 
@@ -225,8 +247,11 @@ struct FabricServer<D: FabricDevice> {
     let side: FabricSide<D>
     let control: ControlChannel
 
-    func run(_ test: PerfTest, size: Int, count: Int) throws -> UInt64 {
+    /// Serves one repetition; for the tests the client ends with "stop",
+    /// the loop (and its socket calls) runs until that line is waiting.
+    func run(_ test: PerfTest, size: Int, count: Int) throws -> LoopCost {
         let warmup = test.isLatency ? max(10, count / 10) : 0
+        let callsBefore = side.socketCalls(of: [side.queuePair])
         allocation_counter_enable(1)
         let before = allocation_counter_count()
         switch test {
@@ -280,7 +305,7 @@ struct FabricServer<D: FabricDevice> {
         }
         let allocations = allocation_counter_count() - before
         allocation_counter_enable(0)
-        return allocations
+        return LoopCost(allocations: allocations, socketCalls: difference(side.socketCalls(of: [side.queuePair]), callsBefore))
     }
 }
 
@@ -288,9 +313,12 @@ extension FabricServer {
     /// Busy-polling: one poll. Blocking: poll, and if nothing came, sleep on
     /// the completion queue's descriptor and the control channel together
     /// (the client's "stop" must wake the server too).
-    func pollOrSleep() throws -> Int {
-        if side.busyPoll { return try side.poll() }
-        let n = side.cq.poll(into: side.completions)
+    func pollOrSleep() throws -> Int { try pollOrSleep(side.cq) }
+
+    /// `pollOrSleep()` on `queue`, which may be a queue-pair group's.
+    func pollOrSleep(_ queue: D.CompletionQueue) throws -> Int {
+        if side.busyPoll { return try side.poll(queue) }
+        let n = queue.poll(into: side.completions)
         if n > 0 {
             for i in 0..<n where side.completions[i].status != .success {
                 throw PerfError("completion failed: \(side.completions[i])")
@@ -298,7 +326,7 @@ extension FabricServer {
             return n
         }
         var descriptors = [
-            pollfd(fd: side.cq.fileDescriptor, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: queue.fileDescriptor, events: Int16(POLLIN), revents: 0),
             pollfd(fd: control.fd, events: Int16(POLLIN), revents: 0),
         ]
         _ = Glibc.poll(&descriptors, 2, 1000)

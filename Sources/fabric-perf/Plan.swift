@@ -39,6 +39,14 @@ enum PerfTest: String, CaseIterable, Codable {
         }
     }
 
+    /// Messages each of `pairs` queue pairs carries per repetition: the
+    /// single pair's count shared out, so that a repetition takes about as
+    /// long with many pairs as with one.
+    func countPerPair(for size: Int, scale: Double, pairs: Int) -> Int {
+        let total = count(for: size, scale: scale)
+        return max(4, (total + pairs - 1) / pairs)
+    }
+
     /// Iterations (latency) or messages (bandwidth) per repetition.
     func count(for size: Int, scale: Double) -> Int {
         let base: Int
@@ -65,4 +73,29 @@ struct PerfPlan {
     var modes: [String]
     var scale: Double
     var raw: Bool
+    /// Queue pairs at once for the bandwidth and message-rate tests, each
+    /// count measured on its own (`--queue-pairs 1,4`).
+    var queuePairs: [Int]
+
+    /// What `--queue-pairs` accepts. Every count N above one costs N queue
+    /// pairs and N raw connections on each side, all set up before the
+    /// first test.
+    static let queuePairRange = 1...64
+
+    /// The sizes `test` runs at: the atomics and the message-rate test
+    /// move 8 bytes whatever was asked.
+    func sizes(for test: PerfTest) -> [Int] {
+        switch test {
+        case .latencyFetchAdd, .latencyCompareSwap, .latencyFetchAddPassive, .rateSend: return [8]
+        default: return sizes
+        }
+    }
+
+    /// The queue-pair counts `test` runs with: one for a latency test.
+    func queuePairs(for test: PerfTest) -> [Int] {
+        test.isLatency ? [1] : queuePairs
+    }
+
+    /// The groups of more than one queue pair the plan needs set up.
+    var groupSizes: [Int] { queuePairs.filter { $0 > 1 } }
 }

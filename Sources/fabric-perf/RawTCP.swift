@@ -10,21 +10,33 @@ struct RawTCP {
     let buffer: UnsafeMutableRawPointer
     let capacity: Int
     let busyPoll: Bool
+    /// send(2) and recv(2) calls made so far, those that moved nothing
+    /// included: the reference's side of fabric-perf's calls per message.
+    private(set) var calls = 0
+
+    init(fd: Int32, buffer: UnsafeMutableRawPointer, capacity: Int, busyPoll: Bool) {
+        self.fd = fd
+        self.buffer = buffer
+        self.capacity = capacity
+        self.busyPoll = busyPoll
+    }
 
     @inline(__always)
-    func sendAll(_ count: Int) {
+    mutating func sendAll(_ count: Int) {
         var done = 0
         while done < count {
+            calls += 1
             let n = Glibc.send(fd, buffer + done, count - done, Int32(MSG_NOSIGNAL))
             if n > 0 { done += n } else if n < 0 && errno != EINTR && errno != EAGAIN { fatalError("raw send: \(String(cString: strerror(errno)))") }
         }
     }
 
     @inline(__always)
-    func receiveAll(_ count: Int) {
+    mutating func receiveAll(_ count: Int) {
         var done = 0
         let flags = busyPoll ? Int32(MSG_DONTWAIT) : 0
         while done < count {
+            calls += 1
             let n = Glibc.recv(fd, buffer + done, min(count - done, capacity), flags)
             if n > 0 { done += n; continue }
             if n == 0 { fatalError("raw: the peer closed the connection") }
@@ -34,7 +46,7 @@ struct RawTCP {
 
     /// Client side of a ping-pong: request `request` bytes, answer `response`
     /// bytes; returns the round trips.
-    func pingPong(request: Int, response: Int, iterations: Int, warmup: Int) -> LatencyHistogram {
+    mutating func pingPong(request: Int, response: Int, iterations: Int, warmup: Int) -> LatencyHistogram {
         var timings = LatencyHistogram()
         // One clock reading per iteration, as in the fabric loop.
         var last = now()
@@ -49,7 +61,7 @@ struct RawTCP {
     }
 
     /// Server side of the ping-pong.
-    func echo(request: Int, response: Int, iterations: Int) {
+    mutating func echo(request: Int, response: Int, iterations: Int) {
         for _ in 0..<iterations {
             receiveAll(request)
             sendAll(response)
@@ -58,7 +70,7 @@ struct RawTCP {
 
     /// Client side of a stream: `count` writes of `size` bytes, then wait
     /// for one byte back. Returns MB/s (1e6 B/s).
-    func stream(size: Int, count: Int) -> Double {
+    mutating func stream(size: Int, count: Int) -> Double {
         let start = now()
         for _ in 0..<count { sendAll(size) }
         receiveAll(1)
@@ -71,7 +83,7 @@ struct RawTCP {
     /// same `size` bytes of the target's region (a reference that spread the
     /// stream over the whole buffer would pay cache misses the measured
     /// path does not).
-    func sink(size: Int, count: Int) {
+    mutating func sink(size: Int, count: Int) {
         let piece = max(1, min(size, capacity))
         var left = size * count
         while left > 0 {

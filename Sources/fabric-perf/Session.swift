@@ -9,13 +9,27 @@ func serve<D: FabricDevice>(device: D, control: ControlChannel, host: String, ca
     let listener = try device.listen(on: Endpoint(host: host, port: 0), backlog: 4)
     let (rawListener, rawPort) = try PlainSocket.listen(host: host, port: 0)
     try control.send("ports \(listener.endpoint.port) \(rawPort) \(capacity)")
+    // The groups of queue pairs the client's plan runs over (--queue-pairs
+    // above one), connected after the first queue pair and in this order.
+    var groupSizes: [Int] = []
+    for word in try control.expect("groups") {
+        guard let size = Int(word), size > 1, PerfPlan.queuePairRange.contains(size) else { throw PerfError("bad groups line: '\(word)'") }
+        groupSizes.append(size)
+    }
     guard let request = try listener.next(timeout: .seconds(60)) else { throw PerfError("the client did not connect") }
     side.queuePair = try request.accept(side.setup, privateData: []) { (qp) throws(FabricError) in
         for _ in 0..<side.receiveDepth {
             _ = try qp.postReceive(side.receiveRequest)
         }
     }
+    var groups: [Int: QueuePairGroup<D>] = [:]
+    for size in groupSizes {
+        let group = try QueuePairGroup(side: side, size: size)
+        try group.accept(from: listener, receiveDepth: side.receiveDepth)
+        groups[size] = group
+    }
     let rawFD = try PlainSocket.accept(rawListener)
+    for size in groupSizes { try groups[size]!.acceptRaw(from: rawListener) }
     close(rawListener)
     defer { close(rawFD) }
     let remote = side.receiveRegion.remote()
@@ -31,22 +45,37 @@ func serve<D: FabricDevice>(device: D, control: ControlChannel, host: String, ca
             try control.send("done \(cpu)")
             continue
         }
-        guard words.first == "run", words.count == 6, let test = PerfTest(rawValue: words[1]),
-              let size = Int(words[2]), let count = Int(words[3]) else {
+        // run TEST SIZE COUNT MODE fabric|raw PAIRS; COUNT is per queue pair.
+        guard words.first == "run", words.count == 7, let test = PerfTest(rawValue: words[1]),
+              let size = Int(words[2]), let count = Int(words[3]), let pairs = Int(words[6]) else {
             if words.first == "quit" { return }
             throw PerfError("unexpected control line: \(words.joined(separator: " "))")
         }
+        let group = groups[pairs]
+        guard pairs == 1 || group != nil else { throw PerfError("no group of \(pairs) queue pairs was set up") }
         let busyPoll = words[4] == "poll"
         side.busyPoll = busyPoll
+        // "done ALLOCATIONS CALLS": the loop's heap allocations and socket
+        // calls ("-": not counted), for the client's per-message figures.
         if words[5] == "fabric" {
             try control.send("ready")
-            let allocations = try server.run(test, size: size, count: count)
+            let cost: LoopCost
+            if let group {
+                cost = try server.run(test, countPerPair: count, over: group)
+            } else {
+                cost = try server.run(test, size: size, count: count)
+            }
             if test != .latencySend && test != .latencyWrite {
                 _ = try control.expect("stop")
             }
-            try control.send("done \(allocations)")
+            try control.send("done \(cost.allocations) \(cost.socketCalls.map(String.init) ?? "-")")
+        } else if let group {
+            var streams = RawStreams(descriptors: group.rawDescriptors, buffer: side.receiveBuffer, busyPoll: busyPoll)
+            try control.send("ready")
+            streams.sink(size: test.effectiveSize(size), countPerStream: count)
+            try control.send("done 0 \(streams.calls)")
         } else {
-            let raw = RawTCP(fd: rawFD, buffer: side.receiveBuffer, capacity: capacity, busyPoll: busyPoll)
+            var raw = RawTCP(fd: rawFD, buffer: side.receiveBuffer, capacity: capacity, busyPoll: busyPoll)
             try control.send("ready")
             if test.isLatency {
                 let (request, response) = rawShape(test, size: size)
@@ -54,7 +83,7 @@ func serve<D: FabricDevice>(device: D, control: ControlChannel, host: String, ca
             } else {
                 raw.sink(size: test.effectiveSize(size), count: count)
             }
-            try control.send("done 0")
+            try control.send("done 0 \(raw.calls)")
         }
     }
 }
@@ -73,6 +102,7 @@ struct MeasurementKey: Hashable {
     var test: PerfTest
     var size: Int
     var mode: String
+    var queuePairs: Int
     var raw: Bool
 }
 
@@ -85,68 +115,107 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
         throw PerfError("bad ports line")
     }
     guard serverCapacity >= capacity else { throw PerfError("the server's buffers (\(serverCapacity) B) are smaller than the largest size asked") }
-    let (queuePair, _) = try device.connect(to: Endpoint(host: host, port: fabricPort), side.setup, options: ConnectOptions()) { (qp) throws(FabricError) in
+    try control.send((["groups"] + plan.groupSizes.map(String.init)).joined(separator: " "))
+    let fabricEndpoint = Endpoint(host: host, port: fabricPort)
+    let (queuePair, _) = try device.connect(to: fabricEndpoint, side.setup, options: ConnectOptions()) { (qp) throws(FabricError) in
         for _ in 0..<side.receiveDepth {
             _ = try qp.postReceive(side.receiveRequest)
         }
     }
     side.queuePair = queuePair
+    // In the order the server accepts them: the first queue pair, then the
+    // groups'; the first raw connection, then the groups'.
+    var groups: [Int: QueuePairGroup<D>] = [:]
+    for size in plan.groupSizes {
+        let group = try QueuePairGroup(side: side, size: size)
+        try group.connect(device, to: fabricEndpoint)
+        groups[size] = group
+    }
     let rawFD = try PlainSocket.connect(host: host, port: rawPort)
     defer { close(rawFD) }
+    for size in plan.groupSizes { try groups[size]!.connectRaw(host: host, port: rawPort) }
     let memory = try control.expect("memory")
     side.peer = RemoteMemory(address: UInt64(memory[0])!, key: RemoteKey(rawValue: UInt32(memory[1])!))
     let remote = side.receiveRegion.remote()
     try control.send("memory \(remote.address) \(remote.key.rawValue)")
 
+    let client = FabricClient(side: side)
+    /// One repetition of the fabric's side of a cell, `count` per queue pair.
+    func measureFabric(_ test: PerfTest, size: Int, count: Int, pairs: Int) throws -> (RepetitionResult, LoopCost) {
+        if let group = groups[pairs] {
+            let (value, cost) = try client.bandwidth(test, size: test.effectiveSize(size), countPerPair: count, over: group)
+            return (.figures(Samples([value])), cost)
+        }
+        if test.isLatency {
+            let (timings, cost) = try client.latency(test, size: size, iterations: count)
+            return (.timings(timings), cost)
+        }
+        let (value, cost) = try client.bandwidth(test, size: test.effectiveSize(size), count: count)
+        return (.figures(Samples([value])), cost)
+    }
+    /// One repetition of the raw reference's side, and its send/recv calls.
+    func measureRaw(_ test: PerfTest, size: Int, count: Int, pairs: Int, busyPoll: Bool) -> (RepetitionResult, Int) {
+        let effective = test.effectiveSize(size)
+        if let group = groups[pairs] {
+            var streams = RawStreams(descriptors: group.rawDescriptors, buffer: side.sendBuffer, busyPoll: busyPoll)
+            let seconds = streams.stream(size: effective, countPerStream: count)
+            let messages = Double(count * pairs)
+            let figure = test.isRate ? messages / seconds / 1e6 : messages * Double(effective) / seconds / 1e6
+            return (.figures(Samples([figure])), streams.calls)
+        }
+        var rawTCP = RawTCP(fd: rawFD, buffer: side.sendBuffer, capacity: capacity, busyPoll: busyPoll)
+        if test.isLatency {
+            let (request, response) = rawShape(test, size: size)
+            let roundTrips = rawTCP.pingPong(request: request, response: response, iterations: count, warmup: max(10, count / 10))
+            return (.timings(test.metric == "one-way" ? roundTrips.halved() : roundTrips), rawTCP.calls)
+        }
+        let megabytes = rawTCP.stream(size: effective, count: count)
+        return (.figures(Samples([test.isRate ? megabytes / Double(effective) : megabytes])), rawTCP.calls)
+    }
+
     var results: [MeasurementKey: [RepetitionResult]] = [:]
     var allocations: [MeasurementKey: (UInt64, Int)] = [:]
-    let client = FabricClient(side: side)
+    var calls: [MeasurementKey: CallTally] = [:]
     for repetition in 0..<plan.repetitions {
         for test in plan.tests {
-            let sizes = (test == .latencyFetchAdd || test == .latencyCompareSwap || test == .latencyFetchAddPassive || test == .rateSend) ? [8] : plan.sizes
-            for size in sizes {
+            for size in plan.sizes(for: test) {
                 for mode in plan.modes {
                     // A WRITE completes nothing at its target: there is no
                     // completion to sleep on, so lat-write runs busy-polling only.
                     if test == .latencyWrite && mode == "block" { continue }
-                    let count = test.count(for: size, scale: plan.scale)
-                    var order = plan.raw ? [false, true] : [false]
-                    if repetition % 2 == 1 { order.reverse() }
-                    for raw in order {
-                        let key = MeasurementKey(test: test, size: size, mode: mode, raw: raw)
-                        try control.send("run \(test.rawValue) \(size) \(count) \(mode) \(raw ? "raw" : "fabric")")
-                        _ = try control.expect("ready")
-                        side.busyPoll = mode == "poll"
-                        let result: RepetitionResult
-                        var clientAllocations: UInt64 = 0
-                        if raw {
-                            let rawTCP = RawTCP(fd: rawFD, buffer: side.sendBuffer, capacity: capacity, busyPoll: mode == "poll")
-                            if test.isLatency {
-                                let (request, response) = rawShape(test, size: size)
-                                let roundTrips = rawTCP.pingPong(request: request, response: response, iterations: count, warmup: max(10, count / 10))
-                                result = .timings(test.metric == "one-way" ? roundTrips.halved() : roundTrips)
+                    for pairs in plan.queuePairs(for: test) {
+                        let count = test.countPerPair(for: size, scale: plan.scale, pairs: pairs)
+                        // Allocations are counted after a latency loop's
+                        // warm-up; socket calls around the whole loop.
+                        let operations = test.isLatency ? count : count * pairs
+                        let messages = test.isLatency ? count + max(10, count / 10) : count * pairs
+                        var order = plan.raw ? [false, true] : [false]
+                        if repetition % 2 == 1 { order.reverse() }
+                        for raw in order {
+                            let key = MeasurementKey(test: test, size: size, mode: mode, queuePairs: pairs, raw: raw)
+                            try control.send("run \(test.rawValue) \(size) \(count) \(mode) \(raw ? "raw" : "fabric") \(pairs)")
+                            _ = try control.expect("ready")
+                            side.busyPoll = mode == "poll"
+                            let result: RepetitionResult
+                            let clientCost: LoopCost
+                            if raw {
+                                let rawCalls: Int
+                                (result, rawCalls) = measureRaw(test, size: size, count: count, pairs: pairs, busyPoll: side.busyPoll)
+                                clientCost = LoopCost(allocations: 0, socketCalls: rawCalls)
                             } else {
-                                let effective = test.effectiveSize(size)
-                                let megabytes = rawTCP.stream(size: effective, count: count)
-                                result = .figures(Samples([test.isRate ? megabytes / Double(effective) : megabytes]))
+                                (result, clientCost) = try measureFabric(test, size: size, count: count, pairs: pairs)
                             }
-                        } else if test.isLatency {
-                            let timings: LatencyHistogram
-                            (timings, clientAllocations) = try client.latency(test, size: size, iterations: count)
-                            result = .timings(timings)
-                        } else {
-                            let (value, allocated) = try client.bandwidth(test, size: test.effectiveSize(size), count: count)
-                            result = .figures(Samples([value]))
-                            clientAllocations = allocated
+                            if !raw && test != .latencySend && test != .latencyWrite {
+                                try control.send("stop")
+                            }
+                            let done = try control.expect("done")
+                            let serverAllocations = UInt64(done.first ?? "0") ?? 0
+                            let serverCalls = done.count > 1 ? Int(done[1]) : nil
+                            results[key, default: []].append(result)
+                            let previous = allocations[key] ?? (0, 0)
+                            allocations[key] = (previous.0 + clientCost.allocations + serverAllocations, previous.1 + operations)
+                            calls[key, default: CallTally()].add(client: clientCost.socketCalls, server: serverCalls, messages: messages)
                         }
-                        if !raw && test != .latencySend && test != .latencyWrite {
-                            try control.send("stop")
-                        }
-                        let done = try control.expect("done")
-                        let serverAllocations = UInt64(done.first ?? "0") ?? 0
-                        results[key, default: []].append(result)
-                        let previous = allocations[key] ?? (0, 0)
-                        allocations[key] = (previous.0 + clientAllocations + serverAllocations, previous.1 + count)
                     }
                 }
             }
@@ -172,33 +241,45 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
 
     var measurements: [Measurement] = []
     for test in plan.tests {
-        let sizes = (test == .latencyFetchAdd || test == .latencyCompareSwap || test == .latencyFetchAddPassive || test == .rateSend) ? [8] : plan.sizes
-        for size in sizes {
+        for size in plan.sizes(for: test) {
             for mode in plan.modes {
-                let fabricKey = MeasurementKey(test: test, size: size, mode: mode, raw: false)
-                guard let fabricSamples = results[fabricKey] else { continue }
-                let (allocated, operations) = allocations[fabricKey] ?? (0, 1)
-                var fabric = Measurement(
-                    test: test.rawValue, backend: device.backendName, mode: mode, size: size, unit: test.unit,
-                    metric: test.metric, perRepetition: fabricSamples,
-                    allocationsPerOperation: Double(allocated) / Double(max(operations, 1)))
-                let rawKey = MeasurementKey(test: test, size: size, mode: mode, raw: true)
-                if let rawSamples = results[rawKey] {
-                    let raw = Measurement(
-                        test: test.rawValue, backend: "raw-tcp", mode: mode, size: size, unit: test.unit,
-                        metric: test.metric, perRepetition: rawSamples, allocationsPerOperation: nil)
-                    fabric.ratioToRaw = fabric.median / raw.median
-                    fabric.link = linkFigures(device, fabric, raw)
-                    measurements.append(fabric)
-                    measurements.append(raw)
-                } else {
-                    fabric.link = linkFigures(device, fabric, nil)
-                    measurements.append(fabric)
+                for pairs in plan.queuePairs(for: test) {
+                    let fabricKey = MeasurementKey(test: test, size: size, mode: mode, queuePairs: pairs, raw: false)
+                    guard let fabricSamples = results[fabricKey] else { continue }
+                    let (allocated, operations) = allocations[fabricKey] ?? (0, 1)
+                    var fabric = Measurement(
+                        test: test.rawValue, backend: device.backendName, mode: mode, size: size, unit: test.unit,
+                        metric: test.metric, perRepetition: fabricSamples,
+                        allocationsPerOperation: Double(allocated) / Double(max(operations, 1)))
+                    fabric.note(queuePairs: pairs, calls: calls[fabricKey])
+                    let rawKey = MeasurementKey(test: test, size: size, mode: mode, queuePairs: pairs, raw: true)
+                    if let rawSamples = results[rawKey] {
+                        var raw = Measurement(
+                            test: test.rawValue, backend: "raw-tcp", mode: mode, size: size, unit: test.unit,
+                            metric: test.metric, perRepetition: rawSamples, allocationsPerOperation: nil)
+                        raw.note(queuePairs: pairs, calls: calls[rawKey])
+                        fabric.ratioToRaw = fabric.median / raw.median
+                        fabric.link = linkFigures(device, fabric, raw)
+                        measurements.append(fabric)
+                        measurements.append(raw)
+                    } else {
+                        fabric.link = linkFigures(device, fabric, nil)
+                        measurements.append(fabric)
+                    }
                 }
             }
         }
     }
     return measurements + idle
+}
+
+extension Measurement {
+    /// Adds how many queue pairs the test ran over and its calls per message.
+    fileprivate mutating func note(queuePairs: Int, calls: CallTally?) {
+        self.queuePairs = queuePairs
+        callsPerMessageClient = calls?.clientPerMessage
+        callsPerMessageServer = calls?.serverPerMessage
+    }
 }
 
 /// Sleeps in the completion queue's wait for `milliseconds` and returns the

@@ -72,6 +72,12 @@ struct Measurement: Codable {
     var spreadPercent: Double
     /// Heap allocations per operation in the timed loop (nil: not counted).
     var allocationsPerOperation: Double?
+    /// Queue pairs (raw: connections) the test ran over at once.
+    var queuePairs = 1
+    /// Socket system calls per message in the timed loop, on each side
+    /// (SocketCalls.swift says what is counted; nil: not counted).
+    var callsPerMessageClient: Double?
+    var callsPerMessageServer: Double?
     /// This measurement's median over the raw-TCP reference's (same test,
     /// size and mode); for bandwidth and rate, higher is better.
     var ratioToRaw: Double?
