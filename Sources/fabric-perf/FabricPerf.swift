@@ -42,6 +42,13 @@ struct PlanOptions: ParsableArguments {
             discussion: "N > 1: N queue pairs between the two processes on one completion queue per side, one thread per process, every pair with its own window, beside N raw TCP connections; the figure is the total over the pairs. Latency tests always use one queue pair."))
     var queuePairs = "1"
 
+    @Option(
+        name: .customLong("post-list"),
+        help: ArgumentHelp(
+            "Requests per post call in the bandwidth and message-rate tests, comma-separated (each 1 to 128).",
+            discussion: "1 posts one request per call (one doorbell each, as perftest's default); N > 1 refills each window in lists of up to N (the list form of postSend: one doorbell, the frames share sendmsg calls; perftest's --post_list). The raw reference always sends each message with its own send(2). Latency tests always post one at a time."))
+    var postLists = "1"
+
     @Flag(name: .customLong("no-raw"), help: "Skip the raw-TCP reference.")
     var noRaw = false
 
@@ -71,6 +78,13 @@ struct PlanOptions: ParsableArguments {
             }
             if !pairCounts.contains(count) { pairCounts.append(count) }
         }
+        var listLengths: [Int] = []
+        for item in postLists.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let length = Int(item.trimmingCharacters(in: .whitespaces)), PerfPlan.postListRange.contains(length) else {
+                throw ValidationError("--post-list: '\(item)' is not a list length from \(PerfPlan.postListRange.lowerBound) to \(PerfPlan.postListRange.upperBound)")
+            }
+            if !listLengths.contains(length) { listLengths.append(length) }
+        }
         let modes: [String]
         switch mode {
         case "poll": modes = ["poll"]
@@ -78,7 +92,7 @@ struct PlanOptions: ParsableArguments {
         case "both": modes = ["poll", "block"]
         default: throw ValidationError("--mode must be poll, block or both")
         }
-        return PerfPlan(tests: chosen, sizes: sizeList, repetitions: repetitions, modes: modes, scale: scale, raw: !noRaw, queuePairs: pairCounts)
+        return PerfPlan(tests: chosen, sizes: sizeList, repetitions: repetitions, modes: modes, scale: scale, raw: !noRaw, queuePairs: pairCounts, postLists: listLengths)
     }
 
     var capacity: Int { (sizes.split(separator: ",").compactMap { ByteCount.parse($0) }.max() ?? 8) + 64 }
@@ -209,7 +223,7 @@ func printTable(_ measurements: [Measurement], load: String) {
         print("emulated link (\(LinkShape.environmentVariable)): \(link.configured); raw TCP is not shaped")
     }
     var header = [
-        "test", "size", "mode", "backend", "pairs", "median", "p10", "p90", "p99", "unit", "metric", "reps", "spread%", "x raw", "alloc/op",
+        "test", "size", "mode", "backend", "pairs", "list", "median", "p10", "p90", "p99", "unit", "metric", "reps", "spread%", "x raw", "alloc/op",
         "calls/msg client", "calls/msg server",
     ]
     if shaped { header.append("on the link") }
@@ -223,7 +237,7 @@ func printTable(_ measurements: [Measurement], load: String) {
     func calls(_ value: Double?) -> String { value.map { String(format: "%.2f", $0) } ?? "-" }
     for m in measurements {
         rows.append([
-            m.test, formatSize(m.size), m.mode, m.backend, String(m.queuePairs), number(m.median), number(m.p10), number(m.p90), number(m.p99),
+            m.test, formatSize(m.size), m.mode, m.backend, String(m.queuePairs), m.backend == "raw-tcp" ? "-" : String(m.postList), number(m.median), number(m.p10), number(m.p90), number(m.p99),
             m.unit, m.metric, String(m.repetitions), String(format: "%.0f", m.spreadPercent),
             m.ratioToRaw.map { String(format: "%.3f", $0) } ?? "",
             m.allocationsPerOperation.map { String(format: "%.3f", $0) } ?? "",

@@ -206,7 +206,7 @@ struct FabricClient<D: FabricDevice> {
         return (test.metric == "one-way" ? timings.halved() : timings, LoopCost(allocations: allocations, socketCalls: calls))
     }
 
-    func bandwidth(_ test: PerfTest, size: Int, count: Int) throws -> (Double, LoopCost) {
+    func bandwidth(_ test: PerfTest, size: Int, count: Int, postList: Int) throws -> (Double, LoopCost) {
         let operation: SendOperation
         switch test {
         case .bandwidthWrite: operation = .write(side.peer)
@@ -216,19 +216,36 @@ struct FabricClient<D: FabricDevice> {
         }
         let window = max(2, min(128, (32 << 20) / max(size, 1)))
         let every = max(1, min(16, window / 2))
+        var request = try side.request(operation, size: size)
+        let list = PostList(repeating: request, capacity: postList)
+        defer { list.deallocate() }
         let callsBefore = side.socketCalls(of: [side.queuePair])
         let start = now()
         allocation_counter_enable(1)
         let allocationsBefore = allocation_counter_count()
-        var request = try side.request(operation, size: size)
         let queuePair: D.QueuePair = side.queuePair
         var posted = 0
         var completed = 0
         while completed < count {
-            while posted < count && posted - completed < window {
-                let signaled = posted % every == every - 1 || posted == count - 1
-                try side.post(&request, id: UInt64(posted), signaled: signaled, on: queuePair)
-                posted += 1
+            if postList == 1 {
+                while posted < count && posted - completed < window {
+                    let signaled = posted % every == every - 1 || posted == count - 1
+                    try side.post(&request, id: UInt64(posted), signaled: signaled, on: queuePair)
+                    posted += 1
+                }
+            } else {
+                // The window's free room in lists; a full send queue ends
+                // the refill (the poll below makes room).
+                while posted < count && posted - completed < window {
+                    let length = min(postList, count - posted, window - (posted - completed))
+                    for index in 0..<length {
+                        let sequence = posted + index
+                        list.set(index, id: UInt64(sequence), signaled: sequence % every == every - 1 || sequence == count - 1)
+                    }
+                    let accepted = try queuePair.postSend(list.prefix(length))
+                    posted += accepted
+                    if accepted < length { break }
+                }
             }
             let n = try side.poll()
             for i in 0..<n { completed = max(completed, Int(side.completions[i].workRequestID) + 1) }

@@ -13,7 +13,7 @@ extension FabricClient {
     /// requests in flight, and this one thread posts to the pairs in turn
     /// and polls the group's one completion queue. Returns the total over
     /// the pairs (MB/s, or Mmsg/s for the rate test) and the loop's cost.
-    func bandwidth(_ test: PerfTest, size: Int, countPerPair: Int, over group: QueuePairGroup<D>) throws -> (Double, LoopCost) {
+    func bandwidth(_ test: PerfTest, size: Int, countPerPair: Int, over group: QueuePairGroup<D>, postList: Int) throws -> (Double, LoopCost) {
         let operation: SendOperation
         switch test {
         case .bandwidthWrite: operation = .write(side.peer)
@@ -25,6 +25,8 @@ extension FabricClient {
         let window = max(2, min(128, (32 << 20) / max(size, 1)))
         let every = max(1, min(16, window / 2))
         var request = try side.request(operation, size: size)
+        let list = PostList(repeating: request, capacity: postList)
+        defer { list.deallocate() }
         let queuePairs = group.queuePairs
         let queue = group.completionQueue
         let pairs = queuePairs.count
@@ -37,12 +39,26 @@ extension FabricClient {
         allocation_counter_enable(1)
         let allocationsBefore = allocation_counter_count()
         while finishedPairs < pairs {
-            // One request per pair with room in its window, in turns, until
-            // no pair has room: the pairs' windows fill side by side.
+            // One request (or one list) per pair with room in its window,
+            // in turns, until no pair has room: the pairs' windows fill side
+            // by side.
             var postedInTurn = true
             while postedInTurn {
                 postedInTurn = false
                 for pair in 0..<pairs where posted[pair] < countPerPair && posted[pair] - completed[pair] < window {
+                    if postList > 1 {
+                        let length = min(postList, countPerPair - posted[pair], window - (posted[pair] - completed[pair]))
+                        for index in 0..<length {
+                            let sequence = posted[pair] + index
+                            list.set(
+                                index, id: requestID(pair: pair, sequence: sequence),
+                                signaled: sequence % every == every - 1 || sequence == countPerPair - 1)
+                        }
+                        let accepted = try queuePairs[pair].postSend(list.prefix(length))
+                        posted[pair] += accepted
+                        if accepted > 0 { postedInTurn = true }
+                        continue
+                    }
                     let sequence = posted[pair]
                     request.id = requestID(pair: pair, sequence: sequence)
                     if sequence % every == every - 1 || sequence == countPerPair - 1 {

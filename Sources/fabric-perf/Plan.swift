@@ -76,6 +76,13 @@ struct PerfPlan {
     /// Queue pairs at once for the bandwidth and message-rate tests, each
     /// count measured on its own (`--queue-pairs 1,4`).
     var queuePairs: [Int]
+    /// Requests per post call in the bandwidth and message-rate tests, each
+    /// length measured on its own (`--post-list 1,16`).
+    var postLists: [Int]
+
+    /// What `--post-list` accepts: at most a window (fabric-perf keeps at
+    /// most 128 requests in flight per queue pair).
+    static let postListRange = 1...128
 
     /// What `--queue-pairs` accepts. Every count N above one costs N queue
     /// pairs and N raw connections on each side, all set up before the
@@ -91,9 +98,18 @@ struct PerfPlan {
         }
     }
 
-    /// The queue-pair counts `test` runs with: one for a latency test.
-    func queuePairs(for test: PerfTest) -> [Int] {
-        test.isLatency ? [1] : queuePairs
+    /// How a test's requests are spread and posted: over how many queue
+    /// pairs, and how many per post call.
+    struct Load: Hashable {
+        var queuePairs: Int
+        var postList: Int
+    }
+
+    /// Every load `test` runs with: each queue-pair count with each list
+    /// length; one queue pair posting one at a time for a latency test.
+    func loads(for test: PerfTest) -> [Load] {
+        if test.isLatency { return [Load(queuePairs: 1, postList: 1)] }
+        return queuePairs.flatMap { pairs in postLists.map { Load(queuePairs: pairs, postList: $0) } }
     }
 
     /// The groups of more than one queue pair the plan needs set up.

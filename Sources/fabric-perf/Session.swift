@@ -102,7 +102,7 @@ struct MeasurementKey: Hashable {
     var test: PerfTest
     var size: Int
     var mode: String
-    var queuePairs: Int
+    var load: PerfPlan.Load
     var raw: Bool
 }
 
@@ -141,16 +141,16 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
 
     let client = FabricClient(side: side)
     /// One repetition of the fabric's side of a cell, `count` per queue pair.
-    func measureFabric(_ test: PerfTest, size: Int, count: Int, pairs: Int) throws -> (RepetitionResult, LoopCost) {
+    func measureFabric(_ test: PerfTest, size: Int, count: Int, pairs: Int, postList: Int) throws -> (RepetitionResult, LoopCost) {
         if let group = groups[pairs] {
-            let (value, cost) = try client.bandwidth(test, size: test.effectiveSize(size), countPerPair: count, over: group)
+            let (value, cost) = try client.bandwidth(test, size: test.effectiveSize(size), countPerPair: count, over: group, postList: postList)
             return (.figures(Samples([value])), cost)
         }
         if test.isLatency {
             let (timings, cost) = try client.latency(test, size: size, iterations: count)
             return (.timings(timings), cost)
         }
-        let (value, cost) = try client.bandwidth(test, size: test.effectiveSize(size), count: count)
+        let (value, cost) = try client.bandwidth(test, size: test.effectiveSize(size), count: count, postList: postList)
         return (.figures(Samples([value])), cost)
     }
     /// One repetition of the raw reference's side, and its send/recv calls.
@@ -183,7 +183,8 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
                     // A WRITE completes nothing at its target: there is no
                     // completion to sleep on, so lat-write runs busy-polling only.
                     if test == .latencyWrite && mode == "block" { continue }
-                    for pairs in plan.queuePairs(for: test) {
+                    for load in plan.loads(for: test) {
+                        let (pairs, postList) = (load.queuePairs, load.postList)
                         let count = test.countPerPair(for: size, scale: plan.scale, pairs: pairs)
                         // Allocations are counted after a latency loop's
                         // warm-up; socket calls around the whole loop.
@@ -192,7 +193,7 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
                         var order = plan.raw ? [false, true] : [false]
                         if repetition % 2 == 1 { order.reverse() }
                         for raw in order {
-                            let key = MeasurementKey(test: test, size: size, mode: mode, queuePairs: pairs, raw: raw)
+                            let key = MeasurementKey(test: test, size: size, mode: mode, load: load, raw: raw)
                             try control.send("run \(test.rawValue) \(size) \(count) \(mode) \(raw ? "raw" : "fabric") \(pairs)")
                             _ = try control.expect("ready")
                             side.busyPoll = mode == "poll"
@@ -203,7 +204,7 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
                                 (result, rawCalls) = measureRaw(test, size: size, count: count, pairs: pairs, busyPoll: side.busyPoll)
                                 clientCost = LoopCost(allocations: 0, socketCalls: rawCalls)
                             } else {
-                                (result, clientCost) = try measureFabric(test, size: size, count: count, pairs: pairs)
+                                (result, clientCost) = try measureFabric(test, size: size, count: count, pairs: pairs, postList: postList)
                             }
                             if !raw && test != .latencySend && test != .latencyWrite {
                                 try control.send("stop")
@@ -243,21 +244,22 @@ func drive<D: FabricDevice>(device: D, control: ControlChannel, host: String, pl
     for test in plan.tests {
         for size in plan.sizes(for: test) {
             for mode in plan.modes {
-                for pairs in plan.queuePairs(for: test) {
-                    let fabricKey = MeasurementKey(test: test, size: size, mode: mode, queuePairs: pairs, raw: false)
+                for load in plan.loads(for: test) {
+                    let fabricKey = MeasurementKey(test: test, size: size, mode: mode, load: load, raw: false)
                     guard let fabricSamples = results[fabricKey] else { continue }
                     let (allocated, operations) = allocations[fabricKey] ?? (0, 1)
                     var fabric = Measurement(
                         test: test.rawValue, backend: device.backendName, mode: mode, size: size, unit: test.unit,
                         metric: test.metric, perRepetition: fabricSamples,
                         allocationsPerOperation: Double(allocated) / Double(max(operations, 1)))
-                    fabric.note(queuePairs: pairs, calls: calls[fabricKey])
-                    let rawKey = MeasurementKey(test: test, size: size, mode: mode, queuePairs: pairs, raw: true)
+                    fabric.note(queuePairs: load.queuePairs, calls: calls[fabricKey])
+                    fabric.postList = load.postList
+                    let rawKey = MeasurementKey(test: test, size: size, mode: mode, load: load, raw: true)
                     if let rawSamples = results[rawKey] {
                         var raw = Measurement(
                             test: test.rawValue, backend: "raw-tcp", mode: mode, size: size, unit: test.unit,
                             metric: test.metric, perRepetition: rawSamples, allocationsPerOperation: nil)
-                        raw.note(queuePairs: pairs, calls: calls[rawKey])
+                        raw.note(queuePairs: load.queuePairs, calls: calls[rawKey])
                         fabric.ratioToRaw = fabric.median / raw.median
                         fabric.link = linkFigures(device, fabric, raw)
                         measurements.append(fabric)

@@ -74,6 +74,9 @@ struct Measurement: Codable {
     var allocationsPerOperation: Double?
     /// Queue pairs (raw: connections) the test ran over at once.
     var queuePairs = 1
+    /// Requests per post call on the fabric side (the raw reference sends
+    /// each message on its own).
+    var postList = 1
     /// Socket system calls per message in the timed loop, on each side
     /// (SocketCalls.swift says what is counted; nil: not counted).
     var callsPerMessageClient: Double?

@@ -34,6 +34,9 @@ final class AttachedQueuePairs: @unchecked Sendable {  // see the comments on `m
     /// list) while none of them can leave.
     private struct Scan {
         var timed: [Unmanaged<QueuePairEngine>] = []
+        /// Takes the joining list in exchange for an empty one (both keep
+        /// their capacity: admitting engines allocates nothing).
+        var admitting: [QueuePairEngine] = []
     }
     private let scan: UnsafeMutablePointer<Scan>
     private let scanning = Atomic<Bool>(false)
@@ -187,16 +190,14 @@ final class AttachedQueuePairs: @unchecked Sendable {  // see the comments on `m
     /// Moves the engines that asked to join into the scan's timer list.
     @inline(never)
     private func admitJoining() {
-        let joining = members.withLock { set -> [QueuePairEngine] in
-            defer {
-                set.joining.removeAll(keepingCapacity: true)
-                joiningCount.store(0, ordering: .relaxed)
-            }
-            return set.joining
+        members.withLock { set in
+            swap(&set.joining, &scan.pointee.admitting)
+            joiningCount.store(0, ordering: .relaxed)
         }
-        for queuePair in joining where !scan.pointee.timed.contains(where: { $0.takeUnretainedValue() === queuePair }) {
+        for queuePair in scan.pointee.admitting where !scan.pointee.timed.contains(where: { $0.takeUnretainedValue() === queuePair }) {
             scan.pointee.timed.append(Unmanaged.passUnretained(queuePair))
         }
+        scan.pointee.admitting.removeAll(keepingCapacity: true)
     }
 
     /// Drives the listed queue pairs whose timer is due (once per round: a
