@@ -10,7 +10,7 @@ struct EmulationHooksTests {
     @Test("without emulation no hook refuses, delays or counts anything")
     func inactive() {
         let hooks = EmulationHooks(nil)
-        var counters = QueuePairCounters()
+        var counters = QueuePairStatistics.zero
         #expect(!hooks.active)
         #expect(!hooks.vanished)
         for _ in 0..<3 {
@@ -42,7 +42,7 @@ struct EmulationHooksTests {
         ])
         let link = try #require(LinkEmulation(link: .unshaped, faults: rules, queuePair: 1, retry: RetryPolicy()))
         let hooks = EmulationHooks(link)
-        var counters = QueuePairCounters()
+        var counters = QueuePairStatistics.zero
         #expect(hooks.active)
         let sends = (0..<3).map { _ in hooks.refusesSend(counters: &counters) }
         #expect(sends == [false, true, false])
