@@ -159,9 +159,13 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
                 slackBefore = slack
                 TimerSlack.set(TimerSlack.precise)
             }
-            let woken = sleep(until: deadline, &events)
-            if woken.notified { notifier.drain() }
-            if woken.any { break }
+            // A deadline closer than the spin threshold is not slept for:
+            // the round below runs now, and the loop looks again.
+            if deadline &- MonotonicClock.now() >= device.spinBelow {
+                let woken = sleep(until: deadline, &events)
+                if woken.notified { notifier.drain() }
+                if woken.any { break }
+            }
             let now = MonotonicClock.now()
             lastRound = now
             progressAttached(now: now)

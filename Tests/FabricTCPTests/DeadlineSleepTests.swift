@@ -1,6 +1,8 @@
 import CFabricShims
 import FabricCore
+import FabricTestSupport
 import Glibc
+import Logging
 import Testing
 
 @_spi(FabricInternals) @testable import FabricTCP
@@ -104,9 +106,16 @@ struct DeadlineSleepTests {
         }
     }
 
-    @Test("a completion queue's timed wait ends no sooner than its timeout and gives the thread its timer slack back")
-    func waitTimeoutAndSlack() throws {
-        let device = try TCPDevice(secret: Array(repeating: 7, count: 32))
+    /// A device that spins for timers due within `spinBelow`.
+    private func device(link: LinkShape = .unshaped, spinBelow: Duration) throws -> TCPDevice {
+        try TCPDevice(explicitSecret: testSecret, profile: nil, link: link, faults: FaultScript(rules: []), spinBelow: spinBelow, logger: Logger(label: "test"))
+    }
+
+    @Test("a completion queue's timed wait ends no sooner than its timeout and gives the thread its timer slack back",
+          arguments: [Duration.zero, .milliseconds(1)])
+    func waitTimeoutAndSlack(spinBelow: Duration) throws {
+        let device = try device(spinBelow: spinBelow)
+        #expect(device.core.spinBelow == spinBelow.wholeNanoseconds)
         let queue = try device.createCompletionQueue(capacity: 16)
         // A slack of the thread's own, which the wait lowers while it sleeps.
         let before = try #require(TimerSlack.current)
@@ -120,5 +129,49 @@ struct DeadlineSleepTests {
             #expect(elapsed < Self.generous)
             #expect(TimerSlack.current == 70_000)
         }
+    }
+
+    @Test("FABRIC_TCP_SPIN_BELOW sets the spin threshold, naming itself when malformed; 10 us by default")
+    func spinSetting() throws {
+        #expect(TCPDeviceCore.defaultSpinThreshold == 10_000)
+        #expect(try TCPDeviceCore.spinThreshold(from: [:]) == .microseconds(10))
+        #expect(try TCPDeviceCore.spinThreshold(from: ["FABRIC_TCP_SPIN_BELOW": "25us"]) == .microseconds(25))
+        #expect(try TCPDeviceCore.spinThreshold(from: ["FABRIC_TCP_SPIN_BELOW": "0"]) == .zero)
+        #expect(throws: FabricError.self) { try TCPDeviceCore.spinThreshold(from: ["FABRIC_TCP_SPIN_BELOW": "fast"]) }
+        do {
+            _ = try TCPDeviceCore.spinThreshold(from: ["FABRIC_TCP_SPIN_BELOW": "5"])
+            Issue.record("a threshold without a unit was taken")
+        } catch {
+            #expect(error.message.contains("FABRIC_TCP_SPIN_BELOW=5"), "\(error.message)")
+        }
+        if getenv(TCPDeviceCore.spinThresholdVariable) == nil {
+            #expect(try TCPDevice(secret: testSecret).core.spinBelow == TCPDeviceCore.defaultSpinThreshold)
+        }
+        #expect(try device(spinBelow: .microseconds(25)).core.spinBelow == 25_000)
+    }
+
+    @Test("a shaped link's held frames leave on time with blocking waits, whether the waiter sleeps or spins for them",
+          arguments: [Duration.zero, .milliseconds(5)])
+    func heldFramesWithBlockingWaits(spinBelow: Duration) throws {
+        let link = try LinkShape.parse("latency=300us")
+        let pair = try connect(client: device(link: link, spinBelow: spinBelow), server: device(link: link, spinBelow: spinBelow), host: "127.0.0.1")
+        let source = Buffer(64)
+        let sourceRegion = try pair.client.register(source)
+        let target = Buffer(64)
+        let targetRegion = try pair.server.register(target)
+        // The client's WRITE is held 300 us and only its own `wait` can let
+        // it go; the server's progress thread answers, its acknowledgement
+        // held 300 us too.
+        for id in 1...5 {
+            source.fillPattern(seed: UInt8(id))
+            let start = MonotonicClock.now()
+            _ = try pair.client.queuePair.postSend(SendWorkRequest(id: UInt64(id), operation: .write(targetRegion.remote()), local: .single(sourceRegion.element())))
+            let written = try #require(try pair.client.sendCQ.next(timeout: .seconds(20)), "no completion for WRITE \(id) within 20 s")
+            let took = MonotonicClock.now() - start
+            #expect(written.status == .success)
+            #expect(took >= 600_000, "WRITE \(id) took \(took) ns")
+            #expect(target.matchesPattern(seed: UInt8(id)))
+        }
+        withExtendedLifetime((sourceRegion, targetRegion)) {}
     }
 }
