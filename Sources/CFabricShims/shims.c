@@ -3,6 +3,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <errno.h>
@@ -30,6 +31,30 @@ int fabric_range_is_mapped(const void *address, size_t length) {
 
 int fabric_accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
     return accept4(fd, address, length, flags);
+}
+
+// MARK: - Sleeps with nanosecond timeouts (CFabricShims.h)
+
+int fabric_ppoll(struct pollfd *descriptors, nfds_t count, const struct timespec *timeout) {
+    return ppoll(descriptors, count, timeout, NULL);
+}
+
+int fabric_epoll_pwait2(int fd, struct epoll_event *events, int capacity, const struct timespec *timeout) {
+#if __GLIBC_PREREQ(2, 35)
+    return epoll_pwait2(fd, events, capacity, timeout, NULL);
+#else
+    (void)fd; (void)events; (void)capacity; (void)timeout;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+
+long fabric_timer_slack(void) {
+    return prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0);
+}
+
+int fabric_set_timer_slack(unsigned long nanoseconds) {
+    return prctl(PR_SET_TIMERSLACK, nanoseconds, 0, 0, 0);
 }
 
 // MARK: - The futex lock (CFabricShims.h)

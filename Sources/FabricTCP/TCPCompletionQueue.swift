@@ -135,20 +135,40 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
             armed.store(false, ordering: .relaxed)
             return true
         }
-        let start = MonotonicClock.now()
-        let limit = timeout.map { start &+ MonotonicClock.nanoseconds($0) }
+        let limit = timeout.map { MonotonicClock.now() &+ MonotonicClock.nanoseconds($0) }
+        // The thread's timer slack, while lowered for a timed sleep (see
+        // TimerSlack), to be given back on the way out.
+        var slackBefore: UInt64? = nil
+        defer { if let slackBefore { TimerSlack.set(slackBefore) } }
+        // When this wait last ran a progress round itself.
+        var lastRound: UInt64? = nil
         var events = epoll_event()
         while true {
             // Sleep no longer than the nearest timer of an attached queue
-            // pair (an RNR retry, an owed acknowledgement, a response timeout).
-            let now = MonotonicClock.now()
+            // pair (an RNR retry, an owed acknowledgement, a response
+            // timeout, a frame the emulated link holds), to the nanosecond.
             var deadline = attached.nearestDeadline()
+            // A timer that the last round left in the past is one it could
+            // not serve: its queue pair was busy on another thread (which
+            // serves it), or its output waits for room in the socket (which
+            // wakes this sleep). Look again a millisecond later, as this
+            // sleep always did, rather than spin on it.
+            if let lastRound, deadline <= lastRound { deadline = lastRound &+ Self.unservedTimerPause }
             if let limit { deadline = min(deadline, limit) }
-            let milliseconds: Int32 = deadline == .max ? -1 : Int32(min((deadline > now ? deadline - now : 0) / 1_000_000 + 1, 60_000))
-            let woken = sleep(milliseconds, &events)
-            if woken.notified { notifier.drain() }
-            if woken.any { break }
-            progressAttached(now: MonotonicClock.now())
+            if deadline != .max && slackBefore == nil, let slack = TimerSlack.current {
+                slackBefore = slack
+                TimerSlack.set(TimerSlack.precise)
+            }
+            // A deadline closer than the spin threshold is not slept for:
+            // the round below runs now, and the loop looks again.
+            if deadline &- MonotonicClock.now() >= device.spinBelow {
+                let woken = sleep(until: deadline, &events)
+                if woken.notified { notifier.drain() }
+                if woken.any { break }
+            }
+            let now = MonotonicClock.now()
+            lastRound = now
+            progressAttached(now: now)
             if !isEmpty { break }
             if let limit, MonotonicClock.now() >= limit {
                 armed.store(false, ordering: .relaxed)
@@ -159,13 +179,18 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
         return true
     }
 
+    /// How long `wait` pauses on a timer that its own progress round could
+    /// not serve (see there).
+    static let unservedTimerPause: UInt64 = 1_000_000
+
     /// Sleeps until a socket or the notifier is readable; true if one is.
     /// With one queue pair, poll(2) on its socket and the notifier puts the
     /// thread straight on the socket's wait queue (one wake-up step less
     /// than through the epoll set, which serves the general case: there a
     /// queue pair whose output waits for room has EPOLLOUT registered, see
     /// `TCPDeviceCore.wantsWritable`).
-    private func sleep(_ milliseconds: Int32, _ events: inout epoll_event) -> (any: Bool, notified: Bool) {
+    /// The sleep ends at `deadline` (nanoseconds, monotonic; .max: none).
+    private func sleep(until deadline: UInt64, _ events: inout epoll_event) -> (any: Bool, notified: Bool) {
         if let only = attached.onlyMember {
             // Output stuck in a full socket needs a wake-up when it drains.
             let events = only.hasPendingOutput ? Int16(POLLIN) | Int16(POLLOUT) : Int16(POLLIN)
@@ -173,12 +198,12 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
                 pollfd(fd: only.socket, events: events, revents: 0),
                 pollfd(fd: notifier.fd, events: Int16(POLLIN), revents: 0))
             let n = withUnsafeMutablePointer(to: &descriptors) {
-                $0.withMemoryRebound(to: pollfd.self, capacity: 2) { SystemCalls.poll($0, 2, milliseconds: milliseconds) }
+                $0.withMemoryRebound(to: pollfd.self, capacity: 2) { SystemCalls.poll($0, 2, until: deadline) }
             }
             return (n > 0, descriptors.1.revents != 0)
         }
         attached.startWatching()
-        let n = poller.wait(&events, capacity: 1, timeoutMilliseconds: milliseconds)
+        let n = poller.wait(&events, capacity: 1, until: deadline)
         return (n > 0, n > 0 && events.data.u64 == 0)
     }
 }

@@ -64,10 +64,13 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
     }
 
     /// What the caller chose, else what the environment says (read once).
-    private init(
-        explicitSecret: [UInt8]?, profile: DeviceProfile?, link: LinkShape?, faults: FaultScript?, logger: Logger
+    /// `spinBelow` (tests choose it; otherwise FABRIC_TCP_SPIN_BELOW or
+    /// `TCPDeviceCore.defaultSpinThreshold`): see `TCPDeviceCore.spinBelow`.
+    init(
+        explicitSecret: [UInt8]?, profile: DeviceProfile?, link: LinkShape?, faults: FaultScript?,
+        spinBelow: Duration? = nil, logger: Logger
     ) throws(FabricError) {
-        let environment = profile == nil || link == nil || faults == nil ? ProcessEnvironment.variables() : [:]
+        let environment = profile == nil || link == nil || faults == nil || spinBelow == nil ? ProcessEnvironment.variables() : [:]
         if let profile {
             self.profile = profile
         } else {
@@ -81,9 +84,10 @@ public final class TCPDevice: FabricDevice, @unchecked Sendable {  // immutable;
             chosenLink = try LinkShape.fromEnvironment(environment)
         }
         let chosenFaults = if let faults { faults } else { try FaultScript.fromEnvironment(environment) }
+        let chosenSpin = if let spinBelow { spinBelow } else { try TCPDeviceCore.spinThreshold(from: environment) }
         core = try TCPDeviceCore(
             name: Self.deviceName, profile: self.profile, link: chosenLink, faults: chosenFaults,
-            secret: explicitSecret, logger: logger)
+            spinBelow: chosenSpin.wholeNanoseconds, secret: explicitSecret, logger: logger)
     }
 
     deinit {

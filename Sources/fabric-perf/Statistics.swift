@@ -1,5 +1,6 @@
 import ArgumentParser
 import Fabric
+@_spi(FabricInternals) import FabricTCP
 import Foundation
 
 /// What a report line says about a set of measured values.
@@ -161,6 +162,14 @@ struct LinkFigures: Codable {
     var achievedRateFraction: Double?
     var addedOverRawMicroseconds: Double?
     var expectedAddedMicroseconds: Double?
+    /// In blocking mode: the median of raw timerfd sleeps of the link's
+    /// latency, taken in this run. A sleeper waits for a held frame as such
+    /// a sleep waits, so the added latency's goal is the link's latency plus
+    /// this one wake-up (docs/benchmarks.md).
+    var timerSleepMicroseconds: Double?
+    /// The blocking-mode goal: `expectedAddedMicroseconds` plus one such
+    /// wake-up each way the message crosses.
+    var blockingGoalMicroseconds: Double?
 
     init(link: LinkShape, measurement: Measurement, raw: Measurement?) {
         configured = link.description
@@ -173,9 +182,23 @@ struct LinkFigures: Codable {
             // The latency once each way the message crosses, and the time
             // its bytes take at the link's rate (MB/s is bytes per us).
             let serialization = configuredRateMBps.map { Double(measurement.size) / $0 } ?? 0
-            expectedAddedMicroseconds = configuredLatencyMicroseconds * (measurement.metric == "round-trip" ? 2 : 1) + serialization
+            let crossings: Double = measurement.metric == "round-trip" ? 2 : 1
+            let expected = configuredLatencyMicroseconds * crossings + serialization
+            expectedAddedMicroseconds = expected
             if let raw { addedOverRawMicroseconds = measurement.median - raw.median }
+            if measurement.mode == "block" && link.latency > .zero, let timer = Self.medianTimerSleep(link.latency.wholeNanoseconds) {
+                timerSleepMicroseconds = timer
+                blockingGoalMicroseconds = expected + crossings * timer
+            }
         }
+    }
+
+    /// The median of timerfd sleeps of `nanoseconds`, in microseconds: 500
+    /// of them, fewer for a long latency (about a second's worth, at least 20).
+    private static func medianTimerSleep(_ nanoseconds: UInt64) -> Double? {
+        let count = max(20, min(500, Int(1_000_000_000 / max(nanoseconds, 1))))
+        guard let durations = TimerWakeUp.measure(sleeping: nanoseconds, count: count) else { return nil }
+        return Samples(durations.map { Double($0) / 1000 }).median
     }
 
     /// One cell of the table.
@@ -185,7 +208,11 @@ struct LinkFigures: Codable {
         }
         if let expected = expectedAddedMicroseconds {
             let added = addedOverRawMicroseconds.map { String(format: "+%.2f", $0) } ?? "?"
-            return "\(added) us over raw (link +\(String(format: "%.2f", expected)))"
+            var timer = ""
+            if let sleep = timerSleepMicroseconds, let goal = blockingGoalMicroseconds {
+                timer = String(format: "; timerfd sleep of it %.2f, goal <= +%.2f", sleep, goal)
+            }
+            return "\(added) us over raw (link +\(String(format: "%.2f", expected))\(timer))"
         }
         return ""
     }

@@ -254,4 +254,32 @@ struct LinkShapingTests {
         #expect(readTook >= .milliseconds(39), "took \(readTook)")
         withExtendedLifetime((sourceRegion, targetRegion)) {}
     }
+
+    @Test("on a shaped link, blocking waits hold its latency too: the sleepers wake for the held frames")
+    func shapedLinkBlocking() throws {
+        // Long enough to tell from a sleep that ignored the hold, short
+        // enough that a millisecond would show (docs/emulation.md).
+        let link = try LinkShape.parse("latency=300us")
+        let pair = try connect(
+            client: TCPDevice(secret: testSecret, link: link), server: TCPDevice(secret: testSecret, link: link), host: "127.0.0.1")
+        let source = Buffer(64)
+        source.fillPattern(seed: 3)
+        let sourceRegion = try pair.client.register(source)
+        let target = Buffer(64)
+        let targetRegion = try pair.server.register(target)
+        // Nobody polls: the client sleeps in `wait` (it must wake to let its
+        // WRITE leave) and the server's progress thread serves the WRITE
+        // (it must wake to let the acknowledgement leave), 300 us each way.
+        for id in 1...5 {
+            let start = ContinuousClock().now
+            _ = try pair.client.queuePair.postSend(SendWorkRequest(id: UInt64(id), operation: .write(targetRegion.remote()), local: .single(sourceRegion.element())))
+            let written = try #require(try pair.client.sendCQ.next(timeout: .seconds(20)), "no completion for WRITE \(id) within 20 s")
+            let took = ContinuousClock().now - start
+            #expect(written.status == .success)
+            #expect(written.workRequestID == UInt64(id))
+            #expect(took >= .microseconds(600), "WRITE \(id) took \(took)")
+        }
+        #expect(target.matchesPattern(seed: 3))
+        withExtendedLifetime((sourceRegion, targetRegion)) {}
+    }
 }

@@ -1,14 +1,18 @@
 // C helpers for what Swift cannot say directly: fault-guarded copies and
 // atomics on registered memory (the software NIC's placement and remote
 // atomics), a mapped-page probe for registration, accept4, and the futex
-// lock the software NIC's structures sit behind.
+// lock the software NIC's structures sit behind, and the sleeps with
+// nanosecond timeouts.
 #ifndef CFABRIC_SHIMS_H
 #define CFABRIC_SHIMS_H
 #include <stdint.h>
 #include <stddef.h>
+#include <poll.h>
+#include <time.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -65,5 +69,19 @@ void fabric_lock(uint32_t *word);
 /// Takes the lock if it is free; returns 1 if it did, 0 if not.
 int fabric_try_lock(uint32_t *word);
 void fabric_unlock(uint32_t *word);
+
+/// Sleeps with a timeout in nanoseconds (the Glibc module shows neither
+/// GNU extension): ppoll(2) without a signal mask, and epoll_pwait2(2)
+/// without one, which fails with ENOSYS where glibc or the kernel (before
+/// Linux 5.11) lacks it. A null timeout waits without limit. They return
+/// what the calls return, with errno set on failure.
+int fabric_ppoll(struct pollfd *descriptors, nfds_t count, const struct timespec *timeout);
+int fabric_epoll_pwait2(int fd, struct epoll_event *events, int capacity, const struct timespec *timeout);
+
+/// The calling thread's timer slack in nanoseconds (prctl(2)
+/// PR_GET_TIMERSLACK; -1 on failure), and setting it (PR_SET_TIMERSLACK;
+/// 0 on success). prctl is variadic, which Swift cannot call.
+long fabric_timer_slack(void);
+int fabric_set_timer_slack(unsigned long nanoseconds);
 
 #endif

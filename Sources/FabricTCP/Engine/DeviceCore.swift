@@ -69,13 +69,37 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     /// this long after its last poll.
     static let handOffDelay: UInt64 = 2_000_000
     /// How often the progress thread looks around while the application
-    /// polls: rarely, since each wake-up takes a core from a poller.
-    static let activeTickMilliseconds: Int32 = 4
+    /// polls: rarely, since each wake-up takes a core from a poller; less
+    /// often still while a thread sleeps in `wait`.
+    static let activeTick: UInt64 = 4_000_000
+    static let waitingTick: UInt64 = 10_000_000
+
+    /// A timer due sooner than this (nanoseconds) is waited for by looking
+    /// again and again rather than by sleeping, in `wait` and on the
+    /// progress thread: waking from a timed sleep costs about 8 µs on
+    /// these machines over the sleep itself (measured by fabric-perf beside
+    /// a shaped link), which would almost double a 10 µs link latency, and
+    /// the waiter would barely have slept. Spinning for it costs at most
+    /// this much processor time per timer. FABRIC_TCP_SPIN_BELOW sets it
+    /// (0: always sleep).
+    let spinBelow: UInt64
+    static let spinThresholdVariable = "FABRIC_TCP_SPIN_BELOW"
+    static let defaultSpinThreshold: UInt64 = 10_000
+
+    /// The spin threshold FABRIC_TCP_SPIN_BELOW asks for (a duration: `5us`,
+    /// `0`), else the default; a malformed value is refused, naming it.
+    static func spinThreshold(from environment: [String: String]) throws(FabricError) -> Duration {
+        try EmulationUnits.setting(spinThresholdVariable, in: environment, otherwise: .nanoseconds(defaultSpinThreshold)) {
+            (text) throws(FabricError) in text == "0" ? .zero : try EmulationUnits.duration(text, setting: "spin threshold")
+        }
+    }
 
     init(
-        name: String, profile: DeviceProfile, link: LinkShape, faults: FaultScript, secret explicitSecret: [UInt8]?, logger: Logger
+        name: String, profile: DeviceProfile, link: LinkShape, faults: FaultScript, spinBelow: UInt64,
+        secret explicitSecret: [UInt8]?, logger: Logger
     ) throws(FabricError) {
         self.name = name
+        self.spinBelow = spinBelow
         let instance = UInt64.random(in: 1...UInt64.max)
         self.instance = instance
         tags = Locked(ConnectionTags(ownInstance: instance))
@@ -261,10 +285,15 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     /// looks after queue pairs nobody drives; when the application is away
     /// it sleeps on every socket and serves one-sided operations itself.
     private func runProgressThread() {
+        // Its timed sleeps end when asked (a held frame 10 µs ahead), not up
+        // to the default slack of 50 µs later (see TimerSlack).
+        TimerSlack.set(TimerSlack.precise)
         let capacity = 64
         let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
         defer { events.deallocate() }
         var nextPublish: UInt64 = 0
+        // The earliest time the last sweep found a timer it will serve.
+        var nextSweptTimer = UInt64.max
         while !stopping.load(ordering: .relaxed) {
             let now = MonotonicClock.now()
             if now >= nextPublish {
@@ -279,13 +308,16 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
                 // Stay off the sockets: waking on every arrival would steal
                 // the core the application is polling on.
                 watchSockets(false)
-                let tick: Int32 = waiting ? 10 : Self.activeTickMilliseconds
+                let tick = waiting ? Self.waitingTick : Self.activeTick
                 // The application handles the timers of the queue pairs it
-                // drives; the sweep below covers the ones it does not.
-                if SystemCalls.poll(control.fd, events: Int16(POLLIN), milliseconds: tick) != 0 { control.drain() }
-                sweep(olderThan: Self.handOffDelay)
+                // drives; the sweep below covers the ones it does not, and
+                // a timer of those due before the tick wakes the nap.
+                let wake = min(now &+ tick, nextSweptTimer)
+                if SystemCalls.poll(control.fd, events: Int16(POLLIN), until: wake) != 0 { control.drain() }
+                nextSweptTimer = sweep(olderThan: Self.handOffDelay)
                 continue
             }
+            nextSweptTimer = .max
             watchSockets(true)
             // Wake for the next publication too: the counters of a process
             // whose application is away still reach fabric-info.
@@ -293,8 +325,10 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
             threadSleepsUntil.store(deadline, ordering: .sequentiallyConsistent)
             // A deadline set meanwhile by the application is seen here or
             // wakes us (see `timerMoved`).
-            let timeout = millisecondsUntil(min(deadline, nearestDeadline()), now: now)
-            let count = poller.wait(events, capacity: capacity, timeoutMilliseconds: timeout)
+            let wake = min(deadline, nearestDeadline())
+            // A timer due within the spin threshold: no sleep, the sweep
+            // below drives every queue pair, and the loop looks again.
+            let count = wake &- MonotonicClock.now() < spinBelow ? 0 : poller.wait(events, capacity: capacity, until: wake)
             threadSleepsUntil.store(0, ordering: .relaxed)
             let after = MonotonicClock.now()
             for i in 0..<count {
@@ -306,15 +340,21 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
                     stopWatchingWritable(queuePair)
                 }
             }
-            if count == 0 { sweep(olderThan: 0) }
+            if count == 0 { _ = sweep(olderThan: 0) }
         }
     }
 
     /// Drives the queue pairs that no one drove for `age` nanoseconds (all of
     /// them for 0: their timers are due and the application is away).
-    private func sweep(olderThan age: UInt64) {
+    /// For an age, returns when the earliest timer among the queue pairs it
+    /// looks after will be due and theirs to serve (no sooner than `age`
+    /// after their last progress); .max if none. A timer it could not serve
+    /// now (the queue pair was busy) is left to the next tick, so that a
+    /// nap never ends at a time already passed.
+    private func sweep(olderThan age: UInt64) -> UInt64 {
         let now = MonotonicClock.now()
         let list = queuePairs.withLock { $0.list }
+        var nextTimer = UInt64.max
         for queuePair in list {
             if age == 0 {
                 queuePair.progress(by: .progressThread, now: now)
@@ -327,7 +367,13 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
             if last < now && now - last >= age {
                 queuePair.progress(by: .progressThread, now: now)
             }
+            let deadline = queuePair.deadline.load(ordering: .relaxed)
+            if deadline != .max {
+                let due = max(deadline, queuePair.lastProgress.load(ordering: .relaxed) &+ age)
+                if due > now { nextTimer = min(nextTimer, due) }
+            }
         }
+        return nextTimer
     }
 
     private func nearestDeadline() -> UInt64 {
@@ -336,11 +382,5 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
             for queuePair in table.list { nearest = min(nearest, queuePair.deadline.load(ordering: .relaxed)) }
             return nearest
         }
-    }
-
-    private func millisecondsUntil(_ deadline: UInt64, now: UInt64) -> Int32 {
-        if deadline == .max { return -1 }
-        if deadline <= now { return 0 }
-        return Int32(min((deadline - now) / 1_000_000 + 1, 60_000))
     }
 }

@@ -1,6 +1,8 @@
 // UNSAFE AREA: the software NIC's direct system calls. The rule: FabricTCP
 // calls the system only from System/: here (descriptors, transfers, polling,
-// threads, clocks, the process), Sockets.swift (set-up of sockets),
+// threads, clocks, the process), Sleeping.swift (sleeps with deadlines in
+// nanoseconds, the threads' timer slack), TimerReference.swift (the raw
+// timerfd sleep fabric-perf measures), Sockets.swift (set-up of sockets),
 // Addressing.swift (resolution) and Files.swift (set-up-time files, through
 // swift-system); Locked.swift wraps the futex lock of CFabricShims. Every
 // wrapper here reads errno at once, retries EINTR, and returns "would block"
@@ -121,11 +123,10 @@ enum SystemCalls {
             if now >= deadline {
                 throw FabricError(.timedOut, "timed out \(what)")
             }
-            let milliseconds = Int32(min((deadline - now + 999_999) / 1_000_000, 60_000))
             var descriptor = pollfd(fd: fd, events: events, revents: 0)
-            let n = Glibc.poll(&descriptor, 1, milliseconds)
+            let n = poll(&descriptor, 1, until: deadline)
             if n > 0 { return }
-            if n < 0 && errno != EINTR { throw error(what) }
+            if n < 0 { throw error(what) }
         }
     }
 
@@ -146,6 +147,8 @@ enum SystemCalls {
 
     /// poll(2) on `count` descriptors; the number ready, 0 on timeout, -1 on
     /// failure (an interrupted sleep counts as a timeout: callers look again).
+    /// For connection set-up, where a millisecond does not matter; timers
+    /// sleep with `poll(_:_:until:)` (Sleeping.swift).
     @inline(__always)
     static func poll(_ descriptors: UnsafeMutablePointer<pollfd>, _ count: Int, milliseconds: Int32) -> Int32 {
         let n = Glibc.poll(descriptors, nfds_t(count), milliseconds)
@@ -251,10 +254,14 @@ final class EventNotifier: @unchecked Sendable {  // the descriptor is immutable
 }
 
 /// An epoll set. Each registered descriptor carries a 64-bit token.
-final class EventPoller: @unchecked Sendable {  // epoll calls are thread-safe; the fd is immutable
+final class EventPoller: @unchecked Sendable {  // epoll calls are thread-safe; the members are immutable
     let fd: Int32
+    /// How `wait(_:capacity:until:)` sleeps (Sleeping.swift); tests choose
+    /// the fallback to cover it on a kernel that has epoll_pwait2.
+    let deadlineSleep: EpollDeadlineSleep
 
-    init() throws(FabricError) {
+    init(deadlineSleep: EpollDeadlineSleep = .detected) throws(FabricError) {
+        self.deadlineSleep = deadlineSleep
         fd = epoll_create1(Int32(EPOLL_CLOEXEC))
         if fd < 0 { throw SystemCalls.error("epoll_create1") }
     }
@@ -280,7 +287,8 @@ final class EventPoller: @unchecked Sendable {  // epoll calls are thread-safe; 
         _ = epoll_ctl(fd, EPOLL_CTL_DEL, target, &event)
     }
 
-    /// Waits up to `timeoutMilliseconds` (-1: forever); returns the count.
+    /// Waits up to `timeoutMilliseconds` (-1: forever; 0: only looks);
+    /// returns the count. Timers sleep with `wait(_:capacity:until:)`.
     func wait(_ events: UnsafeMutablePointer<epoll_event>, capacity: Int, timeoutMilliseconds: Int32) -> Int {
         let n = epoll_wait(fd, events, Int32(capacity), timeoutMilliseconds)
         return n < 0 ? 0 : Int(n)

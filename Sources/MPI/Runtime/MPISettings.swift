@@ -26,6 +26,7 @@ public enum MPISettings {
         MPISetting(name: "FABRIC_TCP_PROFILE", meaning: "the card the tcp software NIC behaves like (fabric-info --profiles)", unsetMeans: "the software NIC's own profile", isSecret: false),
         MPISetting(name: "FABRIC_TCP_LINK", meaning: "link shaping of the tcp software NIC (latency, rate)", unsetMeans: "no shaping", isSecret: false),
         MPISetting(name: "FABRIC_TCP_FAULTS", meaning: "faults the tcp software NIC injects", unsetMeans: "none", isSecret: false),
+        MPISetting(name: "FABRIC_TCP_SPIN_BELOW", meaning: "a blocked tcp waiter spins rather than sleeps for a timer due sooner than this (0: always sleep)", unsetMeans: "10us", isSecret: false),
     ]
 
     /// Each setting with its value in `environment` (a secret's shown as set).
