@@ -220,6 +220,12 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         core.withLock { $0.outstandingReadAtomicsHighWater }
     }
 
+    /// How often a large SEND was read ahead into its receive, and how
+    /// often what was read ahead was another frame.
+    var readAhead: (hits: Int, misses: Int) {
+        core.withLock { ($0.readAheadHits, $0.readAheadMisses) }
+    }
+
     /// Counters of this queue pair.
     var counters: QueuePairStatistics {
         core.withLock { $0.counters }

@@ -23,6 +23,12 @@ extension QueuePairCore {
                 guard let decoded = input.nextHeader() else {
                     if !input.mayRead(budget: budget) { return }
                     let before = counters.bytesReceived
+                    if input.expectsLargeSend && sharedReceiveQueue == nil && state == .readyToSend,
+                       let piece = receives.firstPieceOfOldest(), piece.length >= EngineTuning.largePayload {
+                        if !readSendAhead(into: piece) { return }
+                        budget -= counters.bytesReceived - before
+                        continue
+                    }
                     if !readIntoStaging() { return }
                     budget -= counters.bytesReceived - before
                     continue
@@ -77,6 +83,75 @@ extension QueuePairCore {
             connectionFailed(.peerClosedConnection)
             return false
         }
+    }
+
+    /// The header of the large SEND expected next, and as much of its
+    /// payload as came with it, in one read: the header into the staging
+    /// buffer, the payload straight into the oldest posted receive, where a
+    /// SEND's payload starts (a read of the header alone, then one of the
+    /// payload, cost one system call more per message: about 8 % of a
+    /// 64 KiB one-way latency on loopback, measured by a C mimic of both
+    /// ways). Until its completion a posted receive's bytes are the
+    /// device's, so a frame that turns out to be something else costs only
+    /// a copy of what was read ahead into the staging buffer. False when
+    /// nothing more can be read now.
+    private mutating func readSendAhead(into piece: (base: UnsafeMutableRawPointer, length: Int, record: RegionRecord?)) -> Bool {
+        if let record = piece.record, !record.beginAccess() { return readIntoStaging() }
+        let wanted = min(piece.length, input.lastLargeSendLength, EngineTuning.readWindow)
+        placement.vectors[0] = iovec(iov_base: input.staging, iov_len: FrameHeader.size)
+        placement.vectors[1] = iovec(iov_base: piece.base, iov_len: wanted)
+        counters.receiveCalls += 1
+        let result = SystemCalls.readVector(fd, placement.vectors, 2)
+        piece.record?.endAccess()
+        let read: Int
+        switch result {
+        case .transferred(let n):
+            read = n
+        case .wouldBlock:
+            return false
+        case .endOfStream:
+            input.ended = true
+            connectionFailed(.peerClosedConnection)
+            return false
+        case .failed(let code):
+            // The receive's memory is gone (EFAULT, nothing was read): the
+            // SEND fails as usual when its payload is placed.
+            if code == EFAULT { return readIntoStaging() }
+            input.ended = true
+            connectionFailed(.peerClosedConnection)
+            return false
+        }
+        counters.bytesReceived += read
+        input.readAheadStaged(min(read, FrameHeader.size))
+        input.readAheadReturned(drained: read < FrameHeader.size + wanted)
+        if read <= FrameHeader.size { return true }
+        let ahead = read - FrameHeader.size
+        guard let decoded = input.nextHeader() else { return true }
+        counters.framesReceived += 1
+        switch decoded {
+        case .success(let header):
+            counters.packetsReceived += packets(header.payloadLength)
+            handle(header)
+        case .failure(let error):
+            protocolViolation(error.detail)
+            return false
+        }
+        // The frame was the SEND expected, and took the receive read into:
+        // its first bytes are in place.
+        if input.inPayload, case .receivePlaced = placement.action, !placement.discarding,
+           placement.targets.index == 0, placement.targets.offset == 0, placement.targets.count > 0,
+           placement.targets.bases[0] == piece.base {
+            readAheadHits += 1
+            let inPlace = min(ahead, input.payloadRemaining)
+            input.payloadPlacedAhead(inPlace)
+            placement.placed(inPlace)
+            if ahead > inPlace { input.stage(copying: piece.base + inPlace, count: ahead - inPlace) }
+            if !input.inPayload { finishPayload() }
+        } else {
+            readAheadMisses += 1
+            input.stage(copying: piece.base, count: ahead)
+        }
+        return true
     }
 
     /// One readv straight into the destination, with the staging buffer

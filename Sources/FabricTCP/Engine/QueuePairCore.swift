@@ -95,6 +95,10 @@ struct QueuePairCore: ~Copyable {
 
     /// Per-queue-pair counters, like a card's.
     var counters = QueuePairStatistics.zero
+    /// Large SENDs read ahead into their receive, and frames read ahead
+    /// that turned out to be something else (for tests).
+    var readAheadHits = 0
+    var readAheadMisses = 0
     let emulation: EmulationHooks
 
     init(

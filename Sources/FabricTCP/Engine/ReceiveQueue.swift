@@ -66,6 +66,15 @@ struct ReceiveRing: ~Copyable {
         return nil
     }
 
+    /// The first piece of the oldest receive (where a SEND's payload would
+    /// start), and its region; nil if none is posted.
+    func firstPieceOfOldest() -> (base: UnsafeMutableRawPointer, length: Int, record: RegionRecord?)? {
+        guard count > 0, counts[head] > 0 else { return nil }
+        let index = head * maxElements
+        guard let base = UnsafeMutableRawPointer(bitPattern: UInt(elements[index].address)) else { return nil }
+        return (base, Int(elements[index].length), records[index])
+    }
+
     /// Moves the oldest receive into `target` (its id, elements and records).
     mutating func take(into target: inout PlacementTargets) -> UInt64? {
         guard count > 0 else { return nil }

@@ -27,6 +27,14 @@ struct FrameInput: ~Copyable {
     /// still to come.
     private(set) var inPayload = false
     private(set) var payloadRemaining = 0
+    /// Large SENDs in a row just before (0, 1 or 2: saturating), and the
+    /// payload length of the last: from two on, the next frame is expected
+    /// to be one more, and its header is read together with its payload
+    /// into the oldest posted receive (`QueuePairCore.readSendAhead`).
+    /// Alternating large SENDs and WRITEs never reach two, so a stream that
+    /// would be mispredicted each time is not read ahead at all.
+    private var largeSendsInARow = 0
+    private(set) var lastLargeSendLength = 0
     /// A read came back short: the socket is drained, and reading again
     /// this round would only cost a system call that says EAGAIN.
     private(set) var drained = false
@@ -41,6 +49,11 @@ struct FrameInput: ~Copyable {
     deinit {
         staging.deallocate()
     }
+
+    /// Whether the next frame is expected to be another large SEND, whose
+    /// header and payload one read can take (the staging buffer holds
+    /// nothing, and the frame before was a large SEND after another).
+    var expectsLargeSend: Bool { headerOnly && largeSendsInARow == 2 && end == start }
 
     /// Bytes staged and not yet consumed.
     var staged: Int { end - start }
@@ -65,6 +78,14 @@ struct FrameInput: ~Copyable {
         if case .success(let header) = decoded {
             // Predict the next frame from this one.
             headerOnly = header.payloadLength >= EngineTuning.largePayload
+            if headerOnly {
+                if header.opcode == .send || header.opcode == .sendWithImmediate {
+                    largeSendsInARow = min(largeSendsInARow + 1, 2)
+                    lastLargeSendLength = header.payloadLength
+                } else {
+                    largeSendsInARow = 0
+                }
+            }
         }
         return decoded
     }
@@ -105,6 +126,38 @@ struct FrameInput: ~Copyable {
     mutating func stagingReadReturned(_ count: Int, want: Int) {
         drained = count < want
         end += count
+    }
+
+    // MARK: Reading a SEND ahead
+
+    /// A read ahead put `headerBytes` (at most a header) at the front of
+    /// the empty staging buffer, and the rest of what it read elsewhere.
+    @inline(__always)
+    mutating func readAheadStaged(_ headerBytes: Int) {
+        start = 0
+        end = headerBytes
+    }
+
+    /// `count` bytes of the current payload were already in place when
+    /// its header was handled (read ahead into the receive).
+    @inline(__always)
+    mutating func payloadPlacedAhead(_ count: Int) {
+        payloadRemaining -= count
+        if payloadRemaining == 0 { inPayload = false }
+    }
+
+    /// Stages `count` stream bytes that a read ahead put elsewhere: what
+    /// followed the payload, or a frame that was not the SEND expected.
+    @inline(__always)
+    mutating func stage(copying source: UnsafeRawPointer, count: Int) {
+        (staging + end).copyMemory(from: source, byteCount: count)
+        end += count
+    }
+
+    /// Whether the read ahead drained the socket.
+    @inline(__always)
+    mutating func readAheadReturned(drained: Bool) {
+        self.drained = drained
     }
 
     // MARK: Payload
