@@ -81,4 +81,38 @@ struct PostBatchTests {
         }
         #expect(completed == [0, 1, 2, 3])
     }
+
+    @Test("posts made while another thread holds the queue pair leave together: the last poster sends them all in one call")
+    func convoyOfPosters() throws {
+        let server = try AcceptingServer(secret: secretA)
+        server.acceptOne()
+        let client = try TestClient()
+        let qp = try client.connect(to: server, limits: QueuePairLimits(sendQueueDepth: 16, maxInlineData: 64))
+        let target = server.receiveRegion.remote()
+        let requests = try (0..<2).map { index in
+            SendWorkRequest(
+                id: UInt64(index), operation: .write(RemoteMemory(address: target.address + UInt64(index * 8), key: target.key)),
+                local: .single(try client.region.element(offset: index * 8, length: 8)), flags: [.signaled])
+        }
+        // Without the progress thread, which could take the engine between
+        // the two posters and send the first one's frame on its own.
+        client.device.core.stop()
+        let callsBefore = sendingCalls(qp)
+        // Hold the engine as a sending thread would, until both posters
+        // (threads of their own: a busy dispatch pool may start them late)
+        // are waiting for it.
+        var posters: [SystemThread] = []
+        qp.engine.core.withLock { _ in
+            for request in requests {
+                if case .success(let poster) = SystemThread.start({ _ = try? qp.postSend(request) }) { posters.append(poster) }
+            }
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(20)
+            while qp.engine.postersWaiting.load(ordering: .relaxed) < 2 && clock.now < deadline { sched_yield() }
+        }
+        #expect(posters.count == 2, "a poster thread did not start")
+        for poster in posters { poster.join() }
+        #expect(sendingCalls(qp) - callsBefore == 1, "\(qp.counters)")
+        for _ in 0..<2 { #expect(client.next()?.status == .success) }
+    }
 }

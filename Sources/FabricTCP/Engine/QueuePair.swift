@@ -33,6 +33,12 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     let timerListed = Atomic<UInt8>(0)
     private let timerListMask: UInt8
     private let detached = Atomic<Bool>(false)
+    /// Posting threads that announced themselves and have not yet queued
+    /// their requests. One that queues while others wait for the lock
+    /// leaves the sending to them: the last of a convoy of posting threads
+    /// sends every frame queued meanwhile in one sendmsg, where each would
+    /// have made its own call ("posts made while a send is in progress").
+    let postersWaiting = Atomic<Int>(0)
 
     /// The connection's entry in the device's tie-break table, if tagged.
     private let tagRecord: ConnectionTags.RecordID?
@@ -80,9 +86,22 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         // What can be checked without the lock: the request's shape.
         try WorkRequestValidation.check(request, limits: limits, capabilities: device.capabilities, on: number)
         if emulated { return try postSendEmulated(request) }
-        let result = try core.withLock { (core) throws(FabricError) -> PostResult in try core.postSend(request) }
+        postersWaiting.wrappingAdd(1, ordering: .relaxed)
+        let result = try core.withLock { (core) throws(FabricError) -> PostResult in
+            let queued: Result<PostResult, FabricError>
+            do throws(FabricError) { queued = .success(try core.queueSend(request)) } catch { queued = .failure(error) }
+            if lastPoster() { core.sendQueued() }
+            return try queued.get()
+        }
         noteRequestsInFlight()
         return result
+    }
+
+    /// Called under the lock once a poster queued its requests: whether no
+    /// other poster waits to queue more (then this one sends them all).
+    @inline(__always)
+    private func lastPoster() -> Bool {
+        postersWaiting.wrappingSubtract(1, ordering: .relaxed).newValue == 0
     }
 
     /// Posts the requests as one batch: each is checked first (none is
@@ -101,7 +120,23 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
             publishEmulatedDeadline(next)
             return posted
         }
-        let posted = try core.withLock { (core) throws(FabricError) -> Int in try core.postSend(requests) }
+        postersWaiting.wrappingAdd(1, ordering: .relaxed)
+        let posted = try core.withLock { (core) throws(FabricError) -> Int in
+            var queued = 0
+            var failure: FabricError?
+            for request in requests {
+                do throws(FabricError) {
+                    guard try core.queueSend(request) == .posted else { break }
+                } catch {
+                    failure = error
+                    break
+                }
+                queued += 1
+            }
+            if lastPoster() { core.sendQueued() }
+            if let failure { throw failure }
+            return queued
+        }
         if posted > 0 { noteRequestsInFlight() }
         return posted
     }

@@ -138,10 +138,15 @@ struct QueuePairCore: ~Copyable {
     /// Queues a send request, then tries to transmit at once.
     mutating func postSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
         let result = try queueSend(request)
-        // Send now, unless a frame is stuck half-written: then the socket is
-        // full and progress finishes the job when it drains.
-        if result == .posted && state == .readyToSend && output.partial == nil { flushOutput() }
+        if result == .posted { sendQueued() }
         return result
+    }
+
+    /// Sends what the send queue holds, unless a frame is stuck half-written:
+    /// then the socket is full and progress finishes the job when it drains.
+    @inline(__always)
+    mutating func sendQueued() {
+        if state == .readyToSend && output.partial == nil { flushOutput() }
     }
 
     /// Queues the requests in order until the send queue is full, then
@@ -153,14 +158,14 @@ struct QueuePairCore: ~Copyable {
             guard try queueSend(request) == .posted else { break }
             queued += 1
         }
-        if queued > 0 && state == .readyToSend && output.partial == nil { flushOutput() }
+        if queued > 0 { sendQueued() }
         return queued
     }
 
     /// Puts a send request on the send queue (or completes it at once as
     /// flushed when the queue pair is in error); sends nothing.
     @inline(__always)
-    private mutating func queueSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
+    mutating func queueSend(_ request: SendWorkRequest) throws(FabricError) -> PostResult {
         switch state {
         case .initialized:
             throw FabricError(.invalidState, "\(number) is not connected yet; post sends after connect or accept")
