@@ -194,8 +194,11 @@ public final class TCPCompletionQueue: FabricCompletionQueue, @unchecked Sendabl
         if let only = attached.onlyMember {
             // Output stuck in a full socket needs a wake-up when it drains.
             let events = only.hasPendingOutput ? Int16(POLLIN) | Int16(POLLOUT) : Int16(POLLIN)
+            // A socket whose input ended is readable for good: not watched
+            // (a negative descriptor is skipped by poll).
+            let socket = only.inputEnded.load(ordering: .relaxed) ? -1 : only.socket
             var descriptors = (
-                pollfd(fd: only.socket, events: events, revents: 0),
+                pollfd(fd: socket, events: events, revents: 0),
                 pollfd(fd: notifier.fd, events: Int16(POLLIN), revents: 0))
             let n = withUnsafeMutablePointer(to: &descriptors) {
                 $0.withMemoryRebound(to: pollfd.self, capacity: 2) { SystemCalls.poll($0, 2, until: deadline) }

@@ -109,6 +109,7 @@ final class AttachedQueuePairs: @unchecked Sendable {  // see the comments on `m
     }
 
     private func watch(_ queuePair: QueuePairEngine) {
+        if queuePair.inputEnded.load(ordering: .relaxed) { return }
         let writable = queuePair.watchingWritable.load(ordering: .relaxed)
         try? poller.add(queuePair.socket, token: Self.token(queuePair), events: Self.interest(writable: writable))
     }
@@ -117,10 +118,17 @@ final class AttachedQueuePairs: @unchecked Sendable {  // see the comments on `m
         writable ? .epollIn | .epollOut | .epollRDHup : .epollIn | .epollRDHup
     }
 
+    /// A queue pair whose input ended leaves the epoll set for good.
+    func stopWatching(_ queuePair: QueuePairEngine) {
+        members.withLock { set in
+            if set.watching { poller.remove(queuePair.socket) }
+        }
+    }
+
     /// Adds or removes interest in room to write on a queue pair's socket.
     func watch(_ queuePair: QueuePairEngine, writable: Bool) {
         members.withLock { set in
-            if set.watching { poller.modify(queuePair.socket, token: Self.token(queuePair), events: Self.interest(writable: writable)) }
+            if set.watching && !queuePair.inputEnded.load(ordering: .relaxed) { poller.modify(queuePair.socket, token: Self.token(queuePair), events: Self.interest(writable: writable)) }
         }
     }
 

@@ -191,8 +191,14 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     }
 
     private func watch(_ queuePair: QueuePairEngine) {
+        if queuePair.inputEnded.load(ordering: .relaxed) { return }
         let writable = queuePair.watchingWritable.load(ordering: .relaxed)
         try? poller.add(queuePair.socket, token: UInt64(queuePair.number.rawValue), events: writable ? .epollIn | .epollOut | .epollRDHup : .epollIn | .epollRDHup)
+    }
+
+    /// A queue pair whose input ended leaves the epoll set for good.
+    func stopWatching(_ queuePair: QueuePairEngine) {
+        queuePairs.withLock { if $0.watching { poller.remove(queuePair.socket) } }
     }
 
     /// Puts the sockets into the epoll set or takes them out (on the progress
@@ -213,7 +219,7 @@ final class TCPDeviceCore: @unchecked Sendable {  // every mutable member is ato
     /// socket has room again: output is work a sleeper must wake up for.
     func wantsWritable(_ number: QueuePairNumber) {
         if let queuePair = queuePairs.withLock({ $0.byNumber[number.rawValue] }),
-           !queuePair.watchingWritable.exchange(true, ordering: .relaxed) {
+           !queuePair.inputEnded.load(ordering: .relaxed), !queuePair.watchingWritable.exchange(true, ordering: .relaxed) {
             poller.modify(queuePair.socket, token: UInt64(number.rawValue), events: .epollIn | .epollOut | .epollRDHup)
             queuePair.sendCQ.watch(queuePair, writable: true)
             if queuePair.receiveCQ !== queuePair.sendCQ { queuePair.receiveCQ.watch(queuePair, writable: true) }

@@ -39,6 +39,10 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
     /// sends every frame queued meanwhile in one sendmsg, where each would
     /// have made its own call ("posts made while a send is in progress").
     let postersWaiting = Atomic<Int>(0)
+    /// The peer's side of the stream ended (or reading failed): the socket
+    /// is readable for good, so no sleeper watches it any more (a
+    /// level-triggered wait on it would return at once, again and again).
+    let inputEnded = Atomic<Bool>(false)
 
     /// The connection's entry in the device's tie-break table, if tagged.
     private let tagRecord: ConnectionTags.RecordID?
@@ -193,12 +197,13 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
         // The deadline is stored under the lock: stored after it, it could
         // overwrite the 0 a post made in between (its request then had no
         // timer).
-        if let (next, stuck, moved) = core.withLockIfAvailable({ core -> (UInt64, Bool, Bool) in
+        if let (next, stuck, moved, ended) = core.withLockIfAvailable({ core -> (UInt64, Bool, Bool, Bool) in
             let next = core.progress(by: driver, now: now)
             let moved = deadline.load(ordering: .relaxed) != next
             if moved { deadline.store(next, ordering: .sequentiallyConsistent) }
-            return (next, core.outputStuck, moved)
+            return (next, core.outputStuck, moved, core.input.ended)
         }) {
+            if ended && !inputEnded.load(ordering: .relaxed) { stopWatchingInput() }
             if moved {
                 if next != .max {
                     device.timerMoved(to: next)
@@ -209,6 +214,16 @@ final class QueuePairEngine: @unchecked Sendable {  // mutable state behind `cor
             // The output drained: stop watching for room to write.
             if !stuck && watchingWritable.load(ordering: .relaxed) { device.stopWatchingWritable(self) }
         }
+    }
+
+    /// The input ended: out of every epoll set, and out of the single
+    /// queue pair's sleep (see `inputEnded`).
+    @inline(never)
+    private func stopWatchingInput() {
+        inputEnded.store(true, ordering: .sequentiallyConsistent)
+        device.stopWatching(self)
+        sendCQ.attached.stopWatching(self)
+        if receiveCQ !== sendCQ { receiveCQ.attached.stopWatching(self) }
     }
 
     /// Whether output is waiting for the socket to drain.

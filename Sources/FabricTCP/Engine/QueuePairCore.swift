@@ -99,6 +99,9 @@ struct QueuePairCore: ~Copyable {
     /// that turned out to be something else (for tests).
     var readAheadHits = 0
     var readAheadMisses = 0
+    /// Rounds of progress (for tests: a queue pair nobody needs to drive
+    /// must not be driven over and over).
+    var progressRounds = 0
     let emulation: EmulationHooks
 
     init(
@@ -203,6 +206,7 @@ struct QueuePairCore: ~Copyable {
     /// Returns the next deadline (or .max).
     /// `now` is the caller's clock reading (CLOCK_MONOTONIC, ns).
     mutating func progress(by driver: ProgressDriver, now: UInt64) -> UInt64 {
+        progressRounds &+= 1
         let hadAcknowledgeOwed = responder.acknowledgeOwed
         if state != .initialized {
             clock = now
