@@ -9,7 +9,7 @@
 #      that no poll finds nothing), and per 1 MiB RDMA WRITE ((400 WRITEs -
 #      100 WRITEs) / 300, past the sockets' warm-up, polling without pause so
 #      that the progress thread never takes the target's side over); medians
-#      of REPS (default 5) runs each
+#      of REPS (default 5) runs each (REPS=0 skips them)
 #   2. fabric-perf medians, the two builds' runs interleaved ROUNDS
 #      (default 20) times: 8 B send/recv latency, 1 MiB and 4 MiB WRITE
 #      bandwidth
@@ -87,13 +87,22 @@ compare() {  # label unit file-stem
     b=$(median <"$work/$3-base")
     h=$(median <"$work/$3-head")
     echo "$1: base $(sort -g "$work/$3-base" | tr '\n' ' '); this tree $(sort -g "$work/$3-head" | tr '\n' ' ')" >>"$work/notes"
-    printf '  %-34s %12s %12s  %s\n' "$1" "$b" "$h" "$(awk -v b="$b" -v h="$h" 'BEGIN { printf "%+.2f%%", (h - b) / b * 100 }')"
+    printf '  %-34s %12s %12s  %s' "$1" "$b" "$h" "$(awk -v b="$b" -v h="$h" 'BEGIN { printf "%+.2f%%", (h - b) / b * 100 }')"
+    # The two builds ran back to back in each round: the median of the
+    # rounds' ratios is immune to this machine's speed switching between
+    # rounds (which splits the medians above into two clusters).
+    if [ "$2" != "Ir" ]; then
+        printf '  median of per-round ratios %s' "$(paste "$work/$3-head" "$work/$3-base" | awk '{ print $1 / $2 }' | median)"
+    fi
+    printf '\n'
 }
 echo "this tree ($(git rev-parse --short HEAD)) against the base ($base), emulator controls off; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '  %-34s %12s %12s  %s\n' "" "base" "this tree" "difference"
-echo "instructions (callgrind; medians of $reps runs; spread in the notes below)"
-compare "per 8 B send/recv round trip" "Ir" send
-compare "per 1 MiB RDMA WRITE" "Ir" write
+if [ "$reps" -gt 0 ]; then
+    echo "instructions (callgrind; medians of $reps runs; spread in the notes below)"
+    compare "per 8 B send/recv round trip" "Ir" send
+    compare "per 1 MiB RDMA WRITE" "Ir" write
+fi
 echo "fabric-perf (medians of $rounds interleaved runs)"
 compare "8 B send/recv one-way latency, us" "us" lat
 compare "1 MiB RDMA WRITE bandwidth, MB/s" "MB/s" bw
