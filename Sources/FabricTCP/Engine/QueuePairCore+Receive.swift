@@ -98,10 +98,16 @@ extension QueuePairCore {
     private mutating func readSendAhead(into piece: (base: UnsafeMutableRawPointer, length: Int, record: RegionRecord?)) -> Bool {
         if let record = piece.record, !record.beginAccess() { return readIntoStaging() }
         let wanted = min(piece.length, input.lastLargeSendLength, EngineTuning.readWindow)
+        // Behind the payload, room for the next header (in the staging
+        // buffer, past where the payload's bytes could be staged): a read
+        // that does not fill it has drained the socket, so no read that
+        // finds nothing follows a message that came whole.
+        let tail = input.staging + FrameHeader.size + wanted
         placement.vectors[0] = iovec(iov_base: input.staging, iov_len: FrameHeader.size)
         placement.vectors[1] = iovec(iov_base: piece.base, iov_len: wanted)
+        placement.vectors[2] = iovec(iov_base: tail, iov_len: FrameHeader.size)
         counters.receiveCalls += 1
-        let result = SystemCalls.readVector(fd, placement.vectors, 2)
+        let result = SystemCalls.readVector(fd, placement.vectors, 3)
         piece.record?.endAccess()
         let read: Int
         switch result {
@@ -122,10 +128,15 @@ extension QueuePairCore {
             return false
         }
         counters.bytesReceived += read
+        let drained = read < FrameHeader.size + wanted + FrameHeader.size
         input.readAheadStaged(min(read, FrameHeader.size))
-        input.readAheadReturned(drained: read < FrameHeader.size + wanted)
-        if read <= FrameHeader.size { return true }
-        let ahead = read - FrameHeader.size
+        if read <= FrameHeader.size {
+            input.readAheadReturned(drained: drained)
+            return true
+        }
+        // Stream bytes in the receive, then in the tail.
+        let ahead = min(read - FrameHeader.size, wanted)
+        let behind = read - FrameHeader.size - ahead
         guard let decoded = input.nextHeader() else { return true }
         counters.framesReceived += 1
         switch decoded {
@@ -146,10 +157,15 @@ extension QueuePairCore {
             input.payloadPlacedAhead(inPlace)
             placement.placed(inPlace)
             if ahead > inPlace { input.stage(copying: piece.base + inPlace, count: ahead - inPlace) }
+            input.stage(copying: tail, count: behind)
+            // The rest of the payload is on its way (see payloadReadReturned).
+            input.readAheadReturned(drained: drained && !input.inPayload)
             if !input.inPayload { finishPayload() }
         } else {
             readAheadMisses += 1
+            input.readAheadReturned(drained: drained)
             input.stage(copying: piece.base, count: ahead)
+            input.stage(copying: tail, count: behind)
         }
         return true
     }

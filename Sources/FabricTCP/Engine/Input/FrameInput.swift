@@ -148,9 +148,11 @@ struct FrameInput: ~Copyable {
 
     /// Stages `count` stream bytes that a read ahead put elsewhere: what
     /// followed the payload, or a frame that was not the SEND expected.
+    /// `source` may lie further on in the staging buffer itself (the read's
+    /// tail), overlapping where the bytes go.
     @inline(__always)
     mutating func stage(copying source: UnsafeRawPointer, count: Int) {
-        (staging + end).copyMemory(from: source, byteCount: count)
+        if count > 0 { memmove(staging + end, source, count) }
         end += count
     }
 
@@ -199,11 +201,12 @@ struct FrameInput: ~Copyable {
     mutating func payloadReadReturned(_ count: Int, planned: Int, tail: Int) -> Int {
         let payload = min(count, planned)
         payloadRemaining -= payload
-        // In the middle of a large payload the rest is on its way: read
-        // again at once (until the socket says EAGAIN, or the round's
-        // budget is spent) rather than go back through the application's
-        // poll for each piece.
-        drained = count < planned + tail && payloadRemaining < EngineTuning.largePayload
+        // In the middle of a payload the rest is on its way: read again at
+        // once (until the socket says EAGAIN, or the round's budget is
+        // spent) rather than go back through the application's poll for
+        // each piece. (A 64 KiB frame is two TCP segments on loopback: the
+        // second, 85 bytes, often lands while the first is being copied.)
+        drained = count < planned + tail && payloadRemaining == 0
         end = count - payload
         if payloadRemaining == 0 { inPayload = false }
         return payload
