@@ -103,16 +103,16 @@ struct OneSidedTests {
         let localRegion = try pair.client.register(local)
         let qp = pair.client.queuePair!
         _ = try qp.postSend(SendWorkRequest(id: 1, operation: .fetchAndAdd(remoteRegion.remote(offset: 8), add: 5), local: .single(localRegion.element(offset: 0, length: 8))))
-        var completion = try pair.client.nextSend()
+        var completion = try pair.client.nextSend("the first fetch-and-add")
         #expect(completion.status == .success && completion.opcode == .fetchAndAdd && completion.byteLength == 8)
         #expect(local.word(0) == 100 && remote.word(8) == 105)
         // A failing compare leaves the word alone and returns it.
         _ = try qp.postSend(SendWorkRequest(id: 2, operation: .compareAndSwap(remoteRegion.remote(offset: 8), compare: 1, swap: 7), local: .single(localRegion.element(offset: 8, length: 8))))
-        completion = try pair.client.nextSend()
+        completion = try pair.client.nextSend("the failing compare-and-swap")
         #expect(completion.status == .success && completion.opcode == .compareAndSwap)
         #expect(local.word(8) == 105 && remote.word(8) == 105)
         _ = try qp.postSend(SendWorkRequest(id: 3, operation: .compareAndSwap(remoteRegion.remote(offset: 8), compare: 105, swap: 7), local: .single(localRegion.element(offset: 16, length: 8))))
-        completion = try pair.client.nextSend()
+        completion = try pair.client.nextSend("the succeeding compare-and-swap")
         #expect(completion.status == .success)
         #expect(local.word(16) == 105 && remote.word(8) == 7)
         // Many concurrent adds from the client all land exactly once.
@@ -122,7 +122,7 @@ struct OneSidedTests {
             }
         }
         _ = try qp.postSend(SendWorkRequest(id: 999, operation: .read(remoteRegion.remote(offset: 8)), local: .single(localRegion.element(offset: 32, length: 8))))
-        completion = try pair.client.nextSend()
+        completion = try pair.client.nextSend("the READ behind 200 unsignalled fetch-and-adds")
         #expect(completion.workRequestID == 999 && completion.status == .success)
         #expect(local.word(32) == 207)
     }

@@ -26,18 +26,19 @@ public final class Side<D: FabricDevice>: @unchecked Sendable {  // a test sets 
         try device.registerMemory(buffer.pointer, length: buffer.count, access: access, in: domain)
     }
 
-    /// Polls `queue` until a completion arrives; throws after `timeout`.
-    public func next(_ queue: D.CompletionQueue, timeout: Duration = .seconds(20)) throws -> Completion {
+    /// Polls `queue` until a completion arrives; throws after `timeout`,
+    /// naming `awaited` (what the test waited for).
+    public func next(_ queue: D.CompletionQueue, timeout: Duration = .seconds(20), awaited: String = "a completion") throws -> Completion {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         while clock.now < deadline {
             if let completion = queue.poll() { return completion }
         }
-        throw TestFailure("no completion within \(timeout)")
+        throw TestFailure("no completion within \(timeout) (waiting for \(awaited))")
     }
 
-    public func nextSend() throws -> Completion { try next(sendCQ) }
-    public func nextReceive() throws -> Completion { try next(receiveCQ) }
+    public func nextSend(_ awaited: String = "a send-queue completion") throws -> Completion { try next(sendCQ, awaited: awaited) }
+    public func nextReceive(_ awaited: String = "a receive completion") throws -> Completion { try next(receiveCQ, awaited: awaited) }
 
     /// The first completion `queue` gives within `duration`; nil (what a
     /// test that expects silence wants) when none does.
