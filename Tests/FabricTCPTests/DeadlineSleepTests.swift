@@ -1,5 +1,6 @@
 import CFabricShims
 import FabricCore
+@_spi(FabricInternals) import FabricSupport
 import FabricTestSupport
 import Glibc
 import Logging

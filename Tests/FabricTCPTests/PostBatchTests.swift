@@ -1,5 +1,6 @@
 @testable import FabricTCP
 import FabricCore
+@_spi(FabricInternals) import FabricSupport
 import Glibc
 import Testing
 

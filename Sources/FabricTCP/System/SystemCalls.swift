@@ -1,10 +1,11 @@
 // UNSAFE AREA: the software NIC's direct system calls. The rule: FabricTCP
 // calls the system only from System/: here (descriptors, transfers, polling,
-// threads, clocks, the process), Sleeping.swift (sleeps with deadlines in
+// clocks, the process), Sleeping.swift (sleeps with deadlines in
 // nanoseconds, the threads' timer slack), TimerReference.swift (the raw
 // timerfd sleep fabric-perf measures), Sockets.swift (set-up of sockets),
 // Addressing.swift (resolution) and Files.swift (set-up-time files, through
-// swift-system); Locked.swift wraps the futex lock of CFabricShims. Every
+// swift-system); Locked.swift wraps the futex lock of CFabricShims; the
+// progress thread is a FabricSupport SystemThread, shared with verbs. Every
 // wrapper here reads errno at once, retries EINTR, and returns "would block"
 // as a value. The transfers go through CFabricShims' syscall(2) calls,
 // which skip libc's thread-cancellation bookkeeping.
@@ -181,41 +182,6 @@ enum SystemCalls {
         clock_gettime(CLOCK_REALTIME, &now)
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
-}
-
-/// A joinable thread of the system running one closure (the device's
-/// progress thread).
-struct SystemThread: @unchecked Sendable {  // pthread_t is an integer handle
-    private let handle: pthread_t
-
-    private final class Start {
-        let body: () -> Void
-        init(_ body: @escaping () -> Void) { self.body = body }
-    }
-
-    /// Starts `body` on a new thread, or returns the error text.
-    static func start(_ body: @escaping () -> Void) -> Result<SystemThread, SystemThreadFailure> {
-        let context = Unmanaged.passRetained(Start(body)).toOpaque()
-        var handle = pthread_t()
-        let status = pthread_create(&handle, nil, { raw in
-            Unmanaged<Start>.fromOpaque(raw!).takeRetainedValue().body()
-            return nil
-        }, context)
-        guard status == 0 else {
-            Unmanaged<Start>.fromOpaque(context).release()
-            return .failure(SystemThreadFailure(text: SystemCalls.errorText(status)))
-        }
-        return .success(SystemThread(handle: handle))
-    }
-
-    /// Waits for the thread to end.
-    func join() {
-        _ = pthread_join(handle, nil)
-    }
-}
-
-struct SystemThreadFailure: Error {
-    var text: String
 }
 
 /// CLOCK_MONOTONIC in nanoseconds (a vDSO call, about 20 ns).

@@ -1,5 +1,6 @@
 internal import CVerbs
 import FabricCore
+@_spi(FabricInternals) import FabricSupport
 import Glibc
 import Logging
 import Synchronization
@@ -75,10 +76,10 @@ final class ConnectionEvents: @unchecked Sendable {  // mutable state is behind 
         SystemCalls.setNonBlocking(context.pointee.async_fd)
         switch SystemThread.start({ self.run() }) {
         case .success(let started): thread = started
-        case .failure(let code):
+        case .failure(let failure):
             wake.close()
             rdma_destroy_event_channel(channel)
-            throw VerbsError.system("starting the connection event thread", code.rawValue)
+            throw VerbsError.system("starting the connection event thread", failure.code)
         }
     }
 

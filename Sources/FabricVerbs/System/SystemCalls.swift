@@ -1,8 +1,9 @@
 // UNSAFE AREA: the verbs backend's system calls. The rule: libibverbs and
 // librdmacm are the library's API and are called where they are used; every
 // other call into the system is made in System/: here (polling, pipes,
-// threads, clocks, sysfs through swift-system) and Addressing.swift
-// (resolution, interfaces).
+// clocks, sysfs through swift-system) and Addressing.swift (resolution,
+// interfaces); the event thread is a FabricSupport SystemThread, shared
+// with the tcp backend.
 import Glibc
 import SystemPackage
 
@@ -76,33 +77,3 @@ struct WakePipe {
     }
 }
 
-/// A joinable thread of the system running one closure (the device's
-/// connection event thread).
-struct SystemThread: @unchecked Sendable {  // pthread_t is an integer handle
-    private let handle: pthread_t
-
-    private final class Start {
-        let body: () -> Void
-        init(_ body: @escaping () -> Void) { self.body = body }
-    }
-
-    /// Starts `body` on a new thread, or returns pthread_create's code.
-    static func start(_ body: @escaping () -> Void) -> Result<SystemThread, Errno> {
-        let context = Unmanaged.passRetained(Start(body)).toOpaque()
-        var handle = pthread_t()
-        let status = pthread_create(&handle, nil, { raw in
-            Unmanaged<Start>.fromOpaque(raw!).takeRetainedValue().body()
-            return nil
-        }, context)
-        guard status == 0 else {
-            Unmanaged<Start>.fromOpaque(context).release()
-            return .failure(Errno(rawValue: status))
-        }
-        return .success(SystemThread(handle: handle))
-    }
-
-    /// Waits for the thread to end.
-    func join() {
-        _ = pthread_join(handle, nil)
-    }
-}
