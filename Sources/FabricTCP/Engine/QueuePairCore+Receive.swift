@@ -33,15 +33,7 @@ extension QueuePairCore {
                     budget -= counters.bytesReceived - before
                     continue
                 }
-                counters.framesReceived += 1
-                switch decoded {
-                case .success(let header):
-                    counters.packetsReceived += packets(header.payloadLength)
-                    handle(header)
-                case .failure(let error):
-                    protocolViolation(error.detail)
-                    return
-                }
+                if !handle(decoded) { return }
                 continue
             }
             // Payload bytes already staged are copied; the rest is read in place.
@@ -138,15 +130,7 @@ extension QueuePairCore {
         let ahead = min(read - FrameHeader.size, wanted)
         let behind = read - FrameHeader.size - ahead
         guard let decoded = input.nextHeader() else { return true }
-        counters.framesReceived += 1
-        switch decoded {
-        case .success(let header):
-            counters.packetsReceived += packets(header.payloadLength)
-            handle(header)
-        case .failure(let error):
-            protocolViolation(error.detail)
-            return false
-        }
+        if !handle(decoded) { return false }
         // The frame was the SEND expected, and took the receive read into:
         // its first bytes are in place.
         if input.inPayload, case .receivePlaced = placement.action, !placement.discarding,
@@ -220,6 +204,22 @@ extension QueuePairCore {
     }
 
     // MARK: - Frames
+
+    /// Counts a frame whose header was decoded and hands it on; false when
+    /// the header broke the protocol (the connection is over).
+    @inline(__always)
+    private mutating func handle(_ decoded: Result<FrameHeader, FrameError>) -> Bool {
+        counters.framesReceived += 1
+        switch decoded {
+        case .success(let header):
+            counters.packetsReceived += packets(header.payloadLength)
+            handle(header)
+            return true
+        case .failure(let error):
+            protocolViolation(error.detail)
+            return false
+        }
+    }
 
     // Inlined into `receive`, as it was before the parts: out of line it
     // costs a call per frame.
