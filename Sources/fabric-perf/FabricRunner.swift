@@ -145,6 +145,26 @@ final class FabricSide<D: FabricDevice> {
     }
 }
 
+/// What a bandwidth or message-rate test posts on each queue pair: the
+/// operation, how many requests stay in flight, and how often one is
+/// signalled (the rest complete silently, as perftest's do).
+struct BandwidthShape {
+    let operation: SendOperation
+    let window: Int
+    let every: Int
+
+    init(_ test: PerfTest, size: Int, peer: RemoteMemory) throws {
+        switch test {
+        case .bandwidthWrite: operation = .write(peer)
+        case .bandwidthRead: operation = .read(peer)
+        case .bandwidthSend, .rateSend: operation = .send
+        default: throw PerfError("\(test.rawValue) is not a bandwidth test")
+        }
+        window = max(2, min(128, (32 << 20) / max(size, 1)))
+        every = max(1, min(16, window / 2))
+    }
+}
+
 /// The client's half of each test: it drives and times.
 struct FabricClient<D: FabricDevice> {
     let side: FabricSide<D>
@@ -207,16 +227,9 @@ struct FabricClient<D: FabricDevice> {
     }
 
     func bandwidth(_ test: PerfTest, size: Int, count: Int, postList: Int) throws -> (Double, LoopCost) {
-        let operation: SendOperation
-        switch test {
-        case .bandwidthWrite: operation = .write(side.peer)
-        case .bandwidthRead: operation = .read(side.peer)
-        case .bandwidthSend, .rateSend: operation = .send
-        default: throw PerfError("\(test.rawValue) is not a bandwidth test")
-        }
-        let window = max(2, min(128, (32 << 20) / max(size, 1)))
-        let every = max(1, min(16, window / 2))
-        var request = try side.request(operation, size: size)
+        let shape = try BandwidthShape(test, size: size, peer: side.peer)
+        let (window, every) = (shape.window, shape.every)
+        var request = try side.request(shape.operation, size: size)
         let list = PostList(repeating: request, capacity: postList)
         defer { list.deallocate() }
         let callsBefore = side.socketCalls(of: [side.queuePair])

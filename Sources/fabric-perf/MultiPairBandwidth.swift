@@ -14,17 +14,10 @@ extension FabricClient {
     /// and polls the group's one completion queue. Returns the total over
     /// the pairs (MB/s, or Mmsg/s for the rate test) and the loop's cost.
     func bandwidth(_ test: PerfTest, size: Int, countPerPair: Int, over group: QueuePairGroup<D>, postList: Int) throws -> (Double, LoopCost) {
-        let operation: SendOperation
-        switch test {
-        case .bandwidthWrite: operation = .write(side.peer)
-        case .bandwidthRead: operation = .read(side.peer)
-        case .bandwidthSend, .rateSend: operation = .send
-        default: throw PerfError("\(test.rawValue) is not a bandwidth test")
-        }
         // The same window and signalling as one queue pair's loop, per pair.
-        let window = max(2, min(128, (32 << 20) / max(size, 1)))
-        let every = max(1, min(16, window / 2))
-        var request = try side.request(operation, size: size)
+        let shape = try BandwidthShape(test, size: size, peer: side.peer)
+        let (window, every) = (shape.window, shape.every)
+        var request = try side.request(shape.operation, size: size)
         let list = PostList(repeating: request, capacity: postList)
         defer { list.deallocate() }
         let queuePairs = group.queuePairs
