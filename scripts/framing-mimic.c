@@ -43,6 +43,13 @@ static void fail(const char *what) {
     exit(1);
 }
 
+// Steps the vectors past `moved` bytes a call moved: drops the vectors
+// filled (or sent) whole, trims the one partly done.
+static void advance(struct iovec **vectors, int *count_vectors, size_t moved) {
+    while (moved > 0 && moved >= (*vectors)->iov_len) { moved -= (*vectors)->iov_len; (*vectors)++; (*count_vectors)--; }
+    if (moved > 0) { (*vectors)->iov_base = (char *)(*vectors)->iov_base + moved; (*vectors)->iov_len -= moved; }
+}
+
 // Reads exactly `count` bytes into the vectors, busy-polling.
 static void receive_vectors(int fd, struct iovec *vectors, int count_vectors, size_t count) {
     size_t done = 0;
@@ -54,10 +61,7 @@ static void receive_vectors(int fd, struct iovec *vectors, int count_vectors, si
         if (n == 0) exit(1);
         if (n < 0) continue;
         done += n;
-        // Skip the vectors filled, trim the one partly filled.
-        size_t left = n;
-        while (left > 0 && left >= vectors->iov_len) { left -= vectors->iov_len; vectors++; count_vectors--; }
-        if (left > 0) { vectors->iov_base = (char *)vectors->iov_base + left; vectors->iov_len -= left; }
+        advance(&vectors, &count_vectors, n);
     }
 }
 
@@ -75,9 +79,7 @@ static void send_all(int fd, struct iovec *vectors, int count_vectors, size_t co
         ssize_t n = sendmsg(fd, &message, MSG_NOSIGNAL);
         if (n < 0) fail("sendmsg");
         done += n;
-        size_t left = n;
-        while (left > 0 && left >= vectors->iov_len) { left -= vectors->iov_len; vectors++; count_vectors--; }
-        if (left > 0) { vectors->iov_base = (char *)vectors->iov_base + left; vectors->iov_len -= left; }
+        advance(&vectors, &count_vectors, n);
     }
 }
 
