@@ -10,8 +10,16 @@ public struct MPIError: Error, Hashable, Sendable, CustomStringConvertible {
         case bootstrap(PMIError.Kind)
         /// The fabric refused or failed (device, connection, transfer).
         case fabric(FabricError.Kind)
-        /// A rank outside the job.
+        /// A rank outside the job or the communicator.
         case invalidRank
+        /// A tag outside 0...MessageTag.upperBound (or `.any` where a send needs one).
+        case invalidTag
+        /// A request that is not in progress (completed, or never started here).
+        case invalidRequest
+        /// A count, size or setting that cannot be.
+        case invalidArgument
+        /// A message longer than the receive buffer (MPI_ERR_TRUNCATE).
+        case truncated
         /// A message longer than what this operation carries.
         case messageTooLong
         /// Ranks of one job chose different fabric backends.

@@ -14,8 +14,10 @@ import PMI
 /// backend; one that does not fails its initialisation, naming both hosts,
 /// and ends the job.
 ///
-/// Not for use from several threads at once (MPI_THREAD_SINGLE).
-public final class MPIRuntime {
+/// Point-to-point messaging is in MPIRuntime+PointToPoint.swift. Every
+/// operation may be called from any thread at any time (the provided
+/// thread level is `.multiple`).
+public final class MPIRuntime: @unchecked Sendable {  // the transport locks its own state; `finalized` and the error handler are set by the application's calls
     public let rank: Int
     public let size: Int
     /// The fabric backend ("tcp" or "verbs") and why it was chosen.
@@ -31,8 +33,17 @@ public final class MPIRuntime {
     /// This rank alone (MPI_COMM_SELF).
     public let selfCommunicator: Communicator
 
+    /// What an error of an MPI operation does (MPI_Comm_set_errhandler on
+    /// every communicator): end the job (the default), or be thrown.
+    public var errorHandler: ErrorHandler = .abortJob
+    /// The thread level this runtime provides (MPI_Init_thread's answer).
+    public let providedThreadLevel: ThreadLevel = .multiple
+
     private let bootstrap: any BootstrapClient
-    private let transport: any RuntimeTransport
+    let transport: any PointToPointTransport
+    /// The runtime's own messages (the finalize barrier) travel on a
+    /// communicator of their own, so they never match an application's receive.
+    let runtimeCommunicator: Communicator
     private let waiting: WaitDescription
     private let diagnostics: DispatchSourceSignal
     private var finalized = false
@@ -43,6 +54,7 @@ public final class MPIRuntime {
         static let rootHost = "fabric-host-0"
         static let rootBackend = "fabric-backend-0"
         static func diagnostics(_ rank: Int) -> String { "fabric-diagnostics-\(rank)" }
+        static let pointToPointSettings = "fabric-p2p-settings-0"
     }
 
     /// Starts the runtime. `logger`: where the runtime logs (default:
@@ -81,13 +93,14 @@ public final class MPIRuntime {
         backendReason = choice.reason
         let waiting = WaitDescription()
         self.waiting = waiting
-        let started: (any RuntimeTransport, FabricAddress)
+        runtimeCommunicator = Communicator(context: 2, rank: bootstrap.rank, worldRanks: Array(0..<bootstrap.size))
+        let opened: OpenedDevice
         do {
             switch choice.backend {
             case .tcp:
-                started = try Self.start(TCPDevice(secret: secret, logger: logger), bootstrap: bootstrap, waiting: waiting)
+                opened = try Self.open(TCPDevice(secret: secret, logger: logger), bootstrap: bootstrap, waiting: waiting)
             case .verbs:
-                started = try Self.start(VerbsDevice(name: nil, secret: secret, logger: logger), bootstrap: bootstrap, waiting: waiting)
+                opened = try Self.open(VerbsDevice(name: nil, secret: secret, logger: logger), bootstrap: bootstrap, waiting: waiting)
             }
         } catch let error as FabricError {
             throw MPIError(error, while: "opening the \(choice.backend.rawValue) fabric device (\(choice.reason))")
@@ -96,45 +109,63 @@ public final class MPIRuntime {
         } catch {
             throw MPIError(.invalidState, "\(error)")
         }
-        (transport, address) = started
+        address = opened.address
         diagnostics = Self.installDiagnostics(rank: bootstrap.rank, waiting: waiting)
+        var settings = try PointToPointSettings.choose(capabilities: opened.capabilities, environment: environment)
         do {
             if rank == 0 {
                 try bootstrap.put(key: Keys.rootHost, value: PMIValueText.encode(Self.hostName()))
                 try bootstrap.put(key: Keys.rootBackend, value: PMIValueText.encode("\(backend) (\(backendReason))"))
+                try bootstrap.put(key: Keys.pointToPointSettings, value: settings.published)
             }
             try bootstrap.put(key: Keys.address(rank), value: address.description)
             try bootstrap.put(key: Keys.diagnostics(rank), value: "SIGUSR1")
             waiting.begin("the start-up fence (every rank publishing its address)")
             try bootstrap.fence()
             waiting.end()
-            try checkSameBackend()
+            try Self.checkSameBackend(rank: rank, backend: backend, reason: backendReason, bootstrap: bootstrap)
+            if rank != 0 {
+                // Slot sizes and credits must agree on both ends of every
+                // connection: rank 0's are the job's.
+                try settings.adopt(published: bootstrap.get(key: Keys.pointToPointSettings))
+            }
         } catch let error as PMIError {
-            transport.close()
+            opened.close()
             throw MPIError(error)
         } catch let error as MPIError {
-            transport.close()
+            opened.close()
             throw error
         } catch {
-            transport.close()
+            opened.close()
             throw MPIError(.invalidState, "\(error)")
         }
+        // The listener accepts from here on: peers that passed the fence
+        // and connected first waited in its backlog.
+        transport = try opened.start(settings)
+        for communicator in [world, selfCommunicator, runtimeCommunicator] { transport.register(communicator) }
         logger.debug("MPI runtime started", metadata: ["size": "\(size)", "backend": "\(backend)", "bootstrap": "\(bootstrapProtocol)"])
     }
 
-    /// Opens the listener and the connection table on `device` (the
-    /// backend's generics stay inside).
-    private static func start<D: FabricDevice>(
+    /// A device with its listener open, before point-to-point starts on it
+    /// (the device's generics stay inside the closures).
+    private struct OpenedDevice {
+        var address: FabricAddress
+        var capabilities: DeviceCapabilities
+        var start: (PointToPointSettings) throws(MPIError) -> any PointToPointTransport
+        var close: () -> Void
+    }
+
+    /// Opens the listener on `device`; `start` makes the point-to-point
+    /// engine (and its connection table) once the job's settings are known.
+    private static func open<D: FabricDevice>(
         _ device: D, bootstrap: any BootstrapClient, waiting: WaitDescription
-    ) throws(MPIError) -> (any RuntimeTransport, FabricAddress) {
+    ) throws(MPIError) -> OpenedDevice {
         let listener: D.Listener
         do { listener = try device.listen(on: Endpoint(host: "0.0.0.0", port: 0), backlog: 1024) } catch {
             throw MPIError(error, while: "listening for the other ranks")
         }
         let expectedBackend = device.backendName
-        let connections = try PeerConnections(
-            rank: bootstrap.rank, size: bootstrap.size, device: device, listener: listener, waiting: waiting
-        ) { (peer: Int) throws(MPIError) -> FabricAddress in
+        let addressOf = { (peer: Int) throws(MPIError) -> FabricAddress in
             let text: String
             do throws(PMIError) { text = try bootstrap.get(key: Keys.address(peer)) } catch { throw MPIError(error) }
             let address: FabricAddress
@@ -146,12 +177,19 @@ public final class MPIRuntime {
             }
             return address
         }
-        return (connections, listener.address)
+        return OpenedDevice(
+            address: listener.address, capabilities: device.capabilities,
+            start: { (settings) throws(MPIError) -> any PointToPointTransport in
+                try PointToPointEngine(
+                    rank: bootstrap.rank, size: bootstrap.size, device: device, listener: listener, settings: settings,
+                    waiting: waiting, addressOf: addressOf)
+            },
+            close: { listener.close() })
     }
 
     /// Every rank compares its backend with rank 0's: if all match rank 0
     /// they all match, and each rank reads one value, not one per rank.
-    private func checkSameBackend() throws(MPIError) {
+    private static func checkSameBackend(rank: Int, backend: String, reason backendReason: String, bootstrap: any BootstrapClient) throws(MPIError) {
         guard rank != 0 else { return }
         do {
             let root = try FabricAddress(parsing: bootstrap.get(key: Keys.address(0)))
@@ -176,27 +214,64 @@ public final class MPIRuntime {
     /// Queue pairs this rank has to other ranks (each made on first use).
     public var connectionCount: Int { transport.connectionCount }
 
+    /// The largest runtime message.
+    public static let runtimeMessageLimit = 4096
+
     /// Sends an internal message of the runtime (at most 4 KiB) to `rank`,
-    /// connecting to it first if this is the first use. Returns once the
-    /// peer's queue pair has taken it.
+    /// connecting to it first if this is the first use, on the runtime's
+    /// own communicator. Returns once the message has left.
     public func sendRuntimeMessage(_ bytes: [UInt8], to rank: Int) throws(MPIError) {
         try checkOpen()
-        try transport.send(bytes, to: rank)
+        guard bytes.count <= Self.runtimeMessageLimit else {
+            throw MPIError(.messageTooLong, "a runtime message of \(bytes.count) bytes; at most \(Self.runtimeMessageLimit)")
+        }
+        guard rank != self.rank, (0..<size).contains(rank) else {
+            throw MPIError(.invalidRank, "rank \(rank) is not another rank of this job of \(size)")
+        }
+        waiting.set("the send of a runtime message to rank \(rank)")
+        defer { waiting.clear() }
+        let request = try withBytes(of: bytes) { (buffer) throws(MPIError) -> Request in
+            try transport.startSend(buffer, to: rank, tag: 0, on: runtimeCommunicator, synchronous: false)
+        }
+        let status = try complete(request)
+        if let error = status.error { throw error }
     }
 
     /// The next internal message from `rank`, waiting for it.
     public func receiveRuntimeMessage(from rank: Int) throws(MPIError) -> [UInt8] {
         try checkOpen()
-        return try transport.receive(from: rank)
+        guard rank != self.rank, (0..<size).contains(rank) else {
+            throw MPIError(.invalidRank, "rank \(rank) is not another rank of this job of \(size)")
+        }
+        waiting.set("a runtime message from rank \(rank)")
+        defer { waiting.clear() }
+        var message = [UInt8](repeating: 0, count: Self.runtimeMessageLimit)
+        let status = try withMutableBytes(of: &message) { (buffer) throws(MPIError) -> MessageStatus in
+            let request = try transport.startReceive(into: buffer, from: MessageSource(rank), tag: 0, on: runtimeCommunicator)
+            return try complete(request)
+        }
+        if let error = status.error { throw error }
+        message.removeSubrange(status.count...)
+        return message
+    }
+
+    /// Waits for `request` and collects its status (no error handler).
+    func complete(_ request: Request) throws(MPIError) -> MessageStatus {
+        try transport.wait { () throws(MPIError) -> Bool in try transport.isComplete(request) }
+        return transport.collect(request)
     }
 
     // MARK: - The end
 
-    /// Waits for every rank (a barrier along the ring: a token goes round
-    /// twice, the first time gathering, the second releasing), then closes
-    /// the connections and says goodbye to the launcher.
+    /// Completes this rank's sends, waits for every rank (a barrier along
+    /// the ring: a token goes round twice, the first time gathering, the
+    /// second releasing), then closes the connections and says goodbye to
+    /// the launcher. No message sent before finalize is lost: a rank closes
+    /// only once its own sends have landed and every rank has passed the
+    /// barrier.
     public func finalize() throws(MPIError) {
         try checkOpen()
+        try transport.drain()
         if size > 1 {
             let next = (rank + 1) % size
             let previous = (rank + size - 1) % size
@@ -205,13 +280,14 @@ public final class MPIRuntime {
                 let token: [UInt8] = [0x46, UInt8(round)]
                 waiting.begin("the finalize barrier (round \(round + 1) of 2)")
                 if rank == 0 {
-                    try transport.send(token, to: next)
-                    _ = try transport.receive(from: previous)
+                    try sendRuntimeMessage(token, to: next)
+                    _ = try receiveRuntimeMessage(from: previous)
                 } else {
-                    _ = try transport.receive(from: previous)
-                    try transport.send(token, to: next)
+                    _ = try receiveRuntimeMessage(from: previous)
+                    try sendRuntimeMessage(token, to: next)
                 }
             }
+            try transport.drain()
         }
         finalized = true
         transport.close()
@@ -227,7 +303,7 @@ public final class MPIRuntime {
         exit(exitCode)
     }
 
-    private func checkOpen() throws(MPIError) {
+    func checkOpen() throws(MPIError) {
         guard !finalized else { throw MPIError(.invalidState, "the MPI runtime of rank \(rank) is finalized") }
     }
 

@@ -27,7 +27,9 @@ public enum MPISettings {
         MPISetting(name: "FABRIC_TCP_LINK", meaning: "link shaping of the tcp software NIC (latency, rate)", unsetMeans: "no shaping", isSecret: false),
         MPISetting(name: "FABRIC_TCP_FAULTS", meaning: "faults the tcp software NIC injects", unsetMeans: "none", isSecret: false),
         MPISetting(name: "FABRIC_TCP_SPIN_BELOW", meaning: "a blocked tcp waiter spins rather than sleeps for a timer due sooner than this (0: always sleep)", unsetMeans: "10us", isSecret: false),
-    ]
+    ] + PointToPointSettings.variables.map { variable in
+        MPISetting(name: variable.name, meaning: variable.meaning, unsetMeans: variable.unsetMeans, isSecret: false)
+    }
 
     /// Each setting with its value in `environment` (a secret's shown as set).
     public static func current(_ environment: [String: String]) -> [(setting: MPISetting, value: String?)] {

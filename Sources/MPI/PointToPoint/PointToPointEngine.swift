@@ -1,0 +1,760 @@
+import FabricCore
+
+/// MPI point-to-point over one fabric device: matching, the eager protocol
+/// with credits, and the rendezvous whose payload the receiver reads
+/// straight from the sender's buffer. Generic over the device, so the
+/// data path is specialised for the backend; the runtime holds it through
+/// `PointToPointTransport`.
+///
+/// Every method that touches the engine's state runs under `lock`.
+/// Protocols (docs/mpi.md):
+/// - eager (message ≤ `eagerLimit`): the payload is copied into a bounce
+///   slot and leaves with its header in one SEND into one of the
+///   receiver's slots. A sender spends one credit per eager frame; the
+///   receiver returns it when the slot is free again (piggybacked on any
+///   frame, or in a credit frame once half are owed). Without a credit the
+///   message leaves as a rendezvous from its bounce copy, so a receiver
+///   whose slots are full of unexpected messages still gets the rest.
+/// - rendezvous: a request names the sender's registered buffer; the
+///   receiver, once a receive matches, registers its buffer, READs the
+///   payload in chunks (`readsInFlight` at a time per connection), then
+///   answers "done", which completes the sender's request.
+/// - synchronous eager sends are answered once matched.
+final class PointToPointEngine<Device: FabricDevice>: PointToPointTransport, @unchecked Sendable {  // all mutable state under `lock`
+    let rank: Int
+    let size: Int
+    let settings: PointToPointSettings
+    let device: Device
+    private let domain: Device.ProtectionDomain
+    private let completions: Device.CompletionQueue
+    private var connections: PeerConnections<Device>!
+    private let lock = ProgressLock()
+
+    private var requests = RequestTable<Device.MemoryRegion>()
+    private var matching = MatchingQueues()
+    private var communicators: [UInt32: Communicator] = [:]
+    /// Bounce slots of outgoing eager messages, and control slots of
+    /// header-only frames.
+    private let bounce: SlotPool<Device>
+    private let control: SlotPool<Device>
+    /// What a bounce slot in use waits for: its SEND's completion, or a
+    /// peer's "done" after reading it (then: which peer).
+    private var bounceReader: [Int]
+    private var channelsByQueuePair: [QueuePairNumber: PeerChannel<Device>] = [:]
+    /// Channels with frames or READs waiting for room.
+    private var stalled: [PeerChannel<Device>] = []
+    /// SENDs and READs posted and not completed.
+    private var sendsInFlight = 0
+    private var unexpectedBytes = 0
+    private var completionBatch: UnsafeMutableBufferPointer<Completion>
+    private(set) var statistics = PointToPointStatistics()
+    let waiting: WaitDescription
+    private var closed = false
+
+    init(
+        rank: Int, size: Int, device: Device, listener: Device.Listener, settings: PointToPointSettings,
+        waiting: WaitDescription, addressOf: @escaping (Int) throws(MPIError) -> FabricAddress
+    ) throws(MPIError) {
+        self.rank = rank
+        self.size = size
+        self.device = device
+        self.settings = settings
+        self.waiting = waiting
+        let domain: Device.ProtectionDomain
+        do {
+            domain = try device.allocateProtectionDomain()
+            completions = try device.createCompletionQueue(capacity: 8192)
+            bounce = try SlotPool(device: device, domain: domain, slotSize: settings.slotSize, count: settings.sendSlots, access: [.localWrite, .remoteRead])
+            control = try SlotPool(device: device, domain: domain, slotSize: 64, count: 1024, access: .localWrite)
+        } catch {
+            throw MPIError(error, while: "setting up point-to-point messaging")
+        }
+        self.domain = domain
+        bounceReader = Array(repeating: -1, count: settings.sendSlots)
+        completionBatch = .allocate(capacity: 64)
+        completionBatch.initialize(repeating: .empty)
+        let slotCount = settings.eagerSlots + settings.controlSlots
+        // Slots are posted again as soon as their frame is dealt with; a
+        // sender that finds none posted waits (unlimited RNR retries):
+        // control frames beyond `controlSlots` are delayed, never failed.
+        let setup = QueuePairSetup<Device>(
+            protectionDomain: domain, sendCompletionQueue: completions, receiveCompletionQueue: completions,
+            limits: QueuePairLimits(sendQueueDepth: 512, receiveQueueDepth: slotCount + 1),
+            retry: RetryPolicy(receiverNotReadyRetries: nil))
+        let slotSize = settings.slotSize
+        let eagerSlots = settings.eagerSlots
+        connections = PeerConnections(
+            rank: rank, size: size, device: device, listener: listener, setup: setup, waiting: waiting,
+            makeChannel: { (peer: Int) throws(FabricError) -> PeerChannel<Device> in
+                let slots = try SlotPool(device: device, domain: domain, slotSize: slotSize, count: slotCount, access: .localWrite)
+                return PeerChannel(rank: peer, slots: slots, eagerCredits: eagerSlots)
+            },
+            addressOf: addressOf)
+    }
+
+    deinit {
+        completionBatch.deallocate()
+    }
+
+    var connectionCount: Int { connections.connectionCount }
+
+    func register(_ communicator: Communicator) {
+        lock.lock()
+        defer { lock.unlock() }
+        communicators[communicator.context] = communicator
+    }
+
+    var currentStatistics: PointToPointStatistics {
+        lock.lock()
+        defer { lock.unlock() }
+        return statistics
+    }
+
+    // MARK: - Starting operations
+
+    func startSend(
+        _ bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int, on communicator: Communicator, synchronous: Bool
+    ) throws(MPIError) -> Request {
+        lock.lock()
+        defer { lock.unlock() }
+        try checkOpen()
+        try checkKnown(communicator)
+        guard (0..<communicator.size).contains(destination) else {
+            throw MPIError(.invalidRank, "a send to rank \(destination) of \(communicator) of \(communicator.size) ranks")
+        }
+        guard (0...MessageTag.upperBound).contains(tag) else {
+            throw MPIError(.invalidTag, "a send with tag \(tag): tags run from 0 to \(MessageTag.upperBound)")
+        }
+        let peer = communicator.worldRanks[destination]
+        let length = bytes.count
+        if peer == rank {
+            return sendToSelf(bytes, tag: tag, on: communicator, synchronous: synchronous)
+        }
+        let channel = try connections.channel(to: peer)
+        cache(channel)
+        if let failure = channel.failure { throw failure }
+        let request = requests.start(.send, peer: peer)
+        requests[request.index].status = MessageStatus(source: communicator.rank, tag: tag, count: length)
+        var header = MessageHeader(kind: .eager)
+        header.context = communicator.context
+        header.tag = Int32(tag)
+        header.source = UInt32(communicator.rank)
+        header.length = UInt64(length)
+        if length <= settings.eagerLimit, channel.eagerCredits > 0 || !synchronous, let slot = bounce.take() {
+            if let base = bytes.baseAddress, length > 0 {
+                (bounce.pointer(slot) + MessageHeader.size).copyMemory(from: base, byteCount: length)
+            }
+            statistics.copiedBytes += length
+            if channel.eagerCredits > 0 {
+                channel.eagerCredits -= 1
+                header.synchronous = synchronous
+                header.cookie = synchronous ? request.cookie : 0
+                bounceReader[slot] = -1
+                statistics.eagerSends += 1
+                send(PeerChannel<Device>.OutgoingFrame(header: header, bounceSlot: slot, frameLength: MessageHeader.size + length), on: channel)
+            } else {
+                // No slot free at the receiver: it reads the copy when a
+                // receive takes the message.
+                header.kind = .rendezvousRequest
+                let remote = bounce.remote(slot, offset: MessageHeader.size)
+                header.remoteAddress = remote.address
+                header.remoteKey = remote.key.rawValue
+                header.cookie = BounceCookie.make(slot)
+                bounceReader[slot] = peer
+                statistics.rendezvousFromCopy += 1
+                send(PeerChannel<Device>.OutgoingFrame(header: header, bounceSlot: nil, frameLength: MessageHeader.rendezvousSize), on: channel)
+            }
+            if !synchronous { requests.complete(request.index, count: length) }
+            return request
+        }
+        // Rendezvous from the user's buffer: it stays the caller's until
+        // the receiver says it has read it. (An empty message gets here
+        // only without a bounce slot or credit: nothing to register.)
+        if let base = bytes.baseAddress, length > 0 {
+            let region: Device.MemoryRegion
+            do {
+                region = try device.registerMemory(UnsafeMutableRawPointer(mutating: base), length: length, access: .remoteRead, in: domain)
+            } catch {
+                _ = requests.collect(request.index)
+                throw MPIError(error, while: "registering a send buffer of \(length) bytes for rank \(peer)")
+            }
+            statistics.registrations += 1
+            requests[request.index].registration = region
+            header.remoteAddress = UInt64(UInt(bitPattern: region.address))
+            header.remoteKey = region.remoteKey.rawValue
+        }
+        statistics.rendezvousSends += 1
+        header.kind = .rendezvousRequest
+        header.cookie = request.cookie
+        send(PeerChannel<Device>.OutgoingFrame(header: header, bounceSlot: nil, frameLength: MessageHeader.rendezvousSize), on: channel)
+        return request
+    }
+
+    func startReceive(
+        into buffer: UnsafeMutableRawBufferPointer, from source: MessageSource, tag: MessageTag, on communicator: Communicator
+    ) throws(MPIError) -> Request {
+        lock.lock()
+        defer { lock.unlock() }
+        try checkOpen()
+        try checkKnown(communicator)
+        guard source.isAny || (0..<communicator.size).contains(source.value) else {
+            throw MPIError(.invalidRank, "a receive from rank \(source.value) of \(communicator) of \(communicator.size) ranks")
+        }
+        guard tag.isAny || (0...MessageTag.upperBound).contains(tag.value) else {
+            throw MPIError(.invalidTag, "a receive with tag \(tag.value): tags run from 0 to \(MessageTag.upperBound), or any")
+        }
+        let peer = source.isAny ? -1 : communicator.worldRanks[source.value]
+        if peer >= 0, peer != rank, let failure = connections.existingChannel(to: peer)?.failure { throw failure }
+        let request = requests.start(.receive, peer: peer)
+        requests[request.index].buffer = buffer.baseAddress
+        requests[request.index].capacity = buffer.count
+        let selector = MatchingQueues.Selector(context: communicator.context, source: source.value, tag: tag.value)
+        if let message = matching.takeArrived(selector) {
+            take(message, into: request.index)
+        } else {
+            matching.post(MatchingQueues.PostedReceive(selector: selector, request: request.index))
+        }
+        return request
+    }
+
+    // MARK: - Completing operations
+
+    /// Advances everything, then says whether `request` is complete.
+    /// Throws if `request` names nothing in progress.
+    func isComplete(_ request: Request) throws(MPIError) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard requests.contains(request) else {
+            throw MPIError(.invalidRequest, "\(request) is not in progress on rank \(rank) (completed already, or not started here)")
+        }
+        if !requests[request.index].complete { progress() }
+        return requests[request.index].complete
+    }
+
+    /// The status of a complete request, whose entry is freed.
+    func collect(_ request: Request) -> MessageStatus {
+        lock.lock()
+        defer { lock.unlock() }
+        return requests.collect(request.index)
+    }
+
+    /// The oldest arrived message `source` and `tag` accept, without
+    /// receiving it; nil if none has arrived (after one round of progress).
+    func probe(from source: MessageSource, tag: MessageTag, on communicator: Communicator) throws(MPIError) -> MessageStatus? {
+        lock.lock()
+        defer { lock.unlock() }
+        try checkOpen()
+        try checkKnown(communicator)
+        guard source.isAny || (0..<communicator.size).contains(source.value) else {
+            throw MPIError(.invalidRank, "a probe for rank \(source.value) of \(communicator) of \(communicator.size) ranks")
+        }
+        guard tag.isAny || (0...MessageTag.upperBound).contains(tag.value) else {
+            throw MPIError(.invalidTag, "a probe for tag \(tag.value): tags run from 0 to \(MessageTag.upperBound), or any")
+        }
+        let selector = MatchingQueues.Selector(context: communicator.context, source: source.value, tag: tag.value)
+        if let found = matching.peekArrived(selector) {
+            return MessageStatus(source: found.source, tag: found.tag, count: found.length)
+        }
+        progress()
+        return matching.peekArrived(selector).map { MessageStatus(source: $0.source, tag: $0.tag, count: $0.length) }
+    }
+
+    /// Waits until `satisfied` says so; `satisfied` advances the engine
+    /// (through `isComplete` or `advance`). Polls for `spinBeforeSleep`,
+    /// then sleeps on the completion queue between rounds, so that more
+    /// ranks than cores make progress.
+    func wait(until satisfied: () throws(MPIError) -> Bool) throws(MPIError) {
+        let clock = ContinuousClock()
+        let spinEnd = clock.now + settings.spinBeforeSleep
+        while try !satisfied() {
+            if clock.now >= spinEnd {
+                // Wakes when a completion arrives; the timeout bounds a
+                // wait whose wake-up another thread consumed.
+                _ = try? completions.wait(timeout: .milliseconds(10))
+            }
+        }
+    }
+
+    /// One round of progress (for waits on more than one request).
+    func advance() {
+        lock.lock()
+        defer { lock.unlock() }
+        if !closed { progress() }
+    }
+
+    /// Says whether `request` is complete, without advancing.
+    func isFinished(_ request: Request) throws(MPIError) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        guard requests.contains(request) else {
+            throw MPIError(.invalidRequest, "\(request) is not in progress on rank \(rank) (completed already, or not started here)")
+        }
+        return requests[request.index].complete
+    }
+
+    /// Completes every send of this rank's that the transport still holds
+    /// (eager frames, answers, credits, copies waiting to be read), so that
+    /// closing the connections loses nothing.
+    func drain() throws(MPIError) {
+        waiting.set("this rank's sends to leave (finalize)")
+        defer { waiting.clear() }
+        try wait { () throws(MPIError) -> Bool in
+            lock.lock()
+            defer { lock.unlock() }
+            if !closed { progress() }
+            return sendsInFlight == 0 && stalled.isEmpty && !bounceReader.contains { $0 >= 0 }
+        }
+    }
+
+    func close() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard !closed else { return }
+        closed = true
+        let channels = connections.close()
+        for channel in channels { channel.slots.close() }
+        channelsByQueuePair.removeAll()
+        stalled.removeAll()
+        bounce.close()
+        control.close()
+    }
+
+    // MARK: - Progress
+
+    /// Polls the completion queue once and handles what it found; retries
+    /// channels that waited for room. Under the lock.
+    private func progress() {
+        let found = completions.poll(into: completionBatch)
+        for index in 0..<found { handle(completionBatch[index]) }
+        if !stalled.isEmpty { retryStalled() }
+    }
+
+    private func handle(_ completion: Completion) {
+        guard let id = WorkRequestID(completion.workRequestID), let channel = channel(of: completion.queuePair) else { return }
+        switch id {
+        case .receiveSlot(let slot):
+            guard completion.isSuccess else {
+                fail(channel, "a receive ended with \(completion.status) (\(completion.detail))")
+                return
+            }
+            handleFrame(on: channel, slot: slot, length: Int(completion.byteLength))
+        case .bounceSlot(let slot):
+            sendsInFlight -= 1
+            if bounceReader[slot] < 0 { bounce.give(back: slot) }
+            if !completion.isSuccess { fail(channel, "an eager send ended with \(completion.status) (\(completion.detail))") }
+        case .controlSlot(let slot):
+            sendsInFlight -= 1
+            control.give(back: slot)
+            if !completion.isSuccess { fail(channel, "a send ended with \(completion.status) (\(completion.detail))") }
+        case .rendezvousRead(let index):
+            sendsInFlight -= 1
+            channel.readsInFlight -= 1
+            guard completion.isSuccess else {
+                fail(channel, "a rendezvous READ ended with \(completion.status) (\(completion.detail))")
+                return
+            }
+            guard requests[index].inUse, !requests[index].complete else { return }
+            requests[index].readDone += min(settings.rendezvousChunk, requests[index].readTotal - requests[index].readDone)
+            if requests[index].readDone == requests[index].readTotal { finishRendezvousReceive(index, on: channel) }
+            issueReads(on: channel)
+        }
+    }
+
+    private func handleFrame(on channel: PeerChannel<Device>, slot: Int, length: Int) {
+        let frame = channel.slots.pointer(slot)
+        let header: MessageHeader
+        do { header = try MessageHeader.decode(frame, frameLength: length) } catch {
+            fail(channel, "it sent \(error.description)")
+            return
+        }
+        channel.eagerCredits += Int(header.credits)
+        switch header.kind {
+        case .eager:
+            guard let source = checkedSource(of: header, from: channel) else { return }
+            let payloadLength = Int(header.length)
+            if let index = matching.takePosted(context: header.context, source: source, tag: Int(header.tag)) {
+                deliver(UnsafeRawPointer(frame + MessageHeader.size), length: payloadLength, into: index, source: source, tag: Int(header.tag))
+                releaseEagerSlot(slot, of: channel)
+                if header.synchronous { answer(.synchronousAcknowledgement, cookie: header.cookie, on: channel) }
+            } else {
+                statistics.unexpectedMessages += 1
+                var payload = MatchingQueues.Payload.inSlot(slot)
+                // Half the slots held: copy out (within the limit), so the
+                // sender's next eager messages find room.
+                if channel.heldSlots >= settings.eagerSlots / 2, unexpectedBytes + payloadLength <= settings.unexpectedMemoryLimit {
+                    payload = .copied(Array(UnsafeRawBufferPointer(start: frame + MessageHeader.size, count: payloadLength)))
+                    unexpectedBytes += payloadLength
+                    statistics.copiedBytes += payloadLength
+                    statistics.unexpectedCopies += 1
+                    releaseEagerSlot(slot, of: channel)
+                } else {
+                    channel.heldSlots += 1
+                }
+                matching.arrive(MatchingQueues.ArrivedMessage(
+                    context: header.context, source: source, tag: Int(header.tag), length: payloadLength, peer: channel.rank,
+                    synchronous: header.synchronous, cookie: header.cookie, payload: payload))
+            }
+        case .rendezvousRequest:
+            repost(slot, of: channel)
+            guard let source = checkedSource(of: header, from: channel) else { return }
+            guard header.length <= UInt64(Int.max) else {
+                fail(channel, "it sent a rendezvous request of \(header.length) bytes")
+                return
+            }
+            let message = MatchingQueues.ArrivedMessage(
+                context: header.context, source: source, tag: Int(header.tag), length: Int(header.length), peer: channel.rank,
+                synchronous: false, cookie: header.cookie, payload: .remote(address: header.remoteAddress, key: header.remoteKey))
+            if let index = matching.takePosted(context: header.context, source: source, tag: Int(header.tag)) {
+                take(message, into: index)
+            } else {
+                statistics.unexpectedMessages += 1
+                matching.arrive(message)
+            }
+        case .rendezvousDone:
+            repost(slot, of: channel)
+            if let bounceSlot = BounceCookie.slot(header.cookie) {
+                guard bounceSlot < bounceReader.count, bounceReader[bounceSlot] == channel.rank else {
+                    fail(channel, "it said it read bounce slot \(bounceSlot), which it was not given")
+                    return
+                }
+                bounceReader[bounceSlot] = -1
+                bounce.give(back: bounceSlot)
+            } else {
+                guard let index = requests.index(ofCookie: header.cookie), requests[index].operation == .send,
+                    requests[index].peer == channel.rank
+                else {
+                    fail(channel, "it said it read the payload of a send it was not offered")
+                    return
+                }
+                release(index)
+                requests.complete(index, count: requests[index].status.count)
+            }
+        case .synchronousAcknowledgement:
+            repost(slot, of: channel)
+            guard let index = requests.index(ofCookie: header.cookie), requests[index].operation == .send, requests[index].peer == channel.rank else {
+                fail(channel, "it acknowledged a synchronous send it was not sent")
+                return
+            }
+            requests.complete(index, count: requests[index].status.count)
+        case .credit:
+            repost(slot, of: channel)
+        }
+        if channel.creditsToReturn >= max(1, settings.eagerSlots / 2) {
+            statistics.creditFrames += 1
+            answer(.credit, cookie: 0, on: channel)
+        }
+    }
+
+    /// The sender's rank in the frame's communicator, if the frame's
+    /// context is known and that rank is the channel's peer; otherwise
+    /// the connection fails.
+    private func checkedSource(of header: MessageHeader, from channel: PeerChannel<Device>) -> Int? {
+        guard let communicator = communicators[header.context] else {
+            fail(channel, "it sent a message on unknown communicator context \(header.context)")
+            return nil
+        }
+        let source = Int(header.source)
+        guard source < communicator.size, communicator.worldRanks[source] == channel.rank else {
+            fail(channel, "it sent a message as rank \(source) of \(communicator), which it is not")
+            return nil
+        }
+        guard header.tag >= 0 else {
+            fail(channel, "it sent a message with tag \(header.tag)")
+            return nil
+        }
+        return source
+    }
+
+    /// Gives an arrived message to receive `index`.
+    private func take(_ message: MatchingQueues.ArrivedMessage, into index: UInt32) {
+        switch message.payload {
+        case .inSlot(let slot):
+            guard let channel = connections.existingChannel(to: message.peer) else { return }
+            deliver(UnsafeRawPointer(channel.slots.pointer(slot) + MessageHeader.size), length: message.length, into: index, source: message.source, tag: message.tag)
+            channel.heldSlots -= 1
+            releaseEagerSlot(slot, of: channel)
+            if message.synchronous { answer(.synchronousAcknowledgement, cookie: message.cookie, on: channel) }
+        case .copied(let bytes):
+            unexpectedBytes -= bytes.count
+            bytes.withUnsafeBytes { deliver($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, length: bytes.count, into: index, source: message.source, tag: message.tag) }
+            if message.synchronous, let channel = connections.existingChannel(to: message.peer) {
+                answer(.synchronousAcknowledgement, cookie: message.cookie, on: channel)
+            }
+        case .local(let sendIndex):
+            deliver(requests[sendIndex].sendBytes ?? UnsafeRawPointer(bitPattern: 1)!, length: message.length, into: index, source: message.source, tag: message.tag)
+            requests.complete(sendIndex, count: message.length)
+        case .remote(let address, let key):
+            guard let channel = connections.existingChannel(to: message.peer) else { return }
+            startRendezvousReceive(index, of: message, address: address, key: key, on: channel)
+        }
+    }
+
+    /// Copies a payload into receive `index` and completes it; a payload
+    /// longer than the buffer fills it and the receive reports truncation.
+    private func deliver(_ payload: UnsafeRawPointer, length: Int, into index: UInt32, source: Int, tag: Int) {
+        let capacity = requests[index].capacity
+        let copied = min(length, capacity)
+        if copied > 0, let buffer = requests[index].buffer { buffer.copyMemory(from: payload, byteCount: copied) }
+        statistics.copiedBytes += copied
+        requests[index].status.source = source
+        requests[index].status.tag = tag
+        requests.complete(index, count: copied, error: length > capacity ? Self.truncation(length, capacity, source: source, tag: tag) : nil)
+    }
+
+    private static func truncation(_ length: Int, _ capacity: Int, source: Int, tag: Int) -> MPIError {
+        MPIError(.truncated, "a message of \(length) bytes from rank \(source) with tag \(tag) does not fit the receive buffer of \(capacity) bytes")
+    }
+
+    // MARK: - Rendezvous
+
+    private func startRendezvousReceive(
+        _ index: UInt32, of message: MatchingQueues.ArrivedMessage, address: UInt64, key: UInt32, on channel: PeerChannel<Device>
+    ) {
+        let capacity = requests[index].capacity
+        let total = min(message.length, capacity)
+        requests[index].peer = channel.rank
+        requests[index].status.source = message.source
+        requests[index].status.tag = message.tag
+        requests[index].status.error = message.length > capacity ? Self.truncation(message.length, capacity, source: message.source, tag: message.tag) : nil
+        requests[index].remote = (address, key)
+        requests[index].cookie = message.cookie
+        requests[index].readTotal = total
+        requests[index].readIssued = 0
+        requests[index].readDone = 0
+        if total > 0 {
+            do {
+                requests[index].registration = try device.registerMemory(requests[index].buffer!, length: total, access: .localWrite, in: domain)
+                statistics.registrations += 1
+            } catch {
+                // The sender still hears "done", so its send completes.
+                requests[index].status.error = MPIError(error, while: "registering a receive buffer of \(total) bytes")
+                requests[index].readTotal = 0
+            }
+        }
+        if requests[index].readTotal == 0 {
+            finishRendezvousReceive(index, on: channel)
+            return
+        }
+        channel.readQueue.append(index)
+        issueReads(on: channel)
+    }
+
+    private func issueReads(on channel: PeerChannel<Device>) {
+        while channel.readsInFlight < settings.readsInFlight, let index = channel.readQueue.first {
+            let issued = requests[index].readIssued
+            let chunk = min(settings.rendezvousChunk, requests[index].readTotal - issued)
+            let remote = RemoteMemory(address: requests[index].remote.address &+ UInt64(issued), key: RemoteKey(rawValue: requests[index].remote.key))
+            let posted: PostResult
+            do {
+                let local = try requests[index].registration!.element(offset: issued, length: chunk)
+                posted = try channel.queuePair.postSend(SendWorkRequest(id: WorkRequestID.rendezvousRead(index).encoded, operation: .read(remote), local: .single(local)))
+            } catch {
+                fail(channel, "a rendezvous READ could not be posted: \(error.message)")
+                return
+            }
+            guard posted == .posted else {
+                markStalled(channel)
+                return
+            }
+            sendsInFlight += 1
+            channel.readsInFlight += 1
+            requests[index].readIssued = issued + chunk
+            if issued + chunk == requests[index].readTotal { channel.readQueue.removeFirst() }
+        }
+    }
+
+    private func finishRendezvousReceive(_ index: UInt32, on channel: PeerChannel<Device>) {
+        release(index)
+        answer(.rendezvousDone, cookie: requests[index].cookie, on: channel)
+        requests.complete(index, count: requests[index].readTotal, error: requests[index].status.error)
+    }
+
+    /// Deregisters the user buffer request `index` registered.
+    private func release(_ index: UInt32) {
+        if let region = requests[index].registration {
+            try? region.deregister()
+            requests[index].registration = nil
+        }
+    }
+
+    // MARK: - Sends to this rank
+
+    private func sendToSelf(_ bytes: UnsafeRawBufferPointer, tag: Int, on communicator: Communicator, synchronous: Bool) -> Request {
+        let request = requests.start(.send, peer: -1)
+        let length = bytes.count
+        requests[request.index].status = MessageStatus(source: communicator.rank, tag: tag, count: length)
+        let source = bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!
+        if let index = matching.takePosted(context: communicator.context, source: communicator.rank, tag: tag) {
+            deliver(source, length: length, into: index, source: communicator.rank, tag: tag)
+            requests.complete(request.index, count: length)
+            return request
+        }
+        statistics.unexpectedMessages += 1
+        var payload = MatchingQueues.Payload.local(request.index)
+        if !synchronous, length <= settings.eagerLimit, unexpectedBytes + length <= settings.unexpectedMemoryLimit {
+            // Buffered like an eager message, so a blocking send to self
+            // before its receive returns.
+            payload = .copied(Array(bytes))
+            unexpectedBytes += length
+            statistics.copiedBytes += length
+            statistics.unexpectedCopies += 1
+            requests.complete(request.index, count: length)
+        } else {
+            requests[request.index].sendBytes = bytes.baseAddress
+        }
+        matching.arrive(MatchingQueues.ArrivedMessage(
+            context: communicator.context, source: communicator.rank, tag: tag, length: length, peer: rank,
+            synchronous: false, cookie: 0, payload: payload))
+        return request
+    }
+
+    // MARK: - Frames out
+
+    /// Sends a header-only answer (done, acknowledgement, credit).
+    private func answer(_ kind: MessageHeader.Kind, cookie: UInt64, on channel: PeerChannel<Device>) {
+        var header = MessageHeader(kind: kind)
+        header.cookie = cookie
+        send(PeerChannel<Device>.OutgoingFrame(header: header, bounceSlot: nil, frameLength: MessageHeader.size), on: channel)
+    }
+
+    /// Sends `frame` now, or after the frames already waiting on `channel`.
+    private func send(_ frame: PeerChannel<Device>.OutgoingFrame, on channel: PeerChannel<Device>) {
+        guard channel.failure == nil else {
+            if let slot = frame.bounceSlot { bounce.give(back: slot) }
+            return
+        }
+        if channel.waiting.isEmpty, transmit(frame, on: channel) { return }
+        channel.waiting.append(frame)
+        markStalled(channel)
+    }
+
+    /// Posts `frame`; false when there is no room yet (no control slot, or
+    /// a full send queue).
+    private func transmit(_ frame: PeerChannel<Device>.OutgoingFrame, on channel: PeerChannel<Device>) -> Bool {
+        var header = frame.header
+        let returned = min(channel.creditsToReturn, Int(UInt16.max))
+        header.credits = UInt16(returned)
+        let id: WorkRequestID
+        let element: ScatterGatherElement
+        if let slot = frame.bounceSlot {
+            header.encode(to: bounce.pointer(slot))
+            id = .bounceSlot(slot)
+            element = bounce.element(slot, length: frame.frameLength)
+        } else {
+            guard let slot = control.take() else { return false }
+            header.encode(to: control.pointer(slot))
+            id = .controlSlot(slot)
+            element = control.element(slot, length: frame.frameLength)
+        }
+        let posted: PostResult
+        do {
+            posted = try channel.queuePair.postSend(SendWorkRequest(id: id.encoded, operation: .send, local: .single(element)))
+        } catch {
+            if case .controlSlot(let slot) = id { control.give(back: slot) }
+            fail(channel, "a send could not be posted: \(error.message)")
+            return true
+        }
+        guard posted == .posted else {
+            if case .controlSlot(let slot) = id { control.give(back: slot) }
+            return false
+        }
+        channel.creditsToReturn -= returned
+        sendsInFlight += 1
+        return true
+    }
+
+    private func markStalled(_ channel: PeerChannel<Device>) {
+        if !stalled.contains(where: { $0 === channel }) { stalled.append(channel) }
+    }
+
+    private func retryStalled() {
+        let channels = stalled
+        stalled.removeAll(keepingCapacity: true)
+        for channel in channels where channel.failure == nil {
+            while let frame = channel.waiting.first {
+                guard transmit(frame, on: channel) else { break }
+                channel.waiting.removeFirst()
+            }
+            issueReads(on: channel)
+            if !channel.waiting.isEmpty { markStalled(channel) }
+        }
+    }
+
+    // MARK: - Slots and failures
+
+    private func repost(_ slot: Int, of channel: PeerChannel<Device>) {
+        guard channel.failure == nil else { return }
+        do { try channel.post(slot: slot) } catch {
+            fail(channel, "its receive slot could not be posted again: \(error.message)")
+        }
+    }
+
+    private func releaseEagerSlot(_ slot: Int, of channel: PeerChannel<Device>) {
+        repost(slot, of: channel)
+        channel.creditsToReturn += 1
+    }
+
+    /// The connection to `channel`'s peer is unusable: every operation that
+    /// depends on it ends with an error, and later ones fail at once.
+    private func fail(_ channel: PeerChannel<Device>, _ reason: String) {
+        guard channel.failure == nil else { return }
+        let error = MPIError(.peerFailed, "the connection to rank \(channel.rank) failed: \(reason)")
+        channel.failure = error
+        for index in requests.pending(on: channel.rank) {
+            release(index)
+            requests.complete(index, count: 0, error: error)
+        }
+        matching.removePosted { requests[$0].complete }
+        matching.dropRemote(from: channel.rank)
+        for frame in channel.waiting {
+            if let slot = frame.bounceSlot { bounce.give(back: slot) }
+        }
+        channel.waiting.removeAll()
+        channel.readQueue.removeAll()
+        for slot in bounceReader.indices where bounceReader[slot] == channel.rank {
+            bounceReader[slot] = -1
+            bounce.give(back: slot)
+        }
+    }
+
+    private func channel(of queuePair: QueuePairNumber) -> PeerChannel<Device>? {
+        if let known = channelsByQueuePair[queuePair] { return known }
+        guard let found = connections.channel(ofQueuePair: queuePair) else { return nil }
+        channelsByQueuePair[queuePair] = found
+        return found
+    }
+
+    private func cache(_ channel: PeerChannel<Device>) {
+        if channelsByQueuePair[channel.queuePair.number] == nil { channelsByQueuePair[channel.queuePair.number] = channel }
+    }
+
+    private func checkOpen() throws(MPIError) {
+        guard !closed else { throw MPIError(.invalidState, "the MPI runtime of rank \(rank) is finalized") }
+    }
+
+    private func checkKnown(_ communicator: Communicator) throws(MPIError) {
+        guard communicators[communicator.context] == communicator else {
+            throw MPIError(.invalidArgument, "\(communicator) is not a communicator of rank \(rank)'s runtime")
+        }
+    }
+}
+
+/// What the runtime needs of point-to-point, whichever device it runs on:
+/// the runtime holds it as an existential (one dynamic call per MPI
+/// operation); the device's generics stay inside.
+protocol PointToPointTransport: AnyObject, Sendable {
+    var connectionCount: Int { get }
+    var currentStatistics: PointToPointStatistics { get }
+    var settings: PointToPointSettings { get }
+    func register(_ communicator: Communicator)
+    func startSend(_ bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int, on communicator: Communicator, synchronous: Bool) throws(MPIError) -> Request
+    func startReceive(into buffer: UnsafeMutableRawBufferPointer, from source: MessageSource, tag: MessageTag, on communicator: Communicator) throws(MPIError) -> Request
+    func isComplete(_ request: Request) throws(MPIError) -> Bool
+    func collect(_ request: Request) -> MessageStatus
+    func probe(from source: MessageSource, tag: MessageTag, on communicator: Communicator) throws(MPIError) -> MessageStatus?
+    func wait(until satisfied: () throws(MPIError) -> Bool) throws(MPIError)
+    func advance()
+    func isFinished(_ request: Request) throws(MPIError) -> Bool
+    func drain() throws(MPIError)
+    func close()
+}
