@@ -129,6 +129,7 @@ enum Job {
     static var directory: URL { URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent() }
     static var mpirun: String { directory.appendingPathComponent("mpirun").path }
     static var check: String { directory.appendingPathComponent("mpi-runtime-check").path }
+    static var pointToPoint: String { directory.appendingPathComponent("mpi-p2p-check").path }
     static var pmiRank: String { directory.appendingPathComponent("pmi-test-rank").path }
     static let hydra: String? = ["/usr/bin/mpiexec.hydra"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
