@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "mpirun", targets: ["mpirun"]),
         .executable(name: "mpiexec", targets: ["mpiexec"]),
         .executable(name: "mpiinfo", targets: ["mpiinfo"]),
+        .executable(name: "mpibench", targets: ["mpibench"]),
         .library(name: "MPI", targets: ["MPI"]),
     ],
     dependencies: [
@@ -127,6 +128,10 @@ let package = Package(
         // waiting).
         .executableTarget(name: "pmi-test-rank", dependencies: ["PMI"]),
         .executableTarget(name: "mpi-runtime-check", dependencies: ["MPI"]),
+        // OSU-style benchmarks of the MPI layer (run under mpirun).
+        .executableTarget(
+            name: "mpibench",
+            dependencies: ["MPI", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // A rank for the point-to-point tests: one scenario per mode.
         .executableTarget(name: "mpi-p2p-check", dependencies: ["MPI", "FabricSupport"]),
         // The far end of the connection in the tests that kill or stop it.

@@ -114,8 +114,10 @@ extension MPIRuntime {
     ) throws(MPIError) -> MessageStatus {
         let receiving = try startReceive(into: receiveBuffer, from: source, tag: receiveTag, on: communicator)
         let sending = try startSend(sendBuffer, to: destination, tag: sendTag, on: communicator)
-        let statuses = try waitAll([receiving, sending])
-        return statuses[0]
+        // Waiting on either advances both.
+        let status = try wait(receiving)
+        _ = try wait(sending)
+        return status
     }
 
     // MARK: - Nonblocking
@@ -206,6 +208,26 @@ extension MPIRuntime {
         let statuses = requests.map { transport.collect($0) }
         if let failed = statuses.first(where: { $0.error != nil }), let error = failed.error { return try raise(error) }
         return statuses
+    }
+
+    /// Waits for every request, keeping no statuses (MPI_Waitall with
+    /// MPI_STATUSES_IGNORE): allocates nothing.
+    public func waitAllDiscardingStatuses(_ requests: [Request]) throws(MPIError) {
+        do throws(MPIError) {
+            try transport.wait { () throws(MPIError) -> Bool in
+                transport.advance()
+                for request in requests where try !transport.isFinished(request) { return false }
+                return true
+            }
+            var failure: MPIError?
+            for request in requests {
+                let status = transport.collect(request)
+                if failure == nil, let error = status.error { failure = error }
+            }
+            if let failure { throw failure }
+        } catch {
+            try raise(error) as Void
+        }
     }
 
     /// Waits for one of `requests` (MPI_Waitany): its index and status;

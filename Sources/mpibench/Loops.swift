@@ -1,0 +1,166 @@
+import CAllocationCounter
+import Glibc
+import MPI
+
+/// One timed loop's outcome on this rank.
+struct LoopResult {
+    /// Wall time of the timed part.
+    var seconds: Double
+    /// Messages this rank sent and received in the timed part.
+    var messages: Int
+    /// Heap allocations of the whole process during the timed part.
+    var allocations: UInt64
+    /// Payload bytes the MPI layer copied during the timed part.
+    var copiedBytes: Int
+    /// Per-step times (ring and all-pairs), in nanoseconds.
+    var stepNanoseconds: [UInt64] = []
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+/// The OSU micro-benchmarks' loops (latency, bw, bibw, mbw_mr) and two
+/// exchanges for many ranks (ring, all-pairs), over the Swift API, with
+/// buffers allocated once.
+struct Loops {
+    let mpi: MPIRuntime
+    let sendBuffer: UnsafeMutableRawBufferPointer
+    let receiveBuffer: UnsafeMutableRawBufferPointer
+    /// Receive buffers for every message of a window (bw, bibw, all-pairs).
+    let windowBuffers: UnsafeMutableRawBufferPointer
+    let window: Int
+    var requests: [Request]
+
+    init(mpi: MPIRuntime, largest: Int, window: Int) {
+        self.mpi = mpi
+        self.window = window
+        sendBuffer = .allocate(byteCount: max(largest, 1), alignment: 4096)
+        receiveBuffer = .allocate(byteCount: max(largest, 1), alignment: 4096)
+        windowBuffers = .allocate(byteCount: max(largest, 1) * max(window, mpi.size), alignment: 4096)
+        for index in 0..<sendBuffer.count { sendBuffer[index] = UInt8(truncatingIfNeeded: index) }
+        requests = []
+        requests.reserveCapacity(2 * max(window, mpi.size))
+    }
+
+    func release() {
+        sendBuffer.deallocate()
+        receiveBuffer.deallocate()
+        windowBuffers.deallocate()
+    }
+
+    private func bytes(_ size: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: sendBuffer[0..<size]) }
+    private func into(_ size: Int) -> UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(rebasing: receiveBuffer[0..<size]) }
+    private func windowSlot(_ index: Int, _ size: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(rebasing: windowBuffers[(index * size)..<(index * size + size)])
+    }
+
+    /// Runs `body` `warmup + iterations` times, timing the last `iterations`.
+    private func timed(warmup: Int, iterations: Int, messagesPerIteration: Int, _ body: (Int) throws -> Void) throws -> LoopResult {
+        for index in 0..<warmup { try body(index) }
+        let copiedBefore = mpi.pointToPointStatistics.copiedBytes
+        allocation_counter_enable(1)
+        let allocationsBefore = allocation_counter_count()
+        let start = monotonicNanoseconds()
+        for index in 0..<iterations { try body(index) }
+        let end = monotonicNanoseconds()
+        let allocations = allocation_counter_count() - allocationsBefore
+        allocation_counter_enable(0)
+        return LoopResult(
+            seconds: Double(end - start) / 1e9, messages: iterations * messagesPerIteration, allocations: allocations,
+            copiedBytes: mpi.pointToPointStatistics.copiedBytes - copiedBefore)
+    }
+
+    /// osu_latency: rank 0 and 1 ping-pong; the others wait.
+    mutating func latency(size: Int, iterations: Int, warmup: Int) throws -> LoopResult {
+        let rank = mpi.rank
+        guard rank < 2 else { return LoopResult(seconds: 0, messages: 0, allocations: 0, copiedBytes: 0) }
+        let send = bytes(size)
+        let receive = into(size)
+        return try timed(warmup: warmup, iterations: iterations, messagesPerIteration: 2) { _ in
+            if rank == 0 {
+                try mpi.send(send, to: 1, tag: 1)
+                _ = try mpi.receive(into: receive, from: 1, tag: 1)
+            } else {
+                _ = try mpi.receive(into: receive, from: 0, tag: 1)
+                try mpi.send(send, to: 0, tag: 1)
+            }
+        }
+    }
+
+    /// osu_bw / osu_mbw_mr: the lower half of the ranks each send windows
+    /// to a partner in the upper half, which answers each window with 4 bytes.
+    mutating func bandwidth(size: Int, iterations: Int, warmup: Int) throws -> LoopResult {
+        let pairs = mpi.size / 2
+        let rank = mpi.rank
+        guard rank < 2 * pairs else { return LoopResult(seconds: 0, messages: 0, allocations: 0, copiedBytes: 0) }
+        let sender = rank < pairs
+        let partner = sender ? rank + pairs : rank - pairs
+        let send = bytes(size)
+        let acknowledgement = into(4)
+        return try timed(warmup: warmup, iterations: iterations, messagesPerIteration: window) { _ in
+            requests.removeAll(keepingCapacity: true)
+            if sender {
+                for _ in 0..<window { requests.append(try mpi.startSend(send, to: partner, tag: 2)) }
+                try mpi.waitAllDiscardingStatuses(requests)
+                _ = try mpi.receive(into: acknowledgement, from: MessageSource(partner), tag: 3)
+            } else {
+                for index in 0..<window { requests.append(try mpi.startReceive(into: windowSlot(index, size), from: MessageSource(partner), tag: 2)) }
+                try mpi.waitAllDiscardingStatuses(requests)
+                try mpi.send(UnsafeRawBufferPointer(rebasing: sendBuffer[0..<4]), to: partner, tag: 3)
+            }
+        }
+    }
+
+    /// osu_bibw: ranks 0 and 1 each send a window to the other at once.
+    mutating func bidirectional(size: Int, iterations: Int, warmup: Int) throws -> LoopResult {
+        let rank = mpi.rank
+        guard rank < 2 else { return LoopResult(seconds: 0, messages: 0, allocations: 0, copiedBytes: 0) }
+        let partner = 1 - rank
+        let send = bytes(size)
+        return try timed(warmup: warmup, iterations: iterations, messagesPerIteration: 2 * window) { _ in
+            requests.removeAll(keepingCapacity: true)
+            for index in 0..<window { requests.append(try mpi.startReceive(into: windowSlot(index, size), from: MessageSource(partner), tag: 4)) }
+            for _ in 0..<window { requests.append(try mpi.startSend(send, to: partner, tag: 4)) }
+            try mpi.waitAllDiscardingStatuses(requests)
+        }
+    }
+
+    /// Each step every rank sends to the next and receives from the
+    /// previous (MPI_Sendrecv along a ring).
+    mutating func ring(size: Int, iterations: Int, warmup: Int) throws -> LoopResult {
+        let next = (mpi.rank + 1) % mpi.size
+        let previous = (mpi.rank + mpi.size - 1) % mpi.size
+        let send = bytes(size)
+        let receive = into(size)
+        var steps = [UInt64](repeating: 0, count: iterations)
+        var result = try timed(warmup: warmup, iterations: iterations, messagesPerIteration: 1) { index in
+            let start = monotonicNanoseconds()
+            _ = try mpi.sendReceive(send, to: next, sendTag: 5, into: receive, from: MessageSource(previous), receiveTag: 5)
+            if index < iterations { steps[index] = monotonicNanoseconds() - start }
+        }
+        result.stepNanoseconds = steps
+        return result
+    }
+
+    /// Each step every rank sends to every other and receives from each.
+    mutating func allPairs(size: Int, iterations: Int, warmup: Int) throws -> LoopResult {
+        let send = bytes(size)
+        let rank = mpi.rank
+        var steps = [UInt64](repeating: 0, count: iterations)
+        var result = try timed(warmup: warmup, iterations: iterations, messagesPerIteration: mpi.size - 1) { index in
+            let start = monotonicNanoseconds()
+            requests.removeAll(keepingCapacity: true)
+            for peer in 0..<mpi.size where peer != rank {
+                requests.append(try mpi.startReceive(into: windowSlot(peer, size), from: MessageSource(peer), tag: 6))
+            }
+            for peer in 0..<mpi.size where peer != rank { requests.append(try mpi.startSend(send, to: peer, tag: 6)) }
+            try mpi.waitAllDiscardingStatuses(requests)
+            if index < iterations { steps[index] = monotonicNanoseconds() - start }
+        }
+        result.stepNanoseconds = steps
+        return result
+    }
+}
