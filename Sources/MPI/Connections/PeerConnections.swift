@@ -10,11 +10,11 @@ import Synchronization
 /// listener, so a rank that computes outside MPI still answers a peer's
 /// first message.
 ///
-/// Each connection is a `PeerChannel` whose receive slots are posted
-/// before the peer can send (in the connect's or accept's `prepare`), and
-/// which is findable by its queue pair's number from then on, so that no
-/// completion finds its owner missing, even on a queue pair whose connect
-/// has not returned yet.
+/// Each connection is a `PeerChannel`, findable by its queue pair's number
+/// from the connect's or accept's `prepare` on (before the peer can send),
+/// so that no completion finds its owner missing, even on a queue pair
+/// whose connect has not returned yet. Its frames land in the shared
+/// receive queue of the setup.
 final class PeerConnections<Device: FabricDevice>: @unchecked Sendable {  // the tables are behind Mutexes; the rest is set in init
     let rank: Int
     let size: Int
@@ -23,7 +23,7 @@ final class PeerConnections<Device: FabricDevice>: @unchecked Sendable {  // the
     /// Reads a rank's fabric address (from the job's key-value space);
     /// called by the engine's caller only.
     private let addressOf: (Int) throws(MPIError) -> FabricAddress
-    /// Makes the channel (and registers its slots) for a new queue pair.
+    /// Makes the channel for a new queue pair.
     private let makeChannel: (Int) throws(FabricError) -> PeerChannel<Device>
     private let setup: QueuePairSetup<Device>
     /// Connected peers by rank.
@@ -80,7 +80,7 @@ final class PeerConnections<Device: FabricDevice>: @unchecked Sendable {  // the
         defer { waiting.clear() }
         let made: PeerChannel<Device>
         do { made = try makeChannel(peer) } catch {
-            throw MPIError(error, while: "registering receive slots for rank \(peer)")
+            throw MPIError(error, while: "preparing the connection to rank \(peer)")
         }
         let options = ConnectOptions(timeout: connectTimeout, tag: PairTag(rank, peer).value)
         do {
@@ -105,12 +105,10 @@ final class PeerConnections<Device: FabricDevice>: @unchecked Sendable {  // the
         }
     }
 
-    /// `prepare` of a new queue pair: its channel becomes findable and its
-    /// receives are posted.
+    /// `prepare` of a new queue pair: its channel becomes findable.
     private func adopt(_ queuePair: Device.QueuePair, for channel: PeerChannel<Device>) throws(FabricError) {
         channel.queuePair = queuePair
         byQueuePair.withLock { $0[queuePair.number] = channel }
-        try channel.postAllSlots()
     }
 
     /// A queue pair that did not become the peer's connection.
@@ -119,7 +117,6 @@ final class PeerConnections<Device: FabricDevice>: @unchecked Sendable {  // the
             byQueuePair.withLock { $0[queuePair.number] = nil }
             queuePair.disconnect()
         }
-        channel.slots.close()
     }
 
     private func acceptLoop() {
@@ -153,10 +150,9 @@ final class PeerConnections<Device: FabricDevice>: @unchecked Sendable {  // the
         }
     }
 
-    /// Stops accepting and disconnects every peer; returns the channels,
-    /// whose slots the caller releases once nothing can land in them.
-    func close() -> [PeerChannel<Device>] {
-        guard !stopping.exchange(true, ordering: .relaxed) else { return [] }
+    /// Stops accepting and disconnects every peer.
+    func close() {
+        guard !stopping.exchange(true, ordering: .relaxed) else { return }
         acceptorDone.wait()
         listener.close()
         let all = byRank.withLock { table in
@@ -166,7 +162,6 @@ final class PeerConnections<Device: FabricDevice>: @unchecked Sendable {  // the
         }
         for channel in all { channel.queuePair.disconnect() }
         byQueuePair.withLock { $0.removeAll() }
-        return all
     }
 
     private func sleepBriefly() {

@@ -127,7 +127,7 @@ extension MPIRuntime {
     public func startSend(_ buffer: UnsafeRawBufferPointer, to destination: Int, tag: Int, on communicator: Communicator? = nil) throws(MPIError) -> Request {
         do {
             try checkOpen()
-            return try transport.startSend(buffer, to: destination, tag: tag, on: communicator ?? world, synchronous: false)
+            return try transport.startSend(buffer, destination, tag, communicator ?? world, false)
         } catch {
             return try raise(error)
         }
@@ -141,7 +141,7 @@ extension MPIRuntime {
     public func startSynchronousSend(_ buffer: UnsafeRawBufferPointer, to destination: Int, tag: Int, on communicator: Communicator? = nil) throws(MPIError) -> Request {
         do {
             try checkOpen()
-            return try transport.startSend(buffer, to: destination, tag: tag, on: communicator ?? world, synchronous: true)
+            return try transport.startSend(buffer, destination, tag, communicator ?? world, true)
         } catch {
             return try raise(error)
         }
@@ -154,7 +154,7 @@ extension MPIRuntime {
     ) throws(MPIError) -> Request {
         do {
             try checkOpen()
-            return try transport.startReceive(into: buffer, from: source, tag: tag, on: communicator ?? world)
+            return try transport.startReceive(buffer, source, tag, communicator ?? world)
         } catch {
             return try raise(error)
         }
@@ -321,7 +321,7 @@ extension MPIRuntime {
         do {
             try checkOpen()
             try transport.wait { () throws(MPIError) -> Bool in
-                found = try transport.probe(from: source, tag: tag, on: communicator ?? world)
+                found = try transport.probe(source, tag, communicator ?? world)
                 return found != nil
             }
         } catch {
@@ -334,7 +334,7 @@ extension MPIRuntime {
     public func probeIfArrived(from source: MessageSource = .any, tag: MessageTag = .any, on communicator: Communicator? = nil) throws(MPIError) -> MessageStatus? {
         do {
             try checkOpen()
-            return try transport.probe(from: source, tag: tag, on: communicator ?? world)
+            return try transport.probe(source, tag, communicator ?? world)
         } catch {
             return try raise(error)
         }
@@ -344,7 +344,7 @@ extension MPIRuntime {
 
     /// What point-to-point did since initialisation (bytes copied,
     /// protocols chosen, registrations).
-    public var pointToPointStatistics: PointToPointStatistics { transport.currentStatistics }
+    public var pointToPointStatistics: PointToPointStatistics { transport.statistics() }
 
     /// Bytes up to which a message is sent eagerly.
     public var eagerLimit: Int { transport.settings.eagerLimit }

@@ -1,13 +1,13 @@
 import FabricCore
 
-/// This rank's connection to one other rank: its queue pair, the receive
-/// slots posted on it, and the flow control between the two. Made by the
-/// connection table (on first use, or when the peer connects); its state
-/// belongs to the point-to-point engine, under the engine's lock.
+/// This rank's connection to one other rank: its queue pair and the flow
+/// control between the two (its frames land in the engine's shared receive
+/// slots). Made by the connection table (on first use, or when the peer
+/// connects); its state belongs to the point-to-point engine, under the
+/// engine's lock.
 final class PeerChannel<Device: FabricDevice>: @unchecked Sendable {  // set up before publication; afterwards touched only under the engine's lock
     /// The peer's world rank.
     let rank: Int
-    let slots: SlotPool<Device>
     /// Set once, before the channel is published.
     var queuePair: Device.QueuePair!
 
@@ -15,14 +15,17 @@ final class PeerChannel<Device: FabricDevice>: @unchecked Sendable {  // set up 
     var eagerCredits: Int
     /// Eager slots this rank has freed and not yet told the peer about.
     var creditsToReturn = 0
-    /// Eager slots holding messages no receive has taken yet.
+    /// Shared slots holding this peer's messages no receive has taken yet.
     var heldSlots = 0
     /// Frames waiting for a free control slot or room in the send queue,
     /// in the order they must leave.
     var waiting: [OutgoingFrame] = []
+    /// Frames encoded and not yet posted, posted together as one list.
+    var outbox: [SendWorkRequest] = []
     /// Rendezvous receives with READs still to issue, oldest first.
     var readQueue: [UInt32] = []
-    var readsInFlight = 0
+    /// Bytes of rendezvous READs posted and not completed.
+    var readBytesInFlight = 0
     /// Why the connection is unusable, once it is.
     var failure: MPIError?
 
@@ -34,23 +37,11 @@ final class PeerChannel<Device: FabricDevice>: @unchecked Sendable {  // set up 
         var frameLength: Int
     }
 
-    init(rank: Int, slots: SlotPool<Device>, eagerCredits: Int) {
+    init(rank: Int, eagerCredits: Int) {
         self.rank = rank
-        self.slots = slots
         self.eagerCredits = eagerCredits
         waiting.reserveCapacity(16)
+        outbox.reserveCapacity(64)
         readQueue.reserveCapacity(16)
-    }
-
-    /// Posts receive slot `slot` (again).
-    func post(slot: Int) throws(FabricError) {
-        let request = ReceiveWorkRequest(id: WorkRequestID.receiveSlot(slot).encoded, local: .single(slots.element(slot, length: slots.slotSize)))
-        guard try queuePair.postReceive(request) == .posted else {
-            throw FabricError(.limitExceeded, "the receive queue of the connection to rank \(rank) is full")
-        }
-    }
-
-    func postAllSlots() throws(FabricError) {
-        for slot in 0..<slots.count { try post(slot: slot) }
     }
 }

@@ -10,20 +10,27 @@ struct PointToPointSettings: Equatable, Sendable {
     var eagerLimit: Int
     /// Eager frames a sender may have unread at one receiver (its credits).
     var eagerSlots: Int
-    /// Receive slots beyond the eager ones, for frames that carry no
-    /// payload (rendezvous requests, answers, credits): these are handled
-    /// as they arrive and their slot posted again at once.
-    var controlSlots: Int
+    /// Receive slots of the process, shared by all its connections (one
+    /// shared receive queue): eager frames and header-only frames
+    /// (rendezvous requests, answers, credits) land in them. Header-only
+    /// frames are handled as they arrive and their slot posted again at
+    /// once; unexpected eager messages are copied out of theirs once half
+    /// the slots are held, so frames always find room.
+    var sharedSlots: Int
     /// Bytes of one RDMA READ of a rendezvous payload.
     var rendezvousChunk: Int
-    /// READs in flight per connection: with the chunk size, bounds how long
-    /// a small message waits behind a large one.
+    /// Chunks' worth of READ bytes in flight per connection: bounds how
+    /// long a small message waits behind a large one.
     var readsInFlight: Int
+    /// Frames gathered per connection before they are posted as one list
+    /// (also posted at every wait, test or probe): 1 posts each at once.
+    var sendBatch: Int
     /// Registered bounce slots for outgoing eager messages (process-wide).
     var sendSlots: Int
     /// Bytes of unexpected eager messages copied out of their slots.
     var unexpectedMemoryLimit: Int
-    /// How long a blocked call polls before it sleeps on the completion queue.
+    /// How long a blocked call polls (yielding the processor after the
+    /// first 20 µs) before it sleeps on the completion queue.
     var spinBeforeSleep: Duration
 
     /// Bytes of one slot: the header and the largest eager payload.
@@ -31,11 +38,13 @@ struct PointToPointSettings: Equatable, Sendable {
 
     static let variables: [(name: String, meaning: String, unsetMeans: String)] = [
         ("FABRIC_MPI_EAGER_LIMIT", "bytes up to which a message is sent eagerly (above: zero-copy rendezvous); rank 0's value is the job's", "4 transfer units of the device, 4-64 KiB (16 KiB on tcp)"),
-        ("FABRIC_MPI_EAGER_SLOTS", "eager messages a rank may have unread at one peer (credits per connection); rank 0's value is the job's", "32"),
+        ("FABRIC_MPI_EAGER_SLOTS", "eager messages a rank may have unread at one peer (credits per connection); rank 0's value is the job's", "64"),
+        ("FABRIC_MPI_SHARED_SLOTS", "receive slots of a rank, shared by all its connections (each holds one eager message)", "512"),
         ("FABRIC_MPI_RENDEZVOUS_CHUNK", "bytes per RDMA READ of a rendezvous payload", "128 transfer units, at least 128 KiB (512 KiB on tcp)"),
-        ("FABRIC_MPI_READS_IN_FLIGHT", "rendezvous READs in flight per connection", "2"),
+        ("FABRIC_MPI_READS_IN_FLIGHT", "rendezvous chunks' worth of READ bytes in flight per connection", "2"),
+        ("FABRIC_MPI_SEND_BATCH", "frames a connection gathers before posting them as one list (they also leave at every wait, test or probe); 1: each at once", "16"),
         ("FABRIC_MPI_UNEXPECTED_LIMIT", "bytes of unexpected eager messages held outside the receive slots", "64 MiB"),
-        ("FABRIC_MPI_SPIN_US", "microseconds a blocked call polls before sleeping on the completion queue", "50"),
+        ("FABRIC_MPI_SPIN_US", "microseconds a blocked call polls (yielding the processor after the first 20) before sleeping on the completion queue", "1000"),
     ]
 
     /// The defaults for `capabilities`, then the environment's overrides.
@@ -47,10 +56,10 @@ struct PointToPointSettings: Equatable, Sendable {
         // keep it busy across the READ round trip, and a small message
         // waits behind at most two chunks.
         var settings = PointToPointSettings(
-            eagerLimit: eager, eagerSlots: 32, controlSlots: 32,
+            eagerLimit: eager, eagerSlots: 64, sharedSlots: 512,
             rendezvousChunk: min(max(128 * capabilities.mtu, 131072), capabilities.maxMessageSize),
             readsInFlight: max(1, min(2, capabilities.maxOutstandingReads)),
-            sendSlots: 64, unexpectedMemoryLimit: 64 << 20, spinBeforeSleep: .microseconds(50))
+            sendBatch: 16, sendSlots: 64, unexpectedMemoryLimit: 64 << 20, spinBeforeSleep: .milliseconds(1))
         func read(_ name: String, _ range: ClosedRange<Int>) throws(MPIError) -> Int? {
             guard let text = environment[name] else { return nil }
             guard let value = Int(text), range.contains(value) else {
@@ -60,22 +69,24 @@ struct PointToPointSettings: Equatable, Sendable {
         }
         if let value = try read("FABRIC_MPI_EAGER_LIMIT", 0...(1 << 20)) { settings.eagerLimit = value }
         if let value = try read("FABRIC_MPI_EAGER_SLOTS", 1...4096) { settings.eagerSlots = value }
+        if let value = try read("FABRIC_MPI_SHARED_SLOTS", 16...min(65536, capabilities.maxQueueDepth)) { settings.sharedSlots = value }
         if let value = try read("FABRIC_MPI_RENDEZVOUS_CHUNK", 4096...capabilities.maxMessageSize) { settings.rendezvousChunk = value }
         if let value = try read("FABRIC_MPI_READS_IN_FLIGHT", 1...max(1, capabilities.maxOutstandingReads)) { settings.readsInFlight = value }
+        if let value = try read("FABRIC_MPI_SEND_BATCH", 1...256) { settings.sendBatch = value }
         if let value = try read("FABRIC_MPI_UNEXPECTED_LIMIT", 0...(1 << 40)) { settings.unexpectedMemoryLimit = value }
         if let value = try read("FABRIC_MPI_SPIN_US", 0...10_000_000) { settings.spinBeforeSleep = .microseconds(value) }
         return settings
     }
 
     /// The values every rank must share, as rank 0 publishes them.
-    var published: String { "\(eagerLimit),\(eagerSlots),\(controlSlots)" }
+    var published: String { "\(eagerLimit),\(eagerSlots)" }
 
     /// Adopts rank 0's published values.
     mutating func adopt(published text: String) throws(MPIError) {
         let fields = text.split(separator: ",").compactMap { Int($0) }
-        guard fields.count == 3, fields[0] >= 0, fields[1] > 0, fields[2] > 0 else {
+        guard fields.count == 2, fields[0] >= 0, fields[1] > 0 else {
             throw MPIError(.peerFailed, "rank 0 published point-to-point settings '\(text)' that this rank cannot read")
         }
-        (eagerLimit, eagerSlots, controlSlots) = (fields[0], fields[1], fields[2])
+        (eagerLimit, eagerSlots) = (fields[0], fields[1])
     }
 }

@@ -40,7 +40,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
     public let providedThreadLevel: ThreadLevel = .multiple
 
     private let bootstrap: any BootstrapClient
-    let transport: any PointToPointTransport
+    let transport: PointToPointTransport
     /// The runtime's own messages (the finalize barrier) travel on a
     /// communicator of their own, so they never match an application's receive.
     let runtimeCommunicator: Communicator
@@ -151,7 +151,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
     private struct OpenedDevice {
         var address: FabricAddress
         var capabilities: DeviceCapabilities
-        var start: (PointToPointSettings) throws(MPIError) -> any PointToPointTransport
+        var start: (PointToPointSettings) throws(MPIError) -> PointToPointTransport
         var close: () -> Void
     }
 
@@ -179,10 +179,10 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         }
         return OpenedDevice(
             address: listener.address, capabilities: device.capabilities,
-            start: { (settings) throws(MPIError) -> any PointToPointTransport in
-                try PointToPointEngine(
+            start: { (settings) throws(MPIError) -> PointToPointTransport in
+                PointToPointTransport(try PointToPointEngine(
                     rank: bootstrap.rank, size: bootstrap.size, device: device, listener: listener, settings: settings,
-                    waiting: waiting, addressOf: addressOf)
+                    waiting: waiting, addressOf: addressOf))
             },
             close: { listener.close() })
     }
@@ -212,7 +212,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
     // MARK: - Runtime messages
 
     /// Queue pairs this rank has to other ranks (each made on first use).
-    public var connectionCount: Int { transport.connectionCount }
+    public var connectionCount: Int { transport.connectionCount() }
 
     /// The largest runtime message.
     public static let runtimeMessageLimit = 4096
@@ -231,7 +231,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         waiting.set("the send of a runtime message to rank \(rank)")
         defer { waiting.clear() }
         let request = try withBytes(of: bytes) { (buffer) throws(MPIError) -> Request in
-            try transport.startSend(buffer, to: rank, tag: 0, on: runtimeCommunicator, synchronous: false)
+            try transport.startSend(buffer, rank, 0, runtimeCommunicator, false)
         }
         let status = try complete(request)
         if let error = status.error { throw error }
@@ -247,7 +247,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         defer { waiting.clear() }
         var message = [UInt8](repeating: 0, count: Self.runtimeMessageLimit)
         let status = try withMutableBytes(of: &message) { (buffer) throws(MPIError) -> MessageStatus in
-            let request = try transport.startReceive(into: buffer, from: MessageSource(rank), tag: 0, on: runtimeCommunicator)
+            let request = try transport.startReceive(buffer, MessageSource(rank), 0, runtimeCommunicator)
             return try complete(request)
         }
         if let error = status.error { throw error }
