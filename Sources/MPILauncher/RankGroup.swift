@@ -35,9 +35,12 @@ final class RankGroup {
     init(_ launches: [Launch], size: Int, context: PMIServerContext, output: @escaping (Int, Bool, ArraySlice<UInt8>) -> Void) throws(LaunchError) {
         var serverRanks: [(rank: Int, descriptor: Int32)] = []
         ranks = launches.map(\.rank)
-        for launch in launches {
+        for (localRank, launch) in launches.enumerated() {
+            // The ranks on this host, as Hydra says it: a rank that knows it
+            // shares the cores with more ranks than there are waits politely.
             let environment = launch.environment + [
                 "PMI_FD=\(RankSpawner.pmiDescriptor)", "PMI_RANK=\(launch.rank)", "PMI_SIZE=\(size)",
+                "MPI_LOCALNRANKS=\(launches.count)", "MPI_LOCALRANKID=\(localRank)",
             ]
             let started: RankSpawner.Started
             do {

@@ -274,9 +274,9 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     }
 
     /// Waits until `satisfied` says so; `satisfied` advances the engine
-    /// (through `isComplete` or `advance`). Polls only, for the first
-    /// `pollOnly`; then yields the processor between polls (another rank on
-    /// the same core runs); after `spinBeforeSleep` sleeps on the completion
+    /// (through `isComplete` or `advance`). Polls for `spinBeforeSleep`,
+    /// yielding the processor between polls after the first 20 µs when the
+    /// host runs more ranks than cores; then sleeps on the completion
     /// queue between rounds, so that more ranks than cores make progress.
     func wait(until satisfied: () throws(MPIError) -> Bool) throws(MPIError) {
         if try satisfied() { return }
@@ -284,6 +284,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         let start = clock.now
         let yieldFrom = start + Self.pollOnly
         let sleepFrom = start + settings.spinBeforeSleep
+        let yields = settings.yieldWhileWaiting
         var rounds = 0
         while try !satisfied() {
             rounds &+= 1
@@ -295,7 +296,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
                 // Wakes when a completion arrives; the timeout bounds a
                 // wait whose wake-up another thread consumed.
                 _ = try? completions.wait(timeout: .milliseconds(10))
-            } else if now >= yieldFrom {
+            } else if yields && now >= yieldFrom {
                 sched_yield()
             }
         }

@@ -1,4 +1,5 @@
 import FabricCore
+import Glibc
 
 /// The protocol's sizes: where eager ends and rendezvous begins, how much
 /// eager memory each connection has, how a rendezvous payload is cut. The
@@ -29,9 +30,12 @@ struct PointToPointSettings: Equatable, Sendable {
     var sendSlots: Int
     /// Bytes of unexpected eager messages copied out of their slots.
     var unexpectedMemoryLimit: Int
-    /// How long a blocked call polls (yielding the processor after the
-    /// first 20 µs) before it sleeps on the completion queue.
+    /// How long a blocked call polls before it sleeps on the completion queue.
     var spinBeforeSleep: Duration
+    /// Whether a blocked call yields the processor between polls (after the
+    /// first 20 µs): when this host runs more ranks than this rank has
+    /// cores, so that the rank it waits for gets to run.
+    var yieldWhileWaiting: Bool
 
     /// Bytes of one slot: the header and the largest eager payload.
     var slotSize: Int { (MessageHeader.size + eagerLimit + 63) & ~63 }
@@ -44,7 +48,8 @@ struct PointToPointSettings: Equatable, Sendable {
         ("FABRIC_MPI_READS_IN_FLIGHT", "rendezvous chunks' worth of READ bytes in flight per connection", "2"),
         ("FABRIC_MPI_SEND_BATCH", "frames a connection gathers before posting them as one list (they also leave at every wait, test or probe); 1: each at once", "16"),
         ("FABRIC_MPI_UNEXPECTED_LIMIT", "bytes of unexpected eager messages held outside the receive slots", "64 MiB"),
-        ("FABRIC_MPI_SPIN_US", "microseconds a blocked call polls (yielding the processor after the first 20) before sleeping on the completion queue", "1000"),
+        ("FABRIC_MPI_SPIN_US", "microseconds a blocked call polls before sleeping on the completion queue", "1000"),
+        ("FABRIC_MPI_YIELD", "1: a blocked call yields the processor between polls; 0: it does not", "1 when this host runs more ranks (MPI_LOCALNRANKS) than the rank has cores"),
     ]
 
     /// The defaults for `capabilities`, then the environment's overrides.
@@ -59,7 +64,8 @@ struct PointToPointSettings: Equatable, Sendable {
             eagerLimit: eager, eagerSlots: 64, sharedSlots: 512,
             rendezvousChunk: min(max(128 * capabilities.mtu, 131072), capabilities.maxMessageSize),
             readsInFlight: max(1, min(2, capabilities.maxOutstandingReads)),
-            sendBatch: 16, sendSlots: 64, unexpectedMemoryLimit: 64 << 20, spinBeforeSleep: .milliseconds(1))
+            sendBatch: 16, sendSlots: 64, unexpectedMemoryLimit: 64 << 20, spinBeforeSleep: .milliseconds(1),
+            yieldWhileWaiting: Self.localRanks(environment) > Self.usableCores())
         func read(_ name: String, _ range: ClosedRange<Int>) throws(MPIError) -> Int? {
             guard let text = environment[name] else { return nil }
             guard let value = Int(text), range.contains(value) else {
@@ -75,8 +81,21 @@ struct PointToPointSettings: Equatable, Sendable {
         if let value = try read("FABRIC_MPI_SEND_BATCH", 1...256) { settings.sendBatch = value }
         if let value = try read("FABRIC_MPI_UNEXPECTED_LIMIT", 0...(1 << 40)) { settings.unexpectedMemoryLimit = value }
         if let value = try read("FABRIC_MPI_SPIN_US", 0...10_000_000) { settings.spinBeforeSleep = .microseconds(value) }
+        if let value = try read("FABRIC_MPI_YIELD", 0...1) { settings.yieldWhileWaiting = value == 1 }
         return settings
     }
+
+    /// Ranks on this host, as the launcher says (ours and Hydra:
+    /// MPI_LOCALNRANKS; Open MPI: OMPI_COMM_WORLD_LOCAL_SIZE); 1 if it does not.
+    static func localRanks(_ environment: [String: String]) -> Int {
+        for name in ["MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"] {
+            if let text = environment[name], let value = Int(text), value > 0 { return value }
+        }
+        return 1
+    }
+
+    /// Cores online (what the launcher's ranks on this host share).
+    static func usableCores() -> Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
     /// The values every rank must share, as rank 0 publishes them.
     var published: String { "\(eagerLimit),\(eagerSlots)" }

@@ -1,0 +1,177 @@
+/*
+ * An OSU-style MPI benchmark in C, the same loops as mpibench's (OSU's
+ * latency, bw, bibw and mbw_mr, plus a ring and an all-pairs exchange for
+ * more ranks than cores), so that any MPI's mpicc can build it and
+ * scripts/bench-mpi.sh can run the peers beside this project's MPI.
+ *
+ *   mpicc -O2 -o osu-style scripts/osu-style.c
+ *   mpirun -n 2 ./osu-style TEST SIZE [SCALE]
+ *
+ * TEST: latency, bw, bibw, mbw_mr, ring, allpairs. Rank 0 prints one line:
+ *   osu-style TEST SIZE VALUE UNIT [p99 STEP_US]
+ * with the units mpibench uses (us one-way, MB/s, msg/s).
+ */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WINDOW 64
+
+static int iterations(const char *test, long size, double scale, int *warmup) {
+    int base;
+    if (!strcmp(test, "bw") || !strcmp(test, "bibw") || !strcmp(test, "mbw_mr"))
+        base = size <= 8192 ? 100 : 20;
+    else
+        base = size <= 8192 ? 10000 : size <= (256 << 10) ? 1000 : 100;
+    int n = (int)(base * scale);
+    if (n < 1) n = 1;
+    *warmup = n / 10 > 0 ? n / 10 : 1;
+    return n;
+}
+
+static int compare(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (argc < 3) {
+        if (rank == 0) fprintf(stderr, "usage: osu-style TEST SIZE [SCALE]\n");
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+    const char *test = argv[1];
+    long bytes = atol(argv[2]);
+    double scale = argc > 3 ? atof(argv[3]) : 1.0;
+    int warmup;
+    int iters = iterations(test, bytes, scale, &warmup);
+    int slots = size > WINDOW ? size : WINDOW;
+    char *send = malloc(bytes > 4 ? bytes : 4);
+    char *receive = malloc(bytes > 4 ? bytes : 4);
+    char *windowed = malloc((size_t)(bytes > 0 ? bytes : 1) * slots);
+    MPI_Request *requests = malloc(sizeof(MPI_Request) * 2 * slots);
+    double *steps = malloc(sizeof(double) * iters);
+    memset(send, 1, bytes > 4 ? bytes : 4);
+    double seconds = 0, messages = 0;
+
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (!strcmp(test, "latency")) {
+        if (rank < 2) {
+            double start = 0;
+            for (int i = 0; i < iters + warmup; i++) {
+                if (i == warmup) start = MPI_Wtime();
+                if (rank == 0) {
+                    MPI_Send(send, bytes, MPI_CHAR, 1, 1, MPI_COMM_WORLD);
+                    MPI_Recv(receive, bytes, MPI_CHAR, 1, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                } else {
+                    MPI_Recv(receive, bytes, MPI_CHAR, 0, 1, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                    MPI_Send(send, bytes, MPI_CHAR, 0, 1, MPI_COMM_WORLD);
+                }
+            }
+            seconds = MPI_Wtime() - start;
+            messages = 2.0 * iters;
+        }
+    } else if (!strcmp(test, "bw") || !strcmp(test, "mbw_mr")) {
+        int pairs = size / 2;
+        if (rank < 2 * pairs) {
+            int sender = rank < pairs;
+            int partner = sender ? rank + pairs : rank - pairs;
+            double start = 0;
+            for (int i = 0; i < iters + warmup; i++) {
+                if (i == warmup) start = MPI_Wtime();
+                if (sender) {
+                    for (int j = 0; j < WINDOW; j++) MPI_Isend(send, bytes, MPI_CHAR, partner, 2, MPI_COMM_WORLD, &requests[j]);
+                    MPI_Waitall(WINDOW, requests, MPI_STATUSES_IGNORE);
+                    MPI_Recv(receive, 4, MPI_CHAR, partner, 3, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+                } else {
+                    for (int j = 0; j < WINDOW; j++) MPI_Irecv(windowed + (size_t)j * bytes, bytes, MPI_CHAR, partner, 2, MPI_COMM_WORLD, &requests[j]);
+                    MPI_Waitall(WINDOW, requests, MPI_STATUSES_IGNORE);
+                    MPI_Send(send, 4, MPI_CHAR, partner, 3, MPI_COMM_WORLD);
+                }
+            }
+            seconds = MPI_Wtime() - start;
+            messages = (double)iters * WINDOW;
+        }
+    } else if (!strcmp(test, "bibw")) {
+        if (rank < 2) {
+            int partner = 1 - rank;
+            double start = 0;
+            for (int i = 0; i < iters + warmup; i++) {
+                if (i == warmup) start = MPI_Wtime();
+                for (int j = 0; j < WINDOW; j++) MPI_Irecv(windowed + (size_t)j * bytes, bytes, MPI_CHAR, partner, 4, MPI_COMM_WORLD, &requests[j]);
+                for (int j = 0; j < WINDOW; j++) MPI_Isend(send, bytes, MPI_CHAR, partner, 4, MPI_COMM_WORLD, &requests[WINDOW + j]);
+                MPI_Waitall(2 * WINDOW, requests, MPI_STATUSES_IGNORE);
+            }
+            seconds = MPI_Wtime() - start;
+            messages = 2.0 * iters * WINDOW;
+        }
+    } else if (!strcmp(test, "ring") || !strcmp(test, "allpairs")) {
+        int ring = !strcmp(test, "ring");
+        int next = (rank + 1) % size, previous = (rank + size - 1) % size;
+        double start = 0;
+        for (int i = 0; i < iters + warmup; i++) {
+            if (i == warmup) start = MPI_Wtime();
+            double stepStart = MPI_Wtime();
+            if (ring) {
+                MPI_Sendrecv(send, bytes, MPI_CHAR, next, 5, receive, bytes, MPI_CHAR, previous, 5, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+            } else {
+                int n = 0;
+                for (int peer = 0; peer < size; peer++)
+                    if (peer != rank) MPI_Irecv(windowed + (size_t)peer * bytes, bytes, MPI_CHAR, peer, 6, MPI_COMM_WORLD, &requests[n++]);
+                for (int peer = 0; peer < size; peer++)
+                    if (peer != rank) MPI_Isend(send, bytes, MPI_CHAR, peer, 6, MPI_COMM_WORLD, &requests[n++]);
+                MPI_Waitall(n, requests, MPI_STATUSES_IGNORE);
+            }
+            if (i >= warmup) steps[i - warmup] = MPI_Wtime() - stepStart;
+        }
+        seconds = MPI_Wtime() - start;
+        messages = (double)iters * (ring ? 1 : size - 1);
+    } else {
+        if (rank == 0) fprintf(stderr, "osu-style: unknown test %s\n", test);
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    }
+
+    /* Rank 0 gathers every rank's time, messages and 99th-percentile step. */
+    double mine[3] = {seconds, messages, 0};
+    if (!strcmp(test, "ring") || !strcmp(test, "allpairs")) {
+        qsort(steps, iters, sizeof(double), compare);
+        mine[2] = steps[(int)(iters * 0.99) < iters ? (int)(iters * 0.99) : iters - 1];
+    }
+    double *all = malloc(sizeof(double) * 3 * size);
+    MPI_Gather(mine, 3, MPI_DOUBLE, all, 3, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+    if (rank == 0) {
+        double value = 0, p99 = 0;
+        const char *unit = "msg/s";
+        if (!strcmp(test, "latency")) {
+            value = all[0] / all[1] * 1e6;
+            unit = "us one-way";
+        } else if (!strcmp(test, "bw") || !strcmp(test, "mbw_mr")) {
+            for (int r = 0; r < size / 2; r++) value += all[3 * r + 1] / all[3 * r];
+            if (!strcmp(test, "bw")) { value = value * bytes / 1e6; unit = "MB/s"; }
+        } else if (!strcmp(test, "bibw")) {
+            value = all[1] * bytes / all[0] / 1e6;
+            unit = "MB/s";
+        } else {
+            for (int r = 0; r < size; r++) {
+                value += all[3 * r + 1] / all[3 * r];
+                if (all[3 * r + 2] > p99) p99 = all[3 * r + 2];
+            }
+        }
+        if (!strcmp(test, "ring") || !strcmp(test, "allpairs"))
+            printf("osu-style %s %ld %.3f %s p99 %.1f\n", test, bytes, value, unit, p99 * 1e6);
+        else
+            printf("osu-style %s %ld %.3f %s\n", test, bytes, value, unit);
+    }
+    free(all);
+    free(steps);
+    free(requests);
+    free(windowed);
+    free(receive);
+    free(send);
+    MPI_Finalize();
+    return 0;
+}
