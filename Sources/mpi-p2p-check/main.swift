@@ -19,6 +19,8 @@
 //   self           sends to this rank itself, before and after the receive
 //   misuse         invalid ranks, tags, counts and requests are refused by name
 //   drain          rank 0 sends and finalizes at once; rank 1 receives late
+//   peer-death     rank 1 ends without finalize after one message; rank 0's
+//                  next receive from it, a send to it and finalize fail by name
 //   fatal          rank 1 sends to a rank outside the job with the default
 //                  error handler: the job ends
 import FabricSupport
@@ -336,6 +338,44 @@ do {
             check(large == pattern(eager * 4, 7), "rank 1: the large message differs")
             say("drain ok, \(count + 1) messages sent before the sender's finalize all arrived")
         }
+
+    case "peer-death":
+        // Rank 1's connection breaks as it posts its second send (its
+        // FABRIC_TCP_FAULTS says "error post=2"): to rank 0 it is dead.
+        if rank == 1 {
+            try mpi.send([UInt8](repeating: 1, count: 10), to: 0, tag: 1)
+            do {
+                try mpi.send([UInt8](repeating: 2, count: 10), to: 0, tag: 9)
+                _ = try mpi.receive(UInt8.self, count: 10, from: 0, tag: 2)
+                fail("rank 1: a receive over a broken connection completed")
+            } catch {
+                say("peer-death: rank 1's own operation failed: \(error.message)")
+            }
+        } else if rank == 0 {
+            _ = try mpi.receive(UInt8.self, count: 10, from: 1, tag: 1)
+            let started = ContinuousClock.now
+            do {
+                _ = try mpi.receive(UInt8.self, count: 10, from: 1, tag: 2)
+                fail("rank 0: a receive from a dead rank completed")
+            } catch {
+                check(error.kind == .peerFailed, "rank 0: the receive failed with \(error.kind): \(error.message)")
+                say("peer-death: the pending receive failed after \(ContinuousClock.now - started): \(error.message)")
+            }
+            do {
+                try mpi.send([1], to: 1, tag: 3)
+                fail("rank 0: a send to a dead rank completed")
+            } catch {
+                check(error.kind == .peerFailed, "rank 0: the later send failed with \(error.kind)")
+                say("peer-death: a later send failed at once: \(error.message)")
+            }
+        }
+        do {
+            try mpi.finalize()
+            fail("rank \(rank): finalize with a dead connection succeeded")
+        } catch {
+            say("peer-death ok: finalize reported \(error.message)")
+        }
+        exit(0)
 
     case "fatal":
         if rank == 1 { try mpi.send([1], to: 7, tag: 0) }

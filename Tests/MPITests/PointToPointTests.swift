@@ -111,6 +111,20 @@ struct PointToPointTests {
         #expect(try job(["drain"]).contains("rank 1: drain ok, 101 messages"))
     }
 
+    @Test("a peer whose connection breaks: the receive waiting on it, a later send and finalize fail naming it; both ranks still end in order")
+    func peerFailure() throws {
+        let run = try Job.run(Job.mpirun, [
+            "--timeout", "60", "-n", "1", Job.pointToPoint, "peer-death", ":",
+            "-n", "1", "-env", "FABRIC_TCP_FAULTS", "error post=2", Job.pointToPoint, "peer-death",
+        ])
+        #expect(run.status == 0, "\(run.output)")
+        // The fault happened: rank 1's own send was flushed by it.
+        #expect(run.output.contains("rank 1: peer-death: rank 1's own operation failed: the connection to rank 0 failed: an eager send ended with flushed (a fault the emulator's fault script injected)"), "\(run.output)")
+        #expect(run.output.contains("rank 0: peer-death: the pending receive failed after"), "\(run.output)")
+        #expect(run.output.contains("rank 0: peer-death: a later send failed at once: the connection to rank 1 failed"), "\(run.output)")
+        for rank in 0..<2 { #expect(run.output.contains("rank \(rank): peer-death ok: finalize reported"), "\(run.output)") }
+    }
+
     @Test("an error with the default handler ends the job naming the rank and the cause")
     func fatalByDefault() throws {
         let run = try Job.run(Job.mpirun, ["--timeout", "60", "-n", "2", Job.pointToPoint, "fatal"])

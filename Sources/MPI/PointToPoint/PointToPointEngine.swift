@@ -291,6 +291,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             // The clock is read every 16 rounds: a poll that finds nothing
             // costs less than reading it.
             guard rounds & 15 == 0 else { continue }
+            checkConnections()
             let now = clock.now
             if now >= sleepFrom {
                 // Wakes when a completion arrives; the timeout bounds a
@@ -299,6 +300,19 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             } else if yields && now >= yieldFrom {
                 sched_yield()
             }
+        }
+    }
+
+    /// Fails the connections the device reports broken (a peer gone, a
+    /// fatal error of a queue pair): a receive waiting on such a peer
+    /// would otherwise wait for a completion that never comes, since its
+    /// slots are in the shared receive queue.
+    private func checkConnections() {
+        lock.lock()
+        defer { lock.unlock() }
+        while let event = device.pollAsyncEvent() {
+            guard let number = event.queuePair, let channel = channel(of: number) else { continue }
+            fail(channel, "the device reported \(event)")
         }
     }
 

@@ -271,28 +271,41 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
     /// barrier.
     public func finalize() throws(MPIError) {
         try checkOpen()
-        try transport.drain()
-        if size > 1 {
-            let next = (rank + 1) % size
-            let previous = (rank + size - 1) % size
-            defer { waiting.end() }
-            for round in 0..<2 {
-                let token: [UInt8] = [0x46, UInt8(round)]
-                waiting.begin("the finalize barrier (round \(round + 1) of 2)")
-                if rank == 0 {
-                    try sendRuntimeMessage(token, to: next)
-                    _ = try receiveRuntimeMessage(from: previous)
-                } else {
-                    _ = try receiveRuntimeMessage(from: previous)
-                    try sendRuntimeMessage(token, to: next)
-                }
-            }
+        // A barrier that cannot complete (a rank's connection is broken) is
+        // reported after the end: the connections close and the launcher
+        // hears this rank finalize either way.
+        var failure: MPIError?
+        do throws(MPIError) {
             try transport.drain()
+            if size > 1 { try ringBarrier() }
+            try transport.drain()
+        } catch {
+            failure = error
         }
         finalized = true
         transport.close()
         diagnostics.cancel()
         do { try bootstrap.finalize() } catch { throw MPIError(error) }
+        if let failure { throw failure }
+    }
+
+    /// A token goes round the ring twice, the first time gathering, the
+    /// second releasing.
+    private func ringBarrier() throws(MPIError) {
+        let next = (rank + 1) % size
+        let previous = (rank + size - 1) % size
+        defer { waiting.end() }
+        for round in 0..<2 {
+            let token: [UInt8] = [0x46, UInt8(round)]
+            waiting.begin("the finalize barrier (round \(round + 1) of 2)")
+            if rank == 0 {
+                try sendRuntimeMessage(token, to: next)
+                _ = try receiveRuntimeMessage(from: previous)
+            } else {
+                _ = try receiveRuntimeMessage(from: previous)
+                try sendRuntimeMessage(token, to: next)
+            }
+        }
     }
 
     /// Ends the whole job: the launcher is asked to stop every rank with
