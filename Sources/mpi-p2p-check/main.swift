@@ -17,6 +17,8 @@
 //                  rank 1's resident memory stays bounded
 //   threads        8 threads per rank send and receive at once
 //   self           sends to this rank itself, before and after the receive
+//   async          16 tasks per rank exchange with async forms on a pool of
+//                  as many threads as cores (blocking waits would deadlock)
 //   misuse         invalid ranks, tags, counts and requests are refused by name
 //   drain          rank 0 sends and finalizes at once; rank 1 receives late
 //   peer-death     rank 1 ends without finalize after one message; rank 0's
@@ -32,6 +34,14 @@ func fail(_ message: String) -> Never {
     let line = Array("mpi-p2p-check: \(message)\n".utf8)
     _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     exit(1)
+}
+
+/// Problems the async mode's tasks found.
+final class AsyncOutcome: @unchecked Sendable {  // behind its lock
+    private let lock = NSLock()
+    private var found: [String] = []
+    func add(_ problem: String) { lock.withLock { found.append(problem) } }
+    var problems: [String] { lock.withLock { found } }
 }
 
 /// The bytes message `sequence` of `size` bytes carries.
@@ -280,6 +290,53 @@ do {
                 }
             }
             say("threads ok, \(threads) threads x \(rounds) exchanges, thread level \(mpi.providedThreadLevel)")
+        }
+
+    case "async":
+        // Rank 0 sends tag 15 first and each next tag only once the reply
+        // to the previous came back; rank 1 runs one task per tag, each
+        // awaiting its message, then replying. Its tasks start in tag
+        // order: with waits that blocked a thread, the pool's few threads
+        // would all wait for the lowest tags, which come last.
+        let tasks = 16
+        if rank == 0 {
+            for task in (0..<tasks).reversed() {
+                let length = task % 4 == 0 ? eager * 2 : 100
+                try mpi.send(pattern(length, task), to: 1, tag: task)
+                let (reply, _) = try mpi.receive(UInt8.self, count: length, from: 1, tag: MessageTag(task))
+                check(reply == pattern(length, task + 1), "rank 0: reply \(task) differs")
+            }
+            say("async ok, \(tasks) exchanges answered by tasks")
+        } else if rank == 1 {
+            let done = DispatchSemaphore(value: 0)
+            let outcome = AsyncOutcome()
+            // Detached: this top-level code's actor is the main thread,
+            // which waits on the semaphore below.
+            Task.detached {
+                await withTaskGroup(of: String?.self) { group in
+                    for task in 0..<tasks {
+                        group.addTask {
+                            let length = task % 4 == 0 ? eager * 2 : 100
+                            let incoming = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 16)
+                            let outgoing = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 16)
+                            defer { incoming.deallocate(); outgoing.deallocate() }
+                            pattern(length, task + 1).withUnsafeBytes { outgoing.copyMemory(from: $0) }
+                            do {
+                                _ = try await mpi.receive(into: incoming, from: 0, tag: MessageTag(task))
+                                try await mpi.send(UnsafeRawBufferPointer(outgoing), to: 0, tag: task)
+                                return Array(incoming) == pattern(length, task) ? nil : "task \(task): the message differs"
+                            } catch {
+                                return "task \(task): \(error)"
+                            }
+                        }
+                    }
+                    for await problem in group { if let problem { outcome.add(problem) } }
+                }
+                done.signal()
+            }
+            done.wait()
+            check(outcome.problems.isEmpty, "rank 1: \(outcome.problems)")
+            say("async ok, \(tasks) tasks awaiting at once")
         }
 
     case "self":

@@ -89,6 +89,12 @@ struct PointToPointTests {
         for rank in 0..<2 { #expect(output.contains("rank \(rank): threads ok, 8 threads x 200 exchanges, thread level multiple"), "\(output)") }
     }
 
+    @Test("async forms never block a concurrency thread: 16 tasks await messages that arrive in reverse order of the tasks' start")
+    func asyncForms() throws {
+        let output = try job(["async"])
+        #expect(output.contains("rank 0: async ok, 16 exchanges") && output.contains("rank 1: async ok, 16 tasks awaiting at once"), "\(output)")
+    }
+
     @Test("sends to the rank itself, eager before the receive and rendezvous-sized nonblocking")
     func sendToSelf() throws {
         let output = try job(["self"])

@@ -286,6 +286,8 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         let sleepFrom = start + settings.spinBeforeSleep
         let yields = settings.yieldWhileWaiting
         var rounds = 0
+        var described = false
+        defer { if described { waiting.clear() } }
         while try !satisfied() {
             rounds &+= 1
             // The clock is read every 16 rounds: a poll that finds nothing
@@ -294,6 +296,12 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             checkConnections()
             let now = clock.now
             if now >= sleepFrom {
+                if !described {
+                    // Said only once the wait is long: a rank asked
+                    // (SIGUSR1, mpirun --timeout) names what it waits in.
+                    waiting.set("a point-to-point operation to complete (asleep on the completion queue)")
+                    described = true
+                }
                 // Wakes when a completion arrives; the timeout bounds a
                 // wait whose wake-up another thread consumed.
                 _ = try? completions.wait(timeout: .milliseconds(10))
