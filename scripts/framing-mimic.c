@@ -15,6 +15,12 @@
 //   engine calls  two buffers, sendmsg(header, payload) and readv(header,
 //                 payload, 32 bytes of room behind): the system calls and
 //                 buffers of a SEND read ahead, without the engine
+//   + state       engine calls, and between a message's arrival and the
+//                 answer's send, a walk through STATE_LINES cache lines
+//                 (each read names the next) spread over 256 KiB: what the
+//                 engine's own state costs once a 64 KiB copy has pushed it
+//                 out of the L1 cache (the engine reads about that many
+//                 lines per message: callgrind's cache simulation)
 // Prints each way's median one-way latency over ROUNDS rounds and the median
 // of its per-round ratios to raw (the machine's speed drifts between rounds;
 // ratios taken within a round do not).
@@ -35,8 +41,37 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { RAW, LONGER, SENDMSG, HEADER_FIRST, ONE_RECVMSG, TWO_BUFFERS, ENGINE_CALLS, WAYS };
-static const char *names[WAYS] = {"raw", "+32 bytes", "sendmsg", "header first", "one recvmsg", "two buffers", "engine calls"};
+enum { RAW, LONGER, SENDMSG, HEADER_FIRST, ONE_RECVMSG, TWO_BUFFERS, ENGINE_CALLS, WITH_STATE, WAYS };
+static const char *names[WAYS] = {"raw", "+32 bytes", "sendmsg", "header first", "one recvmsg", "two buffers", "engine calls", "+ state"};
+
+// The stand-in for the engine's state: STATE_LINES lines of a 256 KiB
+// area chained in a random order, each holding the offset of the next.
+enum { STATE_BYTES = 256 * 1024, STATE_LINES = 100 };
+static char *state;
+static volatile size_t state_sink;
+
+static void make_state(void) {
+    state = aligned_alloc(64, STATE_BYTES);
+    size_t slots = STATE_BYTES / 64, order[STATE_LINES];
+    srand(7);
+    for (int i = 0; i < STATE_LINES; i++) {
+        size_t pick;
+        int taken;
+        do {
+            pick = (size_t)rand() % slots;
+            taken = 0;
+            for (int j = 0; j < i; j++) taken |= order[j] == pick;
+        } while (taken);
+        order[i] = pick;
+    }
+    for (int i = 0; i < STATE_LINES; i++) *(size_t *)(state + order[i] * 64) = order[(i + 1) % STATE_LINES] * 64;
+}
+
+static void walk_state(void) {
+    size_t at = 0;
+    for (int i = 0; i < STATE_LINES; i++) at = *(size_t *)(state + at);
+    state_sink = at;
+}
 
 static char header[32];
 static char tail[32];
@@ -114,6 +149,7 @@ static void send_message(int fd, int way, size_t size) {
     switch (way) {
     case RAW: send_all(fd, &vectors[1], 1, size); break;
     case TWO_BUFFERS: vectors[1].iov_base = outgoing; send_all(fd, &vectors[1], 1, size); break;
+    case WITH_STATE: walk_state();  // fall through: the post before the send
     case ENGINE_CALLS: vectors[1].iov_base = outgoing; send_all(fd, vectors, 2, size + 32); break;
     case LONGER: vectors[1].iov_len = size + 32; send_all(fd, &vectors[1], 1, size + 32); break;
     default: send_all(fd, vectors, 2, size + 32); break;
@@ -124,7 +160,7 @@ static void receive_message(int fd, int way, size_t size) {
     struct iovec vectors[2] = {{header, 32}, {payload, size}};
     switch (way) {
     case RAW: case TWO_BUFFERS: receive_into(fd, payload, size); break;
-    case ENGINE_CALLS: {
+    case ENGINE_CALLS: case WITH_STATE: {
         // The room behind is never filled: a ping-pong has no next frame.
         struct iovec three[3] = {{header, 32}, {payload, size}, {tail, 32}};
         readv_vectors(fd, three, 3, size + 32);
@@ -160,7 +196,7 @@ static double measure(int way, size_t size, int iterations) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         if (connect(fd, (struct sockaddr *)&address, sizeof address)) fail("connect");
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        if (way == ENGINE_CALLS) fcntl(fd, F_SETFL, O_NONBLOCK);
+        if (way == ENGINE_CALLS || way == WITH_STATE) fcntl(fd, F_SETFL, O_NONBLOCK);
         for (int i = 0; i < warmup + iterations; i++) {
             receive_message(fd, way, size);
             send_message(fd, way, size);
@@ -170,7 +206,7 @@ static double measure(int way, size_t size, int iterations) {
     int fd = accept(listener, NULL, NULL);
     close(listener);
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (way == ENGINE_CALLS) fcntl(fd, F_SETFL, O_NONBLOCK);
+    if (way == ENGINE_CALLS || way == WITH_STATE) fcntl(fd, F_SETFL, O_NONBLOCK);
     double *samples = malloc(sizeof(double) * iterations);
     for (int i = 0; i < warmup + iterations; i++) {
         double start = now_us();
@@ -195,6 +231,7 @@ int main(int argc, char **argv) {
     }
     payload = calloc(1, size + 32);
     outgoing = calloc(1, size + 32);
+    make_state();
     double latency[WAYS][rounds], ratio[WAYS][rounds];
     for (int round = 0; round < rounds; round++) {
         for (int way = 0; way < WAYS; way++) latency[way][round] = measure(way, size, iterations);
