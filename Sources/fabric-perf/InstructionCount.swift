@@ -17,8 +17,11 @@ struct InstructionCount: ParsableCommand {
         commandName: "count",
         abstract: "Run a fixed number of tcp operations in one thread, for counting instructions under callgrind.")
 
-    @Option(help: "8 B send/recv round trips.")
+    @Option(help: "send/recv round trips (of --size bytes).")
     var roundTrips = 2000
+
+    @Option(help: "Bytes per send/recv message: up to 64 inline from a small region, each signalled (the default, 8); larger ones from the 1 MiB region, not inline, every 64th signalled, as fabric-perf's lat-send sends them.")
+    var size = 8
 
     @Option(help: "1 MiB RDMA WRITEs.")
     var writes = 50
@@ -34,10 +37,11 @@ struct InstructionCount: ParsableCommand {
 
     func run() throws {
         guard roundTrips >= 0, writes >= 0 else { throw ValidationError("counts must not be negative") }
+        guard size >= 1, size <= CountSide.largeSize / 2 else { throw ValidationError("--size must be 1 B to 512 KiB") }
         guard queuePairs >= 1 else { throw ValidationError("--queue-pairs must be at least 1") }
         let secret = Array("instruction-count-secret-0123456789".utf8)
-        let client = try CountSide(TCPDevice(secret: secret), settle: settle)
-        let server = try CountSide(TCPDevice(secret: secret), settle: settle)
+        let client = try CountSide(TCPDevice(secret: secret), settle: settle, size: size)
+        let server = try CountSide(TCPDevice(secret: secret), settle: settle, size: size)
         try connect(client, server)
         // Idle company on the same completion queues.
         let idle = try (1..<queuePairs).map { _ in
@@ -46,7 +50,7 @@ struct InstructionCount: ParsableCommand {
         try pingPong(client, server)
         try writeStream(client, server)
         try pollEmpty(client)
-        print("count: \(roundTrips) round trips of 8 B, \(writes) WRITEs of 1 MiB, \(emptyPolls) empty polls, \(queuePairs) queue pairs")
+        print("count: \(roundTrips) round trips of \(size) B, \(writes) WRITEs of 1 MiB, \(emptyPolls) empty polls, \(queuePairs) queue pairs")
         withExtendedLifetime(idle) {}
     }
 
@@ -107,11 +111,16 @@ private final class CountSide {
     let memory: UnsafeMutableRawPointer
     var queuePair: TCPQueuePair!
     let settle: UInt32
+    /// Bytes per message, and how many sends were posted (large messages
+    /// signal every 64th, as lat-send does).
+    let size: Int
+    var sent = 0
     static let largeSize = 1 << 20
 
-    init(_ device: TCPDevice, settle: UInt32) throws {
+    init(_ device: TCPDevice, settle: UInt32, size: Int) throws {
         self.device = device
         self.settle = settle
+        self.size = size
         domain = try device.allocateProtectionDomain()
         sendCQ = try device.createCompletionQueue(capacity: 1024)
         receiveCQ = try device.createCompletionQueue(capacity: 1024)
@@ -127,12 +136,28 @@ private final class CountSide {
         QueuePairSetup(protectionDomain: domain, sendCompletionQueue: sendCQ, receiveCompletionQueue: receiveCQ)
     }
 
+    var isSmall: Bool { size <= 64 }
+
+    /// Small messages land in the small region, large ones at the start of
+    /// the large region (they are sent from its second half).
+    var receive: ReceiveWorkRequest {
+        get throws(FabricError) {
+            ReceiveWorkRequest(id: 1, local: .single(isSmall ? try small.element(length: size) : try large.element(length: size)))
+        }
+    }
+
     func postReceives(_ qp: TCPQueuePair) throws(FabricError) {
-        for _ in 0..<16 { _ = try qp.postReceive(ReceiveWorkRequest(id: 1, local: .single(small.element(length: 8)))) }
+        for _ in 0..<16 { _ = try qp.postReceive(receive) }
     }
 
     func send() throws {
-        _ = try queuePair.postSend(SendWorkRequest(id: 3, operation: .send, local: .single(small.element(length: 8)), flags: [.inline, .signaled]))
+        if isSmall {
+            _ = try queuePair.postSend(SendWorkRequest(id: 3, operation: .send, local: .single(small.element(length: size)), flags: [.inline, .signaled]))
+        } else {
+            sent += 1
+            let flags: SendFlags = sent % 64 == 0 ? [.signaled] : []
+            _ = try queuePair.postSend(SendWorkRequest(id: 3, operation: .send, local: .single(large.element(offset: Self.largeSize / 2, length: size)), flags: flags))
+        }
     }
 
     /// Polls until a message arrives, keeping the sender's queue pair going
@@ -143,7 +168,7 @@ private final class CountSide {
             usleep(settle)
             if let completion = receiveCQ.poll() {
                 guard completion.status == .success else { throw PerfError("receive failed: \(completion)") }
-                _ = try queuePair.postReceive(ReceiveWorkRequest(id: 1, local: .single(small.element(length: 8))))
+                _ = try queuePair.postReceive(receive)
                 break
             }
             if let completion = other.sendCQ.poll(), completion.status != .success { throw PerfError("send failed: \(completion)") }

@@ -45,6 +45,13 @@ final class AttachedQueuePairs: @unchecked Sendable {  // see the comments on `m
     let poller: EventPoller
     /// Two or more queue pairs: polls go by readiness.
     private let byReadiness = Atomic<Bool>(false)
+    /// The address of the only queue pair (0 with none or several), set
+    /// under the membership lock. A poll drives it through this unretained
+    /// address while it holds `scanning`, which `detach` takes before the
+    /// engine can go: a lock, a copy of the list and a retain and release
+    /// of it cost a busy-polling application four atomic operations per
+    /// poll.
+    private let single = Atomic<UInt>(0)
     /// Events one poll takes from the epoll set; more wait for the next poll.
     static let eventCapacity = 64
     private let events: UnsafeMutablePointer<epoll_event>
@@ -81,7 +88,15 @@ final class AttachedQueuePairs: @unchecked Sendable {  // see the comments on `m
             }
             if set.watching { watch(queuePair) }
             byReadiness.store(set.list.count > 1, ordering: .releasing)
+            publishSingle(set.list)
         }
+    }
+
+    /// Publishes the only member's address (called under the membership
+    /// lock, after every change of the list).
+    private func publishSingle(_ list: [QueuePairEngine]) {
+        let address = list.count == 1 ? UInt(bitPattern: Unmanaged.passUnretained(list[0]).toOpaque()) : 0
+        single.store(address, ordering: .releasing)
     }
 
     func detach(_ queuePair: QueuePairEngine) {
@@ -96,6 +111,7 @@ final class AttachedQueuePairs: @unchecked Sendable {  // see the comments on `m
             set.joining.removeAll { $0 === queuePair }
             if set.watching { poller.remove(queuePair.socket) }
             byReadiness.store(set.list.count > 1, ordering: .releasing)
+            publishSingle(set.list)
         }
     }
 
@@ -160,19 +176,20 @@ final class AttachedQueuePairs: @unchecked Sendable {  // see the comments on `m
         }
     }
 
-    /// Zero or one queue pair: drive it.
+    /// Zero or one queue pair: drive it, unless another thread is driving
+    /// it already (it would take the completions) or it is leaving.
     @inline(__always)
     private func progressEach(now: UInt64) {
-        let list = members.withLock { $0.list }
-        // The copy holds every engine for the round: the loop needs no
-        // reference of its own (two atomic operations per engine per poll).
-        list.withUnsafeBufferPointer { engines in
-            for index in engines.indices {
-                Unmanaged.passUnretained(engines[index])._withUnsafeGuaranteedRef {
-                    $0.progress(by: .application, now: now)
-                }
+        if single.load(ordering: .relaxed) == 0 { return }
+        guard !scanning.exchange(true, ordering: .acquiring) else { return }
+        // Read again under the flag: `detach` may have cleared it before.
+        let address = single.load(ordering: .acquiring)
+        if let engine = UnsafeRawPointer(bitPattern: address) {
+            Unmanaged<QueuePairEngine>.fromOpaque(engine)._withUnsafeGuaranteedRef {
+                $0.progress(by: .application, now: now)
             }
         }
+        scanning.store(false, ordering: .releasing)
     }
 
     /// Several queue pairs: those the epoll set reports, then due timers.

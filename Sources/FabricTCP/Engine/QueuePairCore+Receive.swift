@@ -87,8 +87,8 @@ extension QueuePairCore {
     /// device's, so a frame that turns out to be something else costs only
     /// a copy of what was read ahead into the staging buffer. False when
     /// nothing more can be read now.
-    private mutating func readSendAhead(into piece: (base: UnsafeMutableRawPointer, length: Int, record: RegionRecord?)) -> Bool {
-        if let record = piece.record, !record.beginAccess() { return readIntoStaging() }
+    private mutating func readSendAhead(into piece: (base: UnsafeMutableRawPointer, length: Int, record: Unmanaged<RegionRecord>?)) -> Bool {
+        if let record = piece.record, !record._withUnsafeGuaranteedRef({ $0.beginAccess() }) { return readIntoStaging() }
         let wanted = min(piece.length, input.lastLargeSendLength, EngineTuning.readWindow)
         // Behind the payload, room for the next header (in the staging
         // buffer, past where the payload's bytes could be staged): a read
@@ -100,7 +100,7 @@ extension QueuePairCore {
         placement.vectors[2] = iovec(iov_base: tail, iov_len: FrameHeader.size)
         counters.receiveCalls += 1
         let result = SystemCalls.readVector(fd, placement.vectors, 3)
-        piece.record?.endAccess()
+        piece.record?._withUnsafeGuaranteedRef { $0.endAccess() }
         let read: Int
         switch result {
         case .transferred(let n):

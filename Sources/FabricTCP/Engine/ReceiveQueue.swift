@@ -67,12 +67,15 @@ struct ReceiveRing: ~Copyable {
     }
 
     /// The first piece of the oldest receive (where a SEND's payload would
-    /// start), and its region; nil if none is posted.
-    func firstPieceOfOldest() -> (base: UnsafeMutableRawPointer, length: Int, record: RegionRecord?)? {
+    /// start), and its region, unretained (the ring keeps it, and the
+    /// receive leaves the ring only under the same lock); nil if none is
+    /// posted.
+    @inline(__always)
+    func firstPieceOfOldest() -> (base: UnsafeMutableRawPointer, length: Int, record: Unmanaged<RegionRecord>?)? {
         guard count > 0, counts[head] > 0 else { return nil }
         let index = head * maxElements
         guard let base = UnsafeMutableRawPointer(bitPattern: UInt(elements[index].address)) else { return nil }
-        return (base, Int(elements[index].length), records[index])
+        return (base, Int(elements[index].length), unretainedRecord(at: records + index))
     }
 
     /// Moves the oldest receive into `target` (its id, elements and records).
@@ -83,10 +86,10 @@ struct ReceiveRing: ~Copyable {
         target.reset()
         for i in 0..<counts[index] {
             let element = elements[base + i]
-            target.append(
-                UnsafeMutableRawPointer(bitPattern: UInt(element.address)), length: Int(element.length),
-                record: records[base + i])
-            records[base + i] = nil
+            // The record moves to the target: no retain and release.
+            let record = (records + base + i).move()
+            (records + base + i).initialize(to: nil)
+            target.append(UnsafeMutableRawPointer(bitPattern: UInt(element.address)), length: Int(element.length), record: record)
         }
         head += 1
         if head == depth { head = 0 }
@@ -145,7 +148,7 @@ struct PlacementTargets: ~Copyable {
         total = 0
     }
 
-    mutating func append(_ base: UnsafeMutableRawPointer?, length: Int, record: RegionRecord?) {
+    mutating func append(_ base: UnsafeMutableRawPointer?, length: Int, record: consuming RegionRecord?) {
         precondition(count < capacity)
         bases[count] = base
         lengths[count] = length

@@ -153,7 +153,10 @@ struct PayloadPlacement: ~Copyable {
     /// The read is over: the regions it pinned are free again.
     @inline(__always)
     func endRead(_ pinnedCount: Int) {
-        for i in 0..<pinnedCount { pinned[i].takeUnretainedValue().endAccess() }
+        // Through the unretained reference as it is (the targets keep the
+        // record alive): takeUnretainedValue() cost a retain and a release
+        // around each endAccess.
+        for i in 0..<pinnedCount { pinned[i]._withUnsafeGuaranteedRef { $0.endAccess() } }
     }
 
     /// `count` payload bytes were read in place.

@@ -98,8 +98,15 @@ struct OutputBatch: ~Copyable {
     /// is being deregistered (then nothing was pinned).
     @inline(__always)
     mutating func pin(_ record: RegionRecord) -> Bool {
-        guard record.beginAccess() else { return false }
-        pins[pinCount] = Unmanaged.passUnretained(record)
+        pin(Unmanaged.passUnretained(record))
+    }
+
+    /// The same for a record the caller holds unretained (its queue entry
+    /// keeps it alive).
+    @inline(__always)
+    mutating func pin(_ record: Unmanaged<RegionRecord>) -> Bool {
+        guard record._withUnsafeGuaranteedRef({ $0.beginAccess() }) else { return false }
+        pins[pinCount] = record
         pinCount += 1
         return true
     }
@@ -108,7 +115,10 @@ struct OutputBatch: ~Copyable {
     /// is abandoned).
     @inline(__always)
     mutating func releasePins() {
-        for i in 0..<pinCount { pins[i].takeUnretainedValue().endAccess() }
+        // Through the unretained reference as it is (the send queue or the
+        // response keeps the record alive): takeUnretainedValue() cost a
+        // retain and a release around each endAccess.
+        for i in 0..<pinCount { pins[i]._withUnsafeGuaranteedRef { $0.endAccess() } }
         pinCount = 0
     }
 

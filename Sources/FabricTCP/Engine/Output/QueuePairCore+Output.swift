@@ -39,7 +39,7 @@ extension QueuePairCore {
                 for i in 0..<slot.elementCount {
                     let element = requester.sendQueue.elements[base + i]
                     if element.length == 0 { continue }
-                    if let record = requester.sendQueue.records[base + i] {
+                    if let record = unretainedRecord(at: requester.sendQueue.records + base + i) {
                         guard output.pin(record) else { return nil }
                     }
                     total += Int(element.length)

@@ -25,6 +25,12 @@ struct Requester: ~Copyable {
     /// most what a responder's queue holds.
     let maxOutstandingReads: Int
     let retry: RetryPolicy
+    /// The policy's response timeout and RNR delay in nanoseconds, converted
+    /// once: a `Duration`'s conversion (a 128-bit division) cost every
+    /// progress round with a request in flight two of them, a busy-polling
+    /// requester's every look included.
+    private let responseTimeout: UInt64
+    private let receiverNotReadyDelay: UInt64
     /// RNR retries left for the current request (nil: forever).
     private(set) var receiverNotReadyRetriesLeft: Int?
     /// When the requests sent again after an RNR NAK may go (0: none wait).
@@ -36,6 +42,8 @@ struct Requester: ~Copyable {
         sendQueue = SendQueueStorage(depth: depth, maxElements: maxElements, maxInline: maxInline)
         self.maxOutstandingReads = maxOutstandingReads
         self.retry = retry
+        responseTimeout = MonotonicClock.nanoseconds(retry.responseTimeout)
+        receiverNotReadyDelay = MonotonicClock.nanoseconds(retry.receiverNotReadyDelay)
         receiverNotReadyRetriesLeft = retry.receiverNotReadyRetries
     }
 
@@ -300,7 +308,7 @@ struct Requester: ~Copyable {
         if acknowledged > position { acknowledged = position }
         // A request still partly on the wire finishes its frame; the peer
         // drops it as out of sequence.
-        resendAt = now &+ MonotonicClock.nanoseconds(retry.receiverNotReadyDelay)
+        resendAt = now &+ receiverNotReadyDelay
         return true
     }
 
@@ -336,7 +344,7 @@ struct Requester: ~Copyable {
         if resendAt != 0 { deadline = resendAt }
         if acknowledged < transmitted || head < acknowledged {
             let oldest = sendQueue.slots[sendQueue.index(head)].sentAt
-            if oldest != 0 { deadline = min(deadline, oldest &+ MonotonicClock.nanoseconds(retry.responseTimeout)) }
+            if oldest != 0 { deadline = min(deadline, oldest &+ responseTimeout) }
         }
         return deadline
     }
@@ -348,7 +356,7 @@ struct Requester: ~Copyable {
         guard head < transmitted, now != 0 else { return false }
         let sentAt = sendQueue.slots[sendQueue.index(head)].sentAt
         guard sentAt != 0 else { return false }
-        guard now > sentAt && now - sentAt > MonotonicClock.nanoseconds(retry.responseTimeout) else { return false }
+        guard now > sentAt && now - sentAt > responseTimeout else { return false }
         fail(head, .transportRetryExceeded, .peerTimedOut)
         return true
     }
