@@ -128,6 +128,8 @@ let package = Package(
         // waiting).
         .executableTarget(name: "pmi-test-rank", dependencies: ["PMI"]),
         .executableTarget(name: "mpi-runtime-check", dependencies: ["MPI"]),
+        // A first MPI program (README).
+        .executableTarget(name: "mpi-example", dependencies: ["MPI"]),
         // OSU-style benchmarks of the MPI layer (run under mpirun).
         .executableTarget(
             name: "mpibench",

@@ -8,6 +8,7 @@
 #   scripts/bench-mpi.sh                 # REPS=5 rounds, 2 ranks
 #   REPS=10 SCALE=0.5 scripts/bench-mpi.sh
 #   RANKS="4 8" scripts/bench-mpi.sh     # also ring and all-pairs with 4 and 8 ranks
+#   PEERS=none scripts/bench-mpi.sh      # without the peers' MPIs
 #
 # Peers: Debian's MPICH (mpicc.mpich) and Open MPI (mpicc.openmpi), where
 # installed, each over TCP (shared memory off, as ../shared/baselines.md
@@ -30,11 +31,12 @@ swift build -c release --product fabric-perf >/dev/null
 bin=$(swift build -c release --show-bin-path)
 
 peers=()
-if command -v mpicc.mpich >/dev/null 2>&1; then
+PEERS=${PEERS:-auto}   # none: this MPI, fabric-perf and raw TCP only
+if [ "$PEERS" != none ] && command -v mpicc.mpich >/dev/null 2>&1; then
     mpicc.mpich -O2 -o "$OUT/osu-style-mpich" scripts/osu-style.c 2>/dev/null
     peers+=(mpich-tcp mpich-shm)
 fi
-if command -v mpicc.openmpi >/dev/null 2>&1; then
+if [ "$PEERS" != none ] && command -v mpicc.openmpi >/dev/null 2>&1; then
     mpicc.openmpi -O2 -o "$OUT/osu-style-openmpi" scripts/osu-style.c 2>/dev/null
     peers+=(openmpi-tcp openmpi-shm)
 fi

@@ -5,29 +5,32 @@ import FabricCore
 /// slots). Made by the connection table (on first use, or when the peer
 /// connects); its state belongs to the point-to-point engine, under the
 /// engine's lock.
+///
+/// Its stored properties skip Swift's dynamic exclusivity checks, as the
+/// engine's do (see `PointToPointEngine`).
 final class PeerChannel<Device: FabricDevice>: @unchecked Sendable {  // set up before publication; afterwards touched only under the engine's lock
     /// The peer's world rank.
     let rank: Int
     /// Set once, before the channel is published.
-    var queuePair: Device.QueuePair!
+    @exclusivity(unchecked) var queuePair: Device.QueuePair!
 
     /// Eager frames this rank may still send before the peer returns slots.
-    var eagerCredits: Int
+    @exclusivity(unchecked) var eagerCredits: Int
     /// Eager slots this rank has freed and not yet told the peer about.
-    var creditsToReturn = 0
+    @exclusivity(unchecked) var creditsToReturn = 0
     /// Shared slots holding this peer's messages no receive has taken yet.
-    var heldSlots = 0
+    @exclusivity(unchecked) var heldSlots = 0
     /// Frames waiting for a free control slot or room in the send queue,
     /// in the order they must leave.
-    var waiting: [OutgoingFrame] = []
+    @exclusivity(unchecked) var waiting: [OutgoingFrame] = []
     /// Frames encoded and not yet posted, posted together as one list.
-    var outbox: [SendWorkRequest] = []
+    @exclusivity(unchecked) var outbox: [SendWorkRequest] = []
     /// Rendezvous receives with READs still to issue, oldest first.
-    var readQueue: [UInt32] = []
+    @exclusivity(unchecked) var readQueue: [UInt32] = []
     /// Bytes of rendezvous READs posted and not completed.
-    var readBytesInFlight = 0
+    @exclusivity(unchecked) var readBytesInFlight = 0
     /// Why the connection is unusable, once it is.
-    var failure: MPIError?
+    @exclusivity(unchecked) var failure: MPIError?
 
     /// A frame to send later: its header, and the bounce slot its payload
     /// waits in (nil: header only, sent from a control slot).

@@ -3,14 +3,16 @@ import FabricCore
 /// Registered memory cut into equal slots, with a free list: a
 /// connection's receive slots, or the process's bounce slots that eager
 /// messages leave from. Owns its buffer and registration; `close` releases
-/// both (after the queue pairs that used them are gone).
+/// both (after the queue pairs that used them are gone). Used under the
+/// engine's lock; its properties skip dynamic exclusivity checks as the
+/// engine's do.
 final class SlotPool<Device: FabricDevice> {
     let slotSize: Int
     let count: Int
     private let buffer: UnsafeMutableRawPointer
     let region: Device.MemoryRegion
-    private var free: [Int]
-    private var closed = false
+    @exclusivity(unchecked) private var free: [Int]
+    @exclusivity(unchecked) private var closed = false
 
     init(device: Device, domain: Device.ProtectionDomain, slotSize: Int, count: Int, access: MemoryAccess) throws(FabricError) {
         self.slotSize = slotSize
