@@ -34,8 +34,12 @@ struct MPIInfo: ParsableCommand {
         var launchers: [Launcher]
         var bootstrap: String
         var backend: String
+        /// How ranks on one host talk to each other.
+        var sameHost: String
         var settings: [Setting]
     }
+
+    static let sameHost = "through the fabric backend (loopback TCP for tcp, the device for verbs): this MPI has no shared-memory path yet (docs/mpi.md)"
 
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
@@ -50,7 +54,7 @@ struct MPIInfo: ParsableCommand {
         }
         let report = Report(
             version: Self.version, launchers: Self.launchers.map { .init(launcher: $0.launcher, how: $0.how) },
-            bootstrap: bootstrap, backend: backend,
+            bootstrap: bootstrap, backend: backend, sameHost: Self.sameHost,
             settings: MPISettings.current(environment).map { .init(name: $0.setting.name, value: $0.value, unsetMeans: $0.setting.unsetMeans, meaning: $0.setting.meaning) })
         if json {
             let encoder = JSONEncoder()
@@ -63,6 +67,7 @@ struct MPIInfo: ParsableCommand {
         for launcher in report.launchers { print("  \(launcher.launcher): \(launcher.how)") }
         print("\nbootstrap in this environment: \(report.bootstrap)")
         print("fabric backend a rank would use: \(report.backend)")
+        print("ranks on one host talk \(report.sameHost)")
         print("\nsettings (environment variables):")
         for setting in report.settings {
             print("  \(setting.name)=\(setting.value ?? "") \(setting.value == nil ? "(not set: \(setting.unsetMeans))" : "")")

@@ -1,7 +1,7 @@
 // Counts heap allocations of the whole process while enabled, so that a
 // benchmark can show that its steady state allocates nothing. Linked only
-// into fabric-perf: it replaces malloc and friends for that executable and
-// forwards to glibc's own implementations.
+// into the benchmarks (fabric-perf, mpibench): it replaces malloc and
+// friends for those executables and forwards to glibc's own implementations.
 #ifndef CALLOCATION_COUNTER_H
 #define CALLOCATION_COUNTER_H
 #include <stdint.h>

@@ -293,6 +293,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         let sleepFrom = start + settings.spinBeforeSleep
         let yields = settings.yieldWhileWaiting
         var rounds = 0
+        var sleeping = false
         var described = false
         defer { if described { waiting.clear() } }
         while try !satisfied() {
@@ -303,11 +304,12 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             checkConnections()
             let now = clock.now
             if now >= sleepFrom {
-                if !described {
-                    // Said only once the wait is long: a rank asked
-                    // (SIGUSR1, mpirun --timeout) names what it waits in.
-                    waiting.set("a point-to-point operation to complete (asleep on the completion queue)")
-                    described = true
+                if !sleeping {
+                    sleeping = true
+                    // Said only once the wait is long (and unless the
+                    // caller said more): a rank asked (SIGUSR1, mpirun
+                    // --timeout) names what it waits in.
+                    described = waiting.setUnlessSet("a point-to-point operation to complete (asleep on the completion queue)")
                 }
                 // Wakes when a completion arrives; the timeout bounds a
                 // wait whose wake-up another thread consumed.

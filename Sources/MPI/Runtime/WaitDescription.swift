@@ -13,6 +13,14 @@ final class WaitDescription: Sendable {
     private let state = Mutex(State())
 
     func set(_ step: String) { state.withLock { $0.step = step } }
+    /// Sets `step` unless a more specific one is set; true if it did.
+    func setUnlessSet(_ step: String) -> Bool {
+        state.withLock { state in
+            guard state.step == nil else { return false }
+            state.step = step
+            return true
+        }
+    }
     func clear() { state.withLock { $0.step = nil } }
     func begin(_ operation: String) { state.withLock { $0.operation = operation } }
     func end() { state.withLock { $0.operation = nil } }
