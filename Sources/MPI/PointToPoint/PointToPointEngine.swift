@@ -41,7 +41,11 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
 
     @exclusivity(unchecked) private var requests = RequestTable<Device.MemoryRegion>()
     @exclusivity(unchecked) private var matching = MatchingQueues()
-    @exclusivity(unchecked) private var communicators: [UInt32: Communicator] = [:]
+    /// The communicators this rank has, by context (a small number).
+    @exclusivity(unchecked) private var communicators: [Communicator?] = []
+    /// Connected peers by world rank, as this engine has met them (the
+    /// connection table's lookups take its lock; these do not).
+    @exclusivity(unchecked) private var peerChannels: [PeerChannel<Device>?]
     /// Where every connection's frames land, and the queue they are posted on.
     private let receiveSlots: SlotPool<Device>
     private let sharedReceiveQueue: Device.SharedReceiveQueue
@@ -95,6 +99,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         }
         self.domain = domain
         bounceReader = Array(repeating: -1, count: settings.sendSlots)
+        peerChannels = Array(repeating: nil, count: size)
         completionBatch = .allocate(capacity: 64)
         completionBatch.initialize(repeating: .empty)
         // Slots are posted again as soon as their frame is dealt with; a
@@ -122,7 +127,9 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     func register(_ communicator: Communicator) {
         lock.lock()
         defer { lock.unlock() }
-        communicators[communicator.context] = communicator
+        let context = Int(communicator.context)
+        if communicators.count <= context { communicators += Array(repeating: nil, count: context + 1 - communicators.count) }
+        communicators[context] = communicator
     }
 
     var currentStatistics: PointToPointStatistics {
@@ -151,8 +158,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         if peer == rank {
             return sendToSelf(bytes, tag: tag, on: communicator, synchronous: synchronous)
         }
-        let channel = try connections.channel(to: peer)
-        cache(channel)
+        let channel = try channel(toPeer: peer)
         if let failure = channel.failure { throw failure }
         let request = requests.start(.send, peer: peer)
         requests[request.index].status = MessageStatus(source: communicator.rank, tag: tag, count: length)
@@ -225,7 +231,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             throw MPIError(.invalidTag, "a receive with tag \(tag.value): tags run from 0 to \(MessageTag.upperBound), or any")
         }
         let peer = source.isAny ? -1 : communicator.worldRanks[source.value]
-        if peer >= 0, peer != rank, let failure = connections.existingChannel(to: peer)?.failure { throw failure }
+        if peer >= 0, peer != rank, let failure = knownChannel(peer)?.failure { throw failure }
         let request = requests.start(.receive, peer: peer)
         requests[request.index].buffer = buffer.baseAddress
         requests[request.index].capacity = buffer.count
@@ -530,7 +536,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     /// context is known and that rank is the channel's peer; otherwise
     /// the connection fails.
     private func checkedSource(of header: MessageHeader, from channel: PeerChannel<Device>) -> Int? {
-        guard let communicator = communicators[header.context] else {
+        guard Int(header.context) < communicators.count, let communicator = communicators[Int(header.context)] else {
             fail(channel, "it sent a message on unknown communicator context \(header.context)")
             return nil
         }
@@ -552,7 +558,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         case .inSlot(let slot):
             deliver(UnsafeRawPointer(receiveSlots.pointer(slot) + MessageHeader.size), length: message.length, into: index, source: message.source, tag: message.tag)
             heldSlots -= 1
-            guard let channel = connections.existingChannel(to: message.peer) else {
+            guard let channel = knownChannel(message.peer) else {
                 repost(slot)
                 return
             }
@@ -562,14 +568,14 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         case .copied(let bytes):
             unexpectedBytes -= bytes.count
             bytes.withUnsafeBytes { deliver($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, length: bytes.count, into: index, source: message.source, tag: message.tag) }
-            if message.synchronous, let channel = connections.existingChannel(to: message.peer) {
+            if message.synchronous, let channel = knownChannel(message.peer) {
                 answer(.synchronousAcknowledgement, cookie: message.cookie, on: channel)
             }
         case .local(let sendIndex):
             deliver(requests[sendIndex].sendBytes ?? UnsafeRawPointer(bitPattern: 1)!, length: message.length, into: index, source: message.source, tag: message.tag)
             requests.complete(sendIndex, count: message.length)
         case .remote(let address, let key):
-            guard let channel = connections.existingChannel(to: message.peer) else { return }
+            guard let channel = knownChannel(message.peer) else { return }
             startRendezvousReceive(index, of: message, address: address, key: key, on: channel)
         }
     }
@@ -750,7 +756,12 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         guard !channel.outbox.isEmpty, channel.failure == nil else { return }
         let posted: Int
         do {
-            posted = try channel.outbox.withUnsafeBufferPointer { (list) throws(FabricError) -> Int in try channel.queuePair.postSend(list) }
+            if channel.outbox.count == 1 {
+                // The common case of a blocking exchange: one frame.
+                posted = try channel.queuePair.postSend(channel.outbox[0]) == .posted ? 1 : 0
+            } else {
+                posted = try channel.outbox.withUnsafeBufferPointer { (list) throws(FabricError) -> Int in try channel.queuePair.postSend(list) }
+            }
         } catch {
             fail(channel, "a send could not be posted: \(error.message)")
             return
@@ -767,9 +778,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     /// Posts what every connection gathered: at every call that waits or
     /// tests, and at the end of each progress round.
     private func flushAll() {
-        guard !unflushed.isEmpty else { return }
-        for channel in unflushed { flush(channel) }
-        unflushed.removeAll(keepingCapacity: true)
+        while let channel = unflushed.popLast() { flush(channel) }
     }
 
     private func markStalled(_ channel: PeerChannel<Device>) {
@@ -842,10 +851,30 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         if let known = channelsByQueuePair[queuePair] { return known }
         guard let found = connections.channel(ofQueuePair: queuePair) else { return nil }
         channelsByQueuePair[queuePair] = found
+        // (A queue pair that lost a tie-break is findable by number until it
+        // is discarded, but never becomes the peer's channel.)
+        if connections.existingChannel(to: found.rank) === found { peerChannels[found.rank] = found }
         return found
     }
 
-    private func cache(_ channel: PeerChannel<Device>) {
+    /// The channel to `peer`, connecting on first use.
+    private func channel(toPeer peer: Int) throws(MPIError) -> PeerChannel<Device> {
+        if let known = peerChannels[peer] { return known }
+        let made = try connections.channel(to: peer)
+        remember(made)
+        return made
+    }
+
+    /// The channel to `peer` if it is connected (made by either side).
+    private func knownChannel(_ peer: Int) -> PeerChannel<Device>? {
+        if let known = peerChannels[peer] { return known }
+        guard let found = connections.existingChannel(to: peer) else { return nil }
+        remember(found)
+        return found
+    }
+
+    private func remember(_ channel: PeerChannel<Device>) {
+        peerChannels[channel.rank] = channel
         if channelsByQueuePair[channel.queuePair.number] == nil { channelsByQueuePair[channel.queuePair.number] = channel }
     }
 
@@ -854,7 +883,12 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     }
 
     private func checkKnown(_ communicator: Communicator) throws(MPIError) {
-        guard communicators[communicator.context] == communicator else {
+        // The context names it; its size and rank tell a communicator of
+        // another runtime (or a made-up one) from ours without comparing
+        // every member.
+        guard Int(communicator.context) < communicators.count, let known = communicators[Int(communicator.context)],
+            known.rank == communicator.rank, known.size == communicator.size
+        else {
             throw MPIError(.invalidArgument, "\(communicator) is not a communicator of rank \(rank)'s runtime")
         }
     }
