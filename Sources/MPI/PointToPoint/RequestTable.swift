@@ -48,8 +48,23 @@ struct RequestTable<Region> {
             index = UInt32(entries.count)
             entries.append(Entry())
         }
-        let generation = entries[Int(index)].generation
-        entries[Int(index)] = Entry(generation: generation, inUse: true, operation: operation, peer: peer)
+        // Only the fields every operation reads are reset: the others are
+        // written by the operation that uses them before it reads them
+        // (a whole new Entry costs a destruction and a construction).
+        let generation = entries.withUnsafeMutableBufferPointer { entries in
+            entries[Int(index)].inUse = true
+            entries[Int(index)].complete = false
+            entries[Int(index)].operation = operation
+            entries[Int(index)].peer = peer
+            entries[Int(index)].buffer = nil
+            entries[Int(index)].capacity = 0
+            entries[Int(index)].sendBytes = nil
+            entries[Int(index)].status.source = -1
+            entries[Int(index)].status.tag = -1
+            entries[Int(index)].status.count = 0
+            if entries[Int(index)].status.error != nil { entries[Int(index)].status.error = nil }
+            return entries[Int(index)].generation
+        }
         return Request(index: index, generation: generation)
     }
 
