@@ -23,6 +23,9 @@ SCALE=${SCALE:-0.3}
 RANKS=${RANKS:-}
 SIZES=${SIZES:-8,1K,64K,1M,4M}
 OUT=${OUT:-$(mktemp -d /tmp/bench-mpi.XXXXXX)}
+# Seconds a peer's run may take: busy-polling MPICH with more ranks than
+# cores prints its figure, then may hang in MPI_Finalize until killed.
+PEER_TIMEOUT=${PEER_TIMEOUT:-120}
 mkdir -p "$OUT"
 
 swift build -c release --product mpibench >/dev/null
@@ -45,10 +48,10 @@ fi
 run_peer() {
     local name=$1 ranks=$2 test=$3 size=$4
     case $name in
-        mpich-tcp) MPIR_CVAR_NOLOCAL=1 UCX_TLS=self,tcp UCX_NET_DEVICES=lo timeout 120 mpirun.mpich -n "$ranks" "$OUT/osu-style-mpich" "$test" "$size" "$SCALE" ;;
-        mpich-shm) timeout 120 mpirun.mpich -n "$ranks" "$OUT/osu-style-mpich" "$test" "$size" "$SCALE" ;;
-        openmpi-tcp) timeout 120 mpirun.openmpi --allow-run-as-root --oversubscribe --mca pml ob1 --mca btl tcp,self -n "$ranks" "$OUT/osu-style-openmpi" "$test" "$size" "$SCALE" ;;
-        openmpi-shm) timeout 120 mpirun.openmpi --allow-run-as-root --oversubscribe -n "$ranks" "$OUT/osu-style-openmpi" "$test" "$size" "$SCALE" ;;
+        mpich-tcp) MPIR_CVAR_NOLOCAL=1 UCX_TLS=self,tcp UCX_NET_DEVICES=lo timeout "$PEER_TIMEOUT" mpirun.mpich -n "$ranks" "$OUT/osu-style-mpich" "$test" "$size" "$SCALE" ;;
+        mpich-shm) timeout "$PEER_TIMEOUT" mpirun.mpich -n "$ranks" "$OUT/osu-style-mpich" "$test" "$size" "$SCALE" ;;
+        openmpi-tcp) timeout "$PEER_TIMEOUT" mpirun.openmpi --allow-run-as-root --oversubscribe --mca pml ob1 --mca btl tcp,self -n "$ranks" "$OUT/osu-style-openmpi" "$test" "$size" "$SCALE" ;;
+        openmpi-shm) timeout "$PEER_TIMEOUT" mpirun.openmpi --allow-run-as-root --oversubscribe -n "$ranks" "$OUT/osu-style-openmpi" "$test" "$size" "$SCALE" ;;
     esac 2>>"$OUT/peers.err" | tee -a "$OUT/peers.log" | grep '^osu-style ' | sed "s/^osu-style /$name $ranks /" \
         || echo "$name $ranks $test $size failed - -"
 }
