@@ -448,13 +448,17 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         let frame = receiveSlots.pointer(slot)
         let header: MessageHeader
         do { header = try MessageHeader.decode(frame, frameLength: length) } catch {
+            repost(slot)
             fail(channel, "it sent \(error.description)")
             return
         }
         channel.eagerCredits += Int(header.credits)
         switch header.kind {
         case .eager:
-            guard let source = checkedSource(of: header, from: channel) else { return }
+            guard let source = checkedSource(of: header, from: channel) else {
+                repost(slot)
+                return
+            }
             let payloadLength = Int(header.length)
             if let index = matching.takePosted(context: header.context, source: source, tag: Int(header.tag)) {
                 deliver(UnsafeRawPointer(frame + MessageHeader.size), length: payloadLength, into: index, source: source, tag: Int(header.tag))
