@@ -19,7 +19,8 @@ import Glibc
 ///   whose slots are full of unexpected messages still gets the rest.
 /// - rendezvous: a request names the sender's registered buffer; the
 ///   receiver, once a receive matches, registers its buffer, READs the
-///   payload in chunks (`readsInFlight` at a time per connection), then
+///   payload in chunks (at most `readsInFlight` chunks' worth of bytes in
+///   flight per connection), then
 ///   answers "done", which completes the sender's request.
 /// - synchronous eager sends are answered once matched.
 ///

@@ -1,8 +1,9 @@
 import FabricCore
 import Glibc
 
-/// The protocol's sizes: where eager ends and rendezvous begins, how much
-/// eager memory each connection has, how a rendezvous payload is cut. The
+/// The protocol's sizes: where eager ends and rendezvous begins, the
+/// credits of each connection and the receive slots they share, how a
+/// rendezvous payload is cut, how a blocked call waits. The
 /// defaults come from the device's capabilities; each can be overridden
 /// by an environment variable (listed by mpiinfo). Rank 0's values are the
 /// job's: every rank must agree on the slot size and the credits.
