@@ -225,18 +225,12 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         defer { lock.unlock() }
         try checkOpen()
         try checkKnown(communicator)
-        guard source.isAny || (0..<communicator.size).contains(source.value) else {
-            throw MPIError(.invalidRank, "a receive from rank \(source.value) of \(communicator) of \(communicator.size) ranks")
-        }
-        guard tag.isAny || (0...MessageTag.upperBound).contains(tag.value) else {
-            throw MPIError(.invalidTag, "a receive with tag \(tag.value): tags run from 0 to \(MessageTag.upperBound), or any")
-        }
+        let selector = try checkedSelector(source, tag, communicator, for: "a receive")
         let peer = source.isAny ? -1 : communicator.worldRanks[source.value]
         if peer >= 0, peer != rank, let failure = knownChannel(peer)?.failure { throw failure }
         let request = requests.start(.receive, peer: peer)
         requests[request.index].buffer = buffer.baseAddress
         requests[request.index].capacity = buffer.count
-        let selector = MatchingQueues.Selector(context: communicator.context, source: source.value, tag: tag.value)
         if let message = matching.takeArrived(selector) {
             take(message, into: request.index)
         } else {
@@ -273,13 +267,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         defer { lock.unlock() }
         try checkOpen()
         try checkKnown(communicator)
-        guard source.isAny || (0..<communicator.size).contains(source.value) else {
-            throw MPIError(.invalidRank, "a probe for rank \(source.value) of \(communicator) of \(communicator.size) ranks")
-        }
-        guard tag.isAny || (0...MessageTag.upperBound).contains(tag.value) else {
-            throw MPIError(.invalidTag, "a probe for tag \(tag.value): tags run from 0 to \(MessageTag.upperBound), or any")
-        }
-        let selector = MatchingQueues.Selector(context: communicator.context, source: source.value, tag: tag.value)
+        let selector = try checkedSelector(source, tag, communicator, for: "a probe")
         if let found = matching.peekArrived(selector) {
             return MessageStatus(source: found.source, tag: found.tag, count: found.length)
         }
@@ -471,12 +459,9 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
                 // Half of the peer's credits or of all slots held: copy out
                 // (within the limit), so that the next frames find room.
                 if channel.heldSlots >= settings.eagerSlots / 2 || heldSlots >= settings.sharedSlots / 2,
-                    unexpectedBytes + payloadLength <= settings.unexpectedMemoryLimit
+                    let copy = heldCopy(of: UnsafeRawBufferPointer(start: frame + MessageHeader.size, count: payloadLength))
                 {
-                    payload = .copied(Array(UnsafeRawBufferPointer(start: frame + MessageHeader.size, count: payloadLength)))
-                    unexpectedBytes += payloadLength
-                    statistics.copiedBytes += payloadLength
-                    statistics.unexpectedCopies += 1
+                    payload = copy
                     releaseEagerSlot(slot, of: channel)
                 } else {
                     channel.heldSlots += 1
@@ -487,7 +472,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
                     synchronous: header.synchronous, cookie: header.cookie, payload: payload))
             }
         case .rendezvousRequest:
-            repost(slot, of: channel)
+            repost(slot)
             guard let source = checkedSource(of: header, from: channel) else { return }
             guard header.length <= UInt64(Int.max) else {
                 fail(channel, "it sent a rendezvous request of \(header.length) bytes")
@@ -503,7 +488,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
                 matching.arrive(message)
             }
         case .rendezvousDone:
-            repost(slot, of: channel)
+            repost(slot)
             if let bounceSlot = BounceCookie.slot(header.cookie) {
                 guard bounceSlot < bounceReader.count, bounceReader[bounceSlot] == channel.rank else {
                     fail(channel, "it said it read bounce slot \(bounceSlot), which it was not given")
@@ -522,14 +507,14 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
                 requests.complete(index, count: requests[index].status.count)
             }
         case .synchronousAcknowledgement:
-            repost(slot, of: channel)
+            repost(slot)
             guard let index = requests.index(ofCookie: header.cookie), requests[index].operation == .send, requests[index].peer == channel.rank else {
                 fail(channel, "it acknowledged a synchronous send it was not sent")
                 return
             }
             requests.complete(index, count: requests[index].status.count)
         case .credit:
-            repost(slot, of: channel)
+            repost(slot)
         }
         if channel.creditsToReturn >= max(1, settings.eagerSlots / 2) {
             statistics.creditFrames += 1
@@ -692,13 +677,10 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         }
         statistics.unexpectedMessages += 1
         var payload = MatchingQueues.Payload.local(request.index)
-        if !synchronous, length <= settings.eagerLimit, unexpectedBytes + length <= settings.unexpectedMemoryLimit {
+        if !synchronous, length <= settings.eagerLimit, let copy = heldCopy(of: bytes) {
             // Buffered like an eager message, so a blocking send to self
             // before its receive returns.
-            payload = .copied(Array(bytes))
-            unexpectedBytes += length
-            statistics.copiedBytes += length
-            statistics.unexpectedCopies += 1
+            payload = copy
             requests.complete(request.index, count: length)
         } else {
             requests[request.index].sendBytes = bytes.baseAddress
@@ -707,6 +689,16 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             context: communicator.context, source: communicator.rank, tag: tag, length: length, peer: rank,
             synchronous: false, cookie: 0, payload: payload))
         return request
+    }
+
+    /// A copy of an unexpected message's payload for the matching queue,
+    /// counted; nil when it would pass the unexpected-memory limit.
+    private func heldCopy(of payload: UnsafeRawBufferPointer) -> MatchingQueues.Payload? {
+        guard unexpectedBytes + payload.count <= settings.unexpectedMemoryLimit else { return nil }
+        unexpectedBytes += payload.count
+        statistics.copiedBytes += payload.count
+        statistics.unexpectedCopies += 1
+        return .copied(Array(payload))
     }
 
     // MARK: - Frames out
@@ -813,8 +805,6 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         _ = try? sharedReceiveQueue.postReceive(request)
     }
 
-    private func repost(_ slot: Int, of channel: PeerChannel<Device>) { repost(slot) }
-
     private func releaseEagerSlot(_ slot: Int, of channel: PeerChannel<Device>) {
         repost(slot)
         channel.creditsToReturn += 1
@@ -885,6 +875,20 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
 
     private func checkOpen() throws(MPIError) {
         guard !closed else { throw MPIError(.invalidState, "the MPI runtime of rank \(rank) is finalized") }
+    }
+
+    /// What a receive or probe (`operation`) accepts, once its source and
+    /// tag are checked against the communicator.
+    private func checkedSelector(
+        _ source: MessageSource, _ tag: MessageTag, _ communicator: Communicator, for operation: String
+    ) throws(MPIError) -> MatchingQueues.Selector {
+        guard source.isAny || (0..<communicator.size).contains(source.value) else {
+            throw MPIError(.invalidRank, "\(operation) from rank \(source.value) of \(communicator) of \(communicator.size) ranks")
+        }
+        guard tag.isAny || (0...MessageTag.upperBound).contains(tag.value) else {
+            throw MPIError(.invalidTag, "\(operation) with tag \(tag.value): tags run from 0 to \(MessageTag.upperBound), or any")
+        }
+        return MatchingQueues.Selector(context: communicator.context, source: source.value, tag: tag.value)
     }
 
     private func checkKnown(_ communicator: Communicator) throws(MPIError) {
