@@ -125,12 +125,7 @@ extension MPIRuntime {
     /// Starts a send (MPI_Isend). `buffer` must stay valid and unchanged
     /// until the request completes.
     public func startSend(_ buffer: UnsafeRawBufferPointer, to destination: Int, tag: Int, on communicator: Communicator? = nil) throws(MPIError) -> Request {
-        do {
-            try checkOpen()
-            return try transport.startSend(buffer, destination, tag, communicator ?? world, false)
-        } catch {
-            return try raise(error)
-        }
+        try start(buffer, to: destination, tag: tag, on: communicator, synchronous: false)
     }
 
     public func startSend<T: BitwiseCopyable>(_ values: UnsafeBufferPointer<T>, to destination: Int, tag: Int, on communicator: Communicator? = nil) throws(MPIError) -> Request {
@@ -139,9 +134,15 @@ extension MPIRuntime {
 
     /// Starts a synchronous send (MPI_Issend): complete once matched.
     public func startSynchronousSend(_ buffer: UnsafeRawBufferPointer, to destination: Int, tag: Int, on communicator: Communicator? = nil) throws(MPIError) -> Request {
+        try start(buffer, to: destination, tag: tag, on: communicator, synchronous: true)
+    }
+
+    private func start(
+        _ buffer: UnsafeRawBufferPointer, to destination: Int, tag: Int, on communicator: Communicator?, synchronous: Bool
+    ) throws(MPIError) -> Request {
         do {
             try checkOpen()
-            return try transport.startSend(buffer, destination, tag, communicator ?? world, true)
+            return try transport.startSend(buffer, destination, tag, communicator ?? world, synchronous)
         } catch {
             return try raise(error)
         }
@@ -196,17 +197,9 @@ extension MPIRuntime {
     /// Waits for every request (MPI_Waitall); statuses in the same order.
     /// An error of any of them goes to the error handler once all completed.
     public func waitAll(_ requests: [Request]) throws(MPIError) -> [MessageStatus] {
-        do {
-            try transport.wait { () throws(MPIError) -> Bool in
-                transport.advance()
-                for request in requests where try !transport.isFinished(request) { return false }
-                return true
-            }
-        } catch {
-            return try raise(error)
-        }
+        do { try waitUntilAllFinished(requests) } catch { return try raise(error) }
         let statuses = requests.map { transport.collect($0) }
-        if let failed = statuses.first(where: { $0.error != nil }), let error = failed.error { return try raise(error) }
+        try raiseFirstError(of: statuses)
         return statuses
     }
 
@@ -214,11 +207,7 @@ extension MPIRuntime {
     /// MPI_STATUSES_IGNORE): allocates nothing.
     public func waitAllDiscardingStatuses(_ requests: [Request]) throws(MPIError) {
         do throws(MPIError) {
-            try transport.wait { () throws(MPIError) -> Bool in
-                transport.advance()
-                for request in requests where try !transport.isFinished(request) { return false }
-                return true
-            }
+            try waitUntilAllFinished(requests)
             var failure: MPIError?
             for request in requests {
                 let status = transport.collect(request)
@@ -274,7 +263,7 @@ extension MPIRuntime {
             return try raise(error)
         }
         let statuses = requests.map { transport.collect($0) }
-        if let failed = statuses.first(where: { $0.error != nil }), let error = failed.error { return try raise(error) }
+        try raiseFirstError(of: statuses)
         return statuses
     }
 
@@ -308,8 +297,22 @@ extension MPIRuntime {
         } catch {
             return try raise(error)
         }
-        if let failed = done.first(where: { $0.status.error != nil }), let error = failed.status.error { return try raise(error) }
+        try raiseFirstError(of: done.map(\.status))
         return done
+    }
+
+    /// Advances until every one of `requests` is complete (none collected).
+    private func waitUntilAllFinished(_ requests: [Request]) throws(MPIError) {
+        try transport.wait { () throws(MPIError) -> Bool in
+            transport.advance()
+            for request in requests where try !transport.isFinished(request) { return false }
+            return true
+        }
+    }
+
+    /// Gives the first error among `statuses` to the error handler.
+    private func raiseFirstError(of statuses: [MessageStatus]) throws(MPIError) {
+        if let error = statuses.lazy.compactMap(\.error).first { try raise(error) as Void }
     }
 
     // MARK: - Probing

@@ -225,9 +225,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         guard bytes.count <= Self.runtimeMessageLimit else {
             throw MPIError(.messageTooLong, "a runtime message of \(bytes.count) bytes; at most \(Self.runtimeMessageLimit)")
         }
-        guard rank != self.rank, (0..<size).contains(rank) else {
-            throw MPIError(.invalidRank, "rank \(rank) is not another rank of this job of \(size)")
-        }
+        try checkOtherRank(rank)
         waiting.set("the send of a runtime message to rank \(rank)")
         defer { waiting.clear() }
         let request = try withBytes(of: bytes) { (buffer) throws(MPIError) -> Request in
@@ -240,9 +238,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
     /// The next internal message from `rank`, waiting for it.
     public func receiveRuntimeMessage(from rank: Int) throws(MPIError) -> [UInt8] {
         try checkOpen()
-        guard rank != self.rank, (0..<size).contains(rank) else {
-            throw MPIError(.invalidRank, "rank \(rank) is not another rank of this job of \(size)")
-        }
+        try checkOtherRank(rank)
         waiting.set("a runtime message from rank \(rank)")
         defer { waiting.clear() }
         var message = [UInt8](repeating: 0, count: Self.runtimeMessageLimit)
@@ -314,6 +310,13 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         logger.error("aborting the job: \(message)")
         bootstrap.abort(exitCode: exitCode, message: message)
         exit(exitCode)
+    }
+
+    /// Runtime messages go between two different ranks of the job.
+    private func checkOtherRank(_ rank: Int) throws(MPIError) {
+        guard rank != self.rank, (0..<size).contains(rank) else {
+            throw MPIError(.invalidRank, "rank \(rank) is not another rank of this job of \(size)")
+        }
     }
 
     func checkOpen() throws(MPIError) {
