@@ -68,6 +68,9 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // Registrations of user buffers kept for reuse and dropped when the
+        // memory monitor (FabricSupport) sees their pages go.
+        .target(name: "FabricRegistrationCache", dependencies: ["FabricCore", "FabricSupport", "CFabricShims"]),
         .target(
             name: "Fabric",
             dependencies: ["FabricCore", "FabricSupport", "FabricTCP", "FabricVerbs", .product(name: "Logging", package: "swift-log")]
@@ -105,7 +108,7 @@ let package = Package(
         // use, the job's end); point-to-point and the rest build on it.
         .target(
             name: "MPI",
-            dependencies: ["Fabric", "PMI", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Fabric", "FabricRegistrationCache", "PMI", .product(name: "Logging", package: "swift-log")]
         ),
         // What this MPI would do here: launchers, bootstrap, backend, settings.
         .executableTarget(

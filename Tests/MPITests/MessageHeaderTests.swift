@@ -1,3 +1,4 @@
+import FabricTCP
 import Testing
 
 @testable import MPI
@@ -117,7 +118,7 @@ struct MatchingQueuesTests {
 struct RequestTableTests {
     @Test("a collected request's entry is reused with a new generation; the old request names nothing")
     func generations() {
-        var table = RequestTable<AnyObject>()
+        var table = RequestTable<TCPMemoryRegion>()
         let first = table.start(.send, peer: 1)
         table.complete(first.index, count: 8)
         #expect(table.collect(first.index).count == 8)

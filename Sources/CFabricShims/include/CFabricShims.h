@@ -84,4 +84,29 @@ int fabric_epoll_pwait2(int fd, struct epoll_event *events, int capacity, const 
 long fabric_timer_slack(void);
 int fabric_set_timer_slack(unsigned long nanoseconds);
 
+/// The process's memory monitor (memory_monitor.c): a userfaultfd read by
+/// a thread of its own, publishing every unmapped, removed or moved range
+/// of watched memory into a ring that readers follow with cursors.
+typedef struct {
+    uint64_t start, end;
+} fabric_unmapped_range;
+/// Starts the monitor once per process; returns 0, or the errno why it
+/// cannot run (no userfaultfd in this kernel or container, not permitted).
+/// `simulate_failure` makes a first start fail with ENOSYS (for tests).
+int fabric_memory_monitor_start(int simulate_failure);
+/// Watches the pages of [address, address+length): returns 0, or the errno
+/// of UFFDIO_REGISTER (EINVAL: file-backed or unsupported memory, or not
+/// all mapped; EBUSY: another userfaultfd watches part of it).
+int fabric_memory_monitor_watch(const void *address, size_t length);
+/// Events published so far, after any batch being read has been published:
+/// every unmap that returned before this call is counted.
+uint64_t fabric_memory_monitor_head(void);
+/// Copies up to `capacity` ranges published after *cursor and advances it.
+/// Sets *overflowed (and moves the cursor to the head) when the ring
+/// lapped the reader: then the reader must forget everything it cached.
+size_t fabric_memory_monitor_read(uint64_t *cursor, fabric_unmapped_range *ranges, size_t capacity, int *overflowed);
+/// Events seen: unmaps, removes (MADV_DONTNEED/FREE), remaps, and page
+/// faults (never expected).
+void fabric_memory_monitor_counters(uint64_t counters[4]);
+
 #endif

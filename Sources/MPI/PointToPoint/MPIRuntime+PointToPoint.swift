@@ -1,3 +1,5 @@
+import FabricRegistrationCache
+
 /// What an error of an MPI operation does (MPI's error handlers).
 public enum ErrorHandler: Hashable, Sendable {
     /// End the job, naming the rank and the cause (MPI_ERRORS_ARE_FATAL).
@@ -348,6 +350,14 @@ extension MPIRuntime {
     /// What point-to-point did since initialisation (bytes copied,
     /// protocols chosen, registrations).
     public var pointToPointStatistics: PointToPointStatistics { transport.statistics() }
+
+    /// What the registration cache of rendezvous buffers did: hits, misses,
+    /// evictions, invalidations, per-use registrations, bytes registered.
+    public var registrationCacheStatistics: RegistrationCacheStatistics { transport.registrationStatistics() }
+
+    /// How the registration cache is set up in this process: caching or
+    /// not (and why), the cap and where it came from.
+    public var registrationCacheState: RegistrationCacheState { transport.registrationCacheState }
 
     /// Bytes up to which a message is sent eagerly.
     public var eagerLimit: Int { transport.settings.eagerLimit }

@@ -1,4 +1,5 @@
 import FabricCore
+import FabricRegistrationCache
 import Glibc
 
 /// MPI point-to-point over one fabric device: matching, the eager protocol
@@ -36,6 +37,8 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     let settings: PointToPointSettings
     let device: Device
     private let domain: Device.ProtectionDomain
+    /// Registrations of user buffers for rendezvous, kept for reuse.
+    let registrations: RegistrationCache<Device>
     private let completions: Device.CompletionQueue
     @exclusivity(unchecked) private var connections: PeerConnections<Device>!
     private let lock = ProgressLock()
@@ -99,6 +102,12 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             throw MPIError(error, while: "setting up point-to-point messaging")
         }
         self.domain = domain
+        do throws(FabricError) {
+            let configuration = try RegistrationCacheConfiguration.fromEnvironment(for: device.capabilities.memoryModel)
+            registrations = RegistrationCache(device: device, domain: domain, configuration: configuration)
+        } catch {
+            throw MPIError(error, while: "setting up the registration cache")
+        }
         bounceReader = Array(repeating: -1, count: settings.sendSlots)
         peerChannels = Array(repeating: nil, count: size)
         completionBatch = .allocate(capacity: 64)
@@ -199,17 +208,18 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         // the receiver says it has read it. (An empty message gets here
         // only without a bounce slot or credit: nothing to register.)
         if let base = bytes.baseAddress, length > 0 {
-            let region: Device.MemoryRegion
+            let lease: RegistrationLease<Device.MemoryRegion>
             do {
-                region = try device.registerMemory(UnsafeMutableRawPointer(mutating: base), length: length, access: .remoteRead, in: domain)
+                lease = try registrations.acquire(base, length: length, access: .remoteRead)
             } catch {
                 _ = requests.collect(request.index)
                 throw MPIError(error, while: "registering a send buffer of \(length) bytes for rank \(peer)")
             }
             statistics.registrations += 1
-            requests[request.index].registration = region
-            header.remoteAddress = UInt64(UInt(bitPattern: region.address))
-            header.remoteKey = region.remoteKey.rawValue
+            requests[request.index].registration = lease
+            let remote = lease.remote(at: base)
+            header.remoteAddress = remote.address
+            header.remoteKey = remote.key.rawValue
         }
         statistics.rendezvousSends += 1
         header.kind = .rendezvousRequest
@@ -373,6 +383,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         bounce.close()
         control.close()
         receiveSlots.close()
+        registrations.close()
     }
 
     // MARK: - Progress
@@ -604,7 +615,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         requests[index].readDone = 0
         if total > 0 {
             do {
-                requests[index].registration = try device.registerMemory(requests[index].buffer!, length: total, access: .localWrite, in: domain)
+                requests[index].registration = try registrations.acquire(requests[index].buffer!, length: total, access: .localWrite)
                 statistics.registrations += 1
             } catch {
                 // The sender still hears "done", so its send completes.
@@ -632,7 +643,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             let remote = RemoteMemory(address: requests[index].remote.address &+ UInt64(issued), key: RemoteKey(rawValue: requests[index].remote.key))
             let posted: PostResult
             do {
-                let local = try requests[index].registration!.element(offset: issued, length: chunk)
+                let local = try requests[index].registration!.element(at: requests[index].buffer! + issued, length: chunk)
                 posted = try channel.queuePair.postSend(SendWorkRequest(id: WorkRequestID.rendezvousRead(index).encoded, operation: .read(remote), local: .single(local)))
             } catch {
                 fail(channel, "a rendezvous READ could not be posted: \(error.message)")
@@ -655,10 +666,10 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         requests.complete(index, count: requests[index].readTotal, error: requests[index].status.error)
     }
 
-    /// Deregisters the user buffer request `index` registered.
+    /// Gives the registration of request `index`'s buffer back to the cache.
     private func release(_ index: UInt32) {
-        if let region = requests[index].registration {
-            try? region.deregister()
+        if let lease = requests[index].registration {
+            registrations.release(lease)
             requests[index].registration = nil
         }
     }
@@ -912,6 +923,8 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
 struct PointToPointTransport: Sendable {
     let connectionCount: @Sendable () -> Int
     let statistics: @Sendable () -> PointToPointStatistics
+    let registrationStatistics: @Sendable () -> RegistrationCacheStatistics
+    let registrationCacheState: RegistrationCacheState
     let settings: PointToPointSettings
     let register: @Sendable (Communicator) -> Void
     let startSend: @Sendable (UnsafeRawBufferPointer, Int, Int, Communicator, Bool) throws(MPIError) -> Request
@@ -928,6 +941,8 @@ struct PointToPointTransport: Sendable {
     init<Device: FabricDevice>(_ engine: PointToPointEngine<Device>) {
         connectionCount = { engine.connectionCount }
         statistics = { engine.currentStatistics }
+        registrationStatistics = { engine.registrations.statistics }
+        registrationCacheState = RegistrationCacheState(engine.registrations)
         settings = engine.settings
         register = { engine.register($0) }
         startSend = { (bytes, destination, tag, communicator, synchronous) throws(MPIError) in

@@ -1,8 +1,11 @@
+import FabricCore
+import FabricRegistrationCache
+
 /// Every operation in progress, in a table whose entries are reused, so
 /// that starting and completing one allocates nothing in steady state. A
 /// `Request` names an entry and its generation; a stale request (one whose
 /// entry was freed and reused) is told apart by the generation.
-struct RequestTable<Region> {
+struct RequestTable<Region: FabricMemoryRegion> {
     enum Operation { case send, receive }
 
     /// One operation's state.
@@ -20,8 +23,9 @@ struct RequestTable<Region> {
         var sendBytes: UnsafeRawPointer?
         /// The outcome (receives: the envelope; sends: the length).
         var status = MessageStatus(source: -1, tag: -1, count: 0)
-        /// The registration of the user's buffer, for a rendezvous.
-        var registration: Region?
+        /// The registration of the user's buffer, for a rendezvous, held
+        /// from the registration cache until the transfer ends.
+        var registration: RegistrationLease<Region>?
         /// Rendezvous receives: the remote payload, what is read, the
         /// sender's cookie to answer.
         var remote: (address: UInt64, key: UInt32) = (0, 0)
@@ -90,14 +94,14 @@ struct RequestTable<Region> {
         entries[Int(index)].complete = true
         entries[Int(index)].status.count = count
         entries[Int(index)].status.error = error
-        entries[Int(index)].registration = nil
+        assert(entries[Int(index)].registration == nil, "a request completed without giving its registration back")
     }
 
     /// Frees a completed entry and returns its status.
     mutating func collect(_ index: UInt32) -> MessageStatus {
         let status = entries[Int(index)].status
         entries[Int(index)].inUse = false
-        entries[Int(index)].registration = nil
+        assert(entries[Int(index)].registration == nil, "a request was collected without giving its registration back")
         entries[Int(index)].generation = (entries[Int(index)].generation &+ 1) & 0x7fff_ffff
         free.append(index)
         return status

@@ -1,0 +1,260 @@
+import CFabricShims
+import FabricCore
+import FabricSupport
+import Glibc
+
+/// Registrations of user buffers kept for reuse, keyed by address range,
+/// and never served once their pages are gone.
+///
+/// - A hit hands out an entry whose range contains the buffer (any buffer
+///   inside an earlier one hits too); a miss watches the buffer's pages
+///   with the process's `MemoryMonitor`, registers them, and caches the
+///   entry. Entries are reference counted while transfers use them.
+/// - Every call first applies the monitor's events: an entry whose pages
+///   were unmapped, moved or emptied is dropped (deregistered once no
+///   transfer holds it). The monitor guarantees that an unmap which has
+///   returned is among those events, so a buffer freed and allocated
+///   again at the same address is registered again, never served stale.
+/// - Memory that cannot be watched (file-backed, watched by another
+///   userfaultfd, no monitor) is registered for one use and deregistered at
+///   release: never an entry that cannot be invalidated.
+/// - Bytes registered through the cache stay under the configured cap:
+///   unused entries are evicted, least recently used first, before a
+///   registration fails with an error naming the cap.
+///
+/// Thread-safe: one lock over everything, held across registration too.
+/// That is safe here because the monitor's thread takes no lock (a cache
+/// that invalidated from the monitor's thread under its own lock could
+/// deadlock with a thread that unmaps while holding it).
+public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable {  // all mutable state under `lock`
+    private struct Entry {
+        var start: UInt = 0
+        var end: UInt = 0
+        var region: Device.MemoryRegion?
+        var access: MemoryAccess = []
+        var references = 0
+        var lastUse: UInt64 = 0
+        /// Dropped from the index (its pages changed) but still in use.
+        var invalid = false
+    }
+
+    public let configuration: RegistrationCacheConfiguration
+    private let device: Device
+    private let domain: Device.ProtectionDomain
+    private let monitor: MemoryMonitor
+    /// Whether entries can be cached at all: caching on and a monitor.
+    public let watching: Bool
+    /// Why not, when `watching` is false.
+    public let uncachedReason: String?
+    private let lockWord: UnsafeMutablePointer<UInt32>
+    private var reader: MemoryMonitor.Reader
+    private var index: RegistrationIndex
+    private var entries: [Entry] = []
+    private var freeSlots: [Int32] = []
+    private var scratch: [Int32] = []
+    private var tick: UInt64 = 0
+    private var counters = RegistrationCacheStatistics()
+
+    public init(device: Device, domain: Device.ProtectionDomain, configuration: RegistrationCacheConfiguration, monitor: MemoryMonitor = .shared) {
+        self.device = device
+        self.domain = domain
+        self.configuration = configuration
+        self.monitor = monitor
+        switch (configuration.caching, monitor.currentState) {
+        case (false, _):
+            watching = false
+            uncachedReason = "caching is switched off (FABRIC_REGCACHE=off)"
+        case (true, .unavailable(let reason)):
+            watching = false
+            uncachedReason = "no memory monitor: " + reason
+        case (true, .watching):
+            watching = true
+            uncachedReason = nil
+        }
+        reader = monitor.reader()
+        index = RegistrationIndex(reservingCapacity: configuration.maxEntries)
+        entries.reserveCapacity(configuration.maxEntries)
+        freeSlots.reserveCapacity(configuration.maxEntries)
+        scratch.reserveCapacity(configuration.maxEntries)
+        lockWord = .allocate(capacity: 1)
+        lockWord.initialize(to: 0)
+    }
+
+    deinit {
+        close()
+        lockWord.deallocate()
+    }
+
+    public var statistics: RegistrationCacheStatistics {
+        fabric_lock(lockWord)
+        defer { fabric_unlock(lockWord) }
+        return counters
+    }
+
+    /// A registration covering [address, address + length) with at least
+    /// `access`. Give it back with `release` once the transfer is over.
+    public func acquire(_ address: UnsafeRawPointer, length: Int, access: MemoryAccess) throws(FabricError) -> RegistrationLease<Device.MemoryRegion> {
+        guard length > 0 else {
+            throw FabricError(.invalidArgument, "cannot register a buffer of \(length) bytes")
+        }
+        let start = UInt(bitPattern: address)
+        let (end, overflow) = start.addingReportingOverflow(UInt(length))
+        guard !overflow else {
+            throw FabricError(.invalidArgument, "the buffer at \(address) of \(length) bytes wraps around the address space")
+        }
+        fabric_lock(lockWord)
+        defer { fabric_unlock(lockWord) }
+        applyMonitorEvents()
+        tick &+= 1
+        if watching, let slot = index.find(containing: start, end, where: { entries[Int($0)].access.isSuperset(of: access) }) {
+            entries[Int(slot)].references += 1
+            entries[Int(slot)].lastUse = tick
+            counters.hits += 1
+            return RegistrationLease(region: entries[Int(slot)].region!, slot: slot)
+        }
+        if watching, case .watched = monitor.watch(address, length: length) {
+            return try cacheNewEntry(start: start, end: end, access: access)
+        }
+        return try registerOnce(address, length: length, access: access)
+    }
+
+    /// Gives back what `acquire` returned.
+    public func release(_ lease: RegistrationLease<Device.MemoryRegion>) {
+        fabric_lock(lockWord)
+        defer { fabric_unlock(lockWord) }
+        applyMonitorEvents()
+        guard lease.slot >= 0 else {
+            counters.registeredBytes -= lease.region.length
+            try? lease.region.deregister()
+            return
+        }
+        let slot = Int(lease.slot)
+        entries[slot].references -= 1
+        if entries[slot].invalid, entries[slot].references == 0 { discard(slot) }
+    }
+
+    /// Deregisters every entry no transfer holds (all of them when the
+    /// owner closes, after its transfers ended).
+    public func close() {
+        fabric_lock(lockWord)
+        defer { fabric_unlock(lockWord) }
+        for slot in entries.indices where entries[slot].region != nil && entries[slot].references == 0 {
+            if !entries[slot].invalid { index.remove(slot: Int32(slot), start: entries[slot].start) }
+            discard(slot)
+        }
+    }
+
+    // MARK: - Misses
+
+    private func cacheNewEntry(start: UInt, end: UInt, access: MemoryAccess) throws(FabricError) -> RegistrationLease<Device.MemoryRegion> {
+        // Whole pages: the registration pins (or on tcp, covers) them
+        // anyway, and a later buffer elsewhere on them then hits.
+        let page = UInt(pageSize)
+        let first = start & ~(page - 1)
+        let last = (end + page - 1) & ~(page - 1)
+        let length = Int(last - first)
+        try makeRoom(for: length, newEntry: true)
+        let base = UnsafeMutableRawPointer(bitPattern: first)!
+        let region: Device.MemoryRegion
+        // Cached entries serve later sends and receives alike; memory a
+        // card may not write (read-only pages) gets what was asked only.
+        let broad = access.union([.localWrite, .remoteRead, .remoteWrite])
+        do {
+            region = try device.registerMemory(base, length: length, access: broad, in: domain)
+        } catch {
+            region = try device.registerMemory(base, length: length, access: access, in: domain)
+        }
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = Int(free)
+        } else {
+            slot = entries.count
+            entries.append(Entry())
+        }
+        entries[slot] = Entry(start: first, end: last, region: region, access: region.access, references: 1, lastUse: tick)
+        index.insert(RegistrationIndex.Span(start: first, end: last, slot: Int32(slot)))
+        counters.misses += 1
+        counters.entries += 1
+        counters.registeredBytes += length
+        return RegistrationLease(region: region, slot: Int32(slot))
+    }
+
+    private func registerOnce(_ address: UnsafeRawPointer, length: Int, access: MemoryAccess) throws(FabricError) -> RegistrationLease<Device.MemoryRegion> {
+        try makeRoom(for: length, newEntry: false)
+        let region = try device.registerMemory(UnsafeMutableRawPointer(mutating: address), length: length, access: access, in: domain)
+        counters.uncachedRegistrations += 1
+        counters.registeredBytes += length
+        return RegistrationLease(region: region, slot: -1)
+    }
+
+    /// Evicts unused entries, least recently used first, until `length`
+    /// more bytes (and, for a new entry, one more entry) fit; throws when
+    /// they cannot.
+    private func makeRoom(for length: Int, newEntry: Bool) throws(FabricError) {
+        guard length <= configuration.capacityBytes else {
+            throw capExceeded(length)
+        }
+        while counters.registeredBytes + length > configuration.capacityBytes
+            || (newEntry && counters.entries >= configuration.maxEntries)
+        {
+            var oldest = -1
+            for slot in entries.indices where entries[slot].region != nil && !entries[slot].invalid && entries[slot].references == 0 {
+                if oldest < 0 || entries[slot].lastUse < entries[oldest].lastUse { oldest = slot }
+            }
+            guard oldest >= 0 else {
+                if counters.registeredBytes + length > configuration.capacityBytes { throw capExceeded(length) }
+                throw FabricError(.limitExceeded, "all \(configuration.maxEntries) registration cache entries are in use by transfers (FABRIC_REGCACHE_ENTRIES raises the number)")
+            }
+            index.remove(slot: Int32(oldest), start: entries[oldest].start)
+            discard(oldest)
+            counters.evictions += 1
+        }
+    }
+
+    private func capExceeded(_ length: Int) -> FabricError {
+        FabricError(
+            .limitExceeded,
+            "registering \(length) more bytes would exceed the registration cap of \(configuration.capacityBytes) bytes (\(configuration.capacitySource)); "
+                + "\(counters.registeredBytes) bytes are registered by transfers in progress. Raise the cap with `ulimit -l` (verbs) or FABRIC_REGISTRATION_CAP (it can only lower the default)")
+    }
+
+    // MARK: - Invalidation
+
+    /// Drops every entry the monitor's events touch since the last call.
+    @inline(__always)
+    private func applyMonitorEvents() {
+        let outcome = reader.drain { start, end in
+            guard configuration.invalidation else { return }
+            scratch.removeAll(keepingCapacity: true)
+            index.forEachOverlapping(start, end) { scratch.append($0) }
+            for slot in scratch { invalidate(Int(slot)) }
+        }
+        if outcome == .overflowed, configuration.invalidation {
+            counters.overflows += 1
+            for slot in entries.indices where entries[slot].region != nil && !entries[slot].invalid { invalidate(slot) }
+        }
+    }
+
+    private func invalidate(_ slot: Int) {
+        index.remove(slot: Int32(slot), start: entries[slot].start)
+        counters.invalidations += 1
+        if entries[slot].references == 0 {
+            discard(slot)
+        } else {
+            entries[slot].invalid = true
+        }
+    }
+
+    /// Deregisters the entry in `slot` (already out of the index) and frees
+    /// the slot.
+    private func discard(_ slot: Int) {
+        guard let region = entries[slot].region else { return }
+        counters.registeredBytes -= region.length
+        counters.entries -= 1
+        try? region.deregister()
+        entries[slot] = Entry()
+        freeSlots.append(Int32(slot))
+    }
+
+    private let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+}
