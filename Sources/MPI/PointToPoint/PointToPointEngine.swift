@@ -453,6 +453,11 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             return
         }
         channel.eagerCredits += Int(header.credits)
+        // A peer sends only on the connection that won any tie-break, so
+        // this is its channel, even if the thread that accepted it has not
+        // yet entered it by rank (the frame can be here first: then a match
+        // that looks the channel up by rank must still find it).
+        if peerChannels[channel.rank] == nil { peerChannels[channel.rank] = channel }
         switch header.kind {
         case .eager:
             guard let source = checkedSource(of: header, from: channel) else {
