@@ -139,13 +139,16 @@ let package = Package(
             dependencies: ["MPI", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         // A rank for the point-to-point tests: one scenario per mode.
         .executableTarget(name: "mpi-p2p-check", dependencies: ["MPI", "FabricSupport"]),
+        // Ranks for the registration cache's tests: change a buffer's
+        // mapping between transfers, check the bytes and the counters.
+        .executableTarget(name: "mpi-regcache-check", dependencies: ["MPI", "FabricRegistrationCache", "CFabricShims"]),
         // The far end of the connection in the tests that kill or stop it.
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         // The README's API example, both sides; FabricTests runs it.
         .executableTarget(name: "fabric-example", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank", "mpi-runtime-check", "FabricTestSupport"]),
-        .testTarget(name: "MPITests", dependencies: ["MPI", "FabricTestSupport", "mpi-runtime-check", "mpi-p2p-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
+        .testTarget(name: "MPITests", dependencies: ["MPI", "FabricTestSupport", "mpi-runtime-check", "mpi-p2p-check", "mpi-regcache-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
         .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "FabricTestSupport", "mpirun", "mpiexec", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
         // fabric-example: built with the tests, which run it.

@@ -191,3 +191,4 @@ void fabric_memory_monitor_counters(uint64_t counters[4]) {
     counters[2] = atomic_load(&monitor.remaps);
     counters[3] = atomic_load(&monitor.faults);
 }
+

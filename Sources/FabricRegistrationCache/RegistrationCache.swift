@@ -212,10 +212,12 @@ public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable 
     }
 
     private func capExceeded(_ length: Int) -> FabricError {
-        FabricError(
+        let cachedIdle = entries.reduce(0) { $0 + ($1.region != nil && $1.references == 0 ? Int($1.end - $1.start) : 0) }
+        return FabricError(
             .limitExceeded,
             "registering \(length) more bytes would exceed the registration cap of \(configuration.capacityBytes) bytes (\(configuration.capacitySource)); "
-                + "\(counters.registeredBytes) bytes are registered by transfers in progress. Raise the cap with `ulimit -l` (verbs) or FABRIC_REGISTRATION_CAP (it can only lower the default)")
+                + "transfers in progress hold \(counters.registeredBytes - cachedIdle) bytes. Raise the cap with `ulimit -l` on verbs, "
+                + "or with FABRIC_REGISTRATION_CAP up to the default")
     }
 
     // MARK: - Invalidation

@@ -105,6 +105,12 @@ uint64_t fabric_memory_monitor_head(void);
 /// Sets *overflowed (and moves the cursor to the head) when the ring
 /// lapped the reader: then the reader must forget everything it cached.
 size_t fabric_memory_monitor_read(uint64_t *cursor, fabric_unmapped_range *ranges, size_t capacity, int *overflowed);
+/// For the registration cache's tests (memory_tests.c): mremap(2) with
+/// its optional fifth argument (variadic in C, which Swift cannot call),
+/// glibc's mallopt thresholds (0 leaves one as it is) and malloc_trim(0).
+void *fabric_mremap(void *old_address, size_t old_size, size_t new_size, int flags, void *new_address);
+void fabric_malloc_thresholds(int mmap_threshold, int trim_threshold);
+int fabric_malloc_trim(void);
 /// Events seen: unmaps, removes (MADV_DONTNEED/FREE), remaps, and page
 /// faults (never expected).
 void fabric_memory_monitor_counters(uint64_t counters[4]);
