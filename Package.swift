@@ -151,6 +151,10 @@ let package = Package(
         .testTarget(name: "MPITests", dependencies: ["MPI", "FabricTestSupport", "mpi-runtime-check", "mpi-p2p-check", "mpi-regcache-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
         .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "FabricTestSupport", "mpirun", "mpiexec", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
+        .testTarget(
+            name: "FabricRegistrationCacheTests",
+            dependencies: ["FabricRegistrationCache", "FabricSupport", "FabricTCP", "Fabric", "FabricTestSupport", "CFabricShims"]
+        ),
         // fabric-example: built with the tests, which run it.
         .testTarget(name: "FabricTests", dependencies: ["Fabric", "FabricTestSupport", "fabric-example"]),
         .testTarget(

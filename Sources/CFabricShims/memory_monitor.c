@@ -32,22 +32,25 @@ static struct {
     pthread_mutex_t start_lock;  // only start() takes it, never the thread
     int started;                 // 1 running, -errno could not start
     int fd;
-    // Set by the thread before it reads events and cleared once it has
-    // published them: a reader that finds it set waits, so that every
-    // unmap that has returned is in the ring before the reader looks.
-    _Atomic int reading;
-    _Atomic uint64_t head;  // events published so far
     struct {
         _Atomic uint64_t start, end;
     } ring[RING_CAPACITY];
     _Atomic uint64_t unmaps, removes, remaps, faults;
 } monitor = {.start_lock = PTHREAD_MUTEX_INITIALIZER};
 
+// Events published so far, and a flag the thread sets before it reads
+// events and clears once it has published them: a reader that finds it set
+// waits, so that every unmap that has returned is in the ring before the
+// reader looks. Globals (the header's inline check reads them), accessed
+// with atomic builtins only.
+uint64_t fabric_memory_monitor_published;
+int fabric_memory_monitor_busy;
+
 static void publish(uint64_t start, uint64_t end) {
-    uint64_t head = atomic_load_explicit(&monitor.head, memory_order_relaxed);
+    uint64_t head = __atomic_load_n(&fabric_memory_monitor_published, __ATOMIC_RELAXED);
     atomic_store_explicit(&monitor.ring[head % RING_CAPACITY].start, start, memory_order_relaxed);
     atomic_store_explicit(&monitor.ring[head % RING_CAPACITY].end, end, memory_order_relaxed);
-    atomic_store_explicit(&monitor.head, head + 1, memory_order_release);
+    __atomic_store_n(&fabric_memory_monitor_published, head + 1, __ATOMIC_RELEASE);
 }
 
 static void *monitor_loop(void *unused) {
@@ -56,7 +59,7 @@ static void *monitor_loop(void *unused) {
     struct pollfd descriptor = {.fd = monitor.fd, .events = POLLIN};
     for (;;) {
         if (poll(&descriptor, 1, -1) < 0) continue;  // EINTR
-        atomic_store(&monitor.reading, 1);
+        __atomic_store_n(&fabric_memory_monitor_busy, 1, __ATOMIC_SEQ_CST);
         for (;;) {
             ssize_t got = read(monitor.fd, messages, sizeof messages);
             if (got <= 0) break;  // EAGAIN: all read
@@ -95,7 +98,7 @@ static void *monitor_loop(void *unused) {
                 }
             }
         }
-        atomic_store(&monitor.reading, 0);
+        __atomic_store_n(&fabric_memory_monitor_busy, 0, __ATOMIC_SEQ_CST);
     }
     return NULL;
 }
@@ -155,8 +158,8 @@ int fabric_memory_monitor_watch(const void *address, size_t length) {
 }
 
 uint64_t fabric_memory_monitor_head(void) {
-    while (atomic_load(&monitor.reading)) sched_yield();
-    return atomic_load_explicit(&monitor.head, memory_order_acquire);
+    while (__atomic_load_n(&fabric_memory_monitor_busy, __ATOMIC_SEQ_CST)) sched_yield();
+    return __atomic_load_n(&fabric_memory_monitor_published, __ATOMIC_ACQUIRE);
 }
 
 size_t fabric_memory_monitor_read(uint64_t *cursor, fabric_unmapped_range *ranges, size_t capacity, int *overflowed) {
@@ -176,9 +179,10 @@ size_t fabric_memory_monitor_read(uint64_t *cursor, fabric_unmapped_range *range
     }
     // The thread may have lapped us while we copied: then what we read may
     // be newer events, so treat it as an overflow (the caller forgets all).
-    if (atomic_load_explicit(&monitor.head, memory_order_acquire) - first >= RING_CAPACITY) {
+    uint64_t now = __atomic_load_n(&fabric_memory_monitor_published, __ATOMIC_ACQUIRE);
+    if (now - first >= RING_CAPACITY) {
         *overflowed = 1;
-        *cursor = atomic_load_explicit(&monitor.head, memory_order_acquire);
+        *cursor = now;
         return 0;
     }
     *cursor = first + count;

@@ -20,6 +20,20 @@ public protocol FabricMemoryRegion: AnyObject, Sendable {
     /// a remote access error; local requests with the local key fail with a
     /// local protection error. Idempotent; also done when the object is freed.
     func deregister() throws(FabricError)
+
+    /// Says that the process's memory monitor watches this region's pages
+    /// (a registration cache watched them before registering). A device
+    /// that reads and writes the current mapping (`followsCurrentMapping`)
+    /// then revokes the region's keys as soon as the monitor reports the
+    /// pages unmapped, moved or emptied, before it serves another remote
+    /// access: a peer that kept the remote key never reaches what is
+    /// mapped there next. A device that pins pages does nothing (its
+    /// registration keeps the old pages; the cache drops the entry).
+    func revokeWhenPagesChange()
+}
+
+extension FabricMemoryRegion {
+    public func revokeWhenPagesChange() {}
 }
 
 extension FabricMemoryRegion {

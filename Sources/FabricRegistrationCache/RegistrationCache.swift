@@ -164,6 +164,9 @@ public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable 
         } catch {
             region = try device.registerMemory(base, length: length, access: access, in: domain)
         }
+        // A device that reads current pages revokes the keys itself the
+        // moment the monitor reports them gone, even before we drop the entry.
+        region.revokeWhenPagesChange()
         let slot: Int
         if let free = freeSlots.popLast() {
             slot = Int(free)

@@ -70,6 +70,13 @@ public final class MemoryMonitor: Sendable {
 
     /// A new reader that sees the events published from now on.
     public func reader() -> Reader {
+        Self.follow()
+    }
+
+    /// A reader of the events published from now on, whether or not the
+    /// monitor runs yet (it sees the first events if it starts later),
+    /// without starting it.
+    public static func follow() -> Reader {
         Reader(cursor: fabric_memory_monitor_head())
     }
 
@@ -98,6 +105,9 @@ public final class MemoryMonitor: Sendable {
 
         fileprivate init(cursor: UInt64) { self.cursor = cursor }
 
+        /// The events this reader has seen.
+        public var position: UInt64 { cursor }
+
         /// What `drain` found.
         public enum Outcome: Sendable, Equatable {
             case current
@@ -111,9 +121,13 @@ public final class MemoryMonitor: Sendable {
         /// atomic loads. Allocates nothing.
         @inline(__always)
         public mutating func drain(_ body: (UInt, UInt) -> Void) -> Outcome {
-            if cursor == fabric_memory_monitor_head() { return .current }
+            if fabric_memory_monitor_has_news(cursor) == 0 { return .current }
             return drainSlow(body)
         }
+
+        /// Whether `drain` would find anything (two loads).
+        @inline(__always)
+        public var hasNews: Bool { fabric_memory_monitor_has_news(cursor) != 0 }
 
         private mutating func drainSlow(_ body: (UInt, UInt) -> Void) -> Outcome {
             withUnsafeTemporaryAllocation(of: fabric_unmapped_range.self, capacity: 64) { ranges -> Outcome in

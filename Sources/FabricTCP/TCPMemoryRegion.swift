@@ -35,6 +35,11 @@ public final class TCPMemoryRegion: FabricMemoryRegion, @unchecked Sendable {  /
         record.invalidate()
     }
 
+    public func revokeWhenPagesChange() {
+        guard !deregistered.load(ordering: .acquiring) else { return }
+        table.follow(record)
+    }
+
     deinit {
         try? deregister()
     }

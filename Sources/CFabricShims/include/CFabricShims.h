@@ -101,6 +101,16 @@ int fabric_memory_monitor_watch(const void *address, size_t length);
 /// Events published so far, after any batch being read has been published:
 /// every unmap that returned before this call is counted.
 uint64_t fabric_memory_monitor_head(void);
+/// Whether a reader that has seen `seen` events may have news: events
+/// published since, or a batch being read. Inline (two loads) for the
+/// paths that ask at every use: the cache's lookups, the software NIC's
+/// checks of remote keys.
+extern uint64_t fabric_memory_monitor_published;
+extern int fabric_memory_monitor_busy;
+static inline int fabric_memory_monitor_has_news(uint64_t seen) {
+    return __atomic_load_n(&fabric_memory_monitor_busy, __ATOMIC_SEQ_CST)
+        || __atomic_load_n(&fabric_memory_monitor_published, __ATOMIC_ACQUIRE) != seen;
+}
 /// Copies up to `capacity` ranges published after *cursor and advances it.
 /// Sets *overflowed (and moves the cursor to the head) when the ring
 /// lapped the reader: then the reader must forget everything it cached.

@@ -75,17 +75,66 @@ final class RegionRecord: Sendable {
     }
 }
 
+import FabricSupport
 import Glibc
 
 /// The device's key table: local and remote keys to their records.
+///
+/// Records whose pages the process's memory monitor watches (a
+/// registration cache said so: `follow`) are revoked as soon as the
+/// monitor reports their pages gone, before the next remote access is
+/// checked: this NIC reads the current mapping, so without it a peer
+/// holding an old key would reach whatever was mapped there next. The
+/// check costs two loads per remote access while nothing happens.
 final class RegionTable: Sendable {
     private struct Maps {
         var byLocalKey: [UInt32: RegionRecord] = [:]
         var byRemoteKey: [UInt32: RegionRecord] = [:]
+        var followed: [ObjectIdentifier: RegionRecord] = [:]
+        var monitor = MemoryMonitor.follow()
     }
     private let maps = Locked(Maps())
+    /// The monitor events the table has applied (its reader's position),
+    /// readable without the lock.
+    private let monitorPosition = Atomic<UInt64>(MemoryMonitor.follow().position)
 
     var count: Int { maps.withLock { $0.byLocalKey.count } }
+
+    /// Revokes `record` when the monitor reports its pages gone.
+    func follow(_ record: RegionRecord) {
+        maps.withLock { $0.followed[ObjectIdentifier(record)] = record }
+    }
+
+    /// Applies the monitor's news, if there is any.
+    @inline(__always)
+    private func revokeUnmappedRecords() {
+        if fabric_memory_monitor_has_news(monitorPosition.load(ordering: .relaxed)) != 0 { revokeUnmappedRecordsSlow() }
+    }
+
+    private func revokeUnmappedRecordsSlow() {
+        let revoked: [RegionRecord] = maps.withLock { maps in
+            var reader = maps.monitor
+            var gone: [RegionRecord] = []
+            let followed = maps.followed
+            let outcome = reader.drain { start, end in
+                for record in followed.values where record.base < UInt64(end) && UInt64(start) < record.base + record.length {
+                    gone.append(record)
+                }
+            }
+            // Events were missed: every followed record may be stale.
+            if outcome == .overflowed { gone = Array(followed.values) }
+            for record in gone {
+                maps.byLocalKey[record.localKey] = nil
+                maps.byRemoteKey[record.remoteKey] = nil
+                maps.followed[ObjectIdentifier(record)] = nil
+            }
+            maps.monitor = reader
+            monitorPosition.store(reader.position, ordering: .relaxed)
+            return gone
+        }
+        // Outside the lock: a transfer inside the record ends first.
+        for record in revoked { record.invalidate() }
+    }
 
     func insert(_ record: RegionRecord) {
         maps.withLock {
@@ -98,6 +147,7 @@ final class RegionTable: Sendable {
         maps.withLock {
             $0.byLocalKey[record.localKey] = nil
             $0.byRemoteKey[record.remoteKey] = nil
+            $0.followed[ObjectIdentifier(record)] = nil
         }
     }
 
@@ -106,6 +156,7 @@ final class RegionTable: Sendable {
     /// table, which no longer knows its key.
     @inline(__always)
     func checkRemote(key: UInt32, address: UInt64, length: UInt64, right: MemoryAccess, domain: ObjectIdentifier, cache: inout RegionRecord?) -> Result<RegionRecord, CompletionDetail> {
+        revokeUnmappedRecords()
         if let record = cache, record.remoteKey == key, record.domain == domain, record.isValid,
            record.access.contains(right), record.contains(address: address, count: length) {
             return .success(record)
@@ -119,6 +170,7 @@ final class RegionTable: Sendable {
     /// granted, range inside. Nothing is touched before this passes.
     @inline(__always)
     func checkRemote(key: UInt32, address: UInt64, length: UInt64, right: MemoryAccess, domain: ObjectIdentifier) -> Result<RegionRecord, CompletionDetail> {
+        revokeUnmappedRecords()
         guard let record = maps.withLock({ $0.byRemoteKey[key] }) else { return .failure(.unknownKey) }
         guard record.domain == domain else { return .failure(.keyOfAnotherProtectionDomain) }
         guard record.access.contains(right) else { return .failure(.accessNotGranted) }
