@@ -141,7 +141,7 @@ let package = Package(
         .executableTarget(name: "mpi-p2p-check", dependencies: ["MPI", "FabricSupport"]),
         // Ranks for the registration cache's tests: change a buffer's
         // mapping between transfers, check the bytes and the counters.
-        .executableTarget(name: "mpi-regcache-check", dependencies: ["MPI", "FabricRegistrationCache", "CFabricShims"]),
+        .executableTarget(name: "mpi-regcache-check", dependencies: ["MPI", "FabricRegistrationCache", "FabricSupport", "CFabricShims"]),
         // The far end of the connection in the tests that kill or stop it.
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         // The README's API example, both sides; FabricTests runs it.

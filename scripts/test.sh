@@ -10,8 +10,9 @@
 # under a sanitizer if FABRIC_SANITIZE names one (address or thread; off by
 # default), the benchmarks' allocation gates if FABRIC_BENCH_GATES=1 (off by
 # default: building the Benchmarks package costs more than CI's time allows,
-# docs/benchmarks.md), then the conformance suite over the verbs backend
-# on a real soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1 skips it).
+# docs/benchmarks.md), then the conformance suite and the registration
+# cache's cases over the verbs backend on a real soft-RoCE device inside a
+# qemu VM (FABRIC_SKIP_VM=1 skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FABRIC_SETUP_TEST_PACKAGES=1 source scripts/setup.sh
@@ -59,4 +60,7 @@ if [ "${FABRIC_BENCH_GATES:-0}" = 1 ]; then
 fi
 if [ "${FABRIC_SKIP_VM:-0}" != 1 ]; then
     bash scripts/test-verbs.sh
+    # The registration cache over verbs, where stale registrations send
+    # stale bytes: every case passes, and fails with invalidation off.
+    bash scripts/test-regcache-verbs.sh
 fi

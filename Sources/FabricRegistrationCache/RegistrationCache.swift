@@ -228,7 +228,7 @@ public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable 
     /// Drops every entry the monitor's events touch since the last call.
     @inline(__always)
     private func applyMonitorEvents() {
-        let outcome = reader.drain { start, end in
+        let outcome = reader.drain { start, end, _ in
             guard configuration.invalidation else { return }
             scratch.removeAll(keepingCapacity: true)
             index.forEachOverlapping(start, end) { scratch.append($0) }

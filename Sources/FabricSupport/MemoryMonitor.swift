@@ -73,6 +73,11 @@ public final class MemoryMonitor: Sendable {
         Self.follow()
     }
 
+    /// The sequence number the next event will have: a region watched and
+    /// registered now is concerned only by events from this one on (the
+    /// earlier ones are about what was mapped there before).
+    public static var nextEvent: UInt64 { fabric_memory_monitor_head() }
+
     /// A reader of the events published from now on, whether or not the
     /// monitor runs yet (it sees the first events if it starts later),
     /// without starting it.
@@ -117,10 +122,11 @@ public final class MemoryMonitor: Sendable {
         }
 
         /// Calls `body` with every range unmapped since the last drain
-        /// (start and end addresses). Cheap when nothing happened: two
-        /// atomic loads. Allocates nothing.
+        /// (start and end addresses) and the event's sequence number (the
+        /// `position` a reader had just before it). Cheap when nothing
+        /// happened: two atomic loads. Allocates nothing.
         @inline(__always)
-        public mutating func drain(_ body: (UInt, UInt) -> Void) -> Outcome {
+        public mutating func drain(_ body: (UInt, UInt, UInt64) -> Void) -> Outcome {
             if fabric_memory_monitor_has_news(cursor) == 0 { return .current }
             return drainSlow(body)
         }
@@ -129,14 +135,15 @@ public final class MemoryMonitor: Sendable {
         @inline(__always)
         public var hasNews: Bool { fabric_memory_monitor_has_news(cursor) != 0 }
 
-        private mutating func drainSlow(_ body: (UInt, UInt) -> Void) -> Outcome {
+        private mutating func drainSlow(_ body: (UInt, UInt, UInt64) -> Void) -> Outcome {
             withUnsafeTemporaryAllocation(of: fabric_unmapped_range.self, capacity: 64) { ranges -> Outcome in
                 while true {
                     var overflowed: Int32 = 0
+                    let first = cursor
                     let count = fabric_memory_monitor_read(&cursor, ranges.baseAddress!, ranges.count, &overflowed)
                     if overflowed != 0 { return .overflowed }
                     if count == 0 { return .current }
-                    for range in ranges[0..<count] { body(UInt(range.start), UInt(range.end)) }
+                    for (offset, range) in ranges[0..<count].enumerated() { body(UInt(range.start), UInt(range.end), first + UInt64(offset)) }
                 }
             }
         }

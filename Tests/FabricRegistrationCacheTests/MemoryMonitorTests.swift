@@ -18,7 +18,7 @@ struct MemoryMonitorTests {
     /// The ranges a reader finds.
     private func ranges(_ reader: inout MemoryMonitor.Reader) -> [ClosedRange<UInt>] {
         var found: [ClosedRange<UInt>] = []
-        #expect(reader.drain { found.append($0...($1 - 1)) } == .current)
+        #expect(reader.drain { start, end, _ in found.append(start...(end - 1)) } == .current)
         return found
     }
 

@@ -90,7 +90,10 @@ final class RegionTable: Sendable {
     private struct Maps {
         var byLocalKey: [UInt32: RegionRecord] = [:]
         var byRemoteKey: [UInt32: RegionRecord] = [:]
-        var followed: [ObjectIdentifier: RegionRecord] = [:]
+        /// Records to revoke when their pages go, with the first monitor
+        /// event that concerns them (earlier ones were about the memory
+        /// mapped there before they were registered).
+        var followed: [ObjectIdentifier: (record: RegionRecord, since: UInt64)] = [:]
         var monitor = MemoryMonitor.follow()
     }
     private let maps = Locked(Maps())
@@ -102,7 +105,8 @@ final class RegionTable: Sendable {
 
     /// Revokes `record` when the monitor reports its pages gone.
     func follow(_ record: RegionRecord) {
-        maps.withLock { $0.followed[ObjectIdentifier(record)] = record }
+        let since = MemoryMonitor.nextEvent
+        maps.withLock { $0.followed[ObjectIdentifier(record)] = (record, since) }
     }
 
     /// Applies the monitor's news, if there is any.
@@ -116,13 +120,14 @@ final class RegionTable: Sendable {
             var reader = maps.monitor
             var gone: [RegionRecord] = []
             let followed = maps.followed
-            let outcome = reader.drain { start, end in
-                for record in followed.values where record.base < UInt64(end) && UInt64(start) < record.base + record.length {
+            let outcome = reader.drain { start, end, sequence in
+                for (record, since) in followed.values
+                where sequence >= since && record.base < UInt64(end) && UInt64(start) < record.base + record.length {
                     gone.append(record)
                 }
             }
             // Events were missed: every followed record may be stale.
-            if outcome == .overflowed { gone = Array(followed.values) }
+            if outcome == .overflowed { gone = followed.values.map(\.record) }
             for record in gone {
                 maps.byLocalKey[record.localKey] = nil
                 maps.byRemoteKey[record.remoteKey] = nil
