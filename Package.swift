@@ -113,7 +113,7 @@ let package = Package(
         // What this MPI would do here: launchers, bootstrap, backend, settings.
         .executableTarget(
             name: "mpiinfo",
-            dependencies: ["MPI", "PMI", "Fabric", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["MPI", "PMI", "Fabric", "FabricRegistrationCache", "FabricSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // mpirun's parts: the command line, host lists, placement, the job
         // it runs (ranks, PMI service, output, signals, proxies on other

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Fabric
+import FabricRegistrationCache
+import FabricSupport
 import Foundation
 import MPI
 import PMI
@@ -36,7 +38,39 @@ struct MPIInfo: ParsableCommand {
         var backend: String
         /// How ranks on one host talk to each other.
         var sameHost: String
+        /// The registration cache here: whether its memory monitor runs,
+        /// and the cap each kind of backend would get.
+        var registrationCache: RegistrationCacheReport
         var settings: [Setting]
+    }
+
+    struct RegistrationCacheReport: Codable {
+        var monitor: String
+        var capOnVerbs: Int
+        var capOnVerbsFrom: String
+        var capOnTCP: Int
+        var capOnTCPFrom: String
+    }
+
+    /// What a rank's registration cache would do here. The monitor is
+    /// started to find out (it is this process's, and ends with it).
+    static func registrationCache(_ environment: [String: String]) -> RegistrationCacheReport {
+        let monitor: String
+        switch MemoryMonitor.shared.currentState {
+        case .watching: monitor = "running (userfaultfd): buffers are cached and invalidated when their pages go"
+        case .unavailable(let reason): monitor = "not running, so every transfer registers its buffer: \(reason)"
+        }
+        func cap(_ model: DeviceCapabilities.MemoryModel) -> (Int, String) {
+            do {
+                let configuration = try RegistrationCacheConfiguration.fromEnvironment(for: model)
+                return (configuration.capacityBytes, configuration.capacitySource)
+            } catch {
+                return (0, "refused: \(error.message)")
+            }
+        }
+        let (verbs, verbsFrom) = cap(.pinned)
+        let (tcp, tcpFrom) = cap(.followsCurrentMapping)
+        return RegistrationCacheReport(monitor: monitor, capOnVerbs: verbs, capOnVerbsFrom: verbsFrom, capOnTCP: tcp, capOnTCPFrom: tcpFrom)
     }
 
     static let sameHost = "through the fabric backend (loopback TCP for tcp, the device for verbs): this MPI has no shared-memory path yet (docs/mpi.md)"
@@ -54,7 +88,7 @@ struct MPIInfo: ParsableCommand {
         }
         let report = Report(
             version: Self.version, launchers: Self.launchers.map { .init(launcher: $0.launcher, how: $0.how) },
-            bootstrap: bootstrap, backend: backend, sameHost: Self.sameHost,
+            bootstrap: bootstrap, backend: backend, sameHost: Self.sameHost, registrationCache: Self.registrationCache(environment),
             settings: MPISettings.current(environment).map { .init(name: $0.setting.name, value: $0.value, unsetMeans: $0.setting.unsetMeans, meaning: $0.setting.meaning) })
         if json {
             let encoder = JSONEncoder()
@@ -68,6 +102,10 @@ struct MPIInfo: ParsableCommand {
         print("\nbootstrap in this environment: \(report.bootstrap)")
         print("fabric backend a rank would use: \(report.backend)")
         print("ranks on one host talk \(report.sameHost)")
+        print("\nregistration cache (docs/registration-cache.md):")
+        print("  memory monitor: \(report.registrationCache.monitor)")
+        print("  cap over verbs: \(report.registrationCache.capOnVerbs) bytes, from \(report.registrationCache.capOnVerbsFrom)")
+        print("  cap over tcp: \(report.registrationCache.capOnTCP) bytes, from \(report.registrationCache.capOnTCPFrom)")
         print("\nsettings (environment variables):")
         for setting in report.settings {
             print("  \(setting.name)=\(setting.value ?? "") \(setting.value == nil ? "(not set: \(setting.unsetMeans))" : "")")

@@ -54,4 +54,22 @@ struct RegistrationCacheTests {
         let output = try job("no-monitor", environment: ["FABRIC_MEMORY_MONITOR": "off"])
         #expect(output.contains("rank 0: no-monitor ok after 2 rounds: hits 0, misses 0, invalidations 0, evictions 0, uncached 2"), "\(output)")
     }
+
+    @Test("the cap's defaults without CAP_IPC_LOCK under an 8 MiB memlock limit: 8 MiB over verbs, half of memory over tcp; the monitor runs unprivileged")
+    func unprivilegedDefaults() throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"), FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit") else {
+            print("skipped: needs root, setpriv and prlimit to drop privileges")
+            return
+        }
+        let mpiinfo = Job.directory.appendingPathComponent("mpiinfo").path
+        let run = try Job.run("/usr/bin/setpriv", [
+            "--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
+            "/usr/bin/prlimit", "--memlock=8388608", mpiinfo,
+        ])
+        #expect(run.status == 0, "\(run.output)")
+        #expect(run.output.contains("memory monitor: running (userfaultfd)"), "\(run.output)")
+        #expect(run.output.contains("cap over verbs: 8388608 bytes, from RLIMIT_MEMLOCK (ulimit -l) of 8388608 bytes"), "\(run.output)")
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)) * sysconf(Int32(_SC_PAGESIZE))
+        #expect(run.output.contains("cap over tcp: \(pages / 2) bytes, from half of physical memory"), "\(run.output)")
+    }
 }

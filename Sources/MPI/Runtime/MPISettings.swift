@@ -29,7 +29,13 @@ public enum MPISettings {
         MPISetting(name: "FABRIC_TCP_SPIN_BELOW", meaning: "a blocked tcp waiter spins rather than sleeps for a timer due sooner than this (0: always sleep)", unsetMeans: "10us", isSecret: false),
     ] + PointToPointSettings.variables.map { variable in
         MPISetting(name: variable.name, meaning: variable.meaning, unsetMeans: variable.unsetMeans, isSecret: false)
-    }
+    } + [
+        MPISetting(name: "FABRIC_REGISTRATION_CAP", meaning: "bytes the registration cache may keep registered (cached and in use); it can only lower the default", unsetMeans: "RLIMIT_MEMLOCK on verbs; half of physical memory on tcp, or where the memlock limit does not bind", isSecret: false),
+        MPISetting(name: "FABRIC_REGCACHE", meaning: "on or off: off registers every rendezvous buffer for one transfer", unsetMeans: "on", isSecret: false),
+        MPISetting(name: "FABRIC_REGCACHE_ENTRIES", meaning: "the most registrations the cache keeps", unsetMeans: "1024", isSecret: false),
+        MPISetting(name: "FABRIC_REGCACHE_INVALIDATION", meaning: "off ignores the memory monitor (wrong on purpose: the test that shows stale data on a card uses it)", unsetMeans: "on", isSecret: false),
+        MPISetting(name: "FABRIC_MEMORY_MONITOR", meaning: "off: no userfaultfd monitor, so nothing is cached (as where a kernel or container forbids userfaultfd)", unsetMeans: "the monitor runs where userfaultfd is allowed", isSecret: false),
+    ]
 
     /// Each setting with its value in `environment` (a secret's shown as set).
     public static func current(_ environment: [String: String]) -> [(setting: MPISetting, value: String?)] {
