@@ -84,7 +84,7 @@ let package = Package(
         .executableTarget(
             name: "fabric-perf",
             dependencies: [
-                "Fabric", "FabricSupport", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "Fabric", "FabricSupport", "FabricRegistrationCache", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]

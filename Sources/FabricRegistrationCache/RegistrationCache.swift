@@ -26,38 +26,48 @@ import Glibc
 /// That is safe here because the monitor's thread takes no lock (a cache
 /// that invalidated from the monitor's thread under its own lock could
 /// deadlock with a thread that unmaps while holding it).
-public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable {  // all mutable state under `lock`
+///
+/// Not generic: the device is reached through one closure on a miss only,
+/// so that a hit from another module runs specialised code (a generic
+/// class's methods called across modules look up type metadata on every
+/// call: measured at about 600 ns per hit). The stored properties are
+/// `@exclusivity(unchecked)`: they are touched only under the lock.
+public final class RegistrationCache: @unchecked Sendable {  // all mutable state under `lock`
+    /// Registers memory on the device the cache was made for.
+    public typealias Register = (UnsafeMutableRawPointer, Int, MemoryAccess) throws(FabricError) -> any FabricMemoryRegion
+
     private struct Entry {
         var start: UInt = 0
         var end: UInt = 0
-        var region: Device.MemoryRegion?
+        var region: (any FabricMemoryRegion)?
         var access: MemoryAccess = []
         var references = 0
         var lastUse: UInt64 = 0
-        /// Dropped from the index (its pages changed) but still in use.
+        /// Out of the index: its pages changed while in use, or it was
+        /// registered for one use only. Deregistered at its last release.
         var invalid = false
+        var uncached = false
     }
 
     public let configuration: RegistrationCacheConfiguration
-    private let device: Device
-    private let domain: Device.ProtectionDomain
+    private let register: Register
     private let monitor: MemoryMonitor
     /// Whether entries can be cached at all: caching on and a monitor.
     public let watching: Bool
     /// Why not, when `watching` is false.
     public let uncachedReason: String?
     private let lockWord: UnsafeMutablePointer<UInt32>
-    private var reader: MemoryMonitor.Reader
-    private var index: RegistrationIndex
-    private var entries: [Entry] = []
-    private var freeSlots: [Int32] = []
-    private var scratch: [Int32] = []
-    private var tick: UInt64 = 0
-    private var counters = RegistrationCacheStatistics()
+    @exclusivity(unchecked) private var reader: MemoryMonitor.Reader
+    @exclusivity(unchecked) private var index: RegistrationIndex
+    @exclusivity(unchecked) private var entries: [Entry] = []
+    @exclusivity(unchecked) private var freeSlots: [Int32] = []
+    @exclusivity(unchecked) private var scratch: [Int32] = []
+    @exclusivity(unchecked) private var tick: UInt64 = 0
+    @exclusivity(unchecked) private var counters = RegistrationCacheStatistics()
 
-    public init(device: Device, domain: Device.ProtectionDomain, configuration: RegistrationCacheConfiguration, monitor: MemoryMonitor = .shared) {
-        self.device = device
-        self.domain = domain
+    /// A cache of registrations made by `register`.
+    public init(configuration: RegistrationCacheConfiguration, monitor: MemoryMonitor = .shared, register: @escaping Register) {
+        self.register = register
         self.configuration = configuration
         self.monitor = monitor
         switch (configuration.caching, monitor.currentState) {
@@ -80,6 +90,15 @@ public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable 
         lockWord.initialize(to: 0)
     }
 
+    /// A cache of registrations of `device` in `domain`.
+    public convenience init<Device: FabricDevice>(
+        device: Device, domain: Device.ProtectionDomain, configuration: RegistrationCacheConfiguration, monitor: MemoryMonitor = .shared
+    ) {
+        self.init(configuration: configuration, monitor: monitor) { (address, length, access) throws(FabricError) in
+            try device.registerMemory(address, length: length, access: access, in: domain)
+        }
+    }
+
     deinit {
         close()
         lockWord.deallocate()
@@ -93,7 +112,7 @@ public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable 
 
     /// A registration covering [address, address + length) with at least
     /// `access`. Give it back with `release` once the transfer is over.
-    public func acquire(_ address: UnsafeRawPointer, length: Int, access: MemoryAccess) throws(FabricError) -> RegistrationLease<Device.MemoryRegion> {
+    public func acquire(_ address: UnsafeRawPointer, length: Int, access: MemoryAccess) throws(FabricError) -> RegistrationLease {
         guard length > 0 else {
             throw FabricError(.invalidArgument, "cannot register a buffer of \(length) bytes")
         }
@@ -106,28 +125,23 @@ public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable 
         defer { fabric_unlock(lockWord) }
         applyMonitorEvents()
         tick &+= 1
-        if watching, let slot = index.find(containing: start, end, where: { entries[Int($0)].access.isSuperset(of: access) }) {
+        if watching, let slot = findEntry(start, end, access) {
             entries[Int(slot)].references += 1
             entries[Int(slot)].lastUse = tick
             counters.hits += 1
-            return RegistrationLease(region: entries[Int(slot)].region!, slot: slot)
+            return lease(slot)
         }
         if watching, case .watched = monitor.watch(address, length: length) {
             return try cacheNewEntry(start: start, end: end, access: access)
         }
-        return try registerOnce(address, length: length, access: access)
+        return try registerOnce(start: start, end: end, access: access)
     }
 
     /// Gives back what `acquire` returned.
-    public func release(_ lease: RegistrationLease<Device.MemoryRegion>) {
+    public func release(_ lease: RegistrationLease) {
         fabric_lock(lockWord)
         defer { fabric_unlock(lockWord) }
         applyMonitorEvents()
-        guard lease.slot >= 0 else {
-            counters.registeredBytes -= lease.region.length
-            try? lease.region.deregister()
-            return
-        }
         let slot = Int(lease.slot)
         entries[slot].references -= 1
         if entries[slot].invalid, entries[slot].references == 0 { discard(slot) }
@@ -144,9 +158,24 @@ public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable 
         }
     }
 
+    private func findEntry(_ start: UInt, _ end: UInt, _ access: MemoryAccess) -> Int32? {
+        entries.withUnsafeBufferPointer { entries in
+            index.find(containing: start, end) { entries[Int($0)].access.isSuperset(of: access) }
+        }
+    }
+
+    private func lease(_ slot: Int32) -> RegistrationLease {
+        entries.withUnsafeBufferPointer { entries in
+            let region = entries[Int(slot)].region.unsafelyUnwrapped
+            return RegistrationLease(
+                slot: slot, regionAddress: UInt64(UInt(bitPattern: region.address)), regionLength: region.length,
+                localKey: region.localKey, remoteKey: region.remoteKey)
+        }
+    }
+
     // MARK: - Misses
 
-    private func cacheNewEntry(start: UInt, end: UInt, access: MemoryAccess) throws(FabricError) -> RegistrationLease<Device.MemoryRegion> {
+    private func cacheNewEntry(start: UInt, end: UInt, access: MemoryAccess) throws(FabricError) -> RegistrationLease {
         // Whole pages: the registration pins (or on tcp, covers) them
         // anyway, and a later buffer elsewhere on them then hits.
         let page = UInt(pageSize)
@@ -155,39 +184,43 @@ public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable 
         let length = Int(last - first)
         try makeRoom(for: length, newEntry: true)
         let base = UnsafeMutableRawPointer(bitPattern: first)!
-        let region: Device.MemoryRegion
+        let region: any FabricMemoryRegion
         // Cached entries serve later sends and receives alike; memory a
         // card may not write (read-only pages) gets what was asked only.
         let broad = access.union([.localWrite, .remoteRead, .remoteWrite])
         do {
-            region = try device.registerMemory(base, length: length, access: broad, in: domain)
+            region = try register(base, length, broad)
         } catch {
-            region = try device.registerMemory(base, length: length, access: access, in: domain)
+            region = try register(base, length, access)
         }
         // A device that reads current pages revokes the keys itself the
         // moment the monitor reports them gone, even before we drop the entry.
         region.revokeWhenPagesChange()
-        let slot: Int
-        if let free = freeSlots.popLast() {
-            slot = Int(free)
-        } else {
-            slot = entries.count
-            entries.append(Entry())
-        }
-        entries[slot] = Entry(start: first, end: last, region: region, access: region.access, references: 1, lastUse: tick)
-        index.insert(RegistrationIndex.Span(start: first, end: last, slot: Int32(slot)))
+        let slot = newSlot(Entry(start: first, end: last, region: region, access: region.access, references: 1, lastUse: tick))
+        index.insert(RegistrationIndex.Span(start: first, end: last, slot: slot))
         counters.misses += 1
         counters.entries += 1
         counters.registeredBytes += length
-        return RegistrationLease(region: region, slot: Int32(slot))
+        return lease(slot)
     }
 
-    private func registerOnce(_ address: UnsafeRawPointer, length: Int, access: MemoryAccess) throws(FabricError) -> RegistrationLease<Device.MemoryRegion> {
+    private func registerOnce(start: UInt, end: UInt, access: MemoryAccess) throws(FabricError) -> RegistrationLease {
+        let length = Int(end - start)
         try makeRoom(for: length, newEntry: false)
-        let region = try device.registerMemory(UnsafeMutableRawPointer(mutating: address), length: length, access: access, in: domain)
+        let region = try register(UnsafeMutableRawPointer(bitPattern: start)!, length, access)
+        let slot = newSlot(Entry(start: start, end: end, region: region, access: access, references: 1, lastUse: tick, invalid: true, uncached: true))
         counters.uncachedRegistrations += 1
         counters.registeredBytes += length
-        return RegistrationLease(region: region, slot: -1)
+        return lease(slot)
+    }
+
+    private func newSlot(_ entry: Entry) -> Int32 {
+        if let free = freeSlots.popLast() {
+            entries[Int(free)] = entry
+            return free
+        }
+        entries.append(entry)
+        return Int32(entries.count - 1)
     }
 
     /// Evicts unused entries, least recently used first, until `length`
@@ -215,7 +248,7 @@ public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable 
     }
 
     private func capExceeded(_ length: Int) -> FabricError {
-        let cachedIdle = entries.reduce(0) { $0 + ($1.region != nil && $1.references == 0 ? Int($1.end - $1.start) : 0) }
+        let cachedIdle = entries.reduce(0) { $0 + ($1.region != nil && $1.references == 0 ? $1.region!.length : 0) }
         return FabricError(
             .limitExceeded,
             "registering \(length) more bytes would exceed the registration cap of \(configuration.capacityBytes) bytes (\(configuration.capacitySource)); "
@@ -255,7 +288,7 @@ public final class RegistrationCache<Device: FabricDevice>: @unchecked Sendable 
     private func discard(_ slot: Int) {
         guard let region = entries[slot].region else { return }
         counters.registeredBytes -= region.length
-        counters.entries -= 1
+        if !entries[slot].uncached { counters.entries -= 1 }
         try? region.deregister()
         entries[slot] = Entry()
         freeSlots.append(Int32(slot))

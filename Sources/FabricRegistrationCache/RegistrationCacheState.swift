@@ -9,7 +9,7 @@ public struct RegistrationCacheState: Sendable, Equatable, CustomStringConvertib
     public var capacitySource: String
     public var maxEntries: Int
 
-    public init<Device>(_ cache: RegistrationCache<Device>) {
+    public init(_ cache: RegistrationCache) {
         caching = cache.watching
         uncachedReason = cache.uncachedReason
         invalidation = cache.configuration.invalidation

@@ -15,7 +15,7 @@ struct FabricPerf: ParsableCommand {
             `fabric-perf server` and `fabric-perf client --host H --port P` run the two ends by hand.
             Repetitions are interleaved (fabric, raw, raw, fabric, ...) and every figure is a median, with percentiles and the spread of the repetition medians.
             """,
-        subcommands: [Loopback.self, Server.self, Client.self, Registration.self, ConnectionSetup.self, InstructionCount.self, Soak.self],
+        subcommands: [Loopback.self, Server.self, Client.self, Registration.self, RegistrationCacheCost.self, ConnectionSetup.self, InstructionCount.self, Soak.self],
         defaultSubcommand: Loopback.self)
 }
 

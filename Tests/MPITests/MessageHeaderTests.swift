@@ -1,4 +1,3 @@
-import FabricTCP
 import Testing
 
 @testable import MPI
@@ -118,7 +117,7 @@ struct MatchingQueuesTests {
 struct RequestTableTests {
     @Test("a collected request's entry is reused with a new generation; the old request names nothing")
     func generations() {
-        var table = RequestTable<TCPMemoryRegion>()
+        var table = RequestTable()
         let first = table.start(.send, peer: 1)
         table.complete(first.index, count: 8)
         #expect(table.collect(first.index).count == 8)

@@ -38,12 +38,12 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     let device: Device
     private let domain: Device.ProtectionDomain
     /// Registrations of user buffers for rendezvous, kept for reuse.
-    let registrations: RegistrationCache<Device>
+    let registrations: RegistrationCache
     private let completions: Device.CompletionQueue
     @exclusivity(unchecked) private var connections: PeerConnections<Device>!
     private let lock = ProgressLock()
 
-    @exclusivity(unchecked) private var requests = RequestTable<Device.MemoryRegion>()
+    @exclusivity(unchecked) private var requests = RequestTable()
     @exclusivity(unchecked) private var matching = MatchingQueues()
     /// The communicators this rank has, by context (a small number).
     @exclusivity(unchecked) private var communicators: [Communicator?] = []
@@ -208,7 +208,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         // the receiver says it has read it. (An empty message gets here
         // only without a bounce slot or credit: nothing to register.)
         if let base = bytes.baseAddress, length > 0 {
-            let lease: RegistrationLease<Device.MemoryRegion>
+            let lease: RegistrationLease
             do {
                 lease = try registrations.acquire(base, length: length, access: .remoteRead)
             } catch {

@@ -1,11 +1,10 @@
-import FabricCore
 import FabricRegistrationCache
 
 /// Every operation in progress, in a table whose entries are reused, so
 /// that starting and completing one allocates nothing in steady state. A
 /// `Request` names an entry and its generation; a stale request (one whose
 /// entry was freed and reused) is told apart by the generation.
-struct RequestTable<Region: FabricMemoryRegion> {
+struct RequestTable {
     enum Operation { case send, receive }
 
     /// One operation's state.
@@ -25,7 +24,7 @@ struct RequestTable<Region: FabricMemoryRegion> {
         var status = MessageStatus(source: -1, tag: -1, count: 0)
         /// The registration of the user's buffer, for a rendezvous, held
         /// from the registration cache until the transfer ends.
-        var registration: RegistrationLease<Region>?
+        var registration: RegistrationLease?
         /// Rendezvous receives: the remote payload, what is read, the
         /// sender's cookie to answer.
         var remote: (address: UInt64, key: UInt32) = (0, 0)
