@@ -100,6 +100,8 @@ struct MPIBench: ParsableCommand {
                 }
             }
         }
+        let cache = mpi.registrationCacheStatistics
+        let caches = try coordination.gather([cache.hits, cache.misses, cache.invalidations, cache.evictions, cache.uncachedRegistrations].map(Double.init))
         if mpi.rank == 0 {
             let rows = chosen.flatMap { test in sizes.map { RowKey(test: test, size: $0) } }.compactMap { key in
                 samples[key].map { Row(key: key, samples: $0, ranks: mpi.size, backend: mpi.backend) }
@@ -111,6 +113,8 @@ struct MPIBench: ParsableCommand {
             } else {
                 print("# mpibench: \(mpi.size) ranks, backend \(mpi.backend), eager limit \(mpi.eagerLimit) B, \(repetitions) repetitions, window \(window)")
                 print(Row.table(rows))
+                let total = caches.reduce(into: [0.0, 0, 0, 0, 0]) { sum, rank in for index in sum.indices { sum[index] += rank[index] } }.map { Int($0) }
+                print("# registration cache, all ranks: hits \(total[0]), misses \(total[1]), invalidations \(total[2]), evictions \(total[3]), registered per use \(total[4])")
             }
         }
         try mpi.finalize()
