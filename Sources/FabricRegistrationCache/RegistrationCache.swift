@@ -40,6 +40,9 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
         var start: UInt = 0
         var end: UInt = 0
         var region: (any FabricMemoryRegion)?
+        /// The region's keys and extent, copied out so that a hit reads
+        /// plain values (no existential copy, no reference counting).
+        var lease = RegistrationLease(slot: -1, regionAddress: 0, regionLength: 0, localKey: LocalKey(rawValue: 0), remoteKey: RemoteKey(rawValue: 0))
         var access: MemoryAccess = []
         var references = 0
         var lastUse: UInt64 = 0
@@ -126,10 +129,13 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
         applyMonitorEvents()
         tick &+= 1
         if watching, let slot = findEntry(start, end, access) {
-            entries[Int(slot)].references += 1
-            entries[Int(slot)].lastUse = tick
             counters.hits += 1
-            return lease(slot)
+            let now = tick
+            return entries.withUnsafeMutableBufferPointer { entries in
+                entries[Int(slot)].references += 1
+                entries[Int(slot)].lastUse = now
+                return entries[Int(slot)].lease
+            }
         }
         if watching, case .watched = monitor.watch(address, length: length) {
             return try cacheNewEntry(start: start, end: end, access: access)
@@ -143,8 +149,11 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
         defer { fabric_unlock(lockWord) }
         applyMonitorEvents()
         let slot = Int(lease.slot)
-        entries[slot].references -= 1
-        if entries[slot].invalid, entries[slot].references == 0 { discard(slot) }
+        let unused = entries.withUnsafeMutableBufferPointer { entries in
+            entries[slot].references -= 1
+            return entries[slot].invalid && entries[slot].references == 0
+        }
+        if unused { discard(slot) }
     }
 
     /// Deregisters every entry no transfer holds (all of them when the
@@ -165,12 +174,7 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
     }
 
     private func lease(_ slot: Int32) -> RegistrationLease {
-        entries.withUnsafeBufferPointer { entries in
-            let region = entries[Int(slot)].region.unsafelyUnwrapped
-            return RegistrationLease(
-                slot: slot, regionAddress: UInt64(UInt(bitPattern: region.address)), regionLength: region.length,
-                localKey: region.localKey, remoteKey: region.remoteKey)
-        }
+        entries.withUnsafeBufferPointer { $0[Int(slot)].lease }
     }
 
     // MARK: - Misses
@@ -215,12 +219,14 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
     }
 
     private func newSlot(_ entry: Entry) -> Int32 {
-        if let free = freeSlots.popLast() {
-            entries[Int(free)] = entry
-            return free
-        }
-        entries.append(entry)
-        return Int32(entries.count - 1)
+        var entry = entry
+        let slot = freeSlots.popLast() ?? Int32(entries.count)
+        let region = entry.region.unsafelyUnwrapped
+        entry.lease = RegistrationLease(
+            slot: slot, regionAddress: UInt64(UInt(bitPattern: region.address)), regionLength: region.length,
+            localKey: region.localKey, remoteKey: region.remoteKey)
+        if Int(slot) == entries.count { entries.append(entry) } else { entries[Int(slot)] = entry }
+        return slot
     }
 
     /// Evicts unused entries, least recently used first, until `length`
@@ -261,6 +267,10 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
     /// Drops every entry the monitor's events touch since the last call.
     @inline(__always)
     private func applyMonitorEvents() {
+        if reader.hasNews { applyMonitorEventsSlow() }
+    }
+
+    private func applyMonitorEventsSlow() {
         let outcome = reader.drain { start, end, _ in
             guard configuration.invalidation else { return }
             scratch.removeAll(keepingCapacity: true)

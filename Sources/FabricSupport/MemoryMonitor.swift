@@ -38,7 +38,24 @@ public final class MemoryMonitor: Sendable {
     /// userfaultfd), for tests and for users who prefer no cache.
     public static let shared = MemoryMonitor()
 
+    /// Pretends to watch without a userfaultfd: for counting a cache's
+    /// instructions under valgrind, which does not implement userfaultfd.
+    /// The cache's hit path is the same (the ring's counters are read and
+    /// stay 0); nothing is ever invalidated, so it is wrong for anything
+    /// but counting.
+    @_spi(InstructionCounting) public static func pretendingForInstructionCounts() -> MemoryMonitor {
+        MemoryMonitor(pretending: true)
+    }
+
+    private let pretending: Bool
+
+    private init(pretending: Bool) {
+        self.pretending = true
+        state = .watching
+    }
+
     private init() {
+        pretending = false
         let switchedOff = getenv("FABRIC_MEMORY_MONITOR").map { String(cString: $0) == "off" } ?? false
         let status = fabric_memory_monitor_start(switchedOff ? 1 : 0)
         if status == 0 {
@@ -59,6 +76,7 @@ public final class MemoryMonitor: Sendable {
     /// Watches the pages holding [address, address + length).
     public func watch(_ address: UnsafeRawPointer, length: Int) -> WatchOutcome {
         if case .unavailable(let reason) = currentState { return .refused(reason: reason) }
+        if pretending { return .watched }
         let status = fabric_memory_monitor_watch(address, length)
         switch status {
         case 0: return .watched
@@ -106,7 +124,7 @@ public final class MemoryMonitor: Sendable {
     /// One follower of the monitor's events, with its own place in them.
     /// Not thread-safe: its owner drains it under its own lock.
     public struct Reader: Sendable {
-        private var cursor: UInt64
+        @usableFromInline var cursor: UInt64
 
         fileprivate init(cursor: UInt64) { self.cursor = cursor }
 
@@ -131,8 +149,9 @@ public final class MemoryMonitor: Sendable {
             return drainSlow(body)
         }
 
-        /// Whether `drain` would find anything (two loads).
-        @inline(__always)
+        /// Whether `drain` would find anything (two loads, inlined into
+        /// the caller: the cache asks at every call).
+        @inlinable
         public var hasNews: Bool { fabric_memory_monitor_has_news(cursor) != 0 }
 
         private mutating func drainSlow(_ body: (UInt, UInt, UInt64) -> Void) -> Outcome {
