@@ -45,9 +45,24 @@ static struct {
 // with atomic builtins only.
 uint64_t fabric_memory_monitor_published;
 int fabric_memory_monitor_busy;
+uint64_t fabric_memory_monitor_lost_events;
+
+void fabric_memory_monitor_announce_lost(void) {
+    __atomic_fetch_add(&fabric_memory_monitor_lost_events, 1, __ATOMIC_RELEASE);
+}
+
+// A fork() child has no monitor thread: a batch being read at the fork
+// would leave the flag raised forever, and readers would wait on it.
+static void clear_in_child(void) {
+    __atomic_store_n(&fabric_memory_monitor_busy, 0, __ATOMIC_SEQ_CST);
+}
 
 static void publish(uint64_t start, uint64_t end) {
     uint64_t head = __atomic_load_n(&fabric_memory_monitor_published, __ATOMIC_RELAXED);
+    // The previous count is visible before this slot (which held event
+    // head - RING_CAPACITY) changes: a reader that checks the count after
+    // copying sees that it was lapped (a seqlock's writer side).
+    atomic_thread_fence(memory_order_release);
     atomic_store_explicit(&monitor.ring[head % RING_CAPACITY].start, start, memory_order_relaxed);
     atomic_store_explicit(&monitor.ring[head % RING_CAPACITY].end, end, memory_order_relaxed);
     __atomic_store_n(&fabric_memory_monitor_published, head + 1, __ATOMIC_RELEASE);
@@ -59,10 +74,15 @@ static void *monitor_loop(void *unused) {
     struct pollfd descriptor = {.fd = monitor.fd, .events = POLLIN};
     for (;;) {
         if (poll(&descriptor, 1, -1) < 0) continue;  // EINTR
-        __atomic_store_n(&fabric_memory_monitor_busy, 1, __ATOMIC_SEQ_CST);
         for (;;) {
+            // Raised for one batch at a time, so that readers wait for the
+            // batch in hand, not for a storm of unmaps to end.
+            __atomic_store_n(&fabric_memory_monitor_busy, 1, __ATOMIC_SEQ_CST);
             ssize_t got = read(monitor.fd, messages, sizeof messages);
-            if (got <= 0) break;  // EAGAIN: all read
+            if (got <= 0) {  // EAGAIN: all read
+                __atomic_store_n(&fabric_memory_monitor_busy, 0, __ATOMIC_SEQ_CST);
+                break;
+            }
             size_t count = (size_t)got / sizeof messages[0];
             for (size_t i = 0; i < count; i++) {
                 struct uffd_msg *message = &messages[i];
@@ -97,8 +117,8 @@ static void *monitor_loop(void *unused) {
                     break;
                 }
             }
+            __atomic_store_n(&fabric_memory_monitor_busy, 0, __ATOMIC_SEQ_CST);
         }
-        __atomic_store_n(&fabric_memory_monitor_busy, 0, __ATOMIC_SEQ_CST);
     }
     return NULL;
 }
@@ -132,6 +152,7 @@ int fabric_memory_monitor_start(int simulate_failure) {
             pthread_attr_t attributes;
             pthread_attr_init(&attributes);
             pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+            pthread_atfork(NULL, NULL, clear_in_child);
             int status = pthread_create(&thread, &attributes, monitor_loop, NULL);
             pthread_attr_destroy(&attributes);
             if (status != 0) {
@@ -179,6 +200,9 @@ size_t fabric_memory_monitor_read(uint64_t *cursor, fabric_unmapped_range *range
     }
     // The thread may have lapped us while we copied: then what we read may
     // be newer events, so treat it as an overflow (the caller forgets all).
+    // The copies above happen before the count is read again (a
+    // seqlock's reader side).
+    atomic_thread_fence(memory_order_acquire);
     uint64_t now = __atomic_load_n(&fabric_memory_monitor_published, __ATOMIC_ACQUIRE);
     if (now - first >= RING_CAPACITY) {
         *overflowed = 1;

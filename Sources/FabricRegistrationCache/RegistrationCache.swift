@@ -66,6 +66,7 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
     @exclusivity(unchecked) private var freeSlots: [Int32] = []
     @exclusivity(unchecked) private var scratch: [Int32] = []
     @exclusivity(unchecked) private var tick: UInt64 = 0
+    @exclusivity(unchecked) private var lostEventsSeen = MemoryMonitor.lostEventsGeneration
     @exclusivity(unchecked) private var counters = RegistrationCacheStatistics()
 
     /// A cache of registrations made by `register`.
@@ -186,17 +187,17 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
         let first = start & ~(page - 1)
         let last = (end + page - 1) & ~(page - 1)
         let length = Int(last - first)
+        // Every entry in use, none to evict: this buffer is registered for
+        // its one transfer rather than refused.
+        guard counters.entries < configuration.maxEntries || hasIdleEntry else {
+            return try registerOnce(start: start, end: end, access: access)
+        }
         try makeRoom(for: length, newEntry: true)
         let base = UnsafeMutableRawPointer(bitPattern: first)!
-        let region: any FabricMemoryRegion
-        // Cached entries serve later sends and receives alike; memory a
-        // card may not write (read-only pages) gets what was asked only.
-        let broad = access.union([.localWrite, .remoteRead, .remoteWrite])
-        do {
-            region = try register(base, length, broad)
-        } catch {
-            region = try register(base, length, access)
-        }
+        // Exactly the access asked: a send's pages stay readable by peers
+        // while cached, never writable (a buffer used both ways gets two
+        // entries).
+        let region = try registerEvictingOnFailure(base, length, access)
         // A device that reads current pages revokes the keys itself the
         // moment the monitor reports them gone, even before we drop the entry.
         region.revokeWhenPagesChange()
@@ -211,7 +212,7 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
     private func registerOnce(start: UInt, end: UInt, access: MemoryAccess) throws(FabricError) -> RegistrationLease {
         let length = Int(end - start)
         try makeRoom(for: length, newEntry: false)
-        let region = try register(UnsafeMutableRawPointer(bitPattern: start)!, length, access)
+        let region = try registerEvictingOnFailure(UnsafeMutableRawPointer(bitPattern: start)!, length, access)
         let slot = newSlot(Entry(start: start, end: end, region: region, access: access, references: 1, lastUse: tick, invalid: true, uncached: true))
         counters.uncachedRegistrations += 1
         counters.registeredBytes += length
@@ -229,6 +230,29 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
         return slot
     }
 
+    /// Registers; if the device refuses (on verbs the kernel's memlock
+    /// limit also counts memory registered outside the cache, such as the
+    /// MPI engine's slots), evicts every unused entry and tries once more.
+    private func registerEvictingOnFailure(_ base: UnsafeMutableRawPointer, _ length: Int, _ access: MemoryAccess) throws(FabricError) -> any FabricMemoryRegion {
+        do {
+            return try register(base, length, access)
+        } catch {
+            guard hasIdleEntry else { throw error }
+            for slot in entries.indices where isIdle(slot) {
+                index.remove(slot: Int32(slot), start: entries[slot].start)
+                discard(slot)
+                counters.evictions += 1
+            }
+            return try register(base, length, access)
+        }
+    }
+
+    private func isIdle(_ slot: Int) -> Bool {
+        entries[slot].region != nil && !entries[slot].invalid && entries[slot].references == 0
+    }
+
+    private var hasIdleEntry: Bool { entries.indices.contains { isIdle($0) } }
+
     /// Evicts unused entries, least recently used first, until `length`
     /// more bytes (and, for a new entry, one more entry) fit; throws when
     /// they cannot.
@@ -240,7 +264,7 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
             || (newEntry && counters.entries >= configuration.maxEntries)
         {
             var oldest = -1
-            for slot in entries.indices where entries[slot].region != nil && !entries[slot].invalid && entries[slot].references == 0 {
+            for slot in entries.indices where isIdle(slot) {
                 if oldest < 0 || entries[slot].lastUse < entries[oldest].lastUse { oldest = slot }
             }
             guard oldest >= 0 else {
@@ -267,15 +291,20 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
     /// Drops every entry the monitor's events touch since the last call.
     @inline(__always)
     private func applyMonitorEvents() {
-        if reader.hasNews { applyMonitorEventsSlow() }
+        if reader.hasNews || MemoryMonitor.lostEventsGeneration != lostEventsSeen { applyMonitorEventsSlow() }
     }
 
     private func applyMonitorEventsSlow() {
-        let outcome = reader.drain { start, end, _ in
+        let lost = MemoryMonitor.lostEventsGeneration
+        var outcome = lost != lostEventsSeen ? MemoryMonitor.Reader.Outcome.overflowed : .current
+        lostEventsSeen = lost
+        if reader.drain({ start, end, _ in
             guard configuration.invalidation else { return }
             scratch.removeAll(keepingCapacity: true)
             index.forEachOverlapping(start, end) { scratch.append($0) }
             for slot in scratch { invalidate(Int(slot)) }
+        }) == .overflowed {
+            outcome = .overflowed
         }
         if outcome == .overflowed, configuration.invalidation {
             counters.overflows += 1

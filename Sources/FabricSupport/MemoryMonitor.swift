@@ -50,7 +50,7 @@ public final class MemoryMonitor: Sendable {
     private let pretending: Bool
 
     private init(pretending: Bool) {
-        self.pretending = true
+        self.pretending = pretending
         state = .watching
     }
 
@@ -95,6 +95,18 @@ public final class MemoryMonitor: Sendable {
     /// registered now is concerned only by events from this one on (the
     /// earlier ones are about what was mapped there before).
     public static var nextEvent: UInt64 { fabric_memory_monitor_head() }
+
+    /// Tells the registration caches that a follower lost events and
+    /// revoked every key it followed (the software NIC's key table after
+    /// its ring overflowed): they forget their entries too, rather than
+    /// hand out revoked keys.
+    public static func announceLostEvents() {
+        fabric_memory_monitor_announce_lost()
+    }
+
+    /// Moves when a follower announced lost events (see above).
+    @inlinable
+    public static var lostEventsGeneration: UInt64 { fabric_memory_monitor_lost_generation() }
 
     /// A reader of the events published from now on, whether or not the
     /// monitor runs yet (it sees the first events if it starts later),

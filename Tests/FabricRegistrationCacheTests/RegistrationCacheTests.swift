@@ -36,18 +36,23 @@ struct RegistrationCacheTests {
         let buffer = map(megabyte)
         defer { munmap(buffer, megabyte) }
         let first = try cache.acquire(buffer, length: megabyte, access: .remoteRead)
-        let inside = try cache.acquire(buffer + 4096 + 8, length: 1000, access: .localWrite)
+        let inside = try cache.acquire(buffer + 4096 + 8, length: 1000, access: .remoteRead)
         #expect(inside.remoteKey == first.remoteKey && inside.regionAddress == first.regionAddress)
+        // Exactly the access asked is registered: a receive into the same
+        // pages gets an entry of its own.
+        let receive = try cache.acquire(buffer, length: 1000, access: .localWrite)
+        #expect(receive.localKey != first.localKey)
+        cache.release(receive)
         #expect(try inside.element(at: buffer + 4096 + 8, length: 1000).address == UInt64(UInt(bitPattern: buffer + 4096 + 8)))
         #expect(first.remote(at: buffer + 100).address == UInt64(UInt(bitPattern: buffer + 100)))
         cache.release(first)
         cache.release(inside)
         var statistics = cache.statistics
-        #expect(statistics.hits == 1 && statistics.misses == 1 && statistics.entries == 1 && statistics.registeredBytes == megabyte)
-        let atomic = try cache.acquire(buffer, length: 64, access: .remoteAtomic)
+        #expect(statistics.hits == 1 && statistics.misses == 2 && statistics.entries == 2 && statistics.registeredBytes == megabyte + 4096)
+        let atomic = try cache.acquire(buffer, length: 64, access: [.localWrite, .remoteAtomic])
         cache.release(atomic)
         statistics = cache.statistics
-        #expect(statistics.misses == 2, "remote atomic access was not in the first entry: \(statistics)")
+        #expect(statistics.misses == 3, "remote atomic access was not in the first entries: \(statistics)")
         #expect(throws: FabricError.self) { try cache.acquire(buffer, length: 0, access: .remoteRead) }
     }
 

@@ -111,6 +111,14 @@ static inline int fabric_memory_monitor_has_news(uint64_t seen) {
     return __atomic_load_n(&fabric_memory_monitor_busy, __ATOMIC_SEQ_CST)
         || __atomic_load_n(&fabric_memory_monitor_published, __ATOMIC_ACQUIRE) != seen;
 }
+/// Bumped by a follower that lost events and revoked every key it
+/// followed (the software NIC's key table): registration caches that hand
+/// out those keys forget everything when it moves.
+extern uint64_t fabric_memory_monitor_lost_events;
+static inline uint64_t fabric_memory_monitor_lost_generation(void) {
+    return __atomic_load_n(&fabric_memory_monitor_lost_events, __ATOMIC_ACQUIRE);
+}
+void fabric_memory_monitor_announce_lost(void);
 /// Copies up to `capacity` ranges published after *cursor and advances it.
 /// Sets *overflowed (and moves the cursor to the head) when the ring
 /// lapped the reader: then the reader must forget everything it cached.

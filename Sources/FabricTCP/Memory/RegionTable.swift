@@ -58,7 +58,18 @@ final class RegionRecord: Sendable {
 
     /// Marks the record invalid and waits until no transfer is inside it.
     func invalidate() {
+        markInvalid()
+        waitUntilUnused()
+    }
+
+    /// Sets the invalid bit: no transfer begins in the record after this.
+    func markInvalid() {
         state.bitwiseOr(1, ordering: .sequentiallyConsistent)
+    }
+
+    /// Waits until the transfers inside the (invalid) record have ended:
+    /// at most one non-blocking system call each.
+    func waitUntilUnused() {
         var spins = 0
         while state.load(ordering: .acquiring) != 1 {
             spins += 1
@@ -112,7 +123,7 @@ final class RegionTable: Sendable {
     /// Applies the monitor's news, if there is any.
     @inline(__always)
     private func revokeUnmappedRecords() {
-        if fabric_memory_monitor_has_news(monitorPosition.load(ordering: .relaxed)) != 0 { revokeUnmappedRecordsSlow() }
+        if fabric_memory_monitor_has_news(monitorPosition.load(ordering: .acquiring)) != 0 { revokeUnmappedRecordsSlow() }
     }
 
     private func revokeUnmappedRecordsSlow() {
@@ -126,19 +137,26 @@ final class RegionTable: Sendable {
                     gone.append(record)
                 }
             }
-            // Events were missed: every followed record may be stale.
-            if outcome == .overflowed { gone = followed.values.map(\.record) }
+            // Events were missed: every followed record may be stale, and
+            // the caches that hand out their keys must forget them too.
+            if outcome == .overflowed {
+                gone = followed.values.map(\.record)
+                MemoryMonitor.announceLostEvents()
+            }
+            // Invalid before the position moves: a check that finds no
+            // news must not find these records valid either.
             for record in gone {
+                record.markInvalid()
                 maps.byLocalKey[record.localKey] = nil
                 maps.byRemoteKey[record.remoteKey] = nil
                 maps.followed[ObjectIdentifier(record)] = nil
             }
             maps.monitor = reader
-            monitorPosition.store(reader.position, ordering: .relaxed)
+            monitorPosition.store(reader.position, ordering: .releasing)
             return gone
         }
-        // Outside the lock: a transfer inside the record ends first.
-        for record in revoked { record.invalidate() }
+        // Outside the lock: a transfer already inside a record ends first.
+        for record in revoked { record.waitUntilUnused() }
     }
 
     func insert(_ record: RegionRecord) {

@@ -524,7 +524,11 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             }
         case .synchronousAcknowledgement:
             repost(slot)
-            guard let index = requests.index(ofCookie: header.cookie), requests[index].operation == .send, requests[index].peer == channel.rank else {
+            // (A rendezvous send, which holds a registration, ends with
+            // "done", never with this.)
+            guard let index = requests.index(ofCookie: header.cookie), requests[index].operation == .send, requests[index].peer == channel.rank,
+                requests[index].registration == nil
+            else {
                 fail(channel, "it acknowledged a synchronous send it was not sent")
                 return
             }
