@@ -19,7 +19,7 @@ changing=(malloc-free munmap-fixed fixed-over partial-munmap mremap-grow mremap-
 # madv-free is here: MADV_FREE lets the kernel keep the pages, and it keeps
 # pinned ones, so no stale byte can be shown; the cache still drops the
 # entry (the counters say so).
-steady=(reuse small-chunk madv-free fork file-backed storm)
+steady=(reuse small-chunk madv-free fork file-backed storm pool)
 failures=0
 
 job() {  # environment assignments, then case names

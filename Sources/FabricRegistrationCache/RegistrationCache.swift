@@ -68,10 +68,12 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
     @exclusivity(unchecked) private var tick: UInt64 = 0
     @exclusivity(unchecked) private var lostEventsSeen = MemoryMonitor.lostEventsGeneration
     @exclusivity(unchecked) private var counters = RegistrationCacheStatistics()
+    @exclusivity(unchecked) private var pool: RegisteredMemoryPool
 
     /// A cache of registrations made by `register`.
     public init(configuration: RegistrationCacheConfiguration, monitor: MemoryMonitor = .shared, register: @escaping Register) {
         self.register = register
+        pool = RegisteredMemoryPool(register: register)
         self.configuration = configuration
         self.monitor = monitor
         switch (configuration.caching, monitor.currentState) {
@@ -127,6 +129,10 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
         }
         fabric_lock(lockWord)
         defer { fabric_unlock(lockWord) }
+        if !pool.isEmpty, let lease = pool.lease(covering: start, end) {
+            counters.poolTransfers += 1
+            return lease
+        }
         applyMonitorEvents()
         tick &+= 1
         if watching, let slot = findEntry(start, end, access) {
@@ -146,6 +152,7 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
 
     /// Gives back what `acquire` returned.
     public func release(_ lease: RegistrationLease) {
+        guard lease.slot != RegistrationLease.poolSlot else { return }
         fabric_lock(lockWord)
         defer { fabric_unlock(lockWord) }
         applyMonitorEvents()
@@ -157,11 +164,44 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
         if unused { discard(slot) }
     }
 
+    // MARK: - Registered memory handed out
+
+    /// `bytes` of memory registered once for every access, from the pool:
+    /// transfers from it need no lookup. Counts toward the cap.
+    public func allocateMemory(_ bytes: Int) throws(FabricError) -> UnsafeMutableRawBufferPointer {
+        fabric_lock(lockWord)
+        defer { fabric_unlock(lockWord) }
+        let before = pool.registeredBytes
+        let block = try pool.allocate(bytes) { (length) throws(FabricError) in try makeRoom(for: length, newEntry: false) }
+        counters.registeredBytes += pool.registeredBytes - before
+        counters.poolBytes = pool.registeredBytes
+        return block
+    }
+
+    /// Gives back a block `allocateMemory` returned; anything else is
+    /// refused with an error naming it.
+    public func freeMemory(_ address: UnsafeMutableRawPointer) throws(FabricError) {
+        fabric_lock(lockWord)
+        defer { fabric_unlock(lockWord) }
+        try pool.free(address)
+    }
+
+    /// What backs the pool's memory: explicit or transparent huge pages, or
+    /// ordinary pages.
+    public var poolPages: String {
+        fabric_lock(lockWord)
+        defer { fabric_unlock(lockWord) }
+        return pool.pages.rawValue
+    }
+
     /// Deregisters every entry no transfer holds (all of them when the
-    /// owner closes, after its transfers ended).
+    /// owner closes, after its transfers ended), and the pool.
     public func close() {
         fabric_lock(lockWord)
         defer { fabric_unlock(lockWord) }
+        counters.registeredBytes -= pool.registeredBytes
+        counters.poolBytes = 0
+        pool.close()
         for slot in entries.indices where entries[slot].region != nil && entries[slot].references == 0 {
             if !entries[slot].invalid { index.remove(slot: Int32(slot), start: entries[slot].start) }
             discard(slot)

@@ -19,8 +19,14 @@ public struct RegistrationCacheStatistics: Sendable, Equatable {
     /// memory that cannot be watched (file-backed, watched by another
     /// userfaultfd, no monitor, caching switched off).
     public var uncachedRegistrations = 0
-    /// Bytes registered through the cache right now (cached and in use).
+    /// Acquisitions of memory the library handed out (`allocateMemory`):
+    /// no lookup in the cache, no watch.
+    public var poolTransfers = 0
+    /// Bytes registered through the cache right now (cached, in use, and
+    /// the pool's chunks).
     public var registeredBytes = 0
+    /// Bytes of the pool's chunks (registered once, carved into blocks).
+    public var poolBytes = 0
     /// Entries in the cache right now.
     public var entries = 0
 

@@ -7,8 +7,9 @@ import FabricCore
 /// the buffer (whole pages, or an earlier, larger buffer): address the
 /// buffer by its own address, not offset 0.
 public struct RegistrationLease: Sendable, Equatable {
-    /// The cache's table slot.
+    /// The cache's table slot, or `poolSlot` for memory from the pool.
     let slot: Int32
+    static let poolSlot: Int32 = -2
     /// The region's first byte and length.
     public let regionAddress: UInt64
     public let regionLength: Int

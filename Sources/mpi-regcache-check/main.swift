@@ -34,6 +34,8 @@
 //   cap             (FABRIC_REGISTRATION_CAP=3M) eviction under the cap, and
 //                   a buffer larger than the cap refused by name
 //   no-monitor      (FABRIC_MEMORY_MONITOR=off) everything registered per use
+//   pool            memory from allocateMemory: no cache lookup; freeMemory
+//                   refuses anything else by name
 import CFabricShims
 import FabricRegistrationCache
 import FabricSupport
@@ -64,6 +66,8 @@ enum Expected: CustomStringConvertible {
     /// A new registration, and (when `invalidated`) an entry dropped first.
     case miss(invalidated: Bool)
     case uncached
+    /// Memory from `allocateMemory`: no lookup in the cache at all.
+    case pool
     /// Not checked: heap memory an earlier case cached may still be
     /// cached, correctly (its pages stayed).
     case any
@@ -74,6 +78,7 @@ enum Expected: CustomStringConvertible {
         case .hit: "a hit"
         case .miss(let invalidated): invalidated ? "an invalidation and a miss" : "a miss"
         case .uncached: "a registration for one use"
+        case .pool: "registered memory from the pool"
         }
     }
 }
@@ -150,13 +155,15 @@ final class Rounds {
         let hits = after.hits - before.hits
         let misses = after.misses - before.misses
         let uncached = after.uncachedRegistrations - before.uncachedRegistrations
+        let pooled = after.poolTransfers - before.poolTransfers
         let invalidations = after.invalidations - before.invalidations
-        let found = "hits +\(hits), misses +\(misses), uncached +\(uncached), invalidations +\(invalidations)"
+        let found = "hits +\(hits), misses +\(misses), uncached +\(uncached), invalidations +\(invalidations), pool +\(pooled)"
         let matches: Bool
         switch expected {
         case .hit: matches = hits == 1 && misses == 0 && uncached == 0
         case .miss(let invalidated): matches = hits == 0 && misses == 1 && uncached == 0 && (!invalidated || invalidations >= 1)
         case .uncached: matches = hits == 0 && misses == 0 && uncached == 1
+        case .pool: matches = hits == 0 && misses == 0 && uncached == 0 && pooled == 1
         case .any: matches = true
         }
         check(matches, "\(name) round \(round) on rank \(rank): expected \(expected), found \(found)")
@@ -463,6 +470,25 @@ func noMonitor(_ r: Rounds) throws {
     unmap(again)
 }
 
+func pool(_ r: Rounds) throws {
+    let first = try r.mpi.allocateMemory(megabyte)
+    try r.transfer(first, expect: .pool)
+    try r.transfer(UnsafeMutableRawBufferPointer(rebasing: first[4096..<(megabyte / 2)]), expect: .pool)
+    try r.mpi.freeMemory(first)
+    let second = try r.mpi.allocateMemory(2 * megabyte)
+    try r.transfer(second, expect: .pool)
+    try r.mpi.freeMemory(second)
+    let outside = mapAnonymous(megabyte)
+    do {
+        try r.mpi.freeMemory(outside)
+        fail("freeMemory took memory the library did not hand out")
+    } catch let error as MPIError {
+        check(error.message.contains("is not a block of registered memory this library handed out"), "the refusal does not say why: \(error.message)")
+    }
+    unmap(outside)
+    r.done(", pages: \(r.mpi.registeredMemoryPages)")
+}
+
 // MARK: - Main
 
 let cases: [String: (Rounds) throws -> Void] = [
@@ -471,7 +497,7 @@ let cases: [String: (Rounds) throws -> Void] = [
     "mremap-shrink": mremapShrink, "mremap-onto": mremapOnto,
     "dontneed": { r in try dontNeed(r, advice: MADV_DONTNEED) },
     "madv-free": { r in try dontNeed(r, advice: MADV_FREE) },
-    "heap-trim": heapTrim, "fork": forkCase, "file-backed": fileBacked, "storm": storm, "cap": cap, "no-monitor": noMonitor,
+    "heap-trim": heapTrim, "fork": forkCase, "file-backed": fileBacked, "storm": storm, "cap": cap, "no-monitor": noMonitor, "pool": pool,
 ]
 let names = CommandLine.arguments.dropFirst().isEmpty ? ["reuse"] : Array(CommandLine.arguments.dropFirst())
 for name in names where cases[name] == nil {
@@ -488,7 +514,7 @@ do {
         defer { if getenv("REGCACHE_CHECK_TIMES") != nil { print("rank \(mpi.rank): \(name) took \(ContinuousClock.now - started)") } }
         do {
             try cases[name]!(rounds)
-            if !["malloc-free", "heap-trim"].contains(name) { rounds.done() }
+            if !["malloc-free", "heap-trim", "pool"].contains(name) { rounds.done() }
         } catch let finding as StaleData {
             print("rank \(mpi.rank): \(name) STALE with invalidation off: \(finding.finding)")
             stale.append(name)

@@ -34,21 +34,29 @@ struct Loops {
     let window: Int
     var requests: [Request]
 
-    init(mpi: MPIRuntime, largest: Int, window: Int) {
+    /// Whether the buffers came from the library's registered memory.
+    let pooled: Bool
+
+    init(mpi: MPIRuntime, largest: Int, window: Int, pool: Bool) throws {
         self.mpi = mpi
         self.window = window
-        sendBuffer = .allocate(byteCount: max(largest, 1), alignment: 4096)
-        receiveBuffer = .allocate(byteCount: max(largest, 1), alignment: 4096)
-        windowBuffers = .allocate(byteCount: max(largest, 1) * max(window, mpi.size), alignment: 4096)
+        pooled = pool
+        func buffer(_ bytes: Int) throws -> UnsafeMutableRawBufferPointer {
+            pool ? try mpi.allocateMemory(bytes) : .allocate(byteCount: bytes, alignment: 4096)
+        }
+        sendBuffer = try buffer(max(largest, 1))
+        receiveBuffer = try buffer(max(largest, 1))
+        windowBuffers = try buffer(max(largest, 1) * max(window, mpi.size))
         for index in 0..<sendBuffer.count { sendBuffer[index] = UInt8(truncatingIfNeeded: index) }
         requests = []
         requests.reserveCapacity(2 * max(window, mpi.size))
     }
 
+    /// Gives the buffers back (before finalize, which unmaps pool memory).
     func release() {
-        sendBuffer.deallocate()
-        receiveBuffer.deallocate()
-        windowBuffers.deallocate()
+        for buffer in [sendBuffer, receiveBuffer, windowBuffers] {
+            if pooled { try? mpi.freeMemory(buffer) } else { buffer.deallocate() }
+        }
     }
 
     private func bytes(_ size: Int) -> UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: sendBuffer[0..<size]) }

@@ -33,6 +33,9 @@ struct MPIBench: ParsableCommand {
     @Option(help: "Messages in flight per window in bw, bibw and mbw_mr (OSU: 64).")
     var window = 64
 
+    @Flag(help: "Take the buffers from the library's registered memory (allocateMemory) instead of the heap: transfers skip the registration cache.")
+    var pool = false
+
     @Flag(help: "Print one JSON object per row instead of a table.")
     var json = false
 
@@ -73,8 +76,7 @@ struct MPIBench: ParsableCommand {
         let chosen = try testList()
         let sizes = try sizeList()
         guard mpi.size >= 2 else { throw ValidationError("mpibench needs at least 2 ranks (mpirun -n 2 mpibench)") }
-        var loops = Loops(mpi: mpi, largest: sizes.max() ?? 1, window: window)
-        defer { loops.release() }
+        var loops = try Loops(mpi: mpi, largest: sizes.max() ?? 1, window: window, pool: pool)
         let coordination = Coordination(mpi: mpi)
         var samples: [RowKey: [Sample]] = [:]
         for _ in 0..<repetitions {
@@ -111,12 +113,14 @@ struct MPIBench: ParsableCommand {
                 encoder.outputFormatting = [.sortedKeys]
                 for row in rows { print(String(decoding: try encoder.encode(row), as: UTF8.self)) }
             } else {
-                print("# mpibench: \(mpi.size) ranks, backend \(mpi.backend), eager limit \(mpi.eagerLimit) B, \(repetitions) repetitions, window \(window)")
+                print("# mpibench: \(mpi.size) ranks, backend \(mpi.backend), eager limit \(mpi.eagerLimit) B, \(repetitions) repetitions, window \(window)"
+                    + (pool ? ", buffers from allocateMemory (\(mpi.registeredMemoryPages))" : ""))
                 print(Row.table(rows))
                 let total = caches.reduce(into: [0.0, 0, 0, 0, 0]) { sum, rank in for index in sum.indices { sum[index] += rank[index] } }.map { Int($0) }
                 print("# registration cache, all ranks: hits \(total[0]), misses \(total[1]), invalidations \(total[2]), evictions \(total[3]), registered per use \(total[4])")
             }
         }
+        loops.release()
         try mpi.finalize()
     }
 }

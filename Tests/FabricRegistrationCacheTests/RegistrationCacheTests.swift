@@ -162,3 +162,42 @@ struct RegistrationCacheTests {
         cache.release(fresh)
     }
 }
+
+/// The pool of memory the library hands out registered.
+@Suite(.serialized)
+struct RegisteredMemoryPoolTests {
+    @Test("blocks come from registered chunks, need no lookup, merge when freed, and anything else is refused by name")
+    func blocks() throws {
+        let device = try TCPOpener().open()
+        let configuration = RegistrationCacheConfiguration(capacityBytes: 256 << 20, capacitySource: "the test")
+        let cache = RegistrationCache(device: device, domain: try device.allocateProtectionDomain(), configuration: configuration)
+        let a = try cache.allocateMemory(1 << 20)
+        let b = try cache.allocateMemory(100)
+        #expect(a.count == 1 << 20 && b.count == 128 && UInt(bitPattern: b.baseAddress!) % 64 == 0)
+        memset(a.baseAddress!, 7, a.count)
+        let lease = try cache.acquire(a.baseAddress! + 4096, length: 65536, access: .remoteRead)
+        cache.release(lease)
+        var statistics = cache.statistics
+        #expect(statistics.poolTransfers == 1 && statistics.hits == 0 && statistics.misses == 0)
+        #expect(statistics.poolBytes == 64 << 20 && statistics.registeredBytes == 64 << 20)
+        #expect(try lease.element(at: a.baseAddress! + 4096, length: 65536).length == 65536)
+        try cache.freeMemory(a.baseAddress!)
+        try cache.freeMemory(b.baseAddress!)
+        // Freed blocks merged: the whole chunk is one block again.
+        let whole = try cache.allocateMemory(64 << 20)
+        #expect(cache.statistics.poolBytes == 64 << 20, "a new chunk was mapped: the freed blocks did not merge")
+        try cache.freeMemory(whole.baseAddress!)
+        #expect(throws: FabricError.self) { try cache.freeMemory(whole.baseAddress!) }
+        var outside = [UInt8](repeating: 0, count: 16)
+        #expect(throws: FabricError.self) { try cache.freeMemory(&outside) }
+        #expect(throws: FabricError.self) { try cache.allocateMemory(0) }
+        // Larger than a chunk: a chunk of its own; beyond the cap: refused.
+        let large = try cache.allocateMemory(100 << 20)
+        statistics = cache.statistics
+        #expect(statistics.poolBytes >= (164 << 20))
+        #expect(throws: FabricError.self) { try cache.allocateMemory(200 << 20) }
+        try cache.freeMemory(large.baseAddress!)
+        cache.close()
+        #expect(cache.statistics.registeredBytes == 0)
+    }
+}

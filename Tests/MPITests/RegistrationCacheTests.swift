@@ -49,6 +49,12 @@ struct RegistrationCacheTests {
         #expect(output.contains("rank 1: cap ok after 10 rounds: hits 0, misses 10, invalidations 0, evictions 7"), "\(output)")
     }
 
+    @Test("memory from allocateMemory is transferred without a cache lookup; freeMemory refuses other memory by name")
+    func pool() throws {
+        let output = try job("pool")
+        #expect(output.contains("rank 0: pool ok after 3 rounds") && output.contains("rank 1: pool ok after 3 rounds"), "\(output)")
+    }
+
     @Test("without a memory monitor nothing is cached: every transfer registers its buffer, and nothing stays registered")
     func noMonitor() throws {
         let output = try job("no-monitor", environment: ["FABRIC_MEMORY_MONITOR": "off"])

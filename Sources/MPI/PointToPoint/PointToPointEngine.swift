@@ -372,6 +372,29 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         }
     }
 
+    /// Registered memory from the cache's pool (`MPIRuntime.allocateMemory`).
+    func allocateMemory(_ bytes: Int) throws(MPIError) -> UnsafeMutableRawBufferPointer {
+        lock.lock()
+        defer { lock.unlock() }
+        try checkOpen()
+        do {
+            return try registrations.allocateMemory(bytes)
+        } catch {
+            throw MPIError(error, while: "allocating \(bytes) bytes of registered memory")
+        }
+    }
+
+    func freeMemory(_ address: UnsafeMutableRawPointer) throws(MPIError) {
+        lock.lock()
+        defer { lock.unlock() }
+        try checkOpen()
+        do {
+            try registrations.freeMemory(address)
+        } catch {
+            throw MPIError(error, while: "freeing registered memory")
+        }
+    }
+
     func close() {
         lock.lock()
         defer { lock.unlock() }
@@ -933,6 +956,9 @@ struct PointToPointTransport: Sendable {
     let connectionCount: @Sendable () -> Int
     let statistics: @Sendable () -> PointToPointStatistics
     let registrationStatistics: @Sendable () -> RegistrationCacheStatistics
+    let allocateMemory: @Sendable (Int) throws(MPIError) -> UnsafeMutableRawBufferPointer
+    let freeMemory: @Sendable (UnsafeMutableRawPointer) throws(MPIError) -> Void
+    let registeredMemoryPages: @Sendable () -> String
     let registrationCacheState: RegistrationCacheState
     let settings: PointToPointSettings
     let register: @Sendable (Communicator) -> Void
@@ -951,6 +977,9 @@ struct PointToPointTransport: Sendable {
         connectionCount = { engine.connectionCount }
         statistics = { engine.currentStatistics }
         registrationStatistics = { engine.registrations.statistics }
+        allocateMemory = { (bytes) throws(MPIError) in try engine.allocateMemory(bytes) }
+        freeMemory = { (address) throws(MPIError) in try engine.freeMemory(address) }
+        registeredMemoryPages = { engine.registrations.poolPages }
         registrationCacheState = RegistrationCacheState(engine.registrations)
         settings = engine.settings
         register = { engine.register($0) }

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# This MPI over the verbs backend beside fabric-perf over verbs, on the
+# soft-RoCE device of the qemu VM (scripts/vm/; software emulation: the
+# ratios count, not the absolute figures). Interleaved repetitions, each:
+# mpibench 8 B latency and 1 MiB bandwidth with the registration cache,
+# mpibench 1 MiB bandwidth registering per message (FABRIC_REGCACHE=off),
+# fabric-perf lat-send 8 B and bw-write 1 MiB. Medians at the end.
+#
+#   scripts/bench-mpi-verbs.sh [REPETITIONS]        (default 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${1:-}" != "--inside" ]; then
+    source scripts/setup.sh
+    for product in fabric-perf mpibench mpirun; do swift build -c release --product "$product" >/dev/null; done
+    exec bash scripts/vm/run-in-vm.sh --timeout "${FABRIC_VM_TIMEOUT:-1800}" \
+        --env FABRIC_VERBS_ADDRESS=10.77.0.1 -- bash scripts/bench-mpi-verbs.sh --inside "${1:-5}"
+fi
+
+repetitions="${2:-5}"
+address="${FABRIC_VERBS_ADDRESS:?}"
+bin=.build/release
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+export FABRIC_BACKEND=verbs
+
+mpibench() {  # test size [environment...]: the row's median
+    local test=$1 size=$2
+    shift 2
+    env "$@" timeout 300 "$bin/mpirun" -n 2 "$bin/mpibench" --tests "$test" --sizes "$size" --reps 1 --json 2>/dev/null \
+        | sed -n 's/.*"median":\([0-9.e+-]*\).*/\1/p' | head -1
+}
+fabric() {
+    timeout 300 "$bin/fabric-perf" loopback --host "$address" --tests "$1" --sizes "$2" --reps 1 --no-raw --json 2>/dev/null \
+        | sed -n 's/.*"median":\([0-9.e+-]*\).*/\1/p' | head -1
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+for ((rep = 1; rep <= repetitions; rep++)); do
+    mpibench latency 8 >>"$work/mpi_lat"
+    fabric lat-send 8 >>"$work/fabric_lat"
+    mpibench bw 1M >>"$work/mpi_bw"
+    mpibench bw 1M FABRIC_REGCACHE=off >>"$work/mpi_bw_uncached"
+    fabric bw-write 1M >>"$work/fabric_bw"
+    echo "repetition $rep of $repetitions done" >&2
+done
+lat_mpi=$(median <"$work/mpi_lat"); lat_fabric=$(median <"$work/fabric_lat")
+bw_mpi=$(median <"$work/mpi_bw"); bw_uncached=$(median <"$work/mpi_bw_uncached"); bw_fabric=$(median <"$work/fabric_bw")
+echo "MPI over verbs on rxe0 (emulated), $repetitions interleaved repetitions, medians; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-40s %12s %12s %8s  %s\n' test mpibench fabric-perf ratio goal
+printf '%-40s %12.2f %12.2f %8.3f  %s\n' "8 B one-way latency (us)" "$lat_mpi" "$lat_fabric" "$(awk -v a="$lat_mpi" -v b="$lat_fabric" 'BEGIN { print a / b }')" "<= 1.1 x lat-send"
+printf '%-40s %12.1f %12.1f %8.3f  %s\n' "1 MiB bandwidth, cached (MB/s)" "$bw_mpi" "$bw_fabric" "$(awk -v a="$bw_mpi" -v b="$bw_fabric" 'BEGIN { print a / b }')" ">= 0.95 x bw-write"
+printf '%-40s %12.1f %12.1f %8.3f\n' "1 MiB bandwidth, per-message registration" "$bw_uncached" "$bw_fabric" "$(awk -v a="$bw_uncached" -v b="$bw_fabric" 'BEGIN { print a / b }')"
+for name in mpi_lat fabric_lat mpi_bw mpi_bw_uncached fabric_bw; do
+    echo "$name per repetition: $(tr '\n' ' ' <"$work/$name")"
+done
