@@ -32,6 +32,8 @@ final class RegisteredMemoryPool {
     }
 
     static let chunkSize = 64 << 20
+    /// What every chunk is registered for.
+    static let access: MemoryAccess = [.localWrite, .remoteRead, .remoteWrite]
     static let alignment = 64
     static let hugePageSize = 2 << 20
     private let register: Register
@@ -137,7 +139,7 @@ final class RegisteredMemoryPool {
         }
         let region: any FabricMemoryRegion
         do {
-            region = try register(memory!, length, [.localWrite, .remoteRead, .remoteWrite])
+            region = try register(memory!, length, Self.access)
         } catch {
             munmap(memory, length)
             throw error

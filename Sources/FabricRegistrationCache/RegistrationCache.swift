@@ -129,7 +129,7 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
         }
         fabric_lock(lockWord)
         defer { fabric_unlock(lockWord) }
-        if !pool.isEmpty, let lease = pool.lease(covering: start, end) {
+        if !pool.isEmpty, RegisteredMemoryPool.access.isSuperset(of: access), let lease = pool.lease(covering: start, end) {
             counters.poolTransfers += 1
             return lease
         }
