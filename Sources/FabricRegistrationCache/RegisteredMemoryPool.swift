@@ -1,4 +1,5 @@
 import FabricCore
+import FabricSupport
 import Glibc
 
 /// Memory the library hands out already registered (MPI_Alloc_mem's idea):
@@ -153,23 +154,11 @@ final class RegisteredMemoryPool {
     }
 
     private static var hugePagesAvailable: Bool {
-        readNumber("/proc/sys/vm/nr_hugepages").map { $0 > 0 } ?? false
+        SystemFiles.lines("/proc/sys/vm/nr_hugepages")?.first.flatMap { Int($0) }.map { $0 > 0 } ?? false
     }
 
     private static var transparentHugePagesEnabled: Bool {
-        guard let file = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r") else { return false }
-        defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 128)
-        guard fgets(&line, Int32(line.count), file) != nil else { return false }
-        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return text.contains("[always]") || text.contains("[madvise]")
-    }
-
-    private static func readNumber(_ path: String) -> Int? {
-        guard let file = fopen(path, "r") else { return nil }
-        defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 64)
-        guard fgets(&line, Int32(line.count), file) != nil else { return nil }
-        return Int(String(decoding: line.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        guard let mode = SystemFiles.lines("/sys/kernel/mm/transparent_hugepage/enabled")?.first else { return false }
+        return mode.contains("[always]") || mode.contains("[madvise]")
     }
 }

@@ -87,7 +87,7 @@ public final class RegistrationCache: @unchecked Sendable {  // all mutable stat
             watching = true
             uncachedReason = nil
         }
-        reader = monitor.reader()
+        reader = MemoryMonitor.follow()
         index = RegistrationIndex(reservingCapacity: configuration.maxEntries)
         entries.reserveCapacity(configuration.maxEntries)
         freeSlots.reserveCapacity(configuration.maxEntries)

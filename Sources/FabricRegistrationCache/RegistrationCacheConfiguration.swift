@@ -1,4 +1,5 @@
 import FabricCore
+import FabricSupport
 import Glibc
 
 /// How a registration cache behaves: its cap on registered bytes, its
@@ -92,18 +93,10 @@ public struct RegistrationCacheConfiguration: Sendable, Equatable {
     /// Whether the process holds CAP_IPC_LOCK (its effective set, from
     /// /proc/self/status: no libcap needed).
     private static func holdsIPCLock() -> Bool {
-        guard let file = fopen("/proc/self/status", "r") else { return false }
-        defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 512)
-        while fgets(&line, Int32(line.count), file) != nil {
-            let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if text.hasPrefix("CapEff:") {
-                let hex = String(text.dropFirst("CapEff:".count).filter(\.isHexDigit))
-                guard let mask = UInt64(hex, radix: 16) else { return false }
-                let capIPCLock: UInt64 = 14
-                return mask & (1 << capIPCLock) != 0
-            }
-        }
-        return false
+        guard let line = SystemFiles.lines("/proc/self/status")?.first(where: { $0.hasPrefix("CapEff:") }),
+            let mask = UInt64(String(line.dropFirst("CapEff:".count).filter(\.isHexDigit)), radix: 16)
+        else { return false }
+        let capIPCLock: UInt64 = 14
+        return mask & (1 << capIPCLock) != 0
     }
 }

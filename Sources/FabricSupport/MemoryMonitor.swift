@@ -86,11 +86,6 @@ public final class MemoryMonitor: Sendable {
         }
     }
 
-    /// A new reader that sees the events published from now on.
-    public func reader() -> Reader {
-        Self.follow()
-    }
-
     /// The sequence number the next event will have: a region watched and
     /// registered now is concerned only by events from this one on (the
     /// earlier ones are about what was mapped there before).

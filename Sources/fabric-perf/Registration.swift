@@ -55,13 +55,8 @@ struct Registration: ParsableCommand {
             var register = Samples()
             var deregister = Samples()
             for _ in 0..<repetitions {
-                // Fresh anonymous memory each time, touched so that pinning
-                // measures the device's work rather than page faults.
-                guard let memory = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), memory != MAP_FAILED else {
-                    throw PerfError("mmap of \(size) bytes failed")
-                }
+                let memory = try freshMemory(size)
                 defer { munmap(memory, size) }
-                memset(memory, 1, size)
                 let start = now()
                 let region = try device.registerMemory(memory, length: size, access: .all, in: domain)
                 let registered = now()
@@ -78,4 +73,15 @@ struct Registration: ParsableCommand {
         }
         return costs
     }
+}
+
+/// Fresh anonymous memory of `size` bytes, touched so that registering it
+/// measures the device's work rather than page faults (what a registration
+/// cache's misses meet). The caller unmaps it.
+func freshMemory(_ size: Int) throws -> UnsafeMutableRawPointer {
+    guard let memory = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), memory != MAP_FAILED else {
+        throw PerfError("mmap of \(size) bytes failed")
+    }
+    memset(memory, 1, size)
+    return memory
 }

@@ -36,14 +36,6 @@ struct RegistrationCacheCost: ParsableCommand {
         try measure(device, sizes: sizeList)
     }
 
-    private func fresh(_ size: Int) throws -> UnsafeMutableRawPointer {
-        guard let memory = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), memory != MAP_FAILED else {
-            throw PerfError("mmap of \(size) bytes failed")
-        }
-        memset(memory, 1, size)
-        return memory
-    }
-
     private func measure<D: FabricDevice>(_ device: D, sizes: [Int]) throws {
         let domain = try device.allocateProtectionDomain()
         let configuration = try RegistrationCacheConfiguration.fromEnvironment(for: device.capabilities.memoryModel)
@@ -53,7 +45,7 @@ struct RegistrationCacheCost: ParsableCommand {
         let cache = RegistrationCache(device: device, domain: domain, configuration: configuration, monitor: monitor)
         guard cache.watching else { throw PerfError("the cache does not cache here: \(cache.uncachedReason ?? "")") }
         let megabyte = 1 << 20
-        let cached = try fresh(megabyte)
+        let cached = try freshMemory(megabyte)
         defer { munmap(cached, megabyte) }
         cache.release(try cache.acquire(cached, length: megabyte, access: .remoteRead))
         if hitsOnly {
@@ -83,13 +75,13 @@ struct RegistrationCacheCost: ParsableCommand {
             // A miss against a plain registration of fresh memory, in turn.
             for size in sizes {
                 var entry = misses[size] ?? (Samples(), Samples())
-                let forCache = try fresh(size)
+                let forCache = try freshMemory(size)
                 var start = now()
                 let lease = try cache.acquire(forCache, length: size, access: .remoteRead)
                 entry.cache.append(Double(now() - start) / 1000)
                 cache.release(lease)
                 munmap(forCache, size)
-                let plain = try fresh(size)
+                let plain = try freshMemory(size)
                 start = now()
                 let region = try device.registerMemory(plain, length: size, access: [.localWrite, .remoteRead, .remoteWrite], in: domain)
                 entry.plain.append(Double(now() - start) / 1000)
@@ -99,7 +91,7 @@ struct RegistrationCacheCost: ParsableCommand {
             }
             // The monitor on munmap of 64 KiB, watched and not.
             for watched in [true, false] {
-                let memory = try fresh(65536)
+                let memory = try freshMemory(65536)
                 if watched, MemoryMonitor.shared.watch(memory, length: 65536) != .watched { throw PerfError("could not watch 64 KiB") }
                 let start = now()
                 munmap(memory, 65536)

@@ -28,7 +28,7 @@ struct MemoryMonitorTests {
         let pointer = map(megabyte)
         let start = UInt(bitPattern: pointer)
         #expect(monitor.watch(pointer, length: megabyte) == .watched)
-        var reader = monitor.reader()
+        var reader = MemoryMonitor.follow()
         #expect(!reader.hasNews)
         let before = monitor.counters
         madvise(pointer, 4096, MADV_DONTNEED)
@@ -44,7 +44,7 @@ struct MemoryMonitorTests {
     @Test("memory nobody watches is not reported")
     func unwatchedIsQuiet() throws {
         try #require(monitor.currentState == .watching)
-        var reader = monitor.reader()
+        var reader = MemoryMonitor.follow()
         let pointer = map(megabyte)
         munmap(pointer, megabyte)
         #expect(ranges(&reader).isEmpty)

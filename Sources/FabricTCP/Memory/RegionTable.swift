@@ -184,7 +184,7 @@ final class RegionTable: Sendable {
            record.access.contains(right), record.contains(address: address, count: length) {
             return .success(record)
         }
-        let result = checkRemote(key: key, address: address, length: length, right: right, domain: domain)
+        let result = lookUpRemote(key: key, address: address, length: length, right: right, domain: domain)
         if case .success(let record) = result { cache = record }
         return result
     }
@@ -194,6 +194,12 @@ final class RegionTable: Sendable {
     @inline(__always)
     func checkRemote(key: UInt32, address: UInt64, length: UInt64, right: MemoryAccess, domain: ObjectIdentifier) -> Result<RegionRecord, CompletionDetail> {
         revokeUnmappedRecords()
+        return lookUpRemote(key: key, address: address, length: length, right: right, domain: domain)
+    }
+
+    /// The table's part of the check, once the monitor's news is applied.
+    @inline(__always)
+    private func lookUpRemote(key: UInt32, address: UInt64, length: UInt64, right: MemoryAccess, domain: ObjectIdentifier) -> Result<RegionRecord, CompletionDetail> {
         guard let record = maps.withLock({ $0.byRemoteKey[key] }) else { return .failure(.unknownKey) }
         guard record.domain == domain else { return .failure(.keyOfAnotherProtectionDomain) }
         guard record.access.contains(right) else { return .failure(.accessNotGranted) }
