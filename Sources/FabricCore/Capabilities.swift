@@ -22,6 +22,38 @@ public struct DeviceCapabilities: Hashable, Sendable, Codable {
         case targetProgressThread
     }
 
+    /// On-demand paging (verbs: `odp_caps` from `ibv_query_device_ex`):
+    /// whether memory can be registered without pinning, the device
+    /// faulting pages in as it touches them, and for which operations of a
+    /// reliable connection. Probed and reported; the library does not use
+    /// it, because no test of ours has run on a device that offers it
+    /// (docs/registration-cache.md).
+    public struct OnDemandPaging: Hashable, Sendable, Codable {
+        /// The device can register memory without pinning it.
+        public var available: Bool
+        /// The whole address space can be registered at once.
+        public var implicit: Bool
+        /// The operations of reliable connections that may use such
+        /// memory, in the order send, receive, write, read, atomic.
+        public var reliableConnectedOperations: [String]
+
+        public init(available: Bool, implicit: Bool = false, reliableConnectedOperations: [String] = []) {
+            self.available = available
+            self.implicit = implicit
+            self.reliableConnectedOperations = reliableConnectedOperations
+        }
+
+        /// A device without it (every device the tcp backend emulates).
+        public static let none = OnDemandPaging(available: false)
+
+        /// One line for the info tools.
+        public var summary: String {
+            guard available else { return "none" }
+            let operations = reliableConnectedOperations.isEmpty ? "no RC operation" : "RC " + reliableConnectedOperations.joined(separator: ", ")
+            return "\(operations)\(implicit ? ", implicit" : ""); not used (untested on such a device)"
+        }
+    }
+
     /// Atomicity of remote atomics (verbs: `ibv_atomic_cap`).
     public enum AtomicSupport: String, Hashable, Sendable, Codable {
         case none
@@ -50,13 +82,14 @@ public struct DeviceCapabilities: Hashable, Sendable, Codable {
     /// initiator; later ones wait. The verbs backend asks rdma_cm for
     /// min(16, `max_qp_rd_atom`, `max_qp_init_rd_atom`) and reports that.
     public var maxOutstandingReads: Int
+    public var onDemandPaging: OnDemandPaging
 
     public init(
         maxMessageSize: Int, maxInlineData: Int, maxScatterEntries: Int, maxQueuePairs: Int,
         maxQueueDepth: Int, maxCompletionQueueDepth: Int, maxMemoryRegions: Int,
         maxMemoryRegionSize: Int, maxPrivateData: Int, atomics: AtomicSupport,
         memoryModel: MemoryModel, oneSidedProgress: OneSidedProgress,
-        mtu: Int = 4096, maxOutstandingReads: Int = 16
+        mtu: Int = 4096, maxOutstandingReads: Int = 16, onDemandPaging: OnDemandPaging = .none
     ) {
         self.maxMessageSize = maxMessageSize
         self.maxInlineData = maxInlineData
@@ -72,6 +105,7 @@ public struct DeviceCapabilities: Hashable, Sendable, Codable {
         self.oneSidedProgress = oneSidedProgress
         self.mtu = mtu
         self.maxOutstandingReads = maxOutstandingReads
+        self.onDemandPaging = onDemandPaging
     }
 }
 

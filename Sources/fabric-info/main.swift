@@ -167,6 +167,7 @@ struct FabricInfo: ParsableCommand {
         print("  max memory regions \(caps.maxMemoryRegions), max region size \(caps.maxMemoryRegionSize) B, private data \(caps.maxPrivateData) B")
         print("  MTU \(caps.mtu) B, max outstanding reads and atomics \(caps.maxOutstandingReads)")
         print("  atomics: \(caps.atomics.rawValue); memory: \(caps.memoryModel.rawValue); one-sided progress: \(caps.oneSidedProgress.rawValue)")
+        print("  on-demand paging: \(caps.onDemandPaging.summary)")
     }
 
     private func showCounters() {

@@ -50,6 +50,9 @@ struct MPIInfo: ParsableCommand {
         var capOnVerbsFrom: String
         var capOnTCP: Int
         var capOnTCPFrom: String
+        /// Per verbs device with an active port: what it offers of
+        /// on-demand paging (the cache does not use it).
+        var onDemandPaging: [String: String]
     }
 
     /// What a rank's registration cache would do here. The monitor is
@@ -70,7 +73,16 @@ struct MPIInfo: ParsableCommand {
         }
         let (verbs, verbsFrom) = cap(.pinned)
         let (tcp, tcpFrom) = cap(.followsCurrentMapping)
-        return RegistrationCacheReport(monitor: monitor, capOnVerbs: verbs, capOnVerbsFrom: verbsFrom, capOnTCP: tcp, capOnTCPFrom: tcpFrom)
+        var paging: [String: String] = [:]
+        for device in Fabric.listDevices() where device.backend == .verbs && device.usable {
+            do {
+                paging[device.name] = try Fabric.openVerbs(named: device.name).capabilities.onDemandPaging.summary
+            } catch {
+                paging[device.name] = "not probed: \(error.message)"
+            }
+        }
+        return RegistrationCacheReport(
+            monitor: monitor, capOnVerbs: verbs, capOnVerbsFrom: verbsFrom, capOnTCP: tcp, capOnTCPFrom: tcpFrom, onDemandPaging: paging)
     }
 
     static let sameHost = "through the fabric backend (loopback TCP for tcp, the device for verbs): this MPI has no shared-memory path yet (docs/mpi.md)"
@@ -106,6 +118,12 @@ struct MPIInfo: ParsableCommand {
         print("  memory monitor: \(report.registrationCache.monitor)")
         print("  cap over verbs: \(report.registrationCache.capOnVerbs) bytes, from \(report.registrationCache.capOnVerbsFrom)")
         print("  cap over tcp: \(report.registrationCache.capOnTCP) bytes, from \(report.registrationCache.capOnTCPFrom)")
+        if report.registrationCache.onDemandPaging.isEmpty {
+            print("  on-demand paging: no verbs device here (the tcp backend pins nothing)")
+        }
+        for (device, paging) in report.registrationCache.onDemandPaging.sorted(by: { $0.key < $1.key }) {
+            print("  on-demand paging on \(device): \(paging)")
+        }
         print("\nsettings (environment variables):")
         for setting in report.settings {
             print("  \(setting.name)=\(setting.value ?? "") \(setting.value == nil ? "(not set: \(setting.unsetMeans))" : "")")

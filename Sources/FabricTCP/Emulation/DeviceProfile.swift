@@ -174,7 +174,7 @@ struct ProfileFile: Decodable {
         init?(intValue: Int) { nil }
     }
 
-    static let fixedByTheSoftwareNIC: Set<String> = ["memoryModel", "oneSidedProgress", "maxPrivateData"]
+    static let fixedByTheSoftwareNIC: Set<String> = ["memoryModel", "oneSidedProgress", "maxPrivateData", "onDemandPaging"]
 
     init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: Key.self)

@@ -88,12 +88,31 @@ enum DeviceOpening {
             maxMemoryRegionSize: Int(clamping: attributes.max_mr_size),
             maxPrivateData: ConnectionProof.maxRequestUserData,
             atomics: atomics,
-            // Registration pins pages; no on-demand paging is used.
+            // Registration pins pages; on-demand paging is probed, not used.
             memoryModel: .pinned,
             oneSidedProgress: .hardware,
             mtu: VerbsProbe.mtuBytes(port.active_mtu),
-            maxOutstandingReads: max(1, depth))
+            maxOutstandingReads: max(1, depth),
+            onDemandPaging: onDemandPaging(context))
         return (capabilities, UInt8(max(1, depth)))
+    }
+
+    /// What the device says of on-demand paging. A device or provider
+    /// without the extended query has none.
+    private static func onDemandPaging(_ context: UnsafeMutablePointer<ibv_context>) -> DeviceCapabilities.OnDemandPaging {
+        var attributes = ibv_device_attr_ex()
+        guard ibv_query_device_ex(context, nil, &attributes) == 0 else { return .none }
+        let general = attributes.odp_caps.general_caps
+        guard general & UInt64(IBV_ODP_SUPPORT.rawValue) != 0 else { return .none }
+        let rc = attributes.odp_caps.per_transport_caps.rc_odp_caps
+        let named: [(ibv_odp_transport_cap_bits, String)] = [
+            (IBV_ODP_SUPPORT_SEND, "send"), (IBV_ODP_SUPPORT_RECV, "receive"), (IBV_ODP_SUPPORT_WRITE, "write"),
+            (IBV_ODP_SUPPORT_READ, "read"), (IBV_ODP_SUPPORT_ATOMIC, "atomic"),
+        ]
+        return DeviceCapabilities.OnDemandPaging(
+            available: true,
+            implicit: general & UInt64(IBV_ODP_SUPPORT_IMPLICIT.rawValue) != 0,
+            reliableConnectedOperations: named.filter { rc & $0.0.rawValue != 0 }.map(\.1))
     }
 
     /// The device reports no inline limit; the largest a queue pair accepts
