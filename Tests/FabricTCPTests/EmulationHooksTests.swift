@@ -75,4 +75,42 @@ struct EmulationHooksTests {
         #expect(acknowledgeDue == 1_000 + 500_000)
         #expect(deadline == .max)
     }
+
+    @Test("random loss draws the same losses from the same seed, its own per queue pair, and each loss costs a retry timeout")
+    func randomLossIsRepeatable() throws {
+        let script = try FaultScript.parse("loss rate=30% seed=11")
+        let retry = RetryPolicy(responseTimeout: .microseconds(80), transportRetries: 7)  // 10 us per attempt
+        /// Which of 200 one-packet requests were held back at their first try.
+        func losses(queuePair: UInt32) throws -> (lost: [Int], counters: QueuePairStatistics) {
+            let link = try #require(LinkEmulation(link: .unshaped, faults: script, queuePair: queuePair, retry: retry))
+            var counters = QueuePairStatistics.zero
+            var lost: [Int] = []
+            var now: UInt64 = 1_000
+            for position in 0..<200 {
+                var slot = SendSlot()
+                slot.firstPacket = link.numberPackets(1)
+                slot.packetCount = 1
+                slot.readyAt = now
+                var answer = link.admit(position: position, slot, now: now, counters: &counters)
+                if answer == .hold { lost.append(position) }
+                // Retry until it leaves: every retransmission is drawn again.
+                while answer == .hold {
+                    now = link.releaseAt
+                    _ = link.beginRound()
+                    answer = link.admit(position: position, slot, now: now, counters: &counters)
+                }
+                #expect(answer == .go, "request \(position) was lost more often than 7 retries allow")
+                now += 1
+            }
+            return (lost, counters)
+        }
+        let first = try losses(queuePair: 1)
+        let again = try losses(queuePair: 1)
+        let other = try losses(queuePair: 2)
+        #expect(first.lost == again.lost, "the same seed and queue pair lose the same requests")
+        #expect(first.lost != other.lost, "another queue pair draws its own sequence")
+        #expect((30...90).contains(first.lost.count), "about 30 % of 200 lost at the first try: \(first.lost.count)")
+        #expect(first.counters.faultsInjected >= first.lost.count)
+        #expect(first.counters.retries == first.counters.faultsInjected, "each loss is retried once: \(first.counters)")
+    }
 }

@@ -66,6 +66,10 @@ struct EmulationSettingsTests {
         #expect(try FaultScript.parse("drop packet=1 times=all").rules[0].action == .drop(packet: 1, times: nil))
         #expect(try FaultScript.parse(script.description) == script, "the description parses back: \(script.description)")
         #expect(try FaultScript.fromEnvironment([:]).isEmpty)
+        #expect(try FaultScript.parse("loss rate=0.5% seed=9").rules[0].action == .loss(probability: 0.005, seed: 9))
+        #expect(try FaultScript.parse("loss rate=0.25").rules[0].action == .loss(probability: 0.25, seed: 1))
+        let lossy = try FaultScript.parse("loss rate=2% seed=3 qp=1")
+        #expect(try FaultScript.parse(lossy.description) == lossy, "the description parses back: \(lossy.description)")
     }
 
     @Test("an unknown or malformed fault rule is refused, naming what was wrong")
@@ -82,6 +86,11 @@ struct EmulationSettingsTests {
         #expect(faultError("rnr sends=1 after=-2")?.contains("after") == true)
         #expect(faultError("error post=1 qp=0")?.contains("qp '0'") == true)
         #expect(faultError("vanish packet")?.contains("not key=value") == true)
+        #expect(faultError("loss")?.contains("needs rate=P%") == true)
+        #expect(faultError("loss rate=lots")?.contains("rate 'lots' is not a number") == true)
+        #expect(faultError("loss rate=100%")?.contains("below 100%") == true)
+        #expect(faultError("loss rate=-1%")?.contains("at least 0") == true)
+        #expect(faultError("loss rate=1% seed=-4")?.contains("seed '-4'") == true)
         do {
             _ = try FaultScript.fromEnvironment(["FABRIC_TCP_FAULTS": "drop"])
             Issue.record("accepted a drop without a packet")

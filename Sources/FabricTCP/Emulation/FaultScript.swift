@@ -15,6 +15,7 @@ import FabricCore
 /// | `access-error request=N` | the Nth WRITE, READ or atomic that arrives is refused as a remote access error |
 /// | `error post=N` | the queue pair goes to the error state when the Nth send request is posted |
 /// | `vanish packet=N` | before packet N leaves, the queue pair goes silent: nothing more leaves, everything arriving is swallowed; its peer finds out by its own timeout |
+/// | `loss rate=P% [seed=S]` | every transmission of a request packet is lost with probability P, drawn from a generator seeded with S (default 1) and the queue pair's number, so a run repeats exactly; each loss costs a retry timeout, as a drop does |
 ///
 /// Packets are the profile's MTU-sized units of the queue pair's request
 /// frames, numbered from 1 in posting order as a card numbers them (a
@@ -27,6 +28,8 @@ public struct FaultScript: Hashable, Sendable, CustomStringConvertible {
         case accessError(request: Int)
         case forceError(post: Int)
         case vanish(packet: Int)
+        /// Each packet of each transmission is lost with `probability`.
+        case loss(probability: Double, seed: UInt64)
     }
 
     public struct Rule: Hashable, Sendable {
@@ -117,13 +120,37 @@ public struct FaultScript: Hashable, Sendable, CustomStringConvertible {
             action = .forceError(post: try required("post"))
         case "vanish":
             action = .vanish(packet: try required("packet"))
+        case "loss":
+            guard let text = take("rate") else { throw FabricError(.invalidArgument, "fault rule 'loss' needs rate=P% (for example rate=0.1%)") }
+            var seed: UInt64 = 1
+            if let seedText = take("seed") {
+                guard let value = UInt64(seedText) else {
+                    throw FabricError(.invalidArgument, "fault rule 'loss': seed '\(seedText)' is not a whole number from 0")
+                }
+                seed = value
+            }
+            action = .loss(probability: try lossProbability(text), seed: seed)
         default:
-            throw FabricError(.invalidArgument, "unknown fault '\(kind)' (known: drop, delay, rnr, access-error, error, vanish)")
+            throw FabricError(.invalidArgument, "unknown fault '\(kind)' (known: drop, delay, rnr, access-error, error, vanish, loss)")
         }
         if let key = remaining.keys.sorted().first {
             throw FabricError(.invalidArgument, "fault rule '\(kind)' has an unknown setting '\(key)'")
         }
         return Rule(action, queuePair: queuePair)
+    }
+
+    /// `0.1%` or a fraction such as `0.001`: at least 0 and below 1 (a link
+    /// that loses everything is `drop ... times=all` or `vanish`).
+    private static func lossProbability(_ text: String) throws(FabricError) -> Double {
+        let percent = text.hasSuffix("%")
+        guard let number = Double(percent ? String(text.dropLast()) : text), number.isFinite else {
+            throw FabricError(.invalidArgument, "fault rule 'loss': rate '\(text)' is not a number or percentage (for example 0.1%)")
+        }
+        let probability = percent ? number / 100 : number
+        guard probability >= 0, probability < 1 else {
+            throw FabricError(.invalidArgument, "fault rule 'loss': rate '\(text)' must be at least 0 and below 100%")
+        }
+        return probability
     }
 
     /// The script FABRIC_TCP_FAULTS holds, or none.
@@ -142,6 +169,7 @@ public struct FaultScript: Hashable, Sendable, CustomStringConvertible {
             case .accessError(let request): text = "access-error request=\(request)"
             case .forceError(let post): text = "error post=\(post)"
             case .vanish(let packet): text = "vanish packet=\(packet)"
+            case .loss(let probability, let seed): text = "loss rate=\(probability * 100)% seed=\(seed)"
             }
             if let queuePair = rule.queuePair { text += " qp=\(queuePair)" }
             return text

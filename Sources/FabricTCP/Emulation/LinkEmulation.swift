@@ -66,6 +66,9 @@ final class LinkEmulation: OutgoingLink {
     private var refusals: [(sends: Int, after: Int)]
     private var accessErrors: [Int]
     private var forcedErrors: [Int]
+    /// Random loss: the probability per packet transmission and the
+    /// generator that decides (nil: no loss rule).
+    private var loss: (probability: Double, generator: LossGenerator)?
 
     /// The wait after a lost packet before the card sends it again.
     let retryWait: UInt64
@@ -86,6 +89,9 @@ final class LinkEmulation: OutgoingLink {
     /// For a drop: how often this request was lost so far; nil for a delay.
     private var lostAttempts: Int?
     private var lostLimit: Int?
+    /// The held request was lost at random: each retransmission is drawn
+    /// again rather than counted against a limit.
+    private var lostAtRandom = false
 
     /// Once set, nothing leaves and everything arriving is swallowed.
     private(set) var vanished = false
@@ -123,6 +129,8 @@ final class LinkEmulation: OutgoingLink {
             case .accessError(let request): accessErrors.append(request)
             case .forceError(let post): forcedErrors.append(post)
             case .vanish(let packet): vanishAt.append(packet)
+            case .loss(let probability, let seed):
+                loss = (probability, LossGenerator(seed: seed, queuePair: number))
             }
         }
         transportRetries = retry.transportRetries
@@ -172,7 +180,8 @@ final class LinkEmulation: OutgoingLink {
                 return .retriesExhausted
             }
             counters.retries += 1
-            if lostLimit.map({ lost < $0 }) ?? true {
+            let lostAgain = lostAtRandom ? losesTransmission(packets: slot.packetCount) : (lostLimit.map({ lost < $0 }) ?? true)
+            if lostAgain {
                 lostAttempts = lost + 1
                 counters.faultsInjected += 1
                 heldUntil = now &+ retryWait
@@ -184,11 +193,10 @@ final class LinkEmulation: OutgoingLink {
         if let index = drops.firstIndex(where: { range.contains($0.packet) }) {
             lostLimit = drops[index].times
             drops.remove(at: index)
-            counters.faultsInjected += 1
-            heldPosition = position
-            lostAttempts = 1
-            heldUntil = now &+ retryWait
-            return hold(until: heldUntil)
+            return lose(position: position, now: now, atRandom: false, counters: &counters)
+        }
+        if loss != nil, losesTransmission(packets: slot.packetCount) {
+            return lose(position: position, now: now, atRandom: true, counters: &counters)
         }
         if let index = delays.firstIndex(where: { range.contains($0.packet) }) {
             let by = delays[index].by
@@ -200,6 +208,25 @@ final class LinkEmulation: OutgoingLink {
             return hold(until: heldUntil)
         }
         return .go
+    }
+
+    /// The request at `position` is lost: held for a retry timeout.
+    private func lose(position: Int, now: UInt64, atRandom: Bool, counters: inout QueuePairStatistics) -> Admission {
+        counters.faultsInjected += 1
+        heldPosition = position
+        lostAttempts = 1
+        lostAtRandom = atRandom
+        heldUntil = now &+ retryWait
+        return hold(until: heldUntil)
+    }
+
+    /// Draws, for each of a transmission's packets, whether it is lost.
+    private func losesTransmission(packets: Int) -> Bool {
+        guard var current = loss, current.probability > 0 else { return false }
+        defer { loss = current }
+        var lost = false
+        for _ in 0..<max(1, packets) where current.generator.nextUnit() < current.probability { lost = true }
+        return lost
     }
 
     private func hold(until time: UInt64) -> Admission {
