@@ -63,8 +63,17 @@ public final class MemoryMonitor: Sendable {
         } else if switchedOff {
             state = .unavailable(reason: "switched off by FABRIC_MEMORY_MONITOR=off")
         } else {
-            state = .unavailable(reason: "userfaultfd is not available here: \(String(cString: strerror(status)))")
+            state = .unavailable(reason: Self.whyUnavailable(status))
         }
+    }
+
+    /// The reason a user reads (mpiinfo, the cache's state). EPERM for a
+    /// user-mode-only userfaultfd comes from a seccomp filter, in practice
+    /// a container engine's default profile.
+    private static func whyUnavailable(_ status: Int32) -> String {
+        let text = "userfaultfd is not available here: \(String(cString: strerror(status)))"
+        guard status == EPERM else { return text }
+        return text + " (a seccomp filter refuses it; the default profiles of podman, Docker and Kubernetes do: docs/containers.md shows the profile that allows it)"
     }
 
     /// The state as this process sees it: a fork() child has no monitor

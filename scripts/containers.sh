@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Multi-host MPI jobs in containers, the way a user runs them: from nothing
+# (no image, no registry) to finished jobs over four containers, each a host
+# of the job, with podman and podman-compose (docs/containers.md).
+#
+#   sudo bash scripts/containers.sh test     everything below, then the checks
+#   sudo bash scripts/containers.sh images   the base image (debootstrap) and swiftfabric
+#   sudo bash scripts/containers.sh up       the job's key, host file, seccomp profile; hosts up
+#   sudo bash scripts/containers.sh run CMD  CMD in a launcher container (mpirun ...)
+#   sudo bash scripts/containers.sh down     every container of the job removed
+#
+# Settings:
+#   FABRIC_CONTAINER_BUILD=release|debug  which build's products the image carries
+#       (default release; the test command uses the debug build it already made)
+#   FABRIC_CONTAINER_FROM_SOURCE=1  build the products inside the build stage
+#       instead, with /opt/swift and /opt/swift-packages mounted read-only
+#   FABRIC_CONTAINER_ENV_FILE=FILE  compose settings (Docker/examples/*.env)
+# Root only: podman runs rootful here (../ENVIRONMENT notes: runc, lowered
+# ulimits, iptables for the bridge network).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+[ "$(id -u)" -eq 0 ] || { echo "containers.sh needs root (rootful podman)" >&2; exit 1; }
+
+job="$root/Docker/.job"
+export FABRIC_JOB_DIR="$job"
+export FABRIC_IMAGE="localhost/swiftfabric:latest"
+base_image="debian:bookworm"
+project="fabric-job"
+compose_file="$root/Docker/compose.yaml"
+build="${FABRIC_CONTAINER_BUILD:-release}"
+
+say() { echo "containers: $*" >&2; }
+now() { date +%s.%N; }
+since() { awk -v start="$1" -v end="$(now)" 'BEGIN { printf "%.1f", end - start }'; }
+
+# ------------------------------------------------------------ podman ----
+# What podman needs on these machines, installed as a user would; a private
+# containers.conf (runc, limits the sandbox allows) instead of the system's.
+setup_podman() {
+    local missing=()
+    command -v podman >/dev/null || missing+=(podman)
+    command -v runc >/dev/null || missing+=(runc)
+    command -v iptables >/dev/null || missing+=(iptables)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    [ -x /usr/lib/podman/netavark ] || [ -x /usr/libexec/podman/netavark ] || missing+=(netavark)
+    [ -x /usr/lib/podman/aardvark-dns ] || [ -x /usr/libexec/podman/aardvark-dns ] || missing+=(aardvark-dns)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        say "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! command -v podman-compose >/dev/null; then
+        say "installing podman-compose (PyPI)"
+        pip install -q podman-compose
+    fi
+    mkdir -p "$job"
+    cat > "$job/containers.conf" <<'CONF'
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1000:1000"]
+[engine]
+runtime = "runc"
+CONF
+    export CONTAINERS_CONF="$job/containers.conf"
+    # A container cannot get a higher memlock limit than the engine has.
+    local memlock
+    memlock=$(ulimit -Hl)
+    if [ "$memlock" != unlimited ]; then export FABRIC_MEMLOCK=$((memlock * 1024)); fi
+}
+
+compose() {
+    local env_file=()
+    [ -n "${FABRIC_CONTAINER_ENV_FILE:-}" ] && env_file=(--env-file "$FABRIC_CONTAINER_ENV_FILE")
+    podman-compose "${env_file[@]}" -f "$compose_file" "$@"
+}
+
+# ------------------------------------------------------------ images ----
+# debian:bookworm from Debian's mirror when no registry can give it.
+base_image() {
+    if podman image exists "$base_image"; then return; fi
+    local started folder
+    started=$(now)
+    folder=$(mktemp -d /tmp/fabric-rootfs.XXXXXX)
+    say "making $base_image with debootstrap (no registry is reachable here)"
+    debootstrap --variant=minbase bookworm "$folder" http://deb.debian.org/debian >/dev/null
+    tar -C "$folder" -c . | podman import -q - "localhost/$base_image" >/dev/null
+    rm -rf "$folder"
+    say "$base_image made in $(since "$started") s"
+}
+
+images() {
+    setup_podman
+    base_image
+    local started
+    started=$(now)
+    if [ "${FABRIC_CONTAINER_FROM_SOURCE:-0}" = 1 ]; then
+        say "building swiftfabric from source in the build stage (toolchain and package mirror mounted)"
+        podman build -q -f Docker/Dockerfile --target runtime -t "$FABRIC_IMAGE" \
+            -v /opt/swift:/opt/swift:ro -v /opt/swift-packages:/opt/swift-packages:ro . >/dev/null
+    else
+        if [ "$build" = release ]; then swift build -c release >/dev/null; else swift build >/dev/null; fi
+        sh Docker/collect-products.sh ".build/$build" Docker/.products
+        say "building swiftfabric from the host's $build products"
+        podman build -q -f Docker/Dockerfile --target runtime-prebuilt -t "$FABRIC_IMAGE" . >/dev/null
+    fi
+    say "image $FABRIC_IMAGE built in $(since "$started") s: $(podman image inspect --format '{{.Size}}' "$FABRIC_IMAGE" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
+}
+
+# --------------------------------------------------------------- job ----
+# The job's ssh key (one per job, as the MPI operator makes one per
+# MPIJob), its host file and the seccomp profile.
+job_files() {
+    mkdir -p "$job/ssh"
+    if [ ! -s "$job/ssh/id_ed25519" ]; then
+        rm -f "$job/ssh/id_ed25519" "$job/ssh/id_ed25519.pub"
+        ssh-keygen -q -t ed25519 -N "" -C "fabric-job" -f "$job/ssh/id_ed25519"
+        cp "$job/ssh/id_ed25519.pub" "$job/ssh/authorized_keys"
+    fi
+    chmod 700 "$job/ssh"
+    chmod 600 "$job/ssh/id_ed25519" "$job/ssh/authorized_keys"
+    printf 'host1 slots=2\nhost2 slots=2\nhost3 slots=2\nhost4 slots=2\n' > "$job/hostfile"
+    python3 Docker/seccomp-with-userfaultfd.py "$job/seccomp.json" >/dev/null
+}
+
+up() {
+    setup_podman
+    job_files
+    compose up -d host1 host2 host3 host4 >/dev/null 2>&1 || { compose logs >&2 || true; say "the hosts did not start"; return 1; }
+}
+
+# A command in a launcher container; its status is the command's.
+run() {
+    setup_podman
+    compose run --rm launcher "$@"
+}
+
+down() {
+    setup_podman
+    compose down -t 2 >/dev/null 2>&1 || true
+    local left
+    left=$(podman ps -a -q --filter "label=io.podman.compose.project=$project")
+    if [ -n "$left" ]; then podman rm -f $left >/dev/null; fi
+}
+
+left_running() {
+    podman ps -a -q --filter "label=io.podman.compose.project=$project" | wc -l
+}
+
+# ------------------------------------------------------------- tests ----
+failures=0
+check() {
+    local what="$1" status="$2"
+    if [ "$status" = 0 ]; then say "PASS $what"; else say "FAIL $what"; failures=$((failures + 1)); fi
+}
+
+# Runs a launcher container with a time limit: launch SECONDS [RUN OPTIONS
+# --] COMMAND...; sets $output and $status.
+launch() {
+    local limit="$1"; shift
+    local options=()
+    if [ "$1" = -e ]; then options=(-e "$2"); shift 2; fi
+    set +e
+    output=$(timeout -k 10 "$limit" podman-compose -f "$compose_file" run --rm "${options[@]}" launcher "$@" 2>&1)
+    status=$?
+    set -e
+}
+
+# Whether a job failed (not by our time limit) with a message naming $1.
+failed_naming() {
+    [ "$status" != 0 ] && [ "$status" != 124 ] && [ "$status" != 137 ] && grep -q "$1" <<<"$output"
+}
+
+test_jobs() {
+    local started
+    started=$(now)
+    launch 180 mpirun --timeout 120 -n 8 mpi-runtime-check all
+    check "8 ranks on 4 containers from the operator's host-file variable: mpi-runtime-check all (status $status)" "$status"
+    [ "$status" = 0 ] || echo "$output" | tail -20 >&2
+
+    launch 180 mpirun --timeout 120 -n 8 mpi-p2p-check wildcards
+    check "point-to-point across containers: wildcards over 8 ranks (status $status)" "$status"
+    [ "$status" = 0 ] || echo "$output" | tail -20 >&2
+
+    launch 180 mpirun --timeout 120 -n 2 -ppn 1 mpi-p2p-check pingpong
+    check "every size up to 4 MiB between two containers (status $status)" "$status"
+    [ "$status" = 0 ] || echo "$output" | tail -20 >&2
+
+    # The cache inside containers: the seccomp profile lets the monitor
+    # run, so rendezvous buffers hit and nothing is registered per use.
+    launch 300 mpirun --timeout 240 -n 2 -ppn 1 mpibench --tests bw --sizes 1M --reps 3 --scale 0.2
+    local cache
+    cache=$(grep "^# registration cache" <<<"$output" || true)
+    local hits per_use
+    hits=$(sed -n 's/.*hits \([0-9]*\),.*/\1/p' <<<"$cache")
+    per_use=$(sed -n 's/.*registered per use \([0-9]*\).*/\1/p' <<<"$cache")
+    local cached=1
+    if [ "$status" = 0 ] && [ "${hits:-0}" -gt 0 ] && [ "${per_use:-1}" = 0 ]; then cached=0; fi
+    check "mpibench across containers with the cache on: ${cache:-no cache line} (status $status)" "$cached"
+    [ "$status" = 0 ] || echo "$output" | tail -20 >&2
+    say "jobs: $(since "$started") s"
+}
+
+test_faults() {
+    local started
+    started=$(now)
+    # A host killed mid-job: the job ends with an error naming its host and
+    # a non-zero status, in bounded time.
+    ( sleep 4; podman kill "${project}_host3_1" >/dev/null 2>&1 ) &
+    launch 90 mpirun --timeout 60 -n 8 sh -c 'sleep 40'
+    wait
+    if failed_naming host3; then ok=0; else ok=1; fi
+    check "a container killed mid-job: status $status: $(grep -m1 "host3" <<<"$output" || echo "no message names host3")" "$ok"
+    compose up -d host3 >/dev/null 2>&1
+
+    # A host that never comes up: the launcher waits FABRIC_WAIT_FOR_HOSTS
+    # seconds for its ssh, then names it.
+    compose stop -t 1 host4 >/dev/null 2>&1
+    launch 60 -e FABRIC_WAIT_FOR_HOSTS=5 mpirun --timeout 60 -n 8 mpi-runtime-check ring
+    if failed_naming host4; then ok=0; else ok=1; fi
+    check "a host that never answers: status $status: $(grep -m1 "host4" <<<"$output" || echo "no message names host4")" "$ok"
+
+    # The same host file given to mpirun itself, without the wait.
+    launch 60 -e FABRIC_WAIT_FOR_HOSTS=0 mpirun --timeout 60 -n 8 mpi-runtime-check ring
+    if failed_naming host4; then ok=0; else ok=1; fi
+    check "mpirun with a host file naming a stopped container: status $status: $(grep -m1 "host4" <<<"$output" || echo "no message names host4")" "$ok"
+    compose up -d host4 >/dev/null 2>&1
+
+    # A host's network cut mid-job.
+    ( sleep 4; podman network disconnect "${project}_fabric" "${project}_host2_1" >/dev/null 2>&1 ) &
+    launch 120 mpirun --timeout 90 -n 8 sh -c 'sleep 40'
+    wait
+    if failed_naming host2; then ok=0; else ok=1; fi
+    check "a container's network cut mid-job: status $status: $(grep -m1 "host2" <<<"$output" || echo "no message names host2")" "$ok"
+    say "faults: $(since "$started") s"
+}
+
+test_all() {
+    local started
+    started=$(now)
+    trap down EXIT
+    images
+    down
+    local up_started
+    up_started=$(now)
+    up
+    say "four hosts up in $(since "$up_started") s"
+    test_jobs
+    test_faults
+    down
+    trap - EXIT
+    local left
+    left=$(left_running)
+    check "no container of the job left (found $left)" "$([ "$left" = 0 ] && echo 0 || echo 1)"
+    say "from nothing to finished jobs: $(since "$started") s, $failures failure(s)"
+    [ "$failures" = 0 ]
+}
+
+case "${1:-test}" in
+    test) test_all ;;
+    images) images ;;
+    up) up ;;
+    run) shift; run "$@" ;;
+    down) down ;;
+    *) echo "usage: containers.sh [test|images|up|run CMD...|down]" >&2; exit 2 ;;
+esac
