@@ -153,14 +153,15 @@ check() {
     if [ "$status" = 0 ]; then say "PASS $what"; else say "FAIL $what"; failures=$((failures + 1)); fi
 }
 
-# Runs a launcher container with a time limit: launch SECONDS [RUN OPTIONS
-# --] COMMAND...; sets $output and $status.
+# Runs a launcher container (the hosts are up; a stopped one stays down)
+# with a time limit: launch SECONDS [-e NAME=VALUE]
+# COMMAND...; sets $output and $status.
 launch() {
     local limit="$1"; shift
     local options=()
     if [ "$1" = -e ]; then options=(-e "$2"); shift 2; fi
     set +e
-    output=$(timeout -k 10 "$limit" podman-compose -f "$compose_file" run --rm "${options[@]}" launcher "$@" 2>&1)
+    output=$(timeout -k 10 "$limit" podman-compose -f "$compose_file" run --rm --no-deps "${options[@]}" launcher "$@" 2>&1)
     status=$?
     set -e
 }

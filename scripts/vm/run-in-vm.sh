@@ -39,12 +39,19 @@ readonly vm_device=rxe0
 # loaded without a NIC it does nothing, and one image serves both modes.
 readonly vm_modules=(virtio_pci 9pnet_virtio 9p overlay veth virtio_net
     crc32_generic ib_core ib_uverbs rdma_rxe rdma_cm rdma_ucm sch_netem sch_tbf)
+# Modules a kernel may lack. Newer kernels (7.x, --kernel-package) have no
+# crc32_generic, and their rxe calls the crc32 library directly.
+readonly vm_optional_modules=(crc32_generic)
 
 readonly host_packages=(qemu-system-x86 busybox-static kmod cpio gzip xz-utils
     iproute2 ibverbs-providers ibverbs-utils rdmacm-utils perftest)
 
 timeout_seconds=600
 memory_mib=2048
+# Which Debian kernel: a package, optionally /RELEASE for apt's -t.
+kernel_spec=${FABRIC_VM_KERNEL_PACKAGE:-linux-image-amd64}
+kernel_name=""
+apt_target=()
 verbose=0
 share_dirs=()
 extra_env=()
@@ -75,11 +82,18 @@ options:
                       the veth pair; the listen side must be started first
   --address A.B.C.D/NN
                       eth0's address with --link (FABRIC_VM_ADDR in the VM)
+  --kernel-package PACKAGE[/RELEASE]
+                      boot this Debian kernel instead of what linux-image-amd64
+                      means today: a meta package (linux-image-amd64) or an
+                      ABI-named one (linux-image-7.3.4+deb13-amd64), from apt
+                      release RELEASE if given (e.g. trixie-backports, which
+                      must be in apt's sources); default linux-image-amd64
   --verbose           show the kernel's and init's console output on stderr
   -h, --help          this text
 
 environment: FABRIC_VM_CACHE (default ~/.cache/swift-fabric/vm) holds the
-kernel and initramfs; FABRIC_JOB_SECRET is passed into the VM when set.
+kernel and initramfs; FABRIC_VM_KERNEL_PACKAGE is the default for
+--kernel-package; FABRIC_JOB_SECRET is passed into the VM when set.
 EOF
 }
 
@@ -105,6 +119,7 @@ parse_args() {
             --env) extra_env+=("${2:?--env needs NAME or NAME=VALUE}"); shift 2 ;;
             --link) link_mode=${2:?--link needs listen:PORT or connect:PORT}; shift 2 ;;
             --address) link_address=${2:?--address needs A.B.C.D/NN}; shift 2 ;;
+            --kernel-package) kernel_spec=${2:?--kernel-package needs PACKAGE[/RELEASE]}; shift 2 ;;
             --verbose) verbose=1; shift ;;
             -h|--help) usage; exit 0 ;;
             --) shift; break ;;
@@ -115,7 +130,16 @@ parse_args() {
     [[ $timeout_seconds =~ ^[0-9]+$ ]] || die "--timeout wants whole seconds"
     [[ $memory_mib =~ ^[0-9]+$ ]] || die "--memory wants MiB"
     if [ -n "$link_mode" ] || [ -n "$link_address" ]; then check_link_args; fi
+    check_kernel_spec
     command_args=("$@")
+}
+
+# Splits --kernel-package PACKAGE[/RELEASE] into kernel_name and apt_target.
+check_kernel_spec() {
+    [[ $kernel_spec =~ ^([a-z0-9][a-z0-9.+-]*)(/([A-Za-z0-9][A-Za-z0-9.~+-]*))?$ ]] ||
+        die "--kernel-package wants PACKAGE or PACKAGE/RELEASE, not '$kernel_spec'"
+    kernel_name=${BASH_REMATCH[1]}
+    if [ -n "${BASH_REMATCH[3]}" ]; then apt_target=(-t "${BASH_REMATCH[3]}"); fi
 }
 
 # Splits --link into link_mode and link_port, and --address into vm_addr and
@@ -179,34 +203,84 @@ ensure_packages() {
 
 # The ABI-named package that linux-image-amd64 points at today, e.g.
 # linux-image-6.1.0-56-amd64. Old ABIs leave the mirror, so it is never pinned.
+# With --kernel-package, the same for that meta package (and release), or the
+# ABI-named package itself if apt knows it.
 kernel_package() {
-    apt-cache depends linux-image-amd64 2>/dev/null |
-        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+    if [[ $kernel_name =~ ^linux-image-[0-9] ]]; then
+        if [ -n "$(kernel_candidate_version "$kernel_name")" ]; then echo "$kernel_name"; fi
+        return
+    fi
+    # apt-cache fails for a release apt does not know: an empty answer.
+    apt-cache "${apt_target[@]}" depends "$kernel_name" 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }' || true
 }
 
 kernel_candidate_version() {
-    apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" { print $2; exit }'
+    apt-cache "${apt_target[@]}" policy "$1" 2>/dev/null |
+        awk '$1 == "Candidate:" && $2 != "(none)" { print $2; exit }' || true
+}
+
+# Newer Debian kernels (7.3.4 in trixie-backports) come in parts:
+# linux-image-ABI is empty and depends on linux-binary-ABI (vmlinuz),
+# linux-modules-ABI and linux-base-ABI (System.map, modules.order, ...), all
+# of the same version. Prints those parts, none for a kernel in one package.
+kernel_parts() {
+    local package=$1 version=$2
+    apt-cache depends "$package=$version" 2>/dev/null |
+        awk -v abi="${package#linux-image-}" '$1 == "Depends:" &&
+            ($2 == "linux-binary-" abi || $2 == "linux-modules-" abi || $2 == "linux-base-" abi) { print $2 }' |
+        sort -u || true
+}
+
+# The cache entry's --kernel-package; entries from before it are the default.
+kernel_spec_of() {
+    if [ -f "$1/spec" ]; then cat "$1/spec"; else echo linux-image-amd64; fi
+}
+
+# vmlinuz in an unpacked kernel: /boot/vmlinuz-RELEASE, or in the split
+# packages /usr/lib/modules/RELEASE/vmlinuz.
+kernel_vmlinuz() {
+    local dir=$1 release=$2
+    if [ -f "$dir/root/boot/vmlinuz-$release" ]; then
+        echo "$dir/root/boot/vmlinuz-$release"
+    elif [ -f "$dir/root/usr/lib/modules/$release/vmlinuz" ]; then
+        echo "$dir/root/usr/lib/modules/$release/vmlinuz"
+    fi
 }
 
 # Downloads and unpacks one kernel package into TARGET (NAME_VERSION under
 # $cache_dir/kernels). depmod runs here because the package's postinst never
 # does. Called in an `if`, where set -e is off, so every step is checked.
 unpack_kernel() {
-    local package=$1 version=$2 target=$3 tmp release
+    local package=$1 version=$2 target=$3 tmp release part
+    local downloads=("$package=$version")
+    for part in $(kernel_parts "$package" "$version"); do downloads+=("$part=$version"); done
     mkdir -p "$cache_dir/kernels"
     tmp=$(mktemp -d "$cache_dir/kernels/.partial.XXXXXX") || return 1
     # Sandbox user root: otherwise apt warns that _apt cannot write here.
-    if (cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download "$package=$version") &&
-        dpkg -x "$tmp"/*.deb "$tmp/root" &&
+    if (cd "$tmp" && apt-get -qq -o APT::Sandbox::User=root download "${downloads[@]}") &&
+        unpack_debs "$tmp" &&
+        # Newer packages put the modules in /usr/lib/modules only; depmod -b
+        # and modprobe -d look in /lib/modules.
+        { [ -e "$tmp/root/lib" ] || [ ! -d "$tmp/root/usr/lib/modules" ] || ln -s usr/lib "$tmp/root/lib"; } &&
         release=$(ls "$tmp/root/lib/modules") &&
         depmod -b "$tmp/root" "$release"; then
         rm -f "$tmp"/*.deb
+        echo "$kernel_spec" >"$tmp/spec"
         # Another run may have unpacked the same kernel meanwhile; keep theirs.
         mv -T "$tmp" "$target" 2>/dev/null || rm -rf "$tmp"
     else
         rm -rf "$tmp"
         return 1
     fi
+}
+
+# Unpacks every .deb in DIR into DIR/root.
+unpack_debs() {
+    local deb
+    for deb in "$1"/*.deb; do
+        dpkg -x "$deb" "$1/root" || return 1
+    done
 }
 
 # Sets kernel_dir, kernel_release and kernel_origin.
@@ -241,24 +315,31 @@ fetch_kernel() {
         fi
     fi
     if [ -z "${kernel_dir:-}" ] || [ ! -d "$kernel_dir/root" ]; then
-        # No mirror today: any kernel fetched before will do.
-        kernel_dir=$(ls -d "$cache_dir"/kernels/linux-image-*/ 2>/dev/null | tail -n 1)
-        kernel_dir=${kernel_dir%/}
-        [ -n "$kernel_dir" ] || die "cannot download a Debian kernel (apt-get download ${package:-linux-image-amd64})"
+        # No mirror today: any kernel fetched before for the same
+        # --kernel-package will do.
+        local entry
+        kernel_dir=""
+        for entry in "$cache_dir"/kernels/linux-image-*/; do
+            entry=${entry%/}
+            if [ -d "$entry/root" ] && [ "$(kernel_spec_of "$entry")" = "$kernel_spec" ]; then kernel_dir=$entry; fi
+        done
+        [ -n "$kernel_dir" ] || die "cannot download a Debian kernel (apt-get download ${package:-$kernel_spec}; is its release in apt's sources?)"
         kernel_origin="cached, offline fallback"
         log "warning: using the cached $(basename "$kernel_dir")"
     fi
     kernel_release=$(ls "$kernel_dir/root/lib/modules")
-    [ -f "$kernel_dir/root/boot/vmlinuz-$kernel_release" ] || die "no vmlinuz in $kernel_dir"
+    [ -n "$(kernel_vmlinuz "$kernel_dir" "$kernel_release")" ] || die "no vmlinuz in $kernel_dir"
     choose_kernel_image
 }
 
-# Sets kernel_image. Debian's vmlinuz decompresses itself (xz) before
-# the kernel prints a line, which takes about 5 s under emulation. The plain
-# ELF inside it has a PVH entry point that qemu boots directly, so it is
-# unpacked once on the host and cached; vmlinuz stays the fallback.
+# Sets kernel_image. Debian's vmlinuz decompresses itself (xz; zstd in newer
+# kernels) before the kernel prints a line, which takes about 5 s under
+# emulation. The plain ELF inside it has a PVH entry point that qemu boots
+# directly, so it is unpacked once on the host and cached; vmlinuz stays the
+# fallback.
 choose_kernel_image() {
-    local vmlinuz="$kernel_dir/root/boot/vmlinuz-$kernel_release" vmlinux="$kernel_dir/vmlinux" partial
+    local vmlinuz vmlinux="$kernel_dir/vmlinux" partial
+    vmlinuz=$(kernel_vmlinuz "$kernel_dir" "$kernel_release")
     if [ ! -f "$vmlinux" ]; then
         partial=$(mktemp "$vmlinux.XXXXXX")
         if extract_vmlinux "$vmlinuz" "$partial"; then mv "$partial" "$vmlinux"; else rm -f "$partial"; fi
@@ -266,38 +347,57 @@ choose_kernel_image() {
     if [ -f "$vmlinux" ]; then kernel_image=$vmlinux; else kernel_image=$vmlinuz; fi
 }
 
-# Finds the first xz stream in a bzImage and decompresses it; succeeds only
-# if the result is an ELF file.
+# Finds the first xz stream in a bzImage and decompresses it (or, failing
+# that, the first zstd frame); succeeds only if the result is an ELF file.
 extract_vmlinux() {
     local offset
     offset=$(LC_ALL=C grep -m 1 -obUaP '\xFD7zXZ\x00' "$1" | head -n 1 | cut -d: -f1)
-    [ -n "$offset" ] || return 1
-    # xz stops at the end of the stream; a pipe from tail would then fail
-    # with SIGPIPE, so tail feeds it through a process substitution.
-    xz -dc --single-stream < <(tail -c +$((offset + 1)) "$1") >"$2" 2>/dev/null || return 1
+    if [ -n "$offset" ]; then
+        # xz stops at the end of the stream; a pipe from tail would then fail
+        # with SIGPIPE, so tail feeds it through a process substitution.
+        xz -dc --single-stream < <(tail -c +$((offset + 1)) "$1") >"$2" 2>/dev/null || return 1
+    else
+        offset=$(LC_ALL=C grep -m 1 -obUaP '\x28\xB5\x2F\xFD' "$1" | head -n 1 | cut -d: -f1)
+        [ -n "$offset" ] && command -v zstd >/dev/null || return 1
+        # zstd complains about the bytes after the frame (the bzImage's
+        # trailer) and fails, but has written the whole frame by then.
+        zstd -qdc < <(tail -c +$((offset + 1)) "$1") >"$2" 2>/dev/null || true
+    fi
     [ "$(head -c 4 "$2")" = $'\x7fELF' ]
 }
 
-# Keeps the cache to one kernel and the initramfs images built for it.
+# Keeps the cache to one kernel per --kernel-package (KEEP for this one),
+# and removes the initramfs images built for the kernels it deletes.
 prune_kernels() {
-    local keep=$1 entry
+    local keep=$1 entry modules
     for entry in "$cache_dir"/kernels/*; do
-        [ "$(basename "$entry")" = "$keep" ] || rm -rf "$entry"
+        [ -d "$entry" ] || continue
+        [ "$(basename "$entry")" != "$keep" ] || continue
+        [ "$(kernel_spec_of "$entry")" = "$kernel_spec" ] || continue
+        for modules in "$entry"/root/lib/modules/*/; do
+            [ -d "$modules" ] || continue
+            rm -f "$cache_dir/initramfs/$(basename "$modules")"-*.cpio.gz
+        done
+        rm -rf "$entry"
     done
-    rm -rf "$cache_dir/initramfs"
 }
 
 # Module files for vm_modules with their dependencies first, no repeats,
 # as paths under the unpacked kernel.
 module_files() {
-    local module seen=" " file
+    local module seen=" " file depends
     for module in "${vm_modules[@]}"; do
+        if ! depends=$(modprobe -d "$kernel_dir/root" -S "$kernel_release" --show-depends "$module" 2>/dev/null); then
+            case " ${vm_optional_modules[*]} " in
+                *" $module "*) continue ;;
+                *) die "kernel $kernel_release has no module $module" ;;
+            esac
+        fi
         while read -r file; do
             case $seen in *" $file "*) continue ;; esac
             seen+="$file "
             echo "$file"
-        done < <(modprobe -d "$kernel_dir/root" -S "$kernel_release" --show-depends "$module" |
-            awk '$1 == "insmod" { print $2 }')
+        done < <(awk '$1 == "insmod" { print $2 }' <<<"$depends")
     done
 }
 
