@@ -198,7 +198,36 @@ test_jobs() {
     if [ "$status" = 0 ] && [ "${hits:-0}" -gt 0 ] && [ "${per_use:-1}" = 0 ]; then cached=0; fi
     check "mpibench across containers with the cache on: ${cache:-no cache line} (status $status)" "$cached"
     [ "$status" = 0 ] || echo "$output" | tail -20 >&2
+    # Without the profile, the engine's default seccomp filter refuses
+    # userfaultfd and the cache could not run: the profile is what makes
+    # the difference.
+    local plain ours
+    plain=$(podman run --rm --security-opt seccomp=/usr/share/containers/seccomp.json --entrypoint mpiinfo "$FABRIC_IMAGE" 2>&1 | grep -m1 "memory monitor" || true)
+    ours=$(podman run --rm --security-opt seccomp="$job/seccomp.json" --entrypoint mpiinfo "$FABRIC_IMAGE" 2>&1 | grep -m1 "memory monitor" || true)
+    if grep -q "not running.*seccomp" <<<"$plain" && grep -q "memory monitor: running" <<<"$ours"; then ok=0; else ok=1; fi
+    check "the default seccomp profile stops the monitor ($plain); the job's lets it run ($ours)" "$ok"
     say "jobs: $(since "$started") s"
+}
+
+# Settings per container reach the ranks that sshd starts there: four
+# hosts as Docker/examples/connectx5-25g-lossy.env describes them.
+test_settings() {
+    local started
+    started=$(now)
+    down
+    FABRIC_CONTAINER_ENV_FILE="$root/Docker/examples/connectx5-25g-lossy.env" up
+    launch 60 mpirun -n 4 -ppn 1 sh -c 'echo "settings on $(hostname): $FABRIC_TCP_PROFILE|$FABRIC_TCP_LINK|${FABRIC_TCP_FAULTS:-none}"'
+    if [ "$status" = 0 ] \
+        && grep -q "settings on host4: connectx-5|rate=25Gbit/s,latency=2us|loss rate=0.1% seed=4" <<<"$output" \
+        && grep -q "settings on host1: connectx-5|rate=25Gbit/s,latency=2us|none" <<<"$output"; then ok=0; else ok=1; fi
+    check "each container's settings reach its ranks (host4 alone loses packets): $(grep -c "settings on" <<<"$output") hosts answered" "$ok"
+    [ "$ok" = 0 ] || echo "$output" | tail -8 >&2
+    launch 180 mpirun --timeout 120 -n 2 --host host1,host4 mpi-p2p-check pingpong
+    check "every size up to 4 MiB over the shaped link, host4's packets lost at 0.1 % (status $status)" "$status"
+    [ "$status" = 0 ] || echo "$output" | tail -20 >&2
+    down
+    up
+    say "settings: $(since "$started") s"
 }
 
 test_faults() {
@@ -247,6 +276,7 @@ test_all() {
     say "four hosts up in $(since "$up_started") s"
     test_jobs
     test_faults
+    test_settings
     down
     trap - EXIT
     local left

@@ -3,7 +3,8 @@
 # on the host, a 20 s soak (FABRIC_SOAK_SECONDS), the fuzz targets for 30 s
 # each (FABRIC_FUZZ_SECONDS; 0 skips them), the network fault tests between
 # two namespaces and the MPI jobs across three namespace hosts with sshd
-# when run as root (FABRIC_SKIP_NETNS=1 skips them), the
+# when run as root (FABRIC_SKIP_NETNS=1 skips them), MPI jobs across four
+# podman containers as root (FABRIC_SKIP_CONTAINERS=1 skips them), the
 # bootstrap under Slurm on a three-node cluster of this machine when run as
 # root (FABRIC_SKIP_SLURM=1 skips it; about two minutes on a fresh machine,
 # most of it installing slurm-wlm, munge and libpmix), the suites again
@@ -34,6 +35,12 @@ if [ "$(id -u)" -eq 0 ] && [ "${FABRIC_SKIP_NETNS:-0}" != 1 ]; then
     bash scripts/test-netns.sh
     # MPI jobs across three namespace hosts, each with its own sshd.
     bash scripts/test-multihost.sh
+fi
+# MPI jobs across four podman containers made from nothing, with the debug
+# build's tools, and their fault scenarios (root only, about 4 minutes on a
+# fresh machine; FABRIC_SKIP_CONTAINERS=1 skips them; docs/containers.md).
+if [ "$(id -u)" -eq 0 ] && [ "${FABRIC_SKIP_CONTAINERS:-0}" != 1 ]; then
+    FABRIC_CONTAINER_BUILD=debug bash scripts/containers.sh test
 fi
 # The bootstrap under Slurm: scripts/slurm-cluster.sh's controller and three
 # nodes (root only; FABRIC_SKIP_SLURM=1 skips it). A cluster already up is

@@ -78,6 +78,18 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         }
     }
 
+    /// Rank 0 says which backend the job uses (FABRIC_LOG_LEVEL=info shows
+    /// it). Falling back to tcp where RDMA device files exist is a warning
+    /// every rank gives: the user most likely meant the card to be used (a
+    /// container given /dev/infiniband without the rights to use it, say).
+    private static func logChoice(_ choice: BackendChoice, rank: Int, logger: Logger) {
+        if choice.backend == .tcp && !choice.forced && access("/dev/infiniband", F_OK) == 0 {
+            logger.warning("RDMA device files exist, but the verbs backend cannot be used: \(choice.reason)")
+        } else if rank == 0 {
+            logger.info("fabric backend: \(choice.backend.rawValue) (\(choice.reason))")
+        }
+    }
+
     private init(bootstrap: any BootstrapClient, environment: [String: String], logger: Logger) throws(MPIError) {
         self.bootstrap = bootstrap
         self.logger = logger
@@ -91,6 +103,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         do { choice = try Fabric.choose(environment: environment) } catch { throw MPIError(error, while: "choosing the fabric backend") }
         backend = choice.backend.rawValue
         backendReason = choice.reason
+        Self.logChoice(choice, rank: bootstrap.rank, logger: logger)
         let waiting = WaitDescription()
         self.waiting = waiting
         runtimeCommunicator = Communicator(context: 2, rank: bootstrap.rank, worldRanks: Array(0..<bootstrap.size))
