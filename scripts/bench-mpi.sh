@@ -9,12 +9,14 @@
 #   REPS=10 SCALE=0.5 scripts/bench-mpi.sh
 #   RANKS="4 8" scripts/bench-mpi.sh     # also ring and all-pairs with 4 and 8 ranks
 #   PEERS=none scripts/bench-mpi.sh      # without the peers' MPIs
+#   PEERS=install scripts/bench-mpi.sh   # installs Debian's MPICH and Open MPI first (root)
 #
 # Peers: Debian's MPICH (mpicc.mpich) and Open MPI (mpicc.openmpi), where
 # installed, each over TCP (shared memory off, as ../shared/baselines.md
 # forces them) and with their defaults (shared memory, labelled "shm"):
 # this MPI has no shared-memory path, ranks on one host talk through the
-# fabric. OUT=DIR keeps the outputs (default: a fresh temporary directory).
+# fabric. OUT=DIR keeps the outputs (default: a fresh temporary directory);
+# the report with plots goes to REPORT=DIR (default OUT/report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +36,16 @@ swift build -c release --product fabric-perf >/dev/null
 bin=$(swift build -c release --show-bin-path)
 
 peers=()
-PEERS=${PEERS:-auto}   # none: this MPI, fabric-perf and raw TCP only
+PEERS=${PEERS:-auto}   # none: this MPI, fabric-perf and raw TCP only; install: apt-get installs both first
+if [ "$PEERS" = install ]; then
+    missing=()
+    command -v mpicc.mpich >/dev/null 2>&1 || missing+=(mpich libmpich-dev)
+    command -v mpicc.openmpi >/dev/null 2>&1 || missing+=(openmpi-bin libopenmpi-dev)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "# installing ${missing[*]} (Debian)" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+fi
 if [ "$PEERS" != none ] && command -v mpicc.mpich >/dev/null 2>&1; then
     mpicc.mpich -O2 -o "$OUT/osu-style-mpich" scripts/osu-style.c 2>/dev/null
     peers+=(mpich-tcp mpich-shm)
@@ -103,15 +114,19 @@ for line in open(f"{out}/ours.jsonl"):
     rows[("ours copied/msg", r["ranks"], r["test"], r["size"])].append(r["copiedBytesPerMessage"])
     rows[("ours alloc/msg", r["ranks"], r["test"], r["size"])].append(r["allocationsPerMessage"])
 try:
-    for line in open(f"{out}/peers.txt"):
-        f = line.split()
-        if len(f) < 6 or f[4] == "failed" or not f[1].isdigit():
-            continue
-        key = (f[0], int(f[1]), f[2], int(f[3]))
-        rows[key].append(float(f[4]))
-        units[key] = " ".join(f[5:7]) if f[5] == "us" else f[5]
-        if "p99" in f:
-            p99[key].append(float(f[f.index("p99") + 1]))
+    # The peers' lines also become JSON lines for scripts/bench-report.py.
+    with open(f"{out}/peers.jsonl", "w") as peers_json:
+        for line in open(f"{out}/peers.txt"):
+            f = line.split()
+            if len(f) < 6 or f[4] == "failed" or not f[1].isdigit():
+                continue
+            key = (f[0], int(f[1]), f[2], int(f[3]))
+            rows[key].append(float(f[4]))
+            units[key] = " ".join(f[5:7]) if f[5] == "us" else f[5]
+            if "p99" in f:
+                p99[key].append(float(f[f.index("p99") + 1]))
+            peers_json.write(json.dumps({"mpi": f[0], "ranks": int(f[1]), "test": f[2], "size": int(f[3]),
+                                         "median": float(f[4]), "unit": units[key]}) + "\n")
 except FileNotFoundError:
     pass
 
@@ -145,3 +160,9 @@ for ranks, test, size in keys:
           f"{med(rows[('ours copied/msg', ranks, test, size)]):.1f} | {med(rows[('ours alloc/msg', ranks, test, size)]):.3f} | "
           f"{med(fabric) if fabric else '-'} | {med(raw) if raw else '-'} | {ratio(ours, fabric)} | {ratio(ours, raw)} | {'; '.join(peer_text) or '-'} |")
 PY
+# The same results as a report with plots (scripts/bench-report.py);
+# REPORT=DIR puts it there, REPORT=none skips it.
+if [ "${REPORT:-}" != none ]; then
+    python3 scripts/bench-report.py "$OUT" --output "${REPORT:-$OUT/report}" --title "${REPORT_TITLE:-MPI and transport against raw TCP and the peers}" \
+        --note "Made by \`REPS=$REPS SCALE=$SCALE SIZES=$SIZES scripts/bench-mpi.sh\`: every series measured in the same run, round by round (peers: ${peers[*]:-none})."
+fi

@@ -85,6 +85,9 @@ struct Row: Encodable {
     /// (highest - lowest) / median over the repetitions.
     var spread: Double
     var repetitions: Int
+    /// Each repetition's figure, in the order they ran (the report tool
+    /// pools them across runs).
+    var repetitionValues: [Double]
     var copiedBytesPerMessage: Double
     var allocationsPerMessage: Double
     var p99StepMicroseconds: Double?
@@ -99,6 +102,7 @@ struct Row: Encodable {
         median = Self.median(values)
         spread = median > 0 ? ((values.last ?? 0) - (values.first ?? 0)) / median : 0
         repetitions = samples.count
+        repetitionValues = samples.map(\.value)
         copiedBytesPerMessage = Self.median(samples.map(\.copiedPerMessage).sorted())
         allocationsPerMessage = Self.median(samples.map(\.allocationsPerMessage).sorted())
         p99StepMicroseconds = samples.first?.p99Microseconds == nil ? nil : Self.median(samples.compactMap(\.p99Microseconds).sorted())
