@@ -17,6 +17,7 @@
 # this MPI has no shared-memory path, ranks on one host talk through the
 # fabric. OUT=DIR keeps the outputs (default: a fresh temporary directory);
 # the report with plots goes to REPORT=DIR (default OUT/report).
+# PEER_MODES="tcp" runs the peers over TCP only (default "tcp shm").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,11 +49,11 @@ if [ "$PEERS" = install ]; then
 fi
 if [ "$PEERS" != none ] && command -v mpicc.mpich >/dev/null 2>&1; then
     mpicc.mpich -O2 -o "$OUT/osu-style-mpich" scripts/osu-style.c 2>/dev/null
-    peers+=(mpich-tcp mpich-shm)
+    for mode in ${PEER_MODES:-tcp shm}; do peers+=("mpich-$mode"); done
 fi
 if [ "$PEERS" != none ] && command -v mpicc.openmpi >/dev/null 2>&1; then
     mpicc.openmpi -O2 -o "$OUT/osu-style-openmpi" scripts/osu-style.c 2>/dev/null
-    peers+=(openmpi-tcp openmpi-shm)
+    for mode in ${PEER_MODES:-tcp shm}; do peers+=("openmpi-$mode"); done
 fi
 
 # run_peer NAME RANKS TEST SIZE: one osu-style line of that peer.

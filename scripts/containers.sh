@@ -8,6 +8,8 @@
 #   sudo bash scripts/containers.sh up       the job's key, host file, seccomp profile; hosts up
 #   sudo bash scripts/containers.sh run CMD  CMD in a launcher container (mpirun ...)
 #   sudo bash scripts/containers.sh down     every container of the job removed
+#   sudo bash scripts/containers.sh bench    mpibench in containers beside the host, and on a
+#                                            shaped link (REPS, SCALE, SIZES, BENCH_LINK, OUT)
 #
 # Settings:
 #   FABRIC_CONTAINER_BUILD=release|debug  which build's products the image carries
@@ -286,11 +288,50 @@ test_all() {
     [ "$failures" = 0 ]
 }
 
+# mpibench between two containers beside the same job on the host,
+# interleaved round by round, then between two containers on an emulated
+# link (BENCH_LINK) to set its figures beside its settings; JSON lines and
+# a report with plots in OUT (default Docker/.job/bench).
+bench() {
+    local out="${OUT:-$job/bench}" reps="${REPS:-10}" scale="${SCALE:-0.3}" sizes="${SIZES:-8,1K,64K,1M,4M}"
+    local link="${BENCH_LINK:-rate=10Gbit/s,latency=20us}"
+    local tests="latency,bw,bibw,mbw_mr"
+    build=release
+    images
+    mkdir -p "$out"
+    rm -f "$out"/*.jsonl
+    local bin
+    bin=$(swift build -c release --show-bin-path)
+    label() { python3 -c 'import json, sys
+for line in sys.stdin:
+    if line.startswith("{"):
+        row = json.loads(line); row["label"] = sys.argv[1]; print(json.dumps(row))' "$1"; }
+    down
+    up
+    for round in $(seq 1 "$reps"); do
+        say "round $round of $reps (load $(cut -d' ' -f1-3 /proc/loadavg))"
+        "$bin/mpirun" -n 2 "$bin/mpibench" --tests "$tests" --sizes "$sizes" --reps 1 --scale "$scale" --json \
+            | label "this MPI (tcp, host)" >>"$out/host.jsonl"
+        compose run --rm --no-deps launcher mpirun -n 2 -ppn 1 mpibench --tests "$tests" --sizes "$sizes" --reps 1 --scale "$scale" --json 2>/dev/null \
+            | label "this MPI (tcp, 2 containers)" >>"$out/containers.jsonl"
+    done
+    down
+    FABRIC_TCP_LINK="$link" up
+    for round in $(seq 1 "$reps"); do
+        compose run --rm --no-deps launcher mpirun -n 2 -ppn 1 mpibench --tests latency,bw --sizes "$sizes" --reps 1 --scale "$scale" --json 2>/dev/null \
+            | label "this MPI (tcp, 2 containers, link $link)" >>"$out/containers-shaped.jsonl"
+    done
+    down
+    python3 scripts/bench-report.py "$out" --output "$out/report" --title "mpibench in containers and on the host" \
+        --note "Made by \`REPS=$reps SCALE=$scale SIZES=$sizes BENCH_LINK=$link scripts/containers.sh bench\`: host and container runs interleaved round by round; the shaped runs after them."
+}
+
 case "${1:-test}" in
     test) test_all ;;
+    bench) bench ;;
     images) images ;;
     up) up ;;
     run) shift; run "$@" ;;
     down) down ;;
-    *) echo "usage: containers.sh [test|images|up|run CMD...|down]" >&2; exit 2 ;;
+    *) echo "usage: containers.sh [test|bench|images|up|run CMD...|down]" >&2; exit 2 ;;
 esac
