@@ -8,8 +8,6 @@
 # under a buffer must also deliver stale bytes with
 # FABRIC_REGCACHE_INVALIDATION=off: the proof that the cache's invalidation
 # is what keeps those bytes right.
-# With FABRIC_VERBS_ODP=on (a device with on-demand paging) the same cases
-# must deliver the right bytes even with invalidation off.
 #   bash scripts/regcache-cases.sh BIN_DIR [BACKEND]
 set -uo pipefail
 bin="$1"
@@ -49,12 +47,7 @@ output=$(job FABRIC_REGISTRATION_CAP=3M cap) || { echo "$output" | tail -4; fail
 expect_ok "eviction under the cap, and a refusal naming it" "$output" cap
 output=$(job FABRIC_MEMORY_MONITOR=off no-monitor) || { echo "$output" | tail -4; failures=$((failures + 1)); }
 expect_ok "registered per use without a monitor" "$output" no-monitor
-if [ "$backend" = verbs ] && [ "${FABRIC_VERBS_ODP:-off}" = on ]; then
-    # On-demand paging: the device follows the mapping, so even with the
-    # cache's invalidation off no stale byte can be sent.
-    output=$(job FABRIC_REGCACHE_INVALIDATION=off "${changing[@]}") || { echo "$output" | tail -6; failures=$((failures + 1)); }
-    expect_ok "right bytes with invalidation off: the device follows the mapping (on-demand paging)" "$output" "${changing[@]}"
-elif [ "$backend" = verbs ]; then
+if [ "$backend" = verbs ]; then
     output=$(job FABRIC_REGCACHE_INVALIDATION=off "${changing[@]}") || { echo "$output" | tail -6; failures=$((failures + 1)); }
     for name in "${changing[@]}"; do
         if finding=$(grep -m1 "rank 1: $name STALE" <<<"$output"); then

@@ -14,9 +14,6 @@ fi
 bin_path="$(swift build --show-bin-path)"
 [ -x "$bin_path/mpi-regcache-check" ] || { echo "no build of mpi-regcache-check in $bin_path: run scripts/test.sh or pass --build" >&2; exit 1; }
 secret="${FABRIC_JOB_SECRET:-test-secret-$(od -An -tx8 -N16 /dev/urandom | tr -d ' \n')}"
-# FABRIC_VERBS_ODP=on with a kernel whose rxe has on-demand paging
-# (FABRIC_VM_KERNEL_PACKAGE=linux-image-amd64/trixie-backports, docs/verbs-vm.md)
-# runs the cases with it: then no case may show stale bytes.
 exec bash scripts/vm/run-in-vm.sh --timeout "${FABRIC_VM_TIMEOUT:-600}" \
-    --env FABRIC_JOB_SECRET="$secret" --env FABRIC_VERBS_ODP="${FABRIC_VERBS_ODP:-off}" \
+    --env FABRIC_JOB_SECRET="$secret" \
     -- bash scripts/regcache-cases.sh "$bin_path" verbs

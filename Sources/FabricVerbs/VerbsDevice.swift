@@ -41,9 +41,6 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
     private let deviceList: UnsafeMutablePointer<UnsafeMutablePointer<ibv_context>?>
     /// How many RDMA READs and atomics one queue pair may have outstanding.
     let readDepth: UInt8
-    /// Registrations use on-demand paging (`FABRIC_VERBS_ODP=on` on a
-    /// device that offers it).
-    let onDemandPaging: Bool
     let secret: SymmetricKey
     let replayGuard = ReplayGuard()
     let logger: Logger
@@ -77,14 +74,7 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
         deviceList = chosen.list
         self.name = chosen.name
         do {
-            var probed: DeviceCapabilities
-            (probed, readDepth) = try DeviceOpening.capabilities(of: context, name: chosen.name)
-            onDemandPaging = try OnDemandPagingChoice.chosen(probed.onDemandPaging, device: chosen.name)
-            if onDemandPaging {
-                probed.memoryModel = .followsCurrentMapping
-                logger.info("\(chosen.name): memory is registered with on-demand paging (\(OnDemandPagingChoice.environmentVariable)=on): nothing is pinned")
-            }
-            capabilities = probed
+            (capabilities, readDepth) = try DeviceOpening.capabilities(of: context, name: chosen.name)
             events = try ConnectionEvents(context: context, logger: logger)
         } catch {
             rdma_free_devices(chosen.list)
@@ -120,8 +110,7 @@ public final class VerbsDevice: FabricDevice, @unchecked Sendable {  // immutabl
         if !access.isDisjoint(with: [.remoteWrite, .remoteAtomic]) && !access.contains(.localWrite) {
             throw FabricError(.invalidArgument, "access \(access): remote-write and remote-atomic need local write as well")
         }
-        let flags = access.verbsFlags | (onDemandPaging ? OnDemandPagingChoice.registrationFlag : 0)
-        guard let mr = ibv_reg_mr(domain.pd, address, length, Int32(bitPattern: flags)) else {
+        guard let mr = ibv_reg_mr(domain.pd, address, length, Int32(bitPattern: access.verbsFlags)) else {
             throw VerbsError.registration(length: length, code: errno)
         }
         return VerbsMemoryRegion(domain: domain, mr: mr, access: access)

@@ -35,7 +35,6 @@ public enum MPISettings {
         MPISetting(name: "FABRIC_REGCACHE_ENTRIES", meaning: "the most registrations the cache keeps", unsetMeans: "1024", isSecret: false),
         MPISetting(name: "FABRIC_REGCACHE_INVALIDATION", meaning: "off ignores the memory monitor (wrong on purpose: the test that shows stale data on a card uses it)", unsetMeans: "on", isSecret: false),
         MPISetting(name: "FABRIC_MEMORY_MONITOR", meaning: "off: no userfaultfd monitor, so nothing is cached (as where a kernel or container forbids userfaultfd)", unsetMeans: "the monitor runs where userfaultfd is allowed", isSecret: false),
-        MPISetting(name: "FABRIC_VERBS_ODP", meaning: "on: the verbs backend registers memory with on-demand paging (nothing pinned; the device follows the mappings); an error where the device lacks it", unsetMeans: "off: registrations pin their pages", isSecret: false),
     ]
 
     /// Each setting with its value in `environment` (a secret's shown as set).
