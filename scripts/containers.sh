@@ -17,8 +17,8 @@
 #   FABRIC_CONTAINER_FROM_SOURCE=1  build the products inside the build stage
 #       instead, with /opt/swift and /opt/swift-packages mounted read-only
 #   FABRIC_CONTAINER_ENV_FILE=FILE  compose settings (Docker/examples/*.env)
-# Root only: podman runs rootful here (../ENVIRONMENT notes: runc, lowered
-# ulimits, iptables for the bridge network).
+# Root only: podman runs rootful (on the machines this was made on it needs
+# runc, lowered ulimits and iptables for the bridge network).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
