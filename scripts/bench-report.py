@@ -23,6 +23,7 @@ report.md and one PNG per plot; docs/report/ holds one made this way.
 """
 import argparse
 import collections
+import re
 import datetime
 import json
 import os
@@ -164,6 +165,16 @@ def plot(pyplot, results, kind, path):
         high = [max(by_size[s]) - m for s, m in zip(sizes, middles)]
         style = "-o" if name.startswith("this MPI") else ("--s" if name.startswith("raw") else "-.^")
         axes.errorbar(sizes, middles, yerr=[low, high], fmt=style, capsize=3, markersize=4, linewidth=1.4, label=name)
+    # A series measured on an emulated link named in its label ("link
+    # rate=10Gbit/s,..."): its rate as a line on the bandwidth plots.
+    if kind in ("bandwidth", "bidirectional"):
+        for name in series:
+            match = re.search(r"rate=([0-9.]+)Gbit/s", name)
+            if match:
+                megabytes = float(match.group(1)) * 1e9 / 8 / 1e6
+                axes.axhline(megabytes, linestyle=":", color="grey", linewidth=1)
+                axes.annotate(f"link rate {match.group(1)} Gbit/s", (min(results.points[(kind, name)]), megabytes),
+                              textcoords="offset points", xytext=(0, 4), fontsize=8, color="grey")
     axes.set_xscale("log", base=2)
     axes.set_yscale("log")
     sizes = sorted({s for name in series for s in results.points[(kind, name)]})
