@@ -245,7 +245,9 @@ def main():
     for note in arguments.note:
         out += ["", note]
     out += ["", "Each point is the median over the repetitions (runs pooled), the bar or the percentage its range; "
-            "**bold** is the ratio to raw TCP at that size (latency: below 1 is faster; bandwidth and rate: above 1 is faster).", ""]
+            "**bold** is the ratio to raw TCP at that size (latency: below 1 is faster; bandwidth and rate: above 1 is faster). "
+            "Raw TCP is fabric-perf's reference in the same run, with the same waiting style: one send(2) per message and the "
+            "same window, so an MPI that packs small messages into fewer frames can exceed it at small sizes.", ""]
     for kind in KINDS:
         name = f"{kind}.png"
         if plot(pyplot, results, kind, os.path.join(arguments.output, name)):

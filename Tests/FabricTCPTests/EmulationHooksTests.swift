@@ -76,7 +76,7 @@ struct EmulationHooksTests {
         #expect(deadline == .max)
     }
 
-    @Test("random loss draws the same losses from the same seed, its own per queue pair, and each loss costs a retry timeout")
+    @Test("random loss draws the same losses from the same seed, its own per queue pair, once per transmission, and each loss costs a retry timeout")
     func randomLossIsRepeatable() throws {
         let script = try FaultScript.parse("loss rate=30% seed=11")
         let retry = RetryPolicy(responseTimeout: .microseconds(80), transportRetries: 7)  // 10 us per attempt
@@ -100,6 +100,11 @@ struct EmulationHooksTests {
                     answer = link.admit(position: position, slot, now: now, counters: &counters)
                 }
                 #expect(answer == .go, "request \(position) was lost more often than 7 retries allow")
+                // Asked again before it leaves (a shaped link's tokens ran
+                // out): the transmission was drawn once and stays kept.
+                let before = counters
+                #expect(link.admit(position: position, slot, now: now, counters: &counters) == .go)
+                #expect(counters == before, "a second ask drew again")
                 now += 1
             }
             return (lost, counters)

@@ -69,6 +69,10 @@ final class LinkEmulation: OutgoingLink {
     /// Random loss: the probability per packet transmission and the
     /// generator that decides (nil: no loss rule).
     private var loss: (probability: Double, generator: LossGenerator)?
+    /// The request whose transmission was drawn and kept: asked again
+    /// before it leaves (the token bucket or a full batch held it back), it
+    /// is not drawn again, so a shaped link loses no more than the rate.
+    private var keptPosition: Int?
 
     /// The wait after a lost packet before the card sends it again.
     let retryWait: UInt64
@@ -188,6 +192,7 @@ final class LinkEmulation: OutgoingLink {
                 return hold(until: heldUntil)
             }
             heldPosition = nil
+            if lostAtRandom { keptPosition = position }
             return .go
         }
         if let index = drops.firstIndex(where: { range.contains($0.packet) }) {
@@ -195,8 +200,11 @@ final class LinkEmulation: OutgoingLink {
             drops.remove(at: index)
             return lose(position: position, now: now, atRandom: false, counters: &counters)
         }
-        if loss != nil, losesTransmission(packets: slot.packetCount) {
-            return lose(position: position, now: now, atRandom: true, counters: &counters)
+        if loss != nil, keptPosition != position {
+            if losesTransmission(packets: slot.packetCount) {
+                return lose(position: position, now: now, atRandom: true, counters: &counters)
+            }
+            keptPosition = position
         }
         if let index = delays.firstIndex(where: { range.contains($0.packet) }) {
             let by = delays[index].by
