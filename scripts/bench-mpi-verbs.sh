@@ -7,6 +7,9 @@
 # fabric-perf lat-send 8 B and bw-write 1 MiB. Medians at the end.
 #
 #   scripts/bench-mpi-verbs.sh [REPETITIONS]        (default 5)
+#   SCALE=0.3 scripts/bench-mpi-verbs.sh 10         fewer iterations per repetition
+#                                                   (one repetition at scale 1 takes
+#                                                   about 215 s under emulation)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,10 +17,11 @@ if [ "${1:-}" != "--inside" ]; then
     source scripts/setup.sh
     for product in fabric-perf mpibench mpirun; do swift build -c release --product "$product" >/dev/null; done
     exec bash scripts/vm/run-in-vm.sh --timeout "${FABRIC_VM_TIMEOUT:-1800}" \
-        --env FABRIC_VERBS_ADDRESS=10.77.0.1 -- bash scripts/bench-mpi-verbs.sh --inside "${1:-5}"
+        --env FABRIC_VERBS_ADDRESS=10.77.0.1 --env SCALE="${SCALE:-1}" -- bash scripts/bench-mpi-verbs.sh --inside "${1:-5}"
 fi
 
 repetitions="${2:-5}"
+scale="${SCALE:-1}"
 address="${FABRIC_VERBS_ADDRESS:?}"
 bin=.build/release
 work="$(mktemp -d)"
@@ -27,11 +31,11 @@ export FABRIC_BACKEND=verbs
 mpibench() {  # test size [environment...]: the row's median
     local test=$1 size=$2
     shift 2
-    env "$@" timeout 300 "$bin/mpirun" -n 2 "$bin/mpibench" --tests "$test" --sizes "$size" --reps 1 --json 2>/dev/null \
+    env "$@" timeout 300 "$bin/mpirun" -n 2 "$bin/mpibench" --tests "$test" --sizes "$size" --reps 1 --scale "$scale" --json 2>/dev/null \
         | sed -n 's/.*"median":\([0-9.e+-]*\).*/\1/p' | head -1
 }
 fabric() {
-    timeout 300 "$bin/fabric-perf" loopback --host "$address" --tests "$1" --sizes "$2" --reps 1 --no-raw --json 2>/dev/null \
+    timeout 300 "$bin/fabric-perf" loopback --host "$address" --tests "$1" --sizes "$2" --reps 1 --scale "$scale" --no-raw --json 2>/dev/null \
         | sed -n 's/.*"median":\([0-9.e+-]*\).*/\1/p' | head -1
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -46,7 +50,7 @@ for ((rep = 1; rep <= repetitions; rep++)); do
 done
 lat_mpi=$(median <"$work/mpi_lat"); lat_fabric=$(median <"$work/fabric_lat")
 bw_mpi=$(median <"$work/mpi_bw"); bw_uncached=$(median <"$work/mpi_bw_uncached"); bw_fabric=$(median <"$work/fabric_bw")
-echo "MPI over verbs on rxe0 (emulated), $repetitions interleaved repetitions, medians; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "MPI over verbs on rxe0 (emulated), $repetitions interleaved repetitions at scale $scale, medians; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-40s %12s %12s %8s  %s\n' test mpibench fabric-perf ratio goal
 printf '%-40s %12.2f %12.2f %8.3f  %s\n' "8 B one-way latency (us)" "$lat_mpi" "$lat_fabric" "$(awk -v a="$lat_mpi" -v b="$lat_fabric" 'BEGIN { print a / b }')" "<= 1.1 x lat-send"
 printf '%-40s %12.1f %12.1f %8.3f  %s\n' "1 MiB bandwidth, cached (MB/s)" "$bw_mpi" "$bw_fabric" "$(awk -v a="$bw_mpi" -v b="$bw_fabric" 'BEGIN { print a / b }')" ">= 0.95 x bw-write"

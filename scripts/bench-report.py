@@ -116,6 +116,8 @@ class Results:
         # One test per plot: lat-send, bw-write, rate-send; the others go
         # to the table of other rows.
         series = "raw TCP" if backend == "raw-tcp" else f"transport ({backend}, fabric-perf)"
+        if "label" in row:
+            series = row["label"]
         if row.get("queuePairs", 1) != 1 or row.get("postList", 1) != 1 or row.get("mode", "poll") != "poll":
             series += f" qp={row.get('queuePairs', 1)} list={row.get('postList', 1)} {row.get('mode', 'poll')}"
         kind = FABRIC_TESTS.get(test)

@@ -302,10 +302,14 @@ bench() {
     rm -f "$out"/*.jsonl
     local bin
     bin=$(swift build -c release --show-bin-path)
+    # Names the rows of a run for the report: LABEL, and for fabric-perf's
+    # raw-TCP reference RAW_LABEL.
     label() { python3 -c 'import json, sys
 for line in sys.stdin:
     if line.startswith("{"):
-        row = json.loads(line); row["label"] = sys.argv[1]; print(json.dumps(row))' "$1"; }
+        row = json.loads(line)
+        row["label"] = sys.argv[2] if row.get("backend") == "raw-tcp" and len(sys.argv) > 2 else sys.argv[1]
+        print(json.dumps(row))' "$@"; }
     down
     up
     for round in $(seq 1 "$reps"); do
@@ -321,6 +325,16 @@ for line in sys.stdin:
         compose run --rm --no-deps launcher mpirun -n 2 -ppn 1 mpibench --tests latency,bw --sizes "$sizes" --reps 1 --scale "$scale" --json 2>/dev/null \
             | label "this MPI (tcp, 2 containers, link $link)" >>"$out/containers-shaped.jsonl"
     done
+    # The transport alone on the same link, between two containers
+    # (fabric-perf's server in host1, its client in the launcher), beside
+    # raw TCP across the bridge (which no emulator shapes).
+    local secret
+    secret="perf-$(od -An -tx8 -N16 /dev/urandom | tr -d ' \n')"
+    podman exec -d -e FABRIC_JOB_SECRET="$secret" "${project}_host1_1" fabric-perf server --port 18515
+    sleep 1
+    compose run --rm --no-deps -e FABRIC_JOB_SECRET="$secret" launcher \
+        fabric-perf client --host host1 --port 18515 --tests lat-send,bw-write --sizes "$sizes" --reps "$reps" --scale "$scale" --json 2>/dev/null \
+        | label "transport (tcp, 2 containers, link $link)" "raw TCP (2 containers, unshaped)" >>"$out/transport-shaped.jsonl"
     down
     python3 scripts/bench-report.py "$out" --output "$out/report" --title "mpibench in containers and on the host" \
         --note "Made by \`REPS=$reps SCALE=$scale SIZES=$sizes BENCH_LINK=$link scripts/containers.sh bench\`: host and container runs interleaved round by round; the shaped runs after them."
