@@ -332,7 +332,7 @@ for line in sys.stdin:
     secret="perf-$(od -An -tx8 -N16 /dev/urandom | tr -d ' \n')"
     podman exec -d -e FABRIC_JOB_SECRET="$secret" "${project}_host1_1" fabric-perf server --port 18515
     sleep 1
-    compose run --rm --no-deps -e FABRIC_JOB_SECRET="$secret" launcher \
+    compose run --rm --no-deps -e FABRIC_JOB_SECRET="$secret" -e FABRIC_TCP_LINK="$link" launcher \
         fabric-perf client --host host1 --port 18515 --tests lat-send,bw-write --sizes "$sizes" --reps "$reps" --scale "$scale" --json 2>/dev/null \
         | label "transport (tcp, 2 containers, link $link)" "raw TCP (2 containers, unshaped)" >>"$out/transport-shaped.jsonl"
     down
