@@ -7,6 +7,9 @@
 # fabric-perf lat-send 8 B and bw-write 1 MiB. Medians at the end.
 #
 #   scripts/bench-mpi-verbs.sh [REPETITIONS]        (default 5)
+#   OUT=DIR scripts/bench-mpi-verbs.sh 10           also keep every row as JSON lines in DIR
+#                                                   (for scripts/bench-report.py), with
+#                                                   fabric-perf's raw-TCP reference in the VM
 #   SCALE=0.3 scripts/bench-mpi-verbs.sh 10         fewer iterations per repetition
 #                                                   (one repetition at scale 1 takes
 #                                                   about 215 s under emulation)
@@ -16,7 +19,13 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" != "--inside" ]; then
     source scripts/setup.sh
     for product in fabric-perf mpibench mpirun; do swift build -c release --product "$product" >/dev/null; done
-    exec bash scripts/vm/run-in-vm.sh --timeout "${FABRIC_VM_TIMEOUT:-1800}" \
+    share=()
+    if [ -n "${OUT:-}" ]; then
+        mkdir -p "$OUT"
+        OUT=$(cd "$OUT" && pwd)
+        share=(--share-out "$OUT" --env OUT="$OUT")
+    fi
+    exec bash scripts/vm/run-in-vm.sh --timeout "${FABRIC_VM_TIMEOUT:-1800}" "${share[@]}" \
         --env FABRIC_VERBS_ADDRESS=10.77.0.1 --env SCALE="${SCALE:-1}" -- bash scripts/bench-mpi-verbs.sh --inside "${1:-5}"
 fi
 
@@ -28,23 +37,38 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export FABRIC_BACKEND=verbs
 
-mpibench() {  # test size [environment...]: the row's median
-    local test=$1 size=$2
-    shift 2
-    env "$@" timeout 300 "$bin/mpirun" -n 2 "$bin/mpibench" --tests "$test" --sizes "$size" --reps 1 --scale "$scale" --json 2>/dev/null \
-        | sed -n 's/.*"median":\([0-9.e+-]*\).*/\1/p' | head -1
+# With OUT, every row is kept, labelled for the report.
+keep() {  # label [raw label]: JSON lines through, labelled, into OUT/verbs.jsonl
+    if [ -z "${OUT:-}" ]; then cat; return; fi
+    python3 -c 'import json, sys
+out = open(sys.argv[1], "a")
+for line in sys.stdin:
+    if line.startswith("{"):
+        row = json.loads(line)
+        row["label"] = sys.argv[3] if row.get("backend") == "raw-tcp" and len(sys.argv) > 3 else sys.argv[2]
+        out.write(json.dumps(row) + "\n")
+        print(line, end="")' "$OUT/verbs.jsonl" "$@"
 }
-fabric() {
-    timeout 300 "$bin/fabric-perf" loopback --host "$address" --tests "$1" --sizes "$2" --reps 1 --scale "$scale" --no-raw --json 2>/dev/null \
+mpibench() {  # test size label [environment...]: the row's median
+    local test=$1 size=$2 label=$3
+    shift 3
+    env "$@" timeout 300 "$bin/mpirun" -n 2 "$bin/mpibench" --tests "$test" --sizes "$size" --reps 1 --scale "$scale" --json 2>/dev/null \
+        | keep "$label" | sed -n 's/.*"median":\([0-9.e+-]*\).*/\1/p' | head -1
+}
+fabric() {  # test size: the verbs row's median (and with OUT, raw TCP in the VM beside it)
+    local raw=(--no-raw)
+    [ -n "${OUT:-}" ] && raw=()
+    timeout 300 "$bin/fabric-perf" loopback --host "$address" --tests "$1" --sizes "$2" --reps 1 --scale "$scale" "${raw[@]}" --json 2>/dev/null \
+        | keep "transport (verbs, rxe in the VM)" "raw TCP" | grep -v '"raw-tcp"' \
         | sed -n 's/.*"median":\([0-9.e+-]*\).*/\1/p' | head -1
 }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 for ((rep = 1; rep <= repetitions; rep++)); do
-    mpibench latency 8 >>"$work/mpi_lat"
+    mpibench latency 8 "this MPI (verbs, rxe in the VM)" >>"$work/mpi_lat"
     fabric lat-send 8 >>"$work/fabric_lat"
-    mpibench bw 1M >>"$work/mpi_bw"
-    mpibench bw 1M FABRIC_REGCACHE=off >>"$work/mpi_bw_uncached"
+    mpibench bw 1M "this MPI (verbs, rxe in the VM)" >>"$work/mpi_bw"
+    mpibench bw 1M "this MPI (verbs, rxe in the VM, registering per message)" FABRIC_REGCACHE=off >>"$work/mpi_bw_uncached"
     fabric bw-write 1M >>"$work/fabric_bw"
     echo "repetition $rep of $repetitions done" >&2
 done
