@@ -97,7 +97,7 @@ final class SoakRun<D: FabricDevice> {
     var clientRegion: D.MemoryRegion!, serverRegion: D.MemoryRegion!
     var links: [Link] = []
     var counters: [UInt64] = []
-    var random: SplitMix
+    var random: SplitMix64
     var report = SoakReport()
 
     init(client: D, server: D, options: Soak) throws {
@@ -118,7 +118,7 @@ final class SoakRun<D: FabricDevice> {
         serverMemory.initializeMemory(as: UInt8.self, repeating: 0, count: bytes)
         clientRegion = try client.registerMemory(clientMemory, length: bytes, access: .all, in: clientDomain)
         serverRegion = try server.registerMemory(serverMemory, length: bytes, access: .all, in: serverDomain)
-        random = SplitMix(seed: options.seed ?? UInt64.random(in: .min ... .max))
+        random = SplitMix64(seed: options.seed ?? UInt64.random(in: .min ... .max))
         report.seed = random.seed
         report.backend = client.backendName
         report.leakLimit = options.leakLimit
@@ -304,21 +304,3 @@ final class SoakRun<D: FabricDevice> {
 }
 
 enum SoakOperation { case send, write, atomic }
-
-/// A small deterministic generator, so that a failing run can be repeated
-/// with its seed.
-struct SplitMix {
-    let seed: UInt64
-    private var state: UInt64
-    init(seed: UInt64) {
-        self.seed = seed
-        state = seed
-    }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E9B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

@@ -1,4 +1,5 @@
 import FabricCore
+import FabricSupport
 
 /// What stands between a queue pair's output and its socket. The engine's
 /// output routine is generic over it and specialized twice: for
@@ -68,7 +69,7 @@ final class LinkEmulation: OutgoingLink {
     private var forcedErrors: [Int]
     /// Random loss: the probability per packet transmission and the
     /// generator that decides (nil: no loss rule).
-    private var loss: (probability: Double, generator: LossGenerator)?
+    private var loss: (probability: Double, generator: SplitMix64)?
     /// The request whose transmission was drawn and kept: asked again
     /// before it leaves (the token bucket or a full batch held it back), it
     /// is not drawn again, so a shaped link loses no more than the rate.
@@ -134,7 +135,8 @@ final class LinkEmulation: OutgoingLink {
             case .forceError(let post): forcedErrors.append(post)
             case .vanish(let packet): vanishAt.append(packet)
             case .loss(let probability, let seed):
-                loss = (probability, LossGenerator(seed: seed, queuePair: number))
+                // Each queue pair draws its own sequence from the rule's seed.
+                loss = (probability, SplitMix64(seed: seed &* 0x9E37_79B9_7F4A_7C15 ^ UInt64(number)))
             }
         }
         transportRetries = retry.transportRetries
