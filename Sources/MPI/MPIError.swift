@@ -18,6 +18,12 @@ public struct MPIError: Error, Hashable, Sendable, CustomStringConvertible {
         case invalidRequest
         /// A count, size or setting that cannot be.
         case invalidArgument
+        /// A datatype that is not committed, is freed, or cannot be built
+        /// (MPI_ERR_TYPE).
+        case invalidDatatype
+        /// A buffer that cannot serve: a buffered send without room in the
+        /// attached buffer, or a null address with a nonzero count (MPI_ERR_BUFFER).
+        case invalidBuffer
         /// A message longer than the receive buffer (MPI_ERR_TRUNCATE).
         case truncated
         /// A message longer than what this operation carries.

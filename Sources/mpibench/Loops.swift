@@ -37,16 +37,18 @@ struct Loops {
     /// Whether the buffers came from the library's registered memory.
     let pooled: Bool
 
-    init(mpi: MPIRuntime, largest: Int, window: Int, pool: Bool) throws {
+    /// `spreadOut`: room for vector layouts (twice each message's bytes).
+    init(mpi: MPIRuntime, largest: Int, window: Int, pool: Bool, spreadOut: Bool = false) throws {
         self.mpi = mpi
         self.window = window
         pooled = pool
         func buffer(_ bytes: Int) throws -> UnsafeMutableRawBufferPointer {
             pool ? try mpi.allocateMemory(bytes) : .allocate(byteCount: bytes, alignment: 4096)
         }
-        sendBuffer = try buffer(max(largest, 1))
-        receiveBuffer = try buffer(max(largest, 1))
-        windowBuffers = try buffer(max(largest, 1) * max(window, mpi.size))
+        let room = max(largest, 1) * (spreadOut ? 2 : 1)
+        sendBuffer = try buffer(room)
+        receiveBuffer = try buffer(room)
+        windowBuffers = try buffer(room * max(window, mpi.size))
         for index in 0..<sendBuffer.count { sendBuffer[index] = UInt8(truncatingIfNeeded: index) }
         requests = []
         requests.reserveCapacity(2 * max(window, mpi.size))
@@ -118,6 +120,33 @@ struct Loops {
                 for index in 0..<window { requests.append(try mpi.startReceive(into: windowSlot(index, size), from: MessageSource(partner), tag: 2)) }
                 try mpi.waitAllDiscardingStatuses(requests)
                 try mpi.send(UnsafeRawBufferPointer(rebasing: sendBuffer[0..<4]), to: partner, tag: 3)
+            }
+        }
+    }
+
+    /// bw with `size` bytes as a vector on both sides: blocks of 4 KiB
+    /// (or the whole message when smaller) with gaps as large.
+    mutating func vectorBandwidth(size: Int, iterations: Int, warmup: Int) throws -> LoopResult {
+        let rank = mpi.rank
+        guard rank < 2 else { return LoopResult(seconds: 0, messages: 0, allocations: 0, copiedBytes: 0) }
+        let blockLength = max(1, min(size, 4096))
+        let vector = try Datatype.vector(count: size / blockLength, blockLength: blockLength, stride: 2 * blockLength, of: .byte)
+        try vector.commit()
+        defer { try? vector.free() }
+        let span = 2 * size
+        let acknowledgement = into(4)
+        return try timed(warmup: warmup, iterations: iterations, messagesPerIteration: window) { _ in
+            requests.removeAll(keepingCapacity: true)
+            if rank == 0 {
+                for _ in 0..<window { requests.append(try mpi.startSend(sendBuffer.baseAddress, count: 1, datatype: vector, to: 1, tag: 7)) }
+                try mpi.waitAllDiscardingStatuses(requests)
+                _ = try mpi.receive(into: acknowledgement, from: 1, tag: 8)
+            } else {
+                for index in 0..<window {
+                    requests.append(try mpi.startReceive(into: windowSlot(index, span).baseAddress, count: 1, datatype: vector, from: 0, tag: 7))
+                }
+                try mpi.waitAllDiscardingStatuses(requests)
+                try mpi.send(UnsafeRawBufferPointer(rebasing: sendBuffer[0..<4]), to: 0, tag: 8)
             }
         }
     }

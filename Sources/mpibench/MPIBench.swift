@@ -76,7 +76,7 @@ struct MPIBench: ParsableCommand {
         let chosen = try testList()
         let sizes = try sizeList()
         guard mpi.size >= 2 else { throw ValidationError("mpibench needs at least 2 ranks (mpirun -n 2 mpibench)") }
-        var loops = try Loops(mpi: mpi, largest: sizes.max() ?? 1, window: window, pool: pool)
+        var loops = try Loops(mpi: mpi, largest: sizes.max() ?? 1, window: window, pool: pool, spreadOut: chosen.contains(.bwVector))
         let coordination = Coordination(mpi: mpi)
         var samples: [RowKey: [Sample]] = [:]
         for _ in 0..<repetitions {
@@ -88,6 +88,7 @@ struct MPIBench: ParsableCommand {
                     switch test {
                     case .latency: result = try loops.latency(size: size, iterations: iterations, warmup: warmup)
                     case .bw, .mbwMR: result = try loops.bandwidth(size: size, iterations: iterations, warmup: warmup)
+                    case .bwVector: result = try loops.vectorBandwidth(size: size, iterations: iterations, warmup: warmup)
                     case .bibw: result = try loops.bidirectional(size: size, iterations: iterations, warmup: warmup)
                     case .ring: result = try loops.ring(size: size, iterations: iterations, warmup: warmup)
                     case .allPairs: result = try loops.allPairs(size: size, iterations: iterations, warmup: warmup)

@@ -4,6 +4,8 @@ import Foundation
 enum BenchTest: String, CaseIterable, Codable {
     case latency
     case bw
+    /// bw with a vector datatype on both sides: 4 KiB blocks, 4 KiB gaps.
+    case bwVector = "bw_vector"
     case bibw
     case mbwMR = "mbw_mr"
     case ring
@@ -14,7 +16,7 @@ enum BenchTest: String, CaseIterable, Codable {
         let base: Int
         switch self {
         case .latency, .ring, .allPairs: base = size <= 8192 ? 10000 : size <= (256 << 10) ? 1000 : 100
-        case .bw, .bibw, .mbwMR: base = size <= 8192 ? 100 : 20
+        case .bw, .bwVector, .bibw, .mbwMR: base = size <= 8192 ? 100 : 20
         }
         let iterations = max(1, Int(Double(base) * scale))
         return (iterations, max(1, iterations / 10))
@@ -23,7 +25,7 @@ enum BenchTest: String, CaseIterable, Codable {
     var unit: String {
         switch self {
         case .latency: return "us one-way"
-        case .bw, .bibw: return "MB/s"
+        case .bw, .bwVector, .bibw: return "MB/s"
         case .mbwMR, .ring, .allPairs: return "msg/s"
         }
     }
@@ -52,9 +54,9 @@ struct Sample {
         case .latency:
             value = seconds[0] / max(1, messages[0]) * 1e6
             transmitted = messages[0]
-        case .bw, .mbwMR:
+        case .bw, .bwVector, .mbwMR:
             let rates = (0..<pairs).map { messages[$0] / max(seconds[$0], 1e-12) }
-            value = test == .bw ? rates.reduce(0, +) * Double(size) / 1e6 : rates.reduce(0, +)
+            value = test == .mbwMR ? rates.reduce(0, +) : rates.reduce(0, +) * Double(size) / 1e6
             transmitted = (0..<pairs).map { messages[$0] }.reduce(0, +)
         case .bibw:
             value = messages[0] * Double(size) / max(seconds[0], 1e-12) / 1e6

@@ -132,7 +132,7 @@ struct RequestTableTests {
 
     @Test("work request ids carry their kind and slot or request")
     func workRequestIDs() {
-        for id in [WorkRequestID.receiveSlot(511), .bounceSlot(3), .controlSlot(1023), .rendezvousRead(0xffff_fff0)] {
+        for id in [WorkRequestID.receiveSlot(511), .bounceSlot(3), .controlSlot(1023), .rendezvousRead(0xffff_fff0, length: WorkRequestID.readLengthLimit), .rendezvousRead(7, length: 4096)] {
             #expect(WorkRequestID(id.encoded) == id)
         }
         #expect(WorkRequestID(0) == nil)

@@ -130,6 +130,8 @@ enum Job {
     static var mpirun: String { directory.appendingPathComponent("mpirun").path }
     static var check: String { directory.appendingPathComponent("mpi-runtime-check").path }
     static var pointToPoint: String { directory.appendingPathComponent("mpi-p2p-check").path }
+    static var datatypeCheck: String { directory.appendingPathComponent("mpi-datatype-check").path }
+    static var requestsCheck: String { directory.appendingPathComponent("mpi-requests-check").path }
     static var registrationCacheCheck: String { directory.appendingPathComponent("mpi-regcache-check").path }
     static var pmiRank: String { directory.appendingPathComponent("pmi-test-rank").path }
     static let hydra: String? = ["/usr/bin/mpiexec.hydra"].first { FileManager.default.isExecutableFile(atPath: $0) }

@@ -127,7 +127,7 @@ extension MPIRuntime {
     /// Starts a send (MPI_Isend). `buffer` must stay valid and unchanged
     /// until the request completes.
     public func startSend(_ buffer: UnsafeRawBufferPointer, to destination: Int, tag: Int, on communicator: Communicator? = nil) throws(MPIError) -> Request {
-        try start(buffer, to: destination, tag: tag, on: communicator, synchronous: false)
+        try start(SendBuffer(buffer), to: destination, tag: tag, on: communicator, synchronous: false)
     }
 
     public func startSend<T: BitwiseCopyable>(_ values: UnsafeBufferPointer<T>, to destination: Int, tag: Int, on communicator: Communicator? = nil) throws(MPIError) -> Request {
@@ -136,15 +136,15 @@ extension MPIRuntime {
 
     /// Starts a synchronous send (MPI_Issend): complete once matched.
     public func startSynchronousSend(_ buffer: UnsafeRawBufferPointer, to destination: Int, tag: Int, on communicator: Communicator? = nil) throws(MPIError) -> Request {
-        try start(buffer, to: destination, tag: tag, on: communicator, synchronous: true)
+        try start(SendBuffer(buffer), to: destination, tag: tag, on: communicator, synchronous: true)
     }
 
-    private func start(
-        _ buffer: UnsafeRawBufferPointer, to destination: Int, tag: Int, on communicator: Communicator?, synchronous: Bool
+    func start(
+        _ data: @autoclosure () throws(MPIError) -> SendBuffer, to destination: Int, tag: Int, on communicator: Communicator?, synchronous: Bool
     ) throws(MPIError) -> Request {
         do {
             try checkOpen()
-            return try transport.startSend(buffer, destination, tag, communicator ?? world, synchronous)
+            return try transport.startSend(try data(), destination, tag, communicator ?? world, synchronous)
         } catch {
             return try raise(error)
         }
@@ -155,9 +155,15 @@ extension MPIRuntime {
     public func startReceive(
         into buffer: UnsafeMutableRawBufferPointer, from source: MessageSource = .any, tag: MessageTag = .any, on communicator: Communicator? = nil
     ) throws(MPIError) -> Request {
+        try startReceiving(ReceiveBuffer(buffer), from: source, tag: tag, on: communicator)
+    }
+
+    func startReceiving(
+        _ buffer: @autoclosure () throws(MPIError) -> ReceiveBuffer, from source: MessageSource, tag: MessageTag, on communicator: Communicator?
+    ) throws(MPIError) -> Request {
         do {
             try checkOpen()
-            return try transport.startReceive(buffer, source, tag, communicator ?? world)
+            return try transport.startReceive(try buffer(), source, tag, communicator ?? world)
         } catch {
             return try raise(error)
         }

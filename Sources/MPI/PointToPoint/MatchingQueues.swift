@@ -75,6 +75,14 @@ struct MatchingQueues {
 
     mutating func arrive(_ message: ArrivedMessage) { arrived.append(message) }
 
+    /// Takes receive `request` off the posted queue; false if it is not
+    /// there (matched already).
+    mutating func removePosted(request: UInt32) -> Bool {
+        guard let position = posted.firstIndex(where: { $0.request == request }) else { return false }
+        posted.remove(at: position)
+        return true
+    }
+
     /// Forgets posted receives that `isGone` says have completed otherwise
     /// (their peer failed).
     mutating func removePosted(where isGone: (UInt32) -> Bool) {

@@ -41,6 +41,8 @@ public struct MessageStatus: Hashable, Sendable, CustomStringConvertible {
     /// Bytes of the message.
     public var count: Int
     public var error: MPIError?
+    /// The operation was cancelled before it matched (MPI_Test_cancelled).
+    public var isCancelled = false
 
     public init(source: Int, tag: Int, count: Int, error: MPIError? = nil) {
         self.source = source
@@ -58,7 +60,7 @@ public struct MessageStatus: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String {
-        "from rank \(source), tag \(tag), \(count) bytes" + (error.map { ", error: \($0.message)" } ?? "")
+        isCancelled ? "cancelled" : "from rank \(source), tag \(tag), \(count) bytes" + (error.map { ", error: \($0.message)" } ?? "")
     }
 }
 
@@ -83,4 +85,13 @@ public struct Request: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "request \(index).\(generation)" }
+}
+
+/// A message taken off the matching queue by a matched probe (MPI_Message):
+/// no other receive can take it; `receive(_:into:)` or
+/// `startReceive(_:into:)` receives it, once.
+public struct Message: Hashable, Sendable, CustomStringConvertible {
+    let id: UInt64
+
+    public var description: String { "matched message \(id)" }
 }

@@ -36,6 +36,8 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     let size: Int
     let settings: PointToPointSettings
     let device: Device
+    /// Ranges one READ scatters into (spread-out receives).
+    let readScatterLimit: Int
     private let domain: Device.ProtectionDomain
     /// Registrations of user buffers for rendezvous, kept for reuse.
     let registrations: RegistrationCache
@@ -45,6 +47,9 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
 
     @exclusivity(unchecked) private var requests = RequestTable()
     @exclusivity(unchecked) private var matching = MatchingQueues()
+    /// Messages a matched probe took off the matching queue, until received.
+    @exclusivity(unchecked) private var matchedMessages: [UInt64: MatchingQueues.ArrivedMessage] = [:]
+    @exclusivity(unchecked) private var lastMatchedMessage: UInt64 = 0
     /// The communicators this rank has, by context (a small number).
     @exclusivity(unchecked) private var communicators: [Communicator?] = []
     /// Connected peers by world rank, as this engine has met them (the
@@ -84,6 +89,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         self.device = device
         self.settings = settings
         self.waiting = waiting
+        readScatterLimit = min(16, device.capabilities.maxScatterEntries)
         let domain: Device.ProtectionDomain
         do throws(FabricError) {
             domain = try device.allocateProtectionDomain()
@@ -117,7 +123,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         // frames beyond the free slots are delayed, never failed.
         let setup = QueuePairSetup<Device>(
             protectionDomain: domain, sendCompletionQueue: completions, receiveCompletionQueue: completions,
-            sharedReceiveQueue: sharedReceiveQueue, limits: QueuePairLimits(sendQueueDepth: 512),
+            sharedReceiveQueue: sharedReceiveQueue, limits: QueuePairLimits(sendQueueDepth: 512, maxSendScatterEntries: readScatterLimit),
             retry: RetryPolicy(receiverNotReadyRetries: nil))
         let eagerSlots = settings.eagerSlots
         connections = PeerConnections(
@@ -151,7 +157,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     // MARK: - Starting operations
 
     func startSend(
-        _ bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int, on communicator: Communicator, synchronous: Bool
+        _ data: SendBuffer, to destination: Int, tag: Int, on communicator: Communicator, synchronous: Bool
     ) throws(MPIError) -> Request {
         lock.lock()
         defer { lock.unlock() }
@@ -164,9 +170,9 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             throw MPIError(.invalidTag, "a send with tag \(tag): tags run from 0 to \(MessageTag.upperBound)")
         }
         let peer = communicator.worldRanks[destination]
-        let length = bytes.count
+        let length = data.length
         if peer == rank {
-            return sendToSelf(bytes, tag: tag, on: communicator, synchronous: synchronous)
+            return sendToSelf(data, tag: tag, on: communicator, synchronous: synchronous)
         }
         let channel = try channel(toPeer: peer)
         if let failure = channel.failure { throw failure }
@@ -178,9 +184,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         header.source = UInt32(communicator.rank)
         header.length = UInt64(length)
         if length <= settings.eagerLimit, channel.eagerCredits > 0 || !synchronous, let slot = bounce.take() {
-            if let base = bytes.baseAddress, length > 0 {
-                (bounce.pointer(slot) + MessageHeader.size).copyMemory(from: base, byteCount: length)
-            }
+            data.copy(length: length, to: bounce.pointer(slot) + MessageHeader.size)
             statistics.copiedBytes += length
             if channel.eagerCredits > 0 {
                 channel.eagerCredits -= 1
@@ -207,11 +211,21 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         // Rendezvous from the user's buffer: it stays the caller's until
         // the receiver says it has read it. (An empty message gets here
         // only without a bounce slot or credit: nothing to register.)
-        if let base = bytes.baseAddress, length > 0 {
+        if var base = data.base, length > 0 {
             let lease: RegistrationLease
             do {
+                if data.layout != nil {
+                    // Spread out: packed into registered memory that the
+                    // receiver reads (the one copy of this send).
+                    let staging = try registrations.allocateMemory(length).baseAddress!
+                    requests[request.index].staging = staging
+                    data.copy(length: length, to: staging)
+                    statistics.copiedBytes += length
+                    base = UnsafeRawPointer(staging)
+                }
                 lease = try registrations.acquire(base, length: length, access: .remoteRead)
             } catch {
+                release(request.index)
                 _ = requests.collect(request.index)
                 throw MPIError(error, while: "registering a send buffer of \(length) bytes for rank \(peer)")
             }
@@ -229,7 +243,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     }
 
     func startReceive(
-        into buffer: UnsafeMutableRawBufferPointer, from source: MessageSource, tag: MessageTag, on communicator: Communicator
+        into buffer: ReceiveBuffer, from source: MessageSource, tag: MessageTag, on communicator: Communicator
     ) throws(MPIError) -> Request {
         lock.lock()
         defer { lock.unlock() }
@@ -239,14 +253,109 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         let peer = source.isAny ? -1 : communicator.worldRanks[source.value]
         if peer >= 0, peer != rank, let failure = knownChannel(peer)?.failure { throw failure }
         let request = requests.start(.receive, peer: peer)
-        requests[request.index].buffer = buffer.baseAddress
-        requests[request.index].capacity = buffer.count
+        requests[request.index].buffer = buffer.base
+        requests[request.index].capacity = buffer.capacity
+        if let layout = buffer.layout {
+            requests[request.index].layout = layout
+            requests[request.index].layoutCount = buffer.count
+        }
         if let message = matching.takeArrived(selector) {
             take(message, into: request.index)
         } else {
             matching.post(MatchingQueues.PostedReceive(selector: selector, request: request.index))
         }
         return request
+    }
+
+    /// Takes the oldest arrived message `source` and `tag` accept off the
+    /// matching queue (MPI_Improbe); nil if none has arrived (after one
+    /// round of progress).
+    func matchedProbe(from source: MessageSource, tag: MessageTag, on communicator: Communicator) throws(MPIError) -> (Message, MessageStatus)? {
+        lock.lock()
+        defer { lock.unlock() }
+        try checkOpen()
+        try checkKnown(communicator)
+        let selector = try checkedSelector(source, tag, communicator, for: "a matched probe")
+        var found = matching.takeArrived(selector)
+        if found == nil {
+            progress()
+            found = matching.takeArrived(selector)
+        }
+        guard let found else { return nil }
+        lastMatchedMessage += 1
+        matchedMessages[lastMatchedMessage] = found
+        return (Message(id: lastMatchedMessage), MessageStatus(source: found.source, tag: found.tag, count: found.length))
+    }
+
+    /// Starts the receive of a message a matched probe took (MPI_Imrecv).
+    func startReceive(_ message: Message, into buffer: ReceiveBuffer) throws(MPIError) -> Request {
+        lock.lock()
+        defer { lock.unlock() }
+        try checkOpen()
+        guard let arrived = matchedMessages.removeValue(forKey: message.id) else {
+            throw MPIError(.invalidRequest, "\(message) is not waiting on rank \(rank) (received already, or not probed here)")
+        }
+        let request = requests.start(.receive, peer: arrived.peer)
+        requests[request.index].buffer = buffer.base
+        requests[request.index].capacity = buffer.capacity
+        if let layout = buffer.layout {
+            requests[request.index].layout = layout
+            requests[request.index].layoutCount = buffer.count
+        }
+        take(arrived, into: request.index)
+        return request
+    }
+
+    /// Cancels `request` if it is a receive not yet matched: it completes
+    /// at once, its status saying so (MPI_Cancel). A send, or a receive
+    /// already matched, completes as it would have (MPI allows a cancel to
+    /// fail; its status says it was not cancelled).
+    func cancel(_ request: Request) throws(MPIError) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard requests.contains(request) else {
+            throw MPIError(.invalidRequest, "cancel of \(request), which is not in progress on rank \(rank) (completed and collected already, or not started here)")
+        }
+        let index = request.index
+        guard !requests[index].complete, requests[index].operation == .receive, matching.removePosted(request: index) else { return }
+        requests[index].status.isCancelled = true
+        requests.complete(index, count: 0)
+    }
+
+    /// Frees `request` (MPI_Request_free): collected now if complete,
+    /// otherwise as soon as it completes; the handle names nothing after.
+    func free(_ request: Request) throws(MPIError) {
+        lock.lock()
+        defer { lock.unlock() }
+        guard requests.contains(request) else {
+            throw MPIError(.invalidRequest, "free of \(request), which is not in progress on rank \(rank) (completed already, or not started here)")
+        }
+        if requests[request.index].complete {
+            _ = requests.collect(request.index)
+        } else {
+            requests[request.index].detached = true
+        }
+    }
+
+    /// A request that is complete already (a buffered send's, once copied).
+    func completedRequest(count: Int) -> Request {
+        lock.lock()
+        defer { lock.unlock() }
+        let request = requests.start(.send, peer: -1)
+        requests.complete(request.index, count: count)
+        return request
+    }
+
+    /// The status of `request` if it has completed, leaving it to be
+    /// collected (MPI_Request_get_status); advances first.
+    func peekStatus(_ request: Request) throws(MPIError) -> MessageStatus? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard requests.contains(request) else {
+            throw MPIError(.invalidRequest, "\(request) is not in progress on rank \(rank) (completed already, or not started here)")
+        }
+        if !requests[request.index].complete { progress() }
+        return requests[request.index].complete ? requests[request.index].status : nil
     }
 
     // MARK: - Completing operations
@@ -451,15 +560,13 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             sendsInFlight -= 1
             control.give(back: slot)
             if !completion.isSuccess { fail(channel, "a send ended with \(completion.status) (\(completion.detail))") }
-        case .rendezvousRead(let index):
+        case .rendezvousRead(let index, let chunk):
             sendsInFlight -= 1
             guard completion.isSuccess else {
                 fail(channel, "a rendezvous READ ended with \(completion.status) (\(completion.detail))")
                 return
             }
             guard requests[index].inUse, !requests[index].complete else { return }
-            // A request's READs complete in the order they were posted.
-            let chunk = min(settings.rendezvousChunk, requests[index].readTotal - requests[index].readDone)
             channel.readBytesInFlight -= chunk
             requests[index].readDone += chunk
             if requests[index].readDone == requests[index].readTotal { finishRendezvousReceive(index, on: channel) }
@@ -498,7 +605,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
                 // Half of the peer's credits or of all slots held: copy out
                 // (within the limit), so that the next frames find room.
                 if channel.heldSlots >= settings.eagerSlots / 2 || heldSlots >= settings.sharedSlots / 2,
-                    let copy = heldCopy(of: UnsafeRawBufferPointer(start: frame + MessageHeader.size, count: payloadLength))
+                    let copy = heldCopy(of: SendBuffer(UnsafeRawBufferPointer(start: frame + MessageHeader.size, count: payloadLength)))
                 {
                     payload = copy
                     releaseEagerSlot(slot, of: channel)
@@ -605,10 +712,20 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
                 answer(.synchronousAcknowledgement, cookie: message.cookie, on: channel)
             }
         case .local(let sendIndex):
-            deliver(requests[sendIndex].sendBytes ?? UnsafeRawPointer(bitPattern: 1)!, length: message.length, into: index, source: message.source, tag: message.tag)
+            var sent = SendBuffer(UnsafeRawBufferPointer(start: requests[sendIndex].sendBytes, count: message.length))
+            if let layout = requests[sendIndex].layout {
+                sent.layout = layout
+                sent.count = requests[sendIndex].layoutCount
+            }
+            deliver(sent, into: index, source: message.source, tag: message.tag)
             requests.complete(sendIndex, count: message.length)
         case .remote(let address, let key):
-            guard let channel = knownChannel(message.peer) else { return }
+            // (A matched probe can hold a request past its peer's failure.)
+            guard let channel = knownChannel(message.peer), channel.failure == nil else {
+                let failure = knownChannel(message.peer)?.failure ?? MPIError(.peerFailed, "rank \(message.peer) is not connected")
+                requests.complete(index, count: 0, error: failure)
+                return
+            }
             startRendezvousReceive(index, of: message, address: address, key: key, on: channel)
         }
     }
@@ -618,11 +735,40 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     private func deliver(_ payload: UnsafeRawPointer, length: Int, into index: UInt32, source: Int, tag: Int) {
         let capacity = requests[index].capacity
         let copied = min(length, capacity)
-        if copied > 0, let buffer = requests[index].buffer { buffer.copyMemory(from: payload, byteCount: copied) }
+        if copied > 0, let buffer = requests[index].buffer {
+            if let layout = requests[index].layout {
+                layout.scatter(from: payload, into: buffer, count: requests[index].layoutCount, packedFrom: 0, length: copied)
+            } else {
+                buffer.copyMemory(from: payload, byteCount: copied)
+            }
+        }
         statistics.copiedBytes += copied
         requests[index].status.source = source
         requests[index].status.tag = tag
         requests.complete(index, count: copied, error: length > capacity ? Self.truncation(length, capacity, source: source, tag: tag) : nil)
+    }
+
+    /// Delivers a send of this rank's own: straight from its buffer when
+    /// one side is contiguous, through a packed copy when both are spread out.
+    private func deliver(_ data: SendBuffer, into index: UInt32, source: Int, tag: Int) {
+        if data.layout == nil || requests[index].layout == nil {
+            if data.layout == nil {
+                deliver(data.base ?? UnsafeRawPointer(bitPattern: 1)!, length: data.length, into: index, source: source, tag: tag)
+            } else {
+                // The receiver's buffer is one range: pack into it.
+                let copied = min(data.length, requests[index].capacity)
+                if copied > 0, let buffer = requests[index].buffer { data.copy(length: copied, to: buffer) }
+                statistics.copiedBytes += copied
+                requests[index].status.source = source
+                requests[index].status.tag = tag
+                let error = data.length > copied ? Self.truncation(data.length, copied, source: source, tag: tag) : nil
+                requests.complete(index, count: copied, error: error)
+            }
+            return
+        }
+        let packed = data.packed()
+        statistics.copiedBytes += packed.count
+        packed.withUnsafeBytes { deliver($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, length: packed.count, into: index, source: source, tag: tag) }
     }
 
     private static func truncation(_ length: Int, _ capacity: Int, source: Int, tag: Int) -> MPIError {
@@ -647,7 +793,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         requests[index].readDone = 0
         if total > 0 {
             do {
-                requests[index].registration = try registrations.acquire(requests[index].buffer!, length: total, access: .localWrite)
+                requests[index].registration = try registerReceiveBuffer(index, total)
                 statistics.registrations += 1
             } catch {
                 // The sender still hears "done", so its send completes.
@@ -663,6 +809,17 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         issueReads(on: channel)
     }
 
+    /// The registration of receive `index`'s buffer: its first `total`
+    /// bytes, or the whole span of its elements when they are spread out.
+    private func registerReceiveBuffer(_ index: UInt32, _ total: Int) throws(FabricError) -> RegistrationLease {
+        let buffer = requests[index].buffer!
+        guard let layout = requests[index].layout else {
+            return try registrations.acquire(buffer, length: total, access: .localWrite)
+        }
+        let span = layout.trueSpan(count: requests[index].layoutCount)
+        return try registrations.acquire(buffer + span.lowerBound, length: span.count, access: .localWrite)
+    }
+
     /// Posts READs of the oldest rendezvous receives while the bytes in
     /// flight on the connection stay within `readsInFlight` chunks: many
     /// small payloads at once, few chunks of a large one.
@@ -670,13 +827,21 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         let limit = settings.readsInFlight * settings.rendezvousChunk
         while let index = channel.readQueue.first {
             let issued = requests[index].readIssued
-            let chunk = min(settings.rendezvousChunk, requests[index].readTotal - issued)
+            var chunk = min(settings.rendezvousChunk, requests[index].readTotal - issued)
             guard channel.readBytesInFlight == 0 || channel.readBytesInFlight + chunk <= limit else { return }
             let remote = RemoteMemory(address: requests[index].remote.address &+ UInt64(issued), key: RemoteKey(rawValue: requests[index].remote.key))
             let posted: PostResult
             do {
-                let local = try requests[index].registration!.element(at: requests[index].buffer! + issued, length: chunk)
-                posted = try channel.queuePair.postSend(SendWorkRequest(id: WorkRequestID.rendezvousRead(index).encoded, operation: .read(remote), local: .single(local)))
+                let local: ScatterList
+                if let layout = requests[index].layout {
+                    // Spread out: the READ scatters straight into the
+                    // elements, as many ranges as one work request takes.
+                    (local, chunk) = try scatterList(of: index, layout, from: issued, upTo: chunk)
+                } else {
+                    local = .single(try requests[index].registration!.element(at: requests[index].buffer! + issued, length: chunk))
+                }
+                let id = WorkRequestID.rendezvousRead(index, length: chunk).encoded
+                posted = try channel.queuePair.postSend(SendWorkRequest(id: id, operation: .read(remote), local: local))
             } catch {
                 fail(channel, "a rendezvous READ could not be posted: \(error.message)")
                 return
@@ -692,41 +857,75 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         }
     }
 
+    /// The scatter list of a READ of packed bytes from `start` (at most
+    /// `limit`) into receive `index`'s spread-out elements: at most
+    /// `readScatterLimit` ranges, touching ones merged; and its length.
+    private func scatterList(of index: UInt32, _ layout: Datatype, from start: Int, upTo limit: Int) throws(FabricError) -> (ScatterList, Int) {
+        let lease = requests[index].registration!
+        let buffer = requests[index].buffer!
+        var ranges: [(offset: Int, length: Int)] = []
+        ranges.reserveCapacity(readScatterLimit)
+        var covered = 0
+        let scatterLimit = readScatterLimit
+        layout.forEachRange(count: requests[index].layoutCount, packedFrom: start, length: limit) { offset, length in
+            if let last = ranges.last, last.offset + last.length == offset {
+                ranges[ranges.count - 1].length += length
+            } else {
+                guard ranges.count < scatterLimit else { return false }
+                ranges.append((offset, length))
+            }
+            covered += length
+            return true
+        }
+        var elements: [ScatterGatherElement] = []
+        elements.reserveCapacity(ranges.count)
+        for range in ranges { elements.append(try lease.element(at: buffer + range.offset, length: range.length)) }
+        return (elements.count == 1 ? .single(elements[0]) : .multiple(elements), covered)
+    }
+
     private func finishRendezvousReceive(_ index: UInt32, on channel: PeerChannel<Device>) {
         release(index)
         answer(.rendezvousDone, cookie: requests[index].cookie, on: channel)
         requests.complete(index, count: requests[index].readTotal, error: requests[index].status.error)
     }
 
-    /// Gives the registration of request `index`'s buffer back to the cache.
+    /// Gives the registration of request `index`'s buffer back to the
+    /// cache, and the memory it was packed into to the pool.
     private func release(_ index: UInt32) {
         if let lease = requests[index].registration {
             registrations.release(lease)
             requests[index].registration = nil
         }
+        if let staging = requests[index].staging {
+            try? registrations.freeMemory(staging)
+            requests[index].staging = nil
+        }
     }
 
     // MARK: - Sends to this rank
 
-    private func sendToSelf(_ bytes: UnsafeRawBufferPointer, tag: Int, on communicator: Communicator, synchronous: Bool) -> Request {
+    private func sendToSelf(_ data: SendBuffer, tag: Int, on communicator: Communicator, synchronous: Bool) -> Request {
         let request = requests.start(.send, peer: -1)
-        let length = bytes.count
+        let length = data.length
         requests[request.index].status = MessageStatus(source: communicator.rank, tag: tag, count: length)
-        let source = bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!
         if let index = matching.takePosted(context: communicator.context, source: communicator.rank, tag: tag) {
-            deliver(source, length: length, into: index, source: communicator.rank, tag: tag)
+            deliver(data, into: index, source: communicator.rank, tag: tag)
             requests.complete(request.index, count: length)
             return request
         }
         statistics.unexpectedMessages += 1
         var payload = MatchingQueues.Payload.local(request.index)
-        if !synchronous, length <= settings.eagerLimit, let copy = heldCopy(of: bytes) {
+        if !synchronous, length <= settings.eagerLimit, let copy = heldCopy(of: data) {
             // Buffered like an eager message, so a blocking send to self
             // before its receive returns.
             payload = copy
             requests.complete(request.index, count: length)
         } else {
-            requests[request.index].sendBytes = bytes.baseAddress
+            requests[request.index].sendBytes = data.base
+            if let layout = data.layout {
+                requests[request.index].layout = layout
+                requests[request.index].layoutCount = data.count
+            }
         }
         matching.arrive(MatchingQueues.ArrivedMessage(
             context: communicator.context, source: communicator.rank, tag: tag, length: length, peer: rank,
@@ -736,12 +935,12 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
 
     /// A copy of an unexpected message's payload for the matching queue,
     /// counted; nil when it would pass the unexpected-memory limit.
-    private func heldCopy(of payload: UnsafeRawBufferPointer) -> MatchingQueues.Payload? {
-        guard unexpectedBytes + payload.count <= settings.unexpectedMemoryLimit else { return nil }
-        unexpectedBytes += payload.count
-        statistics.copiedBytes += payload.count
+    private func heldCopy(of payload: SendBuffer) -> MatchingQueues.Payload? {
+        guard unexpectedBytes + payload.length <= settings.unexpectedMemoryLimit else { return nil }
+        unexpectedBytes += payload.length
+        statistics.copiedBytes += payload.length
         statistics.unexpectedCopies += 1
-        return .copied(Array(payload))
+        return .copied(payload.packed())
     }
 
     // MARK: - Frames out
@@ -962,8 +1161,8 @@ struct PointToPointTransport: Sendable {
     let registrationCacheState: RegistrationCacheState
     let settings: PointToPointSettings
     let register: @Sendable (Communicator) -> Void
-    let startSend: @Sendable (UnsafeRawBufferPointer, Int, Int, Communicator, Bool) throws(MPIError) -> Request
-    let startReceive: @Sendable (UnsafeMutableRawBufferPointer, MessageSource, MessageTag, Communicator) throws(MPIError) -> Request
+    let startSend: @Sendable (SendBuffer, Int, Int, Communicator, Bool) throws(MPIError) -> Request
+    let startReceive: @Sendable (ReceiveBuffer, MessageSource, MessageTag, Communicator) throws(MPIError) -> Request
     let isComplete: @Sendable (Request) throws(MPIError) -> Bool
     let isFinished: @Sendable (Request) throws(MPIError) -> Bool
     let collect: @Sendable (Request) -> MessageStatus
@@ -972,6 +1171,12 @@ struct PointToPointTransport: Sendable {
     let advance: @Sendable () -> Void
     let drain: @Sendable () throws(MPIError) -> Void
     let close: @Sendable () -> Void
+    let matchedProbe: @Sendable (MessageSource, MessageTag, Communicator) throws(MPIError) -> (Message, MessageStatus)?
+    let startMatchedReceive: @Sendable (Message, ReceiveBuffer) throws(MPIError) -> Request
+    let cancel: @Sendable (Request) throws(MPIError) -> Void
+    let free: @Sendable (Request) throws(MPIError) -> Void
+    let peekStatus: @Sendable (Request) throws(MPIError) -> MessageStatus?
+    let completedRequest: @Sendable (Int) -> Request
 
     init<Device: FabricDevice>(_ engine: PointToPointEngine<Device>) {
         connectionCount = { engine.connectionCount }
@@ -997,5 +1202,11 @@ struct PointToPointTransport: Sendable {
         advance = { engine.advance() }
         drain = { () throws(MPIError) in try engine.drain() }
         close = { engine.close() }
+        matchedProbe = { (source, tag, communicator) throws(MPIError) in try engine.matchedProbe(from: source, tag: tag, on: communicator) }
+        startMatchedReceive = { (message, buffer) throws(MPIError) in try engine.startReceive(message, into: buffer) }
+        cancel = { (request) throws(MPIError) in try engine.cancel(request) }
+        free = { (request) throws(MPIError) in try engine.free(request) }
+        peekStatus = { (request) throws(MPIError) in try engine.peekStatus(request) }
+        completedRequest = { engine.completedRequest(count: $0) }
     }
 }

@@ -77,7 +77,7 @@ struct PointToPointSettings: Equatable, Sendable {
         if let value = try read("FABRIC_MPI_EAGER_LIMIT", 0...(1 << 20)) { settings.eagerLimit = value }
         if let value = try read("FABRIC_MPI_EAGER_SLOTS", 1...4096) { settings.eagerSlots = value }
         if let value = try read("FABRIC_MPI_SHARED_SLOTS", 16...min(65536, capabilities.maxQueueDepth)) { settings.sharedSlots = value }
-        if let value = try read("FABRIC_MPI_RENDEZVOUS_CHUNK", 4096...capabilities.maxMessageSize) { settings.rendezvousChunk = value }
+        if let value = try read("FABRIC_MPI_RENDEZVOUS_CHUNK", 4096...min(capabilities.maxMessageSize, WorkRequestID.readLengthLimit)) { settings.rendezvousChunk = value }
         if let value = try read("FABRIC_MPI_READS_IN_FLIGHT", 1...max(1, capabilities.maxOutstandingReads)) { settings.readsInFlight = value }
         if let value = try read("FABRIC_MPI_SEND_BATCH", 1...256) { settings.sendBatch = value }
         if let value = try read("FABRIC_MPI_UNEXPECTED_LIMIT", 0...(1 << 40)) { settings.unexpectedMemoryLimit = value }

@@ -12,6 +12,9 @@ struct RequestTable {
         var generation: UInt32 = 0
         var inUse = false
         var complete = false
+        /// Freed by the program while in progress (MPI_Request_free): the
+        /// entry is collected as soon as the operation completes.
+        var detached = false
         var operation = Operation.send
         /// The world rank this operation depends on (-1: none, or any source).
         var peer = -1
@@ -20,6 +23,13 @@ struct RequestTable {
         var capacity = 0
         /// Sends to this rank, until matched: the bytes a receive copies.
         var sendBytes: UnsafeRawPointer?
+        /// The datatype of `buffer` (receives) or `sendBytes` (sends to
+        /// this rank) when its bytes are spread out, and its count.
+        var layout: Datatype?
+        var layoutCount = 0
+        /// Rendezvous sends of spread-out data: the registered memory the
+        /// message was packed into, freed when the receiver has read it.
+        var staging: UnsafeMutableRawPointer?
         /// The outcome (receives: the envelope; sends: the length).
         var status = MessageStatus(source: -1, tag: -1, count: 0)
         /// The registration of the user's buffer, for a rendezvous, held
@@ -57,15 +67,18 @@ struct RequestTable {
         let generation = entries.withUnsafeMutableBufferPointer { entries in
             entries[Int(index)].inUse = true
             entries[Int(index)].complete = false
+            entries[Int(index)].detached = false
             entries[Int(index)].operation = operation
             entries[Int(index)].peer = peer
             entries[Int(index)].buffer = nil
             entries[Int(index)].capacity = 0
             entries[Int(index)].sendBytes = nil
+            if entries[Int(index)].layout != nil { entries[Int(index)].layout = nil }
             entries[Int(index)].status.source = -1
             entries[Int(index)].status.tag = -1
             entries[Int(index)].status.count = 0
             if entries[Int(index)].status.error != nil { entries[Int(index)].status.error = nil }
+            entries[Int(index)].status.isCancelled = false
             return entries[Int(index)].generation
         }
         return Request(index: index, generation: generation)
@@ -94,6 +107,7 @@ struct RequestTable {
         entries[Int(index)].status.count = count
         entries[Int(index)].status.error = error
         assert(entries[Int(index)].registration == nil, "a request completed without giving its registration back")
+        if entries[Int(index)].detached { _ = collect(index) }
     }
 
     /// Frees a completed entry and returns its status.

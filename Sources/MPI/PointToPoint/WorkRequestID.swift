@@ -1,5 +1,5 @@
 /// What a completion belongs to, packed in its work request id: the kind
-/// in the top four bits, then a slot or a request index. The queue pair a
+/// in the top four bits, then a slot or a request index (and a READ's length). The queue pair a
 /// completion names tells the connection.
 enum WorkRequestID: Equatable {
     /// A receive slot of the connection.
@@ -8,15 +8,19 @@ enum WorkRequestID: Equatable {
     case bounceSlot(Int)
     /// A control slot (rendezvous request, answer, credit).
     case controlSlot(Int)
-    /// A READ of a rendezvous payload into receive request `index`.
-    case rendezvousRead(UInt32)
+    /// A READ of `length` bytes of a rendezvous payload into receive
+    /// request `index` (a length below 2^28: a chunk's).
+    case rendezvousRead(UInt32, length: Int)
+
+    /// The longest READ an id can name.
+    static let readLengthLimit = 1 << 27
 
     var encoded: UInt64 {
         switch self {
         case .receiveSlot(let slot): return 1 << 60 | UInt64(slot)
         case .bounceSlot(let slot): return 2 << 60 | UInt64(slot)
         case .controlSlot(let slot): return 3 << 60 | UInt64(slot)
-        case .rendezvousRead(let index): return 4 << 60 | UInt64(index)
+        case .rendezvousRead(let index, let length): return 4 << 60 | UInt64(length) << 32 | UInt64(index)
         }
     }
 
@@ -26,7 +30,7 @@ enum WorkRequestID: Equatable {
         case 1: self = .receiveSlot(Int(low))
         case 2: self = .bounceSlot(Int(low))
         case 3: self = .controlSlot(Int(low))
-        case 4: self = .rendezvousRead(UInt32(truncatingIfNeeded: low))
+        case 4: self = .rendezvousRead(UInt32(truncatingIfNeeded: low), length: Int(low >> 32))
         default: return nil
         }
     }

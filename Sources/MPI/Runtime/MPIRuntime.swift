@@ -41,6 +41,8 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
 
     private let bootstrap: any BootstrapClient
     let transport: PointToPointTransport
+    /// The buffer for buffered sends, while one is attached.
+    let attachedBuffer = AttachedBuffer()
     /// The runtime's own messages (the finalize barrier) travel on a
     /// communicator of their own, so they never match an application's receive.
     let runtimeCommunicator: Communicator
@@ -242,7 +244,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         waiting.set("the send of a runtime message to rank \(rank)")
         defer { waiting.clear() }
         let request = try withBytes(of: bytes) { (buffer) throws(MPIError) -> Request in
-            try transport.startSend(buffer, rank, 0, runtimeCommunicator, false)
+            try transport.startSend(SendBuffer(buffer), rank, 0, runtimeCommunicator, false)
         }
         let status = try complete(request)
         if let error = status.error { throw error }
@@ -256,7 +258,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         defer { waiting.clear() }
         var message = [UInt8](repeating: 0, count: Self.runtimeMessageLimit)
         let status = try withMutableBytes(of: &message) { (buffer) throws(MPIError) -> MessageStatus in
-            let request = try transport.startReceive(buffer, MessageSource(rank), 0, runtimeCommunicator)
+            let request = try transport.startReceive(ReceiveBuffer(buffer), MessageSource(rank), 0, runtimeCommunicator)
             return try complete(request)
         }
         if let error = status.error { throw error }

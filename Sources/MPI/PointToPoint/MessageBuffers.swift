@@ -1,0 +1,86 @@
+/// The user's memory a send reads from: one contiguous range of bytes, or
+/// `count` elements of a datatype whose bytes are spread out (then the
+/// message is the elements' bytes in packing order).
+struct SendBuffer {
+    /// The range's start, or the address of the first element.
+    var base: UnsafeRawPointer?
+    /// Bytes of the message.
+    var length: Int
+    /// The datatype, when the bytes are not one range.
+    var layout: Datatype?
+    var count: Int
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        base = bytes.baseAddress
+        length = bytes.count
+        layout = nil
+        count = bytes.count
+    }
+
+    /// `count` elements of `datatype` at `base`; a type whose elements
+    /// are one range becomes that range.
+    init(_ base: UnsafeRawPointer?, count: Int, datatype: Datatype, for operation: @autoclosure () -> String) throws(MPIError) {
+        try datatype.checkUsable(in: operation())
+        length = try datatype.checkedSize(count: count, in: operation())
+        self.count = count
+        guard length == 0 || base != nil else { throw MPIError(.invalidBuffer, "\(operation()) of \(length) bytes from a null buffer") }
+        if let offset = datatype.contiguousRange(count: count) {
+            self.base = length == 0 ? base : base! + offset
+            layout = nil
+        } else {
+            self.base = base
+            layout = datatype
+        }
+    }
+
+    /// Copies message bytes `start ..< start + length` to `destination`.
+    func copy(_ start: Int = 0, length: Int, to destination: UnsafeMutableRawPointer) {
+        guard length > 0, let base else { return }
+        if let layout {
+            layout.gather(from: base, count: count, packedFrom: start, length: length, into: destination)
+        } else {
+            destination.copyMemory(from: base + start, byteCount: length)
+        }
+    }
+}
+
+/// The user's memory a receive writes to: one contiguous range, or
+/// `count` elements of a datatype whose bytes are spread out.
+struct ReceiveBuffer {
+    var base: UnsafeMutableRawPointer?
+    /// Bytes it takes.
+    var capacity: Int
+    var layout: Datatype?
+    var count: Int
+
+    init(_ bytes: UnsafeMutableRawBufferPointer) {
+        base = bytes.baseAddress
+        capacity = bytes.count
+        layout = nil
+        count = bytes.count
+    }
+
+    init(_ base: UnsafeMutableRawPointer?, count: Int, datatype: Datatype, for operation: @autoclosure () -> String) throws(MPIError) {
+        try datatype.checkUsable(in: operation())
+        capacity = try datatype.checkedSize(count: count, in: operation())
+        self.count = count
+        guard capacity == 0 || base != nil else { throw MPIError(.invalidBuffer, "\(operation()) of \(capacity) bytes into a null buffer") }
+        if let offset = datatype.contiguousRange(count: count) {
+            self.base = capacity == 0 ? base : base! + offset
+            layout = nil
+        } else {
+            self.base = base
+            layout = datatype
+        }
+    }
+}
+
+extension SendBuffer {
+    /// The message's bytes, in a new array.
+    func packed() -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: length) { bytes, initialized in
+            if let base = bytes.baseAddress { copy(length: length, to: base) }
+            initialized = length
+        }
+    }
+}
