@@ -11,7 +11,7 @@
 //   cancel      a pending receive is cancelled; a matched one is not; a
 //               freed request completes on its own; get-status leaves it
 //   replace     sendrecv-replace, bytes and a datatype
-//   large BYTES one message of BYTES (over 4 GiB where memory allows)
+//   large [BYTES] one message of BYTES (default 4 GiB + 4 KiB)
 import Foundation
 import Glibc
 import MPI
@@ -254,19 +254,24 @@ do {
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 4096)
             defer { buffer.deallocate() }
             let words = UnsafeMutableBufferPointer<UInt64>(start: buffer.baseAddress!.assumingMemoryBound(to: UInt64.self), count: bytes / 8)
-            let started = ContinuousClock.now
+            var started = ContinuousClock.now
             if rank == 0 {
                 for index in words.indices { words[index] = UInt64(index) &* 0x9E37_79B9_7F4A_7C15 }
+                _ = try mpi.receive(UInt8.self, count: 0, from: 1, tag: 0)
                 try mpi.send(UnsafeRawBufferPointer(buffer), to: 1, tag: 1)
             } else {
                 for index in words.indices { words[index] = 0 }
+                // Timed from when both sides are ready.
+                try mpi.send([UInt8](), to: 0, tag: 0)
+                started = ContinuousClock.now
                 let status = try mpi.receive(into: buffer, from: 0, tag: 1)
+                say("received \(bytes) bytes in \(ContinuousClock.now - started)")
                 check(status.count == bytes, "the status says \(status.count) bytes, not \(bytes)")
                 for index in words.indices where words[index] != UInt64(index) &* 0x9E37_79B9_7F4A_7C15 {
                     fail("word \(index) of the \(bytes)-byte message differs")
                 }
                 // As elements of a type: a count past 2^31 through the Swift API.
-                check(status.count(of: .int32) == bytes / 4 && bytes / 4 > Int(Int32.max), "the int32 count of \(bytes) bytes")
+                check(status.count(of: .byte) == bytes && bytes > Int(Int32.max) && status.count(of: .int64) == bytes / 8, "the counts of \(bytes) bytes")
             }
             say("large ok, \(bytes) bytes in \(ContinuousClock.now - started)")
         }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 /// Point-to-point beyond plain sends and receives, in real jobs
@@ -39,5 +40,21 @@ struct RequestJobTests {
     func replace() throws {
         let output = try job(["replace"])
         #expect(output.contains("rank 0: replace ok") && output.contains("rank 1: replace ok"), "\(output)")
+    }
+
+    /// Bytes of memory available now (MemAvailable), or 0 if unknown.
+    static var availableMemory: Int {
+        guard let text = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("MemAvailable:") }),
+            let kilobytes = Int(line.split(separator: " ")[1])
+        else { return 0 }
+        return kilobytes * 1024
+    }
+
+    @Test("one message of 4 GiB and 4 KiB (counts past 2^31 through the Swift API), every word checked; needs 12 GiB of free memory",
+          .enabled(if: availableMemory >= 12 << 30, "fewer than 12 GiB of memory available: two ranks hold 4 GiB each"))
+    func largeMessage() throws {
+        let output = try job(["large"])
+        #expect(output.contains("rank 1: large ok, 4294971392 bytes"), "\(output)")
     }
 }
