@@ -1,3 +1,4 @@
+import ArgumentParser
 import CAllocationCounter
 import Glibc
 import MPI
@@ -124,29 +125,54 @@ struct Loops {
         }
     }
 
-    /// bw with `size` bytes as a vector on both sides: blocks of 4 KiB
-    /// (or the whole message when smaller) with gaps as large.
-    mutating func vectorBandwidth(size: Int, iterations: Int, warmup: Int) throws -> LoopResult {
+    /// bw with `size` bytes as a vector on one side or both: blocks of
+    /// `block` bytes (or the whole message when smaller) with gaps as large.
+    mutating func vectorBandwidth(size: Int, iterations: Int, warmup: Int, sides: VectorSides, block: Int) throws -> LoopResult {
         let rank = mpi.rank
         guard rank < 2 else { return LoopResult(seconds: 0, messages: 0, allocations: 0, copiedBytes: 0) }
-        let blockLength = max(1, min(size, 4096))
+        let blockLength = max(1, min(size, block))
         let vector = try Datatype.vector(count: size / blockLength, blockLength: blockLength, stride: 2 * blockLength, of: .byte)
         try vector.commit()
         defer { try? vector.free() }
+        let contiguous = try Datatype.contiguous(size, of: .byte)
+        try contiguous.commit()
+        defer { try? contiguous.free() }
+        let sent = sides == .receive ? contiguous : vector
+        let received = sides == .send ? contiguous : vector
         let span = 2 * size
         let acknowledgement = into(4)
         return try timed(warmup: warmup, iterations: iterations, messagesPerIteration: window) { _ in
             requests.removeAll(keepingCapacity: true)
             if rank == 0 {
-                for _ in 0..<window { requests.append(try mpi.startSend(sendBuffer.baseAddress, count: 1, datatype: vector, to: 1, tag: 7)) }
+                for _ in 0..<window { requests.append(try mpi.startSend(sendBuffer.baseAddress, count: 1, datatype: sent, to: 1, tag: 7)) }
                 try mpi.waitAllDiscardingStatuses(requests)
                 _ = try mpi.receive(into: acknowledgement, from: 1, tag: 8)
             } else {
                 for index in 0..<window {
-                    requests.append(try mpi.startReceive(into: windowSlot(index, span).baseAddress, count: 1, datatype: vector, from: 0, tag: 7))
+                    requests.append(try mpi.startReceive(into: windowSlot(index, span).baseAddress, count: 1, datatype: received, from: 0, tag: 7))
                 }
                 try mpi.waitAllDiscardingStatuses(requests)
                 try mpi.send(UnsafeRawBufferPointer(rebasing: sendBuffer[0..<4]), to: 0, tag: 8)
+            }
+        }
+    }
+
+    /// Rank 0 packs (or unpacks) `size` bytes of bw_vector's vector, or
+    /// copies `size` contiguous bytes with memcpy, once per iteration.
+    mutating func packing(_ test: BenchTest, size: Int, iterations: Int, warmup: Int, block: Int) throws -> LoopResult {
+        guard mpi.rank == 0 else { return LoopResult(seconds: 0, messages: 0, allocations: 0, copiedBytes: 0) }
+        let blockLength = max(1, min(size, block))
+        let vector = try Datatype.vector(count: size / blockLength, blockLength: blockLength, stride: 2 * blockLength, of: .byte)
+        try vector.commit()
+        defer { try? vector.free() }
+        let spread = sendBuffer.baseAddress!
+        let packed = receiveBuffer
+        return try timed(warmup: warmup, iterations: iterations, messagesPerIteration: 1) { _ in
+            var position = 0
+            switch test {
+            case .pack: try vector.pack(spread, count: 1, into: packed, position: &position)
+            case .unpack: try vector.unpack(from: UnsafeRawBufferPointer(packed), position: &position, into: spread, count: 1)
+            default: packed.baseAddress!.copyMemory(from: spread, byteCount: size)
             }
         }
     }
@@ -200,4 +226,9 @@ struct Loops {
         result.stepNanoseconds = steps
         return result
     }
+}
+
+/// Which side of bw_vector holds the vector.
+enum VectorSides: String, ExpressibleByArgument, CaseIterable {
+    case send, receive, both
 }

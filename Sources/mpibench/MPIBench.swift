@@ -33,6 +33,12 @@ struct MPIBench: ParsableCommand {
     @Option(help: "Messages in flight per window in bw, bibw and mbw_mr (OSU: 64).")
     var window = 64
 
+    @Option(help: "bw_vector: which side's buffer is the vector (send, receive, both); the other side is contiguous.")
+    var vectorSides: VectorSides = .both
+
+    @Option(help: "bw_vector: bytes per block of the vector (gaps as large).")
+    var vectorBlock = 4096
+
     @Flag(help: "Take the buffers from the library's registered memory (allocateMemory) instead of the heap: transfers skip the registration cache.")
     var pool = false
 
@@ -45,6 +51,7 @@ struct MPIBench: ParsableCommand {
         guard repetitions >= 1 else { throw ValidationError("--reps must be at least 1") }
         guard (0.001...100).contains(scale) else { throw ValidationError("--scale must be from 0.001 to 100") }
         guard (1...1024).contains(window) else { throw ValidationError("--window must be from 1 to 1024") }
+        guard vectorBlock >= 1 else { throw ValidationError("--vector-block must be at least 1") }
     }
 
     func testList() throws -> [BenchTest] {
@@ -76,7 +83,7 @@ struct MPIBench: ParsableCommand {
         let chosen = try testList()
         let sizes = try sizeList()
         guard mpi.size >= 2 else { throw ValidationError("mpibench needs at least 2 ranks (mpirun -n 2 mpibench)") }
-        var loops = try Loops(mpi: mpi, largest: sizes.max() ?? 1, window: window, pool: pool, spreadOut: chosen.contains(.bwVector))
+        var loops = try Loops(mpi: mpi, largest: sizes.max() ?? 1, window: window, pool: pool, spreadOut: chosen.contains { [.bwVector, .pack, .unpack, .memcpy].contains($0) })
         let coordination = Coordination(mpi: mpi)
         var samples: [RowKey: [Sample]] = [:]
         for _ in 0..<repetitions {
@@ -88,7 +95,8 @@ struct MPIBench: ParsableCommand {
                     switch test {
                     case .latency: result = try loops.latency(size: size, iterations: iterations, warmup: warmup)
                     case .bw, .mbwMR: result = try loops.bandwidth(size: size, iterations: iterations, warmup: warmup)
-                    case .bwVector: result = try loops.vectorBandwidth(size: size, iterations: iterations, warmup: warmup)
+                    case .pack, .unpack, .memcpy: result = try loops.packing(test, size: size, iterations: iterations, warmup: warmup, block: vectorBlock)
+                    case .bwVector: result = try loops.vectorBandwidth(size: size, iterations: iterations, warmup: warmup, sides: vectorSides, block: vectorBlock)
                     case .bibw: result = try loops.bidirectional(size: size, iterations: iterations, warmup: warmup)
                     case .ring: result = try loops.ring(size: size, iterations: iterations, warmup: warmup)
                     case .allPairs: result = try loops.allPairs(size: size, iterations: iterations, warmup: warmup)

@@ -7,6 +7,9 @@ enum BenchTest: String, CaseIterable, Codable {
     /// bw with a vector datatype on both sides: 4 KiB blocks, 4 KiB gaps.
     case bwVector = "bw_vector"
     case bibw
+    /// Rank 0 alone: packing and unpacking `size` bytes of bw_vector's
+    /// vector, beside memcpy of as many contiguous bytes.
+    case pack, unpack, memcpy
     case mbwMR = "mbw_mr"
     case ring
     case allPairs = "allpairs"
@@ -17,6 +20,7 @@ enum BenchTest: String, CaseIterable, Codable {
         switch self {
         case .latency, .ring, .allPairs: base = size <= 8192 ? 10000 : size <= (256 << 10) ? 1000 : 100
         case .bw, .bwVector, .bibw, .mbwMR: base = size <= 8192 ? 100 : 20
+        case .pack, .unpack, .memcpy: base = size <= 8192 ? 100_000 : 1000
         }
         let iterations = max(1, Int(Double(base) * scale))
         return (iterations, max(1, iterations / 10))
@@ -25,7 +29,7 @@ enum BenchTest: String, CaseIterable, Codable {
     var unit: String {
         switch self {
         case .latency: return "us one-way"
-        case .bw, .bwVector, .bibw: return "MB/s"
+        case .bw, .bwVector, .bibw, .pack, .unpack, .memcpy: return "MB/s"
         case .mbwMR, .ring, .allPairs: return "msg/s"
         }
     }
@@ -58,7 +62,7 @@ struct Sample {
             let rates = (0..<pairs).map { messages[$0] / max(seconds[$0], 1e-12) }
             value = test == .mbwMR ? rates.reduce(0, +) : rates.reduce(0, +) * Double(size) / 1e6
             transmitted = (0..<pairs).map { messages[$0] }.reduce(0, +)
-        case .bibw:
+        case .bibw, .pack, .unpack, .memcpy:
             value = messages[0] * Double(size) / max(seconds[0], 1e-12) / 1e6
             transmitted = messages[0]
         case .ring, .allPairs:

@@ -22,7 +22,7 @@ public struct DeviceProfile: Hashable, Sendable {
     public static let softwareNIC = DeviceProfile(
         name: "software-nic", summary: "the software NIC's own limits",
         capabilities: DeviceCapabilities(
-            maxMessageSize: 64 << 20, maxInlineData: 4096, maxScatterEntries: 16, maxQueuePairs: 4096,
+            maxMessageSize: 64 << 20, maxInlineData: 4096, maxScatterEntries: 64, maxQueuePairs: 4096,
             maxQueueDepth: 16384, maxCompletionQueueDepth: 1 << 20, maxMemoryRegions: 1 << 20,
             maxMemoryRegionSize: 1 << 40, maxPrivateData: 56, atomics: .global,
             memoryModel: .followsCurrentMapping, oneSidedProgress: .targetProgressThread,

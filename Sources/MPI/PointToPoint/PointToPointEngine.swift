@@ -89,7 +89,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         self.device = device
         self.settings = settings
         self.waiting = waiting
-        readScatterLimit = min(16, device.capabilities.maxScatterEntries)
+        readScatterLimit = min(64, device.capabilities.maxScatterEntries)
         let domain: Device.ProtectionDomain
         do throws(FabricError) {
             domain = try device.allocateProtectionDomain()
