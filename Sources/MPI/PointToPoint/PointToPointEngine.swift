@@ -566,7 +566,9 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
                 fail(channel, "a rendezvous READ ended with \(completion.status) (\(completion.detail))")
                 return
             }
-            guard requests[index].inUse, !requests[index].complete else { return }
+            // (After a failure the request completed, and its entry may
+            // serve another operation already.)
+            guard channel.failure == nil, requests[index].inUse, !requests[index].complete else { return }
             channel.readBytesInFlight -= chunk
             requests[index].readDone += chunk
             if requests[index].readDone == requests[index].readTotal { finishRendezvousReceive(index, on: channel) }
