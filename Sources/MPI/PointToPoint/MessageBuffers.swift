@@ -34,13 +34,19 @@ struct SendBuffer {
     }
 
     /// Copies message bytes `start ..< start + length` to `destination`.
+    /// (Inlined: on the eager path of contiguous data it is one memcpy.)
+    @inline(__always)
     func copy(_ start: Int = 0, length: Int, to destination: UnsafeMutableRawPointer) {
         guard length > 0, let base else { return }
-        if let layout {
-            layout.gather(from: base, count: count, packedFrom: start, length: length, into: destination)
-        } else {
+        if layout == nil {
             destination.copyMemory(from: base + start, byteCount: length)
+        } else {
+            gather(start, length: length, to: destination, from: base)
         }
+    }
+
+    private func gather(_ start: Int, length: Int, to destination: UnsafeMutableRawPointer, from base: UnsafeRawPointer) {
+        layout?.gather(from: base, count: count, packedFrom: start, length: length, into: destination)
     }
 }
 

@@ -103,11 +103,14 @@ struct RequestTable {
     }
 
     mutating func complete(_ index: UInt32, count: Int, error: MPIError? = nil) {
-        entries[Int(index)].complete = true
-        entries[Int(index)].status.count = count
-        entries[Int(index)].status.error = error
-        assert(entries[Int(index)].registration == nil, "a request completed without giving its registration back")
-        if entries[Int(index)].detached { _ = collect(index) }
+        let detached = entries.withUnsafeMutableBufferPointer { entries in
+            entries[Int(index)].complete = true
+            entries[Int(index)].status.count = count
+            entries[Int(index)].status.error = error
+            assert(entries[Int(index)].registration == nil, "a request completed without giving its registration back")
+            return entries[Int(index)].detached
+        }
+        if detached { _ = collect(index) }
     }
 
     /// Frees a completed entry and returns its status.
