@@ -50,8 +50,12 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     /// Messages a matched probe took off the matching queue, until received.
     @exclusivity(unchecked) private var matchedMessages: [UInt64: MatchingQueues.ArrivedMessage] = [:]
     @exclusivity(unchecked) private var lastMatchedMessage: UInt64 = 0
-    /// The communicators this rank has, by context (a small number).
+    /// The communicators this rank has, by context (a small number), and
+    /// which of them the program freed: those take no new operations, but
+    /// messages that still arrive for them are matched as before (contexts
+    /// are never reused, so they cannot be mistaken for another's).
     @exclusivity(unchecked) private var communicators: [Communicator?] = []
+    @exclusivity(unchecked) private var freedCommunicators: [Bool] = []
     /// Connected peers by world rank, as this engine has met them (the
     /// connection table's lookups take its lock; these do not).
     @exclusivity(unchecked) private var peerChannels: [PeerChannel<Device>?]
@@ -144,8 +148,28 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         lock.lock()
         defer { lock.unlock() }
         let context = Int(communicator.context)
-        if communicators.count <= context { communicators += Array(repeating: nil, count: context + 1 - communicators.count) }
+        if communicators.count <= context {
+            communicators += Array(repeating: nil, count: context + 1 - communicators.count)
+            freedCommunicators += Array(repeating: false, count: context + 1 - freedCommunicators.count)
+        }
         communicators[context] = communicator
+        // Messages that came before the communicator was made here.
+        for message in matching.arrived where message.context == communicator.context && message.peer != rank {
+            guard message.source < communicator.size, communicator.worldRanks[message.source] == message.peer else {
+                if let channel = knownChannel(message.peer) {
+                    fail(channel, "it sent a message as rank \(message.source) of \(communicator), which it is not")
+                }
+                continue
+            }
+        }
+    }
+
+    /// Refuses new operations on `communicator` (MPI_Comm_free).
+    func retire(_ communicator: Communicator) throws(MPIError) {
+        lock.lock()
+        defer { lock.unlock() }
+        try checkKnown(communicator)
+        freedCommunicators[Int(communicator.context)] = true
     }
 
     var currentStatistics: PointToPointStatistics {
@@ -676,19 +700,23 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
 
     /// The sender's rank in the frame's communicator, if the frame's
     /// context is known and that rank is the channel's peer; otherwise
-    /// the connection fails.
+    /// the connection fails. A context this rank has not made yet is one
+    /// a peer made first (it finished the agreement sooner): its messages
+    /// wait among the arrived ones, which no receive can match until the
+    /// communicator is made, and are checked then (`register`).
     private func checkedSource(of header: MessageHeader, from channel: PeerChannel<Device>) -> Int? {
+        guard header.tag >= 0 else {
+            fail(channel, "it sent a message with tag \(header.tag)")
+            return nil
+        }
         guard Int(header.context) < communicators.count, let communicator = communicators[Int(header.context)] else {
+            if header.context >= Communicator.firstMadeContext { return Int(header.source) }
             fail(channel, "it sent a message on unknown communicator context \(header.context)")
             return nil
         }
         let source = Int(header.source)
         guard source < communicator.size, communicator.worldRanks[source] == channel.rank else {
             fail(channel, "it sent a message as rank \(source) of \(communicator), which it is not")
-            return nil
-        }
-        guard header.tag >= 0 else {
-            fail(channel, "it sent a message with tag \(header.tag)")
             return nil
         }
         return source
@@ -1144,6 +1172,9 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         else {
             throw MPIError(.invalidArgument, "\(communicator) is not a communicator of rank \(rank)'s runtime")
         }
+        guard !freedCommunicators[Int(communicator.context)] else {
+            throw MPIError(.invalidArgument, "\(communicator) is freed")
+        }
     }
 }
 
@@ -1179,6 +1210,7 @@ struct PointToPointTransport: Sendable {
     let free: @Sendable (Request) throws(MPIError) -> Void
     let peekStatus: @Sendable (Request) throws(MPIError) -> MessageStatus?
     let completedRequest: @Sendable (Int) -> Request
+    let retire: @Sendable (Communicator) throws(MPIError) -> Void
 
     init<Device: FabricDevice>(_ engine: PointToPointEngine<Device>) {
         connectionCount = { engine.connectionCount }
@@ -1210,5 +1242,6 @@ struct PointToPointTransport: Sendable {
         free = { (request) throws(MPIError) in try engine.free(request) }
         peekStatus = { (request) throws(MPIError) in try engine.peekStatus(request) }
         completedRequest = { engine.completedRequest(count: $0) }
+        retire = { (communicator) throws(MPIError) in try engine.retire(communicator) }
     }
 }

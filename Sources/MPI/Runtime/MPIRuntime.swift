@@ -43,6 +43,8 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
     let transport: PointToPointTransport
     /// The buffer for buffered sends, while one is attached.
     let attachedBuffer = AttachedBuffer()
+    /// The next context this rank would propose for a new communicator.
+    let contexts = ContextCounter()
     /// The runtime's own messages (the finalize barrier) travel on a
     /// communicator of their own, so they never match an application's receive.
     let runtimeCommunicator: Communicator
@@ -108,7 +110,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         Self.logChoice(choice, rank: bootstrap.rank, logger: logger)
         let waiting = WaitDescription()
         self.waiting = waiting
-        runtimeCommunicator = Communicator(context: 2, rank: bootstrap.rank, worldRanks: Array(0..<bootstrap.size))
+        runtimeCommunicator = Communicator(context: 2, internalContext: 2, rank: bootstrap.rank, worldRanks: Array(0..<bootstrap.size))
         let opened: OpenedDevice
         do {
             switch choice.backend {
@@ -157,7 +159,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         // The listener accepts from here on: peers that passed the fence
         // and connected first waited in its backlog.
         transport = try opened.start(settings)
-        for communicator in [world, selfCommunicator, runtimeCommunicator] { transport.register(communicator) }
+        for communicator in [world, world.internalCommunicator, selfCommunicator, runtimeCommunicator] { transport.register(communicator) }
         logger.debug("MPI runtime started", metadata: ["size": "\(size)", "backend": "\(backend)", "bootstrap": "\(bootstrapProtocol)"])
     }
 
