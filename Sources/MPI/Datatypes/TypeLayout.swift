@@ -6,7 +6,8 @@
 ///
 /// Built only through `run`, `repeated`, `sequence` and `shifted`, which
 /// keep it simple: no empty parts, no node with one copy, neighbouring
-/// runs of one basic type merged. So a contiguous type is one `.run`.
+/// runs of one basic type merged. So contiguous elements of one basic type
+/// are one `.run` (and `contiguousOffset` finds the others).
 indirect enum TypeLayout: Sendable {
     /// `count` elements of `basic`, back to back, from `offset`.
     case run(offset: Int, basic: BasicType, count: Int)
