@@ -145,6 +145,8 @@ let package = Package(
         .executableTarget(name: "mpi-requests-check", dependencies: ["MPI"]),
         // A rank for the communicator tests: dup, split, create, free.
         .executableTarget(name: "mpi-communicator-check", dependencies: ["MPI"]),
+        // A rank for the collective tests: every collective checked against a serial computation.
+        .executableTarget(name: "mpi-collective-check", dependencies: ["MPI"]),
         // Ranks for the registration cache's tests: change a buffer's
         // mapping between transfers, check the bytes and the counters.
         .executableTarget(name: "mpi-regcache-check", dependencies: ["MPI", "FabricRegistrationCache", "FabricSupport", "CFabricShims"]),
@@ -154,7 +156,7 @@ let package = Package(
         .executableTarget(name: "fabric-example", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank", "mpi-runtime-check", "FabricTestSupport"]),
-        .testTarget(name: "MPITests", dependencies: ["MPI", "FabricTestSupport", "mpi-runtime-check", "mpi-p2p-check", "mpi-datatype-check", "mpi-requests-check", "mpi-communicator-check", "mpi-regcache-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
+        .testTarget(name: "MPITests", dependencies: ["MPI", "FabricTestSupport", "mpi-runtime-check", "mpi-p2p-check", "mpi-datatype-check", "mpi-requests-check", "mpi-communicator-check", "mpi-collective-check", "mpi-regcache-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
         .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "FabricTestSupport", "mpirun", "mpiexec", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
         .testTarget(

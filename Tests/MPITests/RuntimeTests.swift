@@ -133,6 +133,7 @@ enum Job {
     static var datatypeCheck: String { directory.appendingPathComponent("mpi-datatype-check").path }
     static var requestsCheck: String { directory.appendingPathComponent("mpi-requests-check").path }
     static var communicatorCheck: String { directory.appendingPathComponent("mpi-communicator-check").path }
+    static var collectiveCheck: String { directory.appendingPathComponent("mpi-collective-check").path }
     static var registrationCacheCheck: String { directory.appendingPathComponent("mpi-regcache-check").path }
     static var pmiRank: String { directory.appendingPathComponent("pmi-test-rank").path }
     static let hydra: String? = ["/usr/bin/mpiexec.hydra"].first { FileManager.default.isExecutableFile(atPath: $0) }
