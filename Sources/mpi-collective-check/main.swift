@@ -127,6 +127,24 @@ do {
     let expected = (1..<size).reduce(matrix(0)) { multiply($0, matrix($1)) }
     check(result == expected, "the ordered product is \(result), not \(expected)")
 
+    // A user operation on a type with a gap: only the elements are written.
+    let spaced = try Datatype.vector(count: 2, blockLength: 1, stride: 2, of: .int64)
+    try spaced.commit()
+    let addSpaced = ReductionOperation.user(commutative: true) { input, output, count, _ in
+        for element in 0..<count {
+            for offset in [element * 24, element * 24 + 16] {
+                let sum = input.load(fromByteOffset: offset, as: Int64.self) &+ output.load(fromByteOffset: offset, as: Int64.self)
+                output.storeBytes(of: sum, toByteOffset: offset, as: Int64.self)
+            }
+        }
+    }
+    var spacedResult: [Int64] = [0, 777, 0]
+    try [Int64(rank), -1, Int64(rank * 10)].withUnsafeBytes { send in
+        try spacedResult.withUnsafeMutableBytes { try mpi.allreduce(send.baseAddress, into: $0.baseAddress, count: 1, datatype: spaced, operation: addSpaced) }
+    }
+    let rankSum = Int64((0..<size).reduce(0, +))
+    check(spacedResult == [rankSum, 777, rankSum * 10], "a user operation on a spaced type: \(spacedResult)")
+
     // Bad input: a root outside, an operation on a type it is not defined on.
     do {
         try mpi.broadcast(nil, count: 0, datatype: .int64, root: size)
@@ -142,7 +160,7 @@ do {
     } catch {
         check(error.message == "MPI_SUM is not defined on MPI_C_BOOL", "sum of booleans: \(error.message)")
     }
-    print("rank \(rank): collectives ok, \(size) ranks, \(operations + 2) operations checked")
+    print("rank \(rank): collectives ok, \(size) ranks, \(operations + 3) operations checked")
     try mpi.finalize()
 } catch {
     fail("\(error)")

@@ -234,8 +234,8 @@ extension MPIRuntime {
     }
 
     /// The binomial reduction towards rank 0, then to `root`. Partial
-    /// results live in buffers of `count` elements laid out as the type's
-    /// extents say (basic and pair types are contiguous).
+    /// results live in buffers laid out as the elements are (the true span
+    /// of `count` elements), so that an operation sees the type's layout.
     private func reduceToRoot(
         _ send: UnsafeRawPointer?, into receive: UnsafeMutableRawPointer?, count: Int, _ datatype: Datatype,
         _ operation: ReductionOperation, root: Int, on communicator: Communicator
@@ -243,18 +243,26 @@ extension MPIRuntime {
         try checkOpen()
         try datatype.checkUsable(in: "a reduction")
         try operation.check(datatype)
-        let bytes = try blockStride(count, datatype)
-        guard bytes == 0 || send != nil else { throw MPIError(.invalidBuffer, "a reduction of \(count) elements from a null buffer") }
         let size = communicator.size
         let me = communicator.rank
-        let own = communicator.internalCommunicator
-        let accumulated = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 16)
-        let incoming = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 16)
-        defer {
-            accumulated.deallocate()
-            incoming.deallocate()
+        let packedBytes = try datatype.checkedSize(count: count, in: "a reduction")
+        guard packedBytes == 0 || send != nil else { throw MPIError(.invalidBuffer, "a reduction of \(count) elements from a null buffer") }
+        guard packedBytes == 0 || me != root || receive != nil else {
+            throw MPIError(.invalidBuffer, "a reduction of \(count) elements into a null buffer")
         }
-        if bytes > 0 { accumulated.copyMemory(from: send!, byteCount: bytes) }
+        let own = communicator.internalCommunicator
+        let span = datatype.trueSpan(count: count)
+        let bytes = span.count
+        let accumulatedMemory = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 16)
+        let incomingMemory = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 16)
+        defer {
+            accumulatedMemory.deallocate()
+            incomingMemory.deallocate()
+        }
+        // The elements' addresses in the two buffers.
+        let accumulated = accumulatedMemory - span.lowerBound
+        let incoming = incomingMemory - span.lowerBound
+        if bytes > 0 { accumulatedMemory.copyMemory(from: send! + span.lowerBound, byteCount: bytes) }
         var mask = 1
         while mask < size {
             if me & mask != 0 {
@@ -267,12 +275,16 @@ extension MPIRuntime {
                     ReceiveBuffer(incoming, count: count, datatype: datatype, for: "a reduction"), MessageSource(me + mask), 1, own))
                 // Lower ranks first: accumulated = accumulated op incoming.
                 operation.apply(accumulated, to: incoming, count: count, datatype: datatype)
-                if bytes > 0 { accumulated.copyMemory(from: incoming, byteCount: bytes) }
+                if bytes > 0 { accumulatedMemory.copyMemory(from: incomingMemory, byteCount: bytes) }
             }
             mask <<= 1
         }
         if root == 0 {
-            if me == 0, bytes > 0 { receive?.copyMemory(from: accumulated, byteCount: bytes) }
+            // Only the elements' bytes are written, never the gaps between.
+            if me == 0, packedBytes > 0, let receive {
+                let packed = SendBuffer(UnsafeRawPointer(accumulated), count: count, datatype: datatype).packed()
+                packed.withUnsafeBytes { datatype.scatter(from: $0.baseAddress!, into: receive, count: count, packedFrom: 0, length: packedBytes) }
+            }
         } else if me == 0 {
             try completeChecked(try transport.startSend(
                 SendBuffer(UnsafeRawPointer(accumulated), count: count, datatype: datatype, for: "a reduction"), root, 1, own, false))
