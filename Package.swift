@@ -130,26 +130,28 @@ let package = Package(
         // runtime (runtime messages in a ring, to all, while busy; abort;
         // waiting).
         .executableTarget(name: "pmi-test-rank", dependencies: ["PMI"]),
-        .executableTarget(name: "mpi-runtime-check", dependencies: ["MPI"]),
+        .executableTarget(name: "mpi-runtime-check", dependencies: ["MPI", "RankCheck"]),
         // A first MPI program (README).
         .executableTarget(name: "mpi-example", dependencies: ["MPI"]),
         // OSU-style benchmarks of the MPI layer (run under mpirun).
         .executableTarget(
             name: "mpibench",
             dependencies: ["MPI", "CAllocationCounter", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        // What the test ranks share: a failed check names what differed and ends the rank.
+        .target(name: "RankCheck"),
         // A rank for the point-to-point tests: one scenario per mode.
-        .executableTarget(name: "mpi-p2p-check", dependencies: ["MPI", "FabricSupport"]),
+        .executableTarget(name: "mpi-p2p-check", dependencies: ["MPI", "FabricSupport", "RankCheck"]),
         // A rank for the datatype tests: messages through datatypes, every byte checked.
-        .executableTarget(name: "mpi-datatype-check", dependencies: ["MPI"]),
+        .executableTarget(name: "mpi-datatype-check", dependencies: ["MPI", "RankCheck"]),
         // A rank for the tests of send modes, matched probes, persistent requests, cancel.
-        .executableTarget(name: "mpi-requests-check", dependencies: ["MPI"]),
+        .executableTarget(name: "mpi-requests-check", dependencies: ["MPI", "RankCheck"]),
         // A rank for the communicator tests: dup, split, create, free.
-        .executableTarget(name: "mpi-communicator-check", dependencies: ["MPI"]),
+        .executableTarget(name: "mpi-communicator-check", dependencies: ["MPI", "RankCheck"]),
         // A rank for the collective tests: every collective checked against a serial computation.
-        .executableTarget(name: "mpi-collective-check", dependencies: ["MPI"]),
+        .executableTarget(name: "mpi-collective-check", dependencies: ["MPI", "RankCheck"]),
         // Ranks for the registration cache's tests: change a buffer's
         // mapping between transfers, check the bytes and the counters.
-        .executableTarget(name: "mpi-regcache-check", dependencies: ["MPI", "FabricRegistrationCache", "FabricSupport", "CFabricShims"]),
+        .executableTarget(name: "mpi-regcache-check", dependencies: ["MPI", "FabricRegistrationCache", "FabricSupport", "CFabricShims", "RankCheck"]),
         // The far end of the connection in the tests that kill or stop it.
         .executableTarget(name: "fabric-test-peer", dependencies: ["Fabric"]),
         // The README's API example, both sides; FabricTests runs it.

@@ -5,16 +5,7 @@
 // a failed check prints what differed and exits 1.
 import Glibc
 import MPI
-
-func fail(_ message: String) -> Never {
-    let line = Array("mpi-communicator-check: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(1)
-}
-
-func check(_ condition: Bool, _ what: @autoclosure () -> String) {
-    if !condition { fail(what()) }
-}
+import RankCheck
 
 do {
     let mpi = try MPIRuntime.initialize()

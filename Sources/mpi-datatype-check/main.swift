@@ -12,16 +12,7 @@
 import Foundation
 import Glibc
 import MPI
-
-func fail(_ message: String) -> Never {
-    let line = Array("mpi-datatype-check: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(1)
-}
-
-func check(_ condition: Bool, _ what: @autoclosure () -> String) {
-    if !condition { fail(what()) }
-}
+import RankCheck
 
 /// Memory for `count` elements of `type`, its address placed so that
 /// every byte of the elements falls inside, filled with `fill(i)`.

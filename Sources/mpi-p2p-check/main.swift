@@ -29,12 +29,7 @@ import FabricSupport
 import Foundation
 import Glibc
 import MPI
-
-func fail(_ message: String) -> Never {
-    let line = Array("mpi-p2p-check: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(1)
-}
+import RankCheck
 
 /// Problems the async mode's tasks found.
 final class AsyncOutcome: @unchecked Sendable {  // behind its lock
@@ -47,10 +42,6 @@ final class AsyncOutcome: @unchecked Sendable {  // behind its lock
 /// The bytes message `sequence` of `size` bytes carries.
 func pattern(_ size: Int, _ sequence: Int) -> [UInt8] {
     (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ sequence &* 7 &+ size) }
-}
-
-func check(_ condition: Bool, _ what: @autoclosure () -> String) {
-    if !condition { fail(what()) }
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())

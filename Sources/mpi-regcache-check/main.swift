@@ -42,17 +42,8 @@ import FabricSupport
 import Foundation
 import Glibc
 import MPI
+import RankCheck
 import Synchronization
-
-func fail(_ message: String) -> Never {
-    let line = Array("mpi-regcache-check: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(1)
-}
-
-func check(_ condition: Bool, _ what: @autoclosure () -> String) {
-    if !condition { fail(what()) }
-}
 
 let megabyte = 1 << 20
 let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))

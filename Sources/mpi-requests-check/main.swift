@@ -15,16 +15,7 @@
 import Foundation
 import Glibc
 import MPI
-
-func fail(_ message: String) -> Never {
-    let line = Array("mpi-requests-check: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(1)
-}
-
-func check(_ condition: Bool, _ what: @autoclosure () -> String) {
-    if !condition { fail(what()) }
-}
+import RankCheck
 
 func pattern(_ size: Int, _ sequence: Int) -> [UInt8] {
     (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ sequence &* 7 &+ size) }

@@ -13,12 +13,7 @@
 //                 first message (connection included) and a second one
 import Glibc
 import MPI
-
-func fail(_ message: String) -> Never {
-    let line = Array("mpi-runtime-check: \(message)\n".utf8)
-    _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-    exit(1)
-}
+import RankCheck
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 let mode = arguments.first ?? "ring"
