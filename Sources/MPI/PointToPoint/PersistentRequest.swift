@@ -31,8 +31,6 @@ public final class PersistentRequest: Sendable, CustomStringConvertible {
     /// The request of the current start, if it is active.
     public var activeRequest: Request? { state.withLock { $0.active } }
 
-    var isFreed: Bool { state.withLock { $0.freed } }
-
     /// Records a start; throws if one is active or the request is freed.
     func begin(_ start: () throws(MPIError) -> Request) throws(MPIError) {
         try state.withLock { (state) throws(MPIError) in
