@@ -113,37 +113,17 @@ extension MPIRuntime {
         return made
     }
 
-    /// Every rank's `values` (all of one length), by rank: a ring on the
-    /// communicator's internal context, n - 1 steps.
+    /// Every rank's `values` (all of one length), by rank: an allgather
+    /// on the communicator's internal context.
     func allgather(_ values: [Int], on communicator: Communicator) throws(MPIError) -> [[Int]] {
-        let size = communicator.size
-        let me = communicator.rank
-        var blocks = Array(repeating: [Int](), count: size)
-        blocks[me] = values
-        let ring = communicator.internalCommunicator
-        let next = (me + 1) % size
-        let previous = (me + size - 1) % size
-        var held = me
-        for _ in 0..<max(0, size - 1) {
-            let arriving = (held + size - 1) % size
-            var incoming = [Int](repeating: 0, count: values.count)
-            let status = try withMutableBytes(of: &incoming) { (into) throws(MPIError) -> MessageStatus in
-                try withBytes(of: blocks[held]) { (outgoing) throws(MPIError) -> MessageStatus in
-                    let receiving = try transport.startReceive(ReceiveBuffer(into), MessageSource(previous), 0, ring)
-                    let sending = try transport.startSend(SendBuffer(outgoing), next, 0, ring, false)
-                    let status = try complete(receiving)
-                    if let error = try complete(sending).error { throw error }
-                    return status
-                }
+        var gathered = [Int](repeating: 0, count: values.count * communicator.size)
+        try withBytes(of: values) { (outgoing) throws(MPIError) in
+            try withMutableBytes(of: &gathered) { (incoming) throws(MPIError) in
+                try allgather(outgoing.baseAddress, count: values.count, datatype: Int.datatype,
+                              into: incoming.baseAddress, receiveCount: values.count, receiveDatatype: Int.datatype, on: communicator)
             }
-            if let error = status.error { throw error }
-            guard status.count == values.count * MemoryLayout<Int>.stride else {
-                throw MPIError(.invalidArgument, "rank \(previous) of \(communicator) took part in another collective call (\(status.count) bytes, not \(values.count * MemoryLayout<Int>.stride))")
-            }
-            blocks[arriving] = incoming
-            held = arriving
         }
-        return blocks
+        return (0..<communicator.size).map { Array(gathered[$0 * values.count..<($0 + 1) * values.count]) }
     }
 }
 

@@ -193,8 +193,8 @@ extension MPIRuntime {
     /// nil (MPI_Test).
     public func test(_ request: Request) throws(MPIError) -> MessageStatus? {
         do throws(MPIError) {
-            guard try transport.isComplete(request) else { return nil }
-            let status = transport.collect(request)
+            guard try isComplete(request) else { return nil }
+            let status = collect(request)
             if let error = status.error { throw error }
             return status
         } catch {
@@ -206,7 +206,7 @@ extension MPIRuntime {
     /// An error of any of them goes to the error handler once all completed.
     public func waitAll(_ requests: [Request]) throws(MPIError) -> [MessageStatus] {
         do { try waitUntilAllFinished(requests) } catch { return try raise(error) }
-        let statuses = requests.map { transport.collect($0) }
+        let statuses = requests.map { collect($0) }
         try raiseFirstError(of: statuses)
         return statuses
     }
@@ -218,7 +218,7 @@ extension MPIRuntime {
             try waitUntilAllFinished(requests)
             var failure: MPIError?
             for request in requests {
-                let status = transport.collect(request)
+                let status = collect(request)
                 if failure == nil, let error = status.error { failure = error }
             }
             if let failure { throw failure }
@@ -234,8 +234,8 @@ extension MPIRuntime {
         var found = -1
         do {
             try transport.wait { () throws(MPIError) -> Bool in
-                transport.advance()
-                for (index, request) in requests.enumerated() where try transport.isFinished(request) {
+                advance()
+                for (index, request) in requests.enumerated() where try isFinished(request) {
                     found = index
                     return true
                 }
@@ -244,7 +244,7 @@ extension MPIRuntime {
         } catch {
             return try raise(error)
         }
-        let status = transport.collect(requests[found])
+        let status = collect(requests[found])
         if let error = status.error { return try raise(error) }
         return (found, status)
     }
@@ -254,8 +254,8 @@ extension MPIRuntime {
     public func waitSome(_ requests: [Request]) throws(MPIError) -> [(index: Int, status: MessageStatus)] {
         guard !requests.isEmpty else { return [] }
         _ = try? transport.wait { () throws(MPIError) -> Bool in
-            transport.advance()
-            for request in requests where try transport.isFinished(request) { return true }
+            advance()
+            for request in requests where try isFinished(request) { return true }
             return false
         }
         return try collectFinished(requests)
@@ -264,23 +264,23 @@ extension MPIRuntime {
     /// Every status if all `requests` have completed (then all are used
     /// up), else nil and none is (MPI_Testall).
     public func testAll(_ requests: [Request]) throws(MPIError) -> [MessageStatus]? {
-        transport.advance()
+        advance()
         do {
-            for request in requests where try !transport.isFinished(request) { return nil }
+            for request in requests where try !isFinished(request) { return nil }
         } catch {
             return try raise(error)
         }
-        let statuses = requests.map { transport.collect($0) }
+        let statuses = requests.map { collect($0) }
         try raiseFirstError(of: statuses)
         return statuses
     }
 
     /// One completed request of `requests` with its index, or nil (MPI_Testany).
     public func testAny(_ requests: [Request]) throws(MPIError) -> (index: Int, status: MessageStatus)? {
-        transport.advance()
+        advance()
         do throws(MPIError) {
-            for (index, request) in requests.enumerated() where try transport.isFinished(request) {
-                let status = transport.collect(request)
+            for (index, request) in requests.enumerated() where try isFinished(request) {
+                let status = collect(request)
                 if let error = status.error { throw error }
                 return (index, status)
             }
@@ -292,15 +292,15 @@ extension MPIRuntime {
 
     /// The completed requests of `requests` with their indices (MPI_Testsome).
     public func testSome(_ requests: [Request]) throws(MPIError) -> [(index: Int, status: MessageStatus)] {
-        transport.advance()
+        advance()
         return try collectFinished(requests)
     }
 
     private func collectFinished(_ requests: [Request]) throws(MPIError) -> [(index: Int, status: MessageStatus)] {
         var done: [(index: Int, status: MessageStatus)] = []
         do {
-            for (index, request) in requests.enumerated() where try transport.isFinished(request) {
-                done.append((index, transport.collect(request)))
+            for (index, request) in requests.enumerated() where try isFinished(request) {
+                done.append((index, collect(request)))
             }
         } catch {
             return try raise(error)
@@ -312,8 +312,8 @@ extension MPIRuntime {
     /// Advances until every one of `requests` is complete (none collected).
     private func waitUntilAllFinished(_ requests: [Request]) throws(MPIError) {
         try transport.wait { () throws(MPIError) -> Bool in
-            transport.advance()
-            for request in requests where try !transport.isFinished(request) { return false }
+            advance()
+            for request in requests where try !isFinished(request) { return false }
             return true
         }
     }
@@ -332,6 +332,7 @@ extension MPIRuntime {
         do {
             try checkOpen()
             try transport.wait { () throws(MPIError) -> Bool in
+                collectives.advance()
                 found = try transport.probe(source, tag, communicator ?? world)
                 return found != nil
             }

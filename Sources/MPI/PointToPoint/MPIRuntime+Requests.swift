@@ -10,6 +10,7 @@ extension MPIRuntime {
         do {
             try checkOpen()
             try transport.wait { () throws(MPIError) -> Bool in
+                collectives.advance()
                 found = try transport.matchedProbe(source, tag, communicator ?? world)
                 return found != nil
             }
@@ -63,20 +64,36 @@ extension MPIRuntime {
     /// Cancels `request` (MPI_Cancel): a receive not yet matched completes
     /// at once with `isCancelled` set in its status; anything else
     /// completes as it would have, not cancelled. Complete it as usual.
+    /// A collective's request cannot be cancelled (MPI 3.1 §5.12).
     public func cancel(_ request: Request) throws(MPIError) {
+        guard !request.isCollective else {
+            return try raise(MPIError(.invalidRequest, "\(request) cannot be cancelled: a collective completes on every rank or on none"))
+        }
         do { try transport.cancel(request) } catch { try raise(error) as Void }
     }
 
     /// Lets `request` go (MPI_Request_free): it completes on its own and is
     /// never reported; the handle names nothing from now on.
+    /// A collective's request cannot be freed: complete it (MPI 3.1 §5.12).
     public func free(_ request: Request) throws(MPIError) {
+        guard !request.isCollective else {
+            return try raise(MPIError(.invalidRequest, "\(request) cannot be freed: wait for it or test it until it completes"))
+        }
         do { try transport.free(request) } catch { try raise(error) as Void }
     }
 
     /// The status of `request` if it has completed, without using it up
     /// (MPI_Request_get_status); nil while it is in progress.
     public func status(of request: Request) throws(MPIError) -> MessageStatus? {
-        do { return try transport.peekStatus(request) } catch { return try raise(error) }
+        do {
+            if request.isCollective {
+                advance()
+                return try collectives.peekStatus(request)
+            }
+            return try transport.peekStatus(request)
+        } catch {
+            return try raise(error)
+        }
     }
 
     // MARK: - Send-receive in one buffer

@@ -20,11 +20,11 @@ extension MPIRuntime {
         do {
             return try attachedBuffer.detach { (requests) throws(MPIError) in
                 try transport.wait { () throws(MPIError) -> Bool in
-                    transport.advance()
-                    for request in requests where try !transport.isFinished(request) { return false }
+                    advance()
+                    for request in requests where try !isFinished(request) { return false }
                     return true
                 }
-                for request in requests { _ = transport.collect(request) }
+                for request in requests { _ = collect(request) }
             }
         } catch {
             return try raise(error)
@@ -91,8 +91,8 @@ extension MPIRuntime {
                 isComplete: { request in
                     // Its outcome is the program's no longer: a failed
                     // connection shows in the program's own operations.
-                    guard (try? transport.isFinished(request)) == true else { return false }
-                    _ = transport.collect(request)
+                    guard (try? isFinished(request)) == true else { return false }
+                    _ = collect(request)
                     return true
                 })
         } catch {

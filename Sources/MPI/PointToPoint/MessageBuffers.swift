@@ -17,16 +17,6 @@ struct SendBuffer {
         count = bytes.count
     }
 
-    /// `count` elements of a committed `datatype` whose size is checked
-    /// already, at a valid `base` (the layer's own buffers).
-    init(_ base: UnsafeRawPointer, count: Int, datatype: Datatype) {
-        self.base = base
-        self.count = count
-        length = count * datatype.size
-        layout = datatype.contiguousRange(count: count) == nil ? datatype : nil
-        if let offset = datatype.contiguousRange(count: count) { self.base = base + offset }
-    }
-
     /// `count` elements of `datatype` at `base`; a type whose elements
     /// are one range becomes that range.
     init(_ base: UnsafeRawPointer?, count: Int, datatype: Datatype, for operation: @autoclosure () -> String) throws(MPIError) {

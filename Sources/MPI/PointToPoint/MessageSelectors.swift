@@ -71,6 +71,13 @@ public struct Request: Hashable, Sendable, CustomStringConvertible {
     let index: UInt32
     let generation: UInt32
 
+    /// Set in the generation of a collective's request (its entry is in
+    /// `CollectiveProgress`); a point-to-point request's generation never
+    /// has it (`RequestTable` keeps generations below it).
+    static let collectiveMark: UInt32 = 0x8000_0000
+
+    var isCollective: Bool { generation & Self.collectiveMark != 0 }
+
     /// The request's number as answers on the wire carry it.
     var cookie: UInt64 { UInt64(generation) << 32 | UInt64(index) }
 
@@ -84,7 +91,9 @@ public struct Request: Hashable, Sendable, CustomStringConvertible {
         generation = UInt32(truncatingIfNeeded: cookie >> 32)
     }
 
-    public var description: String { "request \(index).\(generation)" }
+    public var description: String {
+        isCollective ? "collective request \(index).\(generation & ~Self.collectiveMark)" : "request \(index).\(generation)"
+    }
 }
 
 /// A message taken off the matching queue by a matched probe (MPI_Message):

@@ -172,6 +172,14 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         freedCommunicators[Int(communicator.context)] = true
     }
 
+    /// Throws unless `communicator` is this rank's and not freed.
+    func checkUsable(_ communicator: Communicator) throws(MPIError) {
+        lock.lock()
+        defer { lock.unlock() }
+        try checkOpen()
+        try checkKnown(communicator)
+    }
+
     var currentStatistics: PointToPointStatistics {
         lock.lock()
         defer { lock.unlock() }
@@ -1211,6 +1219,7 @@ struct PointToPointTransport: Sendable {
     let peekStatus: @Sendable (Request) throws(MPIError) -> MessageStatus?
     let completedRequest: @Sendable (Int) -> Request
     let retire: @Sendable (Communicator) throws(MPIError) -> Void
+    let checkUsable: @Sendable (Communicator) throws(MPIError) -> Void
 
     init<Device: FabricDevice>(_ engine: PointToPointEngine<Device>) {
         connectionCount = { engine.connectionCount }
@@ -1243,5 +1252,6 @@ struct PointToPointTransport: Sendable {
         peekStatus = { (request) throws(MPIError) in try engine.peekStatus(request) }
         completedRequest = { engine.completedRequest(count: $0) }
         retire = { (communicator) throws(MPIError) in try engine.retire(communicator) }
+        checkUsable = { (communicator) throws(MPIError) in try engine.checkUsable(communicator) }
     }
 }

@@ -41,6 +41,10 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
 
     private let bootstrap: any BootstrapClient
     let transport: PointToPointTransport
+    /// The collectives in flight (blocking ones too, while they run).
+    let collectives: CollectiveProgress
+    /// Which algorithm each collective uses.
+    let collectiveSettings: CollectiveSettings
     /// The buffer for buffered sends, while one is attached.
     let attachedBuffer = AttachedBuffer()
     /// The next context this rank would propose for a new communicator.
@@ -128,6 +132,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         }
         address = opened.address
         diagnostics = Self.installDiagnostics(rank: bootstrap.rank, waiting: waiting)
+        collectiveSettings = try CollectiveSettings.fromEnvironment(environment)
         var settings = try PointToPointSettings.choose(capabilities: opened.capabilities, environment: environment)
         do {
             if rank == 0 {
@@ -159,6 +164,7 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         // The listener accepts from here on: peers that passed the fence
         // and connected first waited in its backlog.
         transport = try opened.start(settings)
+        collectives = CollectiveProgress(transport: transport)
         for communicator in [world, world.internalCommunicator, selfCommunicator, runtimeCommunicator] { transport.register(communicator) }
         logger.debug("MPI runtime started", metadata: ["size": "\(size)", "backend": "\(backend)", "bootstrap": "\(bootstrapProtocol)"])
     }
@@ -268,11 +274,6 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
         return message
     }
 
-    /// Waits for `request` and collects its status (no error handler).
-    func complete(_ request: Request) throws(MPIError) -> MessageStatus {
-        try transport.wait { () throws(MPIError) -> Bool in try transport.isComplete(request) }
-        return transport.collect(request)
-    }
 
     // MARK: - The end
 

@@ -29,6 +29,8 @@ public enum MPISettings {
         MPISetting(name: "FABRIC_TCP_SPIN_BELOW", meaning: "a blocked tcp waiter spins rather than sleeps for a timer due sooner than this (0: always sleep)", unsetMeans: "10us", isSecret: false),
     ] + PointToPointSettings.variables.map { variable in
         MPISetting(name: variable.name, meaning: variable.meaning, unsetMeans: variable.unsetMeans, isSecret: false)
+    } + CollectiveSettings.variables.map { variable in
+        MPISetting(name: variable.name, meaning: variable.meaning, unsetMeans: variable.unsetMeans, isSecret: false)
     } + [
         MPISetting(name: "FABRIC_REGISTRATION_CAP", meaning: "bytes the registration cache may keep registered (cached and in use); it can only lower the default", unsetMeans: "RLIMIT_MEMLOCK on verbs; half of physical memory on tcp, or where the memlock limit does not bind", isSecret: false),
         MPISetting(name: "FABRIC_REGCACHE", meaning: "on or off: off registers every rendezvous buffer for one transfer", unsetMeans: "on", isSecret: false),

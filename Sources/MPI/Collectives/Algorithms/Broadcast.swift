@@ -1,0 +1,79 @@
+extension CollectiveSchedule {
+    /// Binomial tree from `root`: a rank receives once, from the rank
+    /// that differs in its lowest set bit (counted from the root), then
+    /// sends to the ranks below that bit.
+    mutating func binomialBroadcast(_ buffer: Elements, root: Int) {
+        let relative = (rank - root + size) % size
+        var mask = 1
+        while mask < size {
+            if relative & mask != 0 {
+                nextRound()
+                receive(buffer.receiveBuffer, from: (relative - mask + root) % size)
+                break
+            }
+            mask <<= 1
+        }
+        nextRound()
+        mask >>= 1
+        while mask > 0 {
+            if relative + mask < size { send(buffer.sendBuffer, to: (relative + mask + root) % size) }
+            mask >>= 1
+        }
+    }
+
+    /// Van de Geijn's broadcast: the root scatters one block per rank
+    /// down a binomial tree, then a ring allgathers the blocks. Every
+    /// rank sends and receives about twice the message, whatever n, and
+    /// each block lands in place (nothing is copied).
+    mutating func scatterAllgatherBroadcast(_ buffer: Elements, root: Int) {
+        let partition = BlockPartition(count: buffer.count, parts: size)
+        let relative = (rank - root + size) % size
+        func blocks(_ first: Int, _ end: Int) -> Elements {
+            buffer.elements(partition.start(of: first)..<partition.start(of: min(end, size)))
+        }
+        // Scatter: relative rank r ends up with blocks r ..< r + its subtree's size.
+        var mask = 1
+        while mask < size {
+            if relative & mask != 0 {
+                nextRound()
+                receive(blocks(relative, relative + mask).receiveBuffer, from: (relative - mask + root) % size)
+                break
+            }
+            mask <<= 1
+        }
+        nextRound()
+        mask >>= 1
+        while mask > 0 {
+            if relative + mask < size {
+                send(blocks(relative + mask, relative + 2 * mask).sendBuffer, to: (relative + mask + root) % size)
+            }
+            mask >>= 1
+        }
+        // Ring over relative ranks: in step k, block relative - k goes on
+        // and block relative - k - 1 comes in.
+        let next = (rank + 1) % size
+        let previous = (rank + size - 1) % size
+        for step in 0..<max(0, size - 1) {
+            nextRound()
+            let outgoing = (relative - step + size) % size
+            let incoming = (relative - step - 1 + 2 * size) % size
+            exchange(blocks(outgoing, outgoing + 1).sendBuffer, to: next, blocks(incoming, incoming + 1).receiveBuffer, from: previous)
+        }
+    }
+}
+
+/// `count` elements cut into `parts` blocks as even as can be (the first
+/// `count % parts` one element longer).
+struct BlockPartition {
+    let count: Int
+    let parts: Int
+
+    /// The first element of block `index` (`parts` gives `count`).
+    func start(of index: Int) -> Int {
+        let base = count / parts
+        let longer = count % parts
+        return index * base + min(index, longer)
+    }
+
+    func range(_ index: Int) -> Range<Int> { start(of: index)..<start(of: index + 1) }
+}

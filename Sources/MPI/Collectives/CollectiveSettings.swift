@@ -1,0 +1,107 @@
+/// Which algorithm each collective uses. Unset, the choice follows the
+/// message size and the number of ranks (`choose...`); each can be fixed
+/// by an environment variable (listed by mpiinfo), and
+/// `MPIRuntime.collectiveAlgorithm` says what a call would use.
+struct CollectiveSettings: Sendable, Equatable {
+    enum Broadcast: String, CaseIterable, Sendable {
+        /// log2 n rounds of the whole message: small messages.
+        case binomial
+        /// The root scatters n blocks, then a ring allgathers them: each
+        /// rank sends about twice the message, whatever n (large ones).
+        case scatterAllgather = "scatter-allgather"
+    }
+
+    enum Allreduce: String, CaseIterable, Sendable {
+        /// log2 n exchanges of the whole vector, any operation.
+        case recursiveDoubling = "recursive-doubling"
+        /// A ring reduce-scatter, then a ring allgather: each rank sends
+        /// about twice the vector (commutative operations, large vectors).
+        case ring
+        /// A binomial reduce to rank 0, then a binomial broadcast.
+        case reduceBroadcast = "reduce-broadcast"
+    }
+
+    enum Allgather: String, CaseIterable, Sendable {
+        /// n - 1 steps to the next rank.
+        case ring
+        /// log2 n exchanges of doubling size (n a power of two; otherwise the ring).
+        case recursiveDoubling = "recursive-doubling"
+    }
+
+    enum AllToAll: String, CaseIterable, Sendable {
+        /// Every block posted at once: small blocks.
+        case linear
+        /// n steps, one peer to send to and one to receive from in each.
+        case pairwise
+    }
+
+    var broadcast: Broadcast?
+    var allreduce: Allreduce?
+    var allgather: Allgather?
+    var allToAll: AllToAll?
+    /// Bytes from which the large-message algorithms are chosen.
+    var largeMessage = 65536
+    /// Bytes per block below which all-to-all posts every block at once.
+    var smallAllToAllBlock = 1024
+
+    static let variables: [(name: String, meaning: String, unsetMeans: String)] = [
+        ("FABRIC_MPI_BCAST", "the broadcast algorithm: " + Broadcast.allCases.map(\.rawValue).joined(separator: ", "),
+         "binomial below FABRIC_MPI_COLL_LARGE bytes or with 2 ranks, scatter-allgather from it"),
+        ("FABRIC_MPI_ALLREDUCE", "the allreduce algorithm: " + Allreduce.allCases.map(\.rawValue).joined(separator: ", ") + " (ring only for commutative operations)",
+         "recursive-doubling below FABRIC_MPI_COLL_LARGE bytes, ring from it when the operation commutes"),
+        ("FABRIC_MPI_ALLGATHER", "the allgather algorithm: " + Allgather.allCases.map(\.rawValue).joined(separator: ", "),
+         "recursive-doubling below FABRIC_MPI_COLL_LARGE bytes per rank when the ranks are a power of two, else ring"),
+        ("FABRIC_MPI_ALLTOALL", "the all-to-all algorithm: " + AllToAll.allCases.map(\.rawValue).joined(separator: ", "),
+         "linear below FABRIC_MPI_ALLTOALL_SMALL bytes per block, pairwise from it"),
+        ("FABRIC_MPI_COLL_LARGE", "bytes from which broadcast, allreduce and allgather use their large-message algorithms", "65536"),
+        ("FABRIC_MPI_ALLTOALL_SMALL", "bytes per block below which all-to-all posts every block at once", "1024"),
+    ]
+
+    static func fromEnvironment(_ environment: [String: String]) throws(MPIError) -> CollectiveSettings {
+        var settings = CollectiveSettings()
+        func algorithm<A: RawRepresentable & CaseIterable>(_ name: String, _: A.Type) throws(MPIError) -> A? where A.RawValue == String {
+            guard let text = environment[name] else { return nil }
+            guard let value = A(rawValue: text) else {
+                throw MPIError(.invalidArgument, "\(name)=\(text): expected one of " + A.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            return value
+        }
+        func bytes(_ name: String) throws(MPIError) -> Int? {
+            guard let text = environment[name] else { return nil }
+            guard let value = Int(text), value >= 0 else { throw MPIError(.invalidArgument, "\(name)=\(text): expected a number of bytes") }
+            return value
+        }
+        settings.broadcast = try algorithm("FABRIC_MPI_BCAST", Broadcast.self)
+        settings.allreduce = try algorithm("FABRIC_MPI_ALLREDUCE", Allreduce.self)
+        settings.allgather = try algorithm("FABRIC_MPI_ALLGATHER", Allgather.self)
+        settings.allToAll = try algorithm("FABRIC_MPI_ALLTOALL", AllToAll.self)
+        if let value = try bytes("FABRIC_MPI_COLL_LARGE") { settings.largeMessage = value }
+        if let value = try bytes("FABRIC_MPI_ALLTOALL_SMALL") { settings.smallAllToAllBlock = value }
+        return settings
+    }
+
+    // MARK: - Choosing
+
+    func chooseBroadcast(bytes: Int, ranks: Int) -> Broadcast {
+        if let broadcast { return broadcast }
+        return bytes < largeMessage || ranks <= 2 ? .binomial : .scatterAllgather
+    }
+
+    /// The ring needs a commutative operation and an element per rank;
+    /// asked for without them, recursive doubling serves.
+    func chooseAllreduce(bytes: Int, count: Int, ranks: Int, commutative: Bool) -> Allreduce {
+        let ringFits = commutative && count >= ranks && ranks > 1
+        if let allreduce { return allreduce == .ring && !ringFits ? .recursiveDoubling : allreduce }
+        return bytes >= largeMessage && ringFits ? .ring : .recursiveDoubling
+    }
+
+    func chooseAllgather(bytesPerRank: Int, ranks: Int) -> Allgather {
+        let powerOfTwo = ranks & (ranks - 1) == 0
+        if let allgather { return allgather == .recursiveDoubling && !powerOfTwo ? .ring : allgather }
+        return bytesPerRank < largeMessage && powerOfTwo ? .recursiveDoubling : .ring
+    }
+
+    func chooseAllToAll(bytesPerBlock: Int) -> AllToAll {
+        allToAll ?? (bytesPerBlock < smallAllToAllBlock ? .linear : .pairwise)
+    }
+}
