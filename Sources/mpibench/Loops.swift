@@ -69,7 +69,7 @@ struct Loops {
     }
 
     /// Runs `body` `warmup + iterations` times, timing the last `iterations`.
-    private func timed(warmup: Int, iterations: Int, messagesPerIteration: Int, _ body: (Int) throws -> Void) throws -> LoopResult {
+    func timed(warmup: Int, iterations: Int, messagesPerIteration: Int, _ body: (Int) throws -> Void) throws -> LoopResult {
         for index in 0..<warmup { try body(index) }
         let copiedBefore = mpi.pointToPointStatistics.copiedBytes
         allocation_counter_enable(1)

@@ -12,7 +12,9 @@ struct MPIBench: ParsableCommand {
         abstract: "Latency, bandwidth, bidirectional bandwidth, message rate and many-rank exchanges of this MPI, OSU style.",
         discussion: """
             Run under a launcher: `mpirun -n 2 mpibench` (latency, bw, bibw use ranks 0 and 1; mbw_mr pairs rank i with i + n/2; \
-            ring and allpairs use every rank). Repetitions are interleaved over the tests and sizes; each row gives the median \
+            ring, allpairs and the collectives (barrier; allreduce of float sums, bcast from rank 0, alltoall with size bytes per \
+            block) use every rank; a collective's row is the slowest rank's time per operation, its p99 the slowest rank's \
+            99th-percentile operation). Repetitions are interleaved over the tests and sizes; each row gives the median \
             over repetitions and the spread (lowest to highest repetition, relative to the median), the payload bytes the MPI \
             layer copied per message (copied/msg, both sides summed) and the heap allocations per message of the busiest rank \
             (alloc/msg).
@@ -83,7 +85,9 @@ struct MPIBench: ParsableCommand {
         let chosen = try testList()
         let sizes = try sizeList()
         guard mpi.size >= 2 else { throw ValidationError("mpibench needs at least 2 ranks (mpirun -n 2 mpibench)") }
-        var loops = try Loops(mpi: mpi, largest: sizes.max() ?? 1, window: window, pool: pool, spreadOut: chosen.contains { [.bwVector, .pack, .unpack, .memcpy].contains($0) })
+        // All-to-all's buffers hold a block per rank.
+        let largest = (sizes.max() ?? 1) * (chosen.contains(.alltoall) ? mpi.size : 1)
+        var loops = try Loops(mpi: mpi, largest: largest, window: window, pool: pool, spreadOut: chosen.contains { [.bwVector, .pack, .unpack, .memcpy].contains($0) })
         let coordination = Coordination(mpi: mpi)
         var samples: [RowKey: [Sample]] = [:]
         for _ in 0..<repetitions {
@@ -100,6 +104,7 @@ struct MPIBench: ParsableCommand {
                     case .bibw: result = try loops.bidirectional(size: size, iterations: iterations, warmup: warmup)
                     case .ring: result = try loops.ring(size: size, iterations: iterations, warmup: warmup)
                     case .allPairs: result = try loops.allPairs(size: size, iterations: iterations, warmup: warmup)
+                    case .barrier, .allreduce, .bcast, .alltoall: result = try loops.collective(test, size: size, iterations: iterations, warmup: warmup)
                     }
                     let p99 = Sample.percentile(result.stepNanoseconds, 0.99)
                     let gathered = try coordination.gather([

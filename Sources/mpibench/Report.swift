@@ -13,12 +13,16 @@ enum BenchTest: String, CaseIterable, Codable {
     case mbwMR = "mbw_mr"
     case ring
     case allPairs = "allpairs"
+    /// Collectives on every rank, each operation timed (CollectiveLoops.swift).
+    case barrier, allreduce, bcast, alltoall
+
+    var isCollective: Bool { [.barrier, .allreduce, .bcast, .alltoall].contains(self) }
 
     /// OSU's iteration counts (fewer for large messages), scaled.
     func iterations(size: Int, scale: Double) -> (iterations: Int, warmup: Int) {
         let base: Int
         switch self {
-        case .latency, .ring, .allPairs: base = size <= 8192 ? 10000 : size <= (256 << 10) ? 1000 : 100
+        case .latency, .ring, .allPairs, .barrier, .allreduce, .bcast, .alltoall: base = size <= 8192 ? 10000 : size <= (256 << 10) ? 1000 : 100
         case .bw, .bwVector, .bibw, .mbwMR: base = size <= 8192 ? 100 : 20
         case .pack, .unpack, .memcpy: base = size <= 8192 ? 100_000 : 1000
         }
@@ -31,6 +35,7 @@ enum BenchTest: String, CaseIterable, Codable {
         case .latency: return "us one-way"
         case .bw, .bwVector, .bibw, .pack, .unpack, .memcpy: return "MB/s"
         case .mbwMR, .ring, .allPairs: return "msg/s"
+        case .barrier, .allreduce, .bcast, .alltoall: return "us per op"
         }
     }
 }
@@ -68,11 +73,15 @@ struct Sample {
         case .ring, .allPairs:
             value = (0..<ranks.count).map { messages[$0] / max(seconds[$0], 1e-12) }.reduce(0, +)
             transmitted = messages.reduce(0, +)
+        case .barrier, .allreduce, .bcast, .alltoall:
+            // The slowest rank's time per operation.
+            value = (0..<ranks.count).map { seconds[$0] / max(1, messages[$0]) * 1e6 }.max() ?? 0
+            transmitted = messages.reduce(0, +)
         }
         transmitted = max(1, transmitted)
         copiedPerMessage = ranks.map { $0[3] }.reduce(0, +) / transmitted
         allocationsPerMessage = ranks.map { $0[2] }.reduce(0, +) / transmitted
-        p99Microseconds = test == .ring || test == .allPairs ? (ranks.map { $0[4] }.max() ?? 0) / 1000 : nil
+        p99Microseconds = test == .ring || test == .allPairs || test.isCollective ? (ranks.map { $0[4] }.max() ?? 0) / 1000 : nil
     }
 
     static func percentile(_ values: [UInt64], _ fraction: Double) -> Double {

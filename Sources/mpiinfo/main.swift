@@ -42,6 +42,22 @@ struct MPIInfo: ParsableCommand {
         /// and the cap each kind of backend would get.
         var registrationCache: RegistrationCacheReport
         var settings: [Setting]
+        /// The collectives' algorithms at a few sizes and rank counts.
+        var collectiveAlgorithms: [CollectiveChoice]
+    }
+
+    struct CollectiveChoice: Codable { var ranks: Int; var bytes: Int; var collective: String; var algorithm: String }
+
+    /// What each collective would use with 2, 4, 8 and 16 ranks at 8 B, 64 KiB and 1 MiB.
+    static func collectiveAlgorithms(_ environment: [String: String]) -> [CollectiveChoice] {
+        var choices: [CollectiveChoice] = []
+        for ranks in [2, 4, 8, 16] {
+            for bytes in [8, 65536, 1 << 20] {
+                guard let chosen = try? CollectiveAlgorithms.choices(ranks: ranks, bytes: bytes, environment: environment) else { continue }
+                choices += chosen.map { CollectiveChoice(ranks: ranks, bytes: bytes, collective: $0.collective, algorithm: $0.algorithm) }
+            }
+        }
+        return choices
     }
 
     struct RegistrationCacheReport: Codable {
@@ -101,7 +117,8 @@ struct MPIInfo: ParsableCommand {
         let report = Report(
             version: Self.version, launchers: Self.launchers.map { .init(launcher: $0.launcher, how: $0.how) },
             bootstrap: bootstrap, backend: backend, sameHost: Self.sameHost, registrationCache: Self.registrationCache(environment),
-            settings: MPISettings.current(environment).map { .init(name: $0.setting.name, value: $0.value, unsetMeans: $0.setting.unsetMeans, meaning: $0.setting.meaning) })
+            settings: MPISettings.current(environment).map { .init(name: $0.setting.name, value: $0.value, unsetMeans: $0.setting.unsetMeans, meaning: $0.setting.meaning) },
+            collectiveAlgorithms: Self.collectiveAlgorithms(environment))
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -124,6 +141,18 @@ struct MPIInfo: ParsableCommand {
         for (device, paging) in report.registrationCache.onDemandPaging.sorted(by: { $0.key < $1.key }) {
             print("  on-demand paging on \(device): \(paging)")
         }
+        print("\ncollective algorithms with these settings (FABRIC_MPI_BCAST and the others below choose):")
+        if case .failure(let error) = Result(catching: { () throws(MPIError) in try CollectiveAlgorithms.choices(ranks: 2, bytes: 8, environment: environment) }) {
+            print("  refused: \(error.message)")
+        }
+        for ranks in [2, 4, 8, 16] {
+            for bytes in [8, 65536, 1 << 20] {
+                let row = report.collectiveAlgorithms.filter { $0.ranks == ranks && $0.bytes == bytes && !["barrier", "reduce", "gather, scatter", "scan, exclusive scan"].contains($0.collective) }
+                guard !row.isEmpty else { continue }
+                print("  \(ranks) ranks, \(bytes) B: " + row.map { "\($0.collective) \($0.algorithm)" }.joined(separator: ", "))
+            }
+        }
+        print("  always: barrier dissemination, reduce binomial, gather and scatter linear, scans recursive-doubling")
         print("\nsettings (environment variables):")
         for setting in report.settings {
             print("  \(setting.name)=\(setting.value ?? "") \(setting.value == nil ? "(not set: \(setting.unsetMeans))" : "")")

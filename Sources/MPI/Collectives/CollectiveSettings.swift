@@ -105,3 +105,25 @@ struct CollectiveSettings: Sendable, Equatable {
         allToAll ?? (bytesPerBlock < smallAllToAllBlock ? .linear : .pairwise)
     }
 }
+
+/// The algorithm each collective would use (what mpiinfo shows).
+public enum CollectiveAlgorithms {
+    /// Per collective with a choice: the algorithm for `ranks` ranks and
+    /// `bytes` per rank (per block for all-to-all), under `environment`'s
+    /// settings, for a commutative operation.
+    public static func choices(ranks: Int, bytes: Int, environment: [String: String]) throws(MPIError) -> [(collective: String, algorithm: String)] {
+        let settings = try CollectiveSettings.fromEnvironment(environment)
+        let floats = bytes / 4
+        return [
+            ("barrier", "dissemination"),
+            ("broadcast", settings.chooseBroadcast(bytes: bytes, ranks: ranks).rawValue),
+            ("reduce", "binomial"),
+            ("allreduce", settings.chooseAllreduce(bytes: bytes, count: floats, ranks: ranks, commutative: true).rawValue),
+            ("allgather", settings.chooseAllgather(bytesPerRank: bytes, ranks: ranks).rawValue),
+            ("all-to-all", settings.chooseAllToAll(bytesPerBlock: bytes).rawValue),
+            ("reduce-scatter", ranks > 1 ? "ring" : "copy"),
+            ("scan, exclusive scan", "recursive-doubling"),
+            ("gather, scatter", "linear"),
+        ]
+    }
+}
