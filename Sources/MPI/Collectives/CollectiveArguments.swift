@@ -26,6 +26,7 @@ extension MPIRuntime {
 
     /// A buffer written to: a committed type, a size that does not
     /// overflow, an address unless it is empty.
+    @inline(never)  // inlined into a collective's closure, it crashed Swift 6.3.1's optimiser (CopyPropagation)
     func output(_ base: UnsafeMutableRawPointer?, _ count: Int, _ datatype: Datatype, _ name: String) throws(MPIError) -> Elements {
         guard UnsafeRawPointer(base) != Self.inPlace else { throw MPIError(.invalidBuffer, "\(name) with inPlace as its output buffer") }
         _ = try ReceiveBuffer(base, count: count, datatype: datatype, for: name)
@@ -33,6 +34,7 @@ extension MPIRuntime {
     }
 
     /// A buffer read from, or `inPlace` where `place` is where the data is.
+    @inline(never)  // inlined into a collective's closure, it crashed Swift 6.3.1's optimiser (CopyPropagation)
     func input(_ base: UnsafeRawPointer?, _ count: Int, _ datatype: Datatype, orIn place: Elements?, _ name: String) throws(MPIError) -> Elements {
         if base == Self.inPlace {
             guard let place else { throw MPIError(.invalidBuffer, "\(name) with inPlace where this rank's data cannot be in its output") }
@@ -43,12 +45,15 @@ extension MPIRuntime {
     }
 
     /// Blocks of `counts[i]` elements at `displacements[i]` extents from `base`.
+    @inline(never)  // inlined into a collective's closure, it crashed Swift 6.3.1's optimiser (CopyPropagation)
     func blocks(_ base: UnsafeRawPointer?, _ counts: [Int], _ displacements: [Int], _ datatype: Datatype, _ what: String) throws(MPIError) -> [Elements] {
         guard counts.count == displacements.count else {
             throw MPIError(.invalidArgument, "\(what): \(counts.count) counts but \(displacements.count) displacements")
         }
         try datatype.checkUsable(in: what)
-        return try counts.indices.map { (index) throws(MPIError) -> Elements in
+        var blocks: [Elements] = []
+        blocks.reserveCapacity(counts.count)
+        for index in counts.indices {
             guard counts[index] >= 0 else { throw MPIError(.invalidArgument, "\(what): count \(counts[index]) for rank \(index)") }
             _ = try datatype.checkedSize(count: counts[index], in: what)
             guard counts[index] == 0 || datatype.size == 0 || base != nil else {
@@ -56,11 +61,13 @@ extension MPIRuntime {
             }
             let (offset, overflow) = displacements[index].multipliedReportingOverflow(by: datatype.extent)
             guard !overflow else { throw MPIError(.invalidArgument, "\(what): displacement \(displacements[index]) overflows") }
-            return Elements(base.map { $0 + offset }, count: counts[index], datatype)
+            blocks.append(Elements(base.map { $0 + offset }, count: counts[index], datatype))
         }
+        return blocks
     }
 
     /// Blocks each of its own datatype, at displacements in bytes (MPI_Alltoallw).
+    @inline(never)  // inlined into a collective's closure, it crashed Swift 6.3.1's optimiser (CopyPropagation)
     func typedBlocks(
         _ base: UnsafeRawPointer?, _ counts: [Int], _ byteDisplacements: [Int], _ datatypes: [Datatype], _ what: String, _ schedule: CollectiveSchedule
     ) throws(MPIError) -> [Elements] {
@@ -68,12 +75,15 @@ extension MPIRuntime {
         guard byteDisplacements.count == counts.count, datatypes.count == counts.count else {
             throw MPIError(.invalidArgument, "\(what): \(counts.count) counts, \(byteDisplacements.count) displacements and \(datatypes.count) datatypes")
         }
-        return try counts.indices.map { (index) throws(MPIError) -> Elements in
+        var blocks: [Elements] = []
+        blocks.reserveCapacity(counts.count)
+        for index in counts.indices {
             try datatypes[index].checkUsable(in: what)
             let bytes = try datatypes[index].checkedSize(count: counts[index], in: what)
             guard bytes == 0 || base != nil else { throw MPIError(.invalidBuffer, "\(what) is null but holds \(bytes) bytes for rank \(index)") }
-            return Elements(base.map { $0 + byteDisplacements[index] }, count: counts[index], datatypes[index])
+            blocks.append(Elements(base.map { $0 + byteDisplacements[index] }, count: counts[index], datatypes[index]))
         }
+        return blocks
     }
 
     /// The displacements of blocks laid one after another.
@@ -96,7 +106,8 @@ extension CollectiveSchedule {
         _ counts: [Int], _ displacements: [Int], _ receiveDatatype: Datatype, root: Int, runtime: MPIRuntime
     ) throws(MPIError) {
         guard rank == root else {
-            try linearGather(try runtime.input(send, count, datatype, orIn: nil, name), into: [], root: root)
+            let input = try runtime.input(send, count, datatype, orIn: nil, name)
+            try linearGather(input, into: [], root: root)
             return
         }
         try runtime.checkCounts(counts, "receive counts", self)
@@ -111,7 +122,8 @@ extension CollectiveSchedule {
         _ receive: UnsafeMutableRawPointer?, _ count: Int, _ receiveDatatype: Datatype, root: Int, runtime: MPIRuntime
     ) throws(MPIError) {
         guard rank == root else {
-            try linearScatter([], into: try runtime.output(receive, count, receiveDatatype, name), root: root)
+            let output = try runtime.output(receive, count, receiveDatatype, name)
+            try linearScatter([], into: output, root: root)
             return
         }
         try runtime.checkCounts(counts, "send counts", self)

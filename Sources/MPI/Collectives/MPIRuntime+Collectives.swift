@@ -206,7 +206,8 @@ extension MPIRuntime {
         try startCollective("a gather", on: communicator) { (schedule) throws(MPIError) in
             try checkRoot(root, schedule)
             let counts = Array(repeating: receiveCount, count: schedule.size)
-            try schedule.gather(send, count, datatype, receive, counts, equalBlocks(counts), receiveDatatype, root: root, runtime: self)
+            let displacements = equalBlocks(counts)
+            try schedule.gather(send, count, datatype, receive, counts, displacements, receiveDatatype, root: root, runtime: self)
         }
     }
 
@@ -250,7 +251,8 @@ extension MPIRuntime {
         try startCollective("a scatter", on: communicator) { (schedule) throws(MPIError) in
             try checkRoot(root, schedule)
             let counts = Array(repeating: count, count: schedule.size)
-            try schedule.scatter(send, counts, equalBlocks(counts), datatype, receive, receiveCount, receiveDatatype, root: root, runtime: self)
+            let displacements = equalBlocks(counts)
+            try schedule.scatter(send, counts, displacements, datatype, receive, receiveCount, receiveDatatype, root: root, runtime: self)
         }
     }
 
@@ -293,7 +295,8 @@ extension MPIRuntime {
     ) throws(MPIError) -> Request {
         try startCollective("an allgather", on: communicator) { (schedule) throws(MPIError) in
             let counts = Array(repeating: receiveCount, count: schedule.size)
-            try schedule.allgather(send, count, datatype, receive, counts, equalBlocks(counts), receiveDatatype, runtime: self)
+            let displacements = equalBlocks(counts)
+            try schedule.allgather(send, count, datatype, receive, counts, displacements, receiveDatatype, runtime: self)
         }
     }
 

@@ -59,36 +59,64 @@ extension CollectiveSchedule {
     /// 2r ranks (r = n - 2^k) pair up first and the odd one of each pair
     /// stands for both. Rank order is kept: the lower ranks' data is
     /// always the left operand. The result lands in `output` on every rank.
+    /// The first combination reads `input` where it is and, where the
+    /// order allows, receives straight into `output` (two ranks: nothing
+    /// copied, no scratch memory).
     mutating func recursiveDoublingAllreduce(
         _ input: Elements, into output: Elements, _ operation: ReductionOperation, allocator: ScratchAllocator
     ) throws(MPIError) {
         let count = output.count
         let datatype = output.datatype
-        if input.base != output.base { try copy(input.sendBuffer, into: output.receiveBuffer) }
-        guard size > 1 else { return }
-        let incoming = try scratchElements(count: count, datatype, from: allocator)
-        var powerOfTwo = 1
-        while powerOfTwo * 2 <= size { powerOfTwo *= 2 }
-        let remainder = size - powerOfTwo
-        /// incoming's data is from lower ranks: output = incoming op output;
-        /// from higher ones: incoming = output op incoming, then copied back.
-        func combine(fromLower: Bool) throws(MPIError) {
+        guard size > 1 else {
+            if input.base != output.base { try copy(input.sendBuffer, into: output.receiveBuffer) }
+            return
+        }
+        // Whether `output` holds this rank's partial result yet (in place:
+        // from the start); until it does, `input` is the partial result.
+        var outputHolds = input.base == output.base
+        var spare: Elements?
+        /// One round with `partner`: this rank's partial result goes to it
+        /// (unless `sends` is false), its partial result comes in and is
+        /// combined, the lower ranks' on the left.
+        func combine(with partner: Int, sends: Bool) throws(MPIError) {
+            let fromLower = partner < rank
+            nextRound()
+            let current = outputHolds ? output : input
+            if !outputHolds && (operation.isCommutative || !fromLower) {
+                // output = input op theirs (the order is right, or does not matter).
+                receive(output.receiveBuffer, from: partner)
+                if sends { send(current.sendBuffer, to: partner) }
+                reduce(operation, input.base, into: output.base, count: count, datatype)
+                outputHolds = true
+                return
+            }
+            if spare == nil { spare = try scratchElements(count: count, datatype, from: allocator) }
+            let incoming = spare!
+            receive(incoming.receiveBuffer, from: partner)
+            if sends { send(current.sendBuffer, to: partner) }
+            if !outputHolds {
+                try copy(input.sendBuffer, into: output.receiveBuffer)
+                outputHolds = true
+            }
             if fromLower || operation.isCommutative {
                 reduce(operation, incoming.base, into: output.base, count: count, datatype)
             } else {
+                // incoming = output op incoming, then back into output.
                 reduce(operation, output.base, into: incoming.base, count: count, datatype)
                 try copy(incoming.sendBuffer, into: output.receiveBuffer)
             }
         }
+        var powerOfTwo = 1
+        while powerOfTwo * 2 <= size { powerOfTwo *= 2 }
+        let remainder = size - powerOfTwo
         var newRank = rank - remainder
         if rank < 2 * remainder {
-            nextRound()
             if rank % 2 == 0 {
-                send(output.sendBuffer, to: rank + 1)
+                nextRound()
+                send((outputHolds ? output : input).sendBuffer, to: rank + 1)
                 newRank = -1
             } else {
-                receive(incoming.receiveBuffer, from: rank - 1)
-                try combine(fromLower: true)
+                try combine(with: rank - 1, sends: false)
                 newRank = rank / 2
             }
         }
@@ -96,10 +124,7 @@ extension CollectiveSchedule {
             var mask = 1
             while mask < powerOfTwo {
                 let newPartner = newRank ^ mask
-                let partner = newPartner < remainder ? newPartner * 2 + 1 : newPartner + remainder
-                nextRound()
-                exchange(output.sendBuffer, to: partner, incoming.receiveBuffer, from: partner)
-                try combine(fromLower: partner < rank)
+                try combine(with: newPartner < remainder ? newPartner * 2 + 1 : newPartner + remainder, sends: true)
                 mask <<= 1
             }
         }

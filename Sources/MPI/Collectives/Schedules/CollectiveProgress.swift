@@ -14,8 +14,10 @@ final class CollectiveProgress: @unchecked Sendable {  // all mutable state unde
         var generation: UInt32 = 0
         var inUse = false
         var schedule: CollectiveSchedule?
-        /// The round whose transfers are in flight (-1: none started).
-        var round = -1
+        /// Where the round whose transfers are in flight begins in the
+        /// schedule's steps, and where it ends (-1: none started).
+        var roundStart = -1
+        var roundEnd = -1
         var pending: [Pending] = []
         var complete = false
         var error: MPIError?
@@ -72,8 +74,9 @@ final class CollectiveProgress: @unchecked Sendable {  // all mutable state unde
         }
         entries[Int(index)].inUse = true
         entries[Int(index)].schedule = schedule
-        entries[Int(index)].round = -1
-        entries[Int(index)].pending = []
+        entries[Int(index)].roundStart = -1
+        entries[Int(index)].roundEnd = -1
+        entries[Int(index)].pending.removeAll(keepingCapacity: true)
         entries[Int(index)].complete = false
         entries[Int(index)].error = nil
         entries[Int(index)].tag = tag
@@ -156,33 +159,39 @@ final class CollectiveProgress: @unchecked Sendable {  // all mutable state unde
             }
             entries[i].pending.removeAll(keepingCapacity: true)
             if let failure { return finish(index, failure) }
-            let round = entries[i].round
-            if round >= 0 {
-                for localStep in entries[i].schedule!.rounds[round].steps { localStep.run() }
+            let steps = entries[i].schedule!.steps
+            if entries[i].roundStart >= 0 {
+                for localStep in steps[entries[i].roundStart..<entries[i].roundEnd] where !localStep.isTransfer { localStep.run() }
             }
-            entries[i].round = round + 1
-            guard round + 1 < entries[i].schedule!.rounds.count else { return finish(index, nil) }
+            // The next round: up to the next end of round (or the end).
+            let start = entries[i].roundEnd + 1
+            guard start < steps.count else { return finish(index, nil) }
+            var end = start
+            while end < steps.count, !steps[end].isEndOfRound { end += 1 }
+            entries[i].roundStart = start
+            entries[i].roundEnd = end
             do throws(MPIError) {
-                try startTransfers(of: index)
+                try startTransfers(steps[start..<end], of: index)
             } catch {
                 return finish(index, error)
             }
         }
     }
 
-    private func startTransfers(of index: UInt32) throws(MPIError) {
+    private func startTransfers(_ round: ArraySlice<CollectiveSchedule.Step>, of index: UInt32) throws(MPIError) {
         let i = Int(index)
-        let schedule = entries[i].schedule!
-        let own = schedule.communicator.internalCommunicator
+        let own = entries[i].schedule!.communicator.internalCommunicator
         let tag = entries[i].tag
-        for transfer in schedule.rounds[entries[i].round].transfers {
-            switch transfer {
+        for step in round {
+            switch step {
             case .receive(let buffer, let source):
                 let request = try transport.startReceive(buffer, MessageSource(source), MessageTag(tag), own)
                 entries[i].pending.append(Pending(request: request, peer: source, expected: buffer.capacity))
             case .send(let buffer, let destination):
                 let request = try transport.startSend(buffer, destination, tag, own, false)
                 entries[i].pending.append(Pending(request: request, peer: destination, expected: -1))
+            default:
+                break
             }
         }
     }

@@ -1,6 +1,7 @@
 /// One collective operation as this rank carries it out: rounds of
 /// transfers with its peers, each followed by local steps (reductions,
-/// copies) that run once every transfer of the round has completed.
+/// copies) that run once every transfer of the round has completed (in a
+/// round, transfers start together and local steps run in their order).
 /// An algorithm builds the schedule; `CollectiveProgress` runs it, for the
 /// blocking and the nonblocking form alike, so each collective has one
 /// implementation (libNBC's and MPICH's schedules are the same idea).
@@ -9,28 +10,36 @@
 /// collective's sequence number on that communicator, so that collectives
 /// in flight at once never take each other's messages.
 struct CollectiveSchedule {
-    enum Transfer {
+    /// One step. The steps are kept in one list (a schedule allocates
+    /// little: it is built for every call, blocking ones too); a round is
+    /// the steps up to an `endOfRound`.
+    enum Step {
         case send(SendBuffer, to: Int)
         case receive(ReceiveBuffer, from: Int)
-    }
-
-    enum LocalStep {
         /// `output = input op output`, element by element.
         case reduce(ReductionOperation, input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int, datatype: Datatype)
         /// The elements of one buffer into another of the same type signature.
         case copy(SendBuffer, into: ReceiveBuffer)
-    }
+        case endOfRound
 
-    struct Round {
-        var transfers: [Transfer] = []
-        var steps: [LocalStep] = []
+        var isTransfer: Bool {
+            switch self {
+            case .send, .receive: return true
+            default: return false
+            }
+        }
+
+        var isEndOfRound: Bool {
+            if case .endOfRound = self { return true }
+            return false
+        }
     }
 
     /// The collective's name, for errors and the wait description.
     let name: String
     /// The communicator the collective runs on (its ranks, its internal context).
     let communicator: Communicator
-    private(set) var rounds: [Round] = []
+    private(set) var steps: [Step] = []
     /// Memory the schedule owns (partial results, incoming blocks), given
     /// back when it ends.
     private(set) var scratch: [ScratchMemory] = []
@@ -38,6 +47,7 @@ struct CollectiveSchedule {
     init(_ name: String, on communicator: Communicator) {
         self.name = name
         self.communicator = communicator
+        steps.reserveCapacity(8)
     }
 
     var rank: Int { communicator.rank }
@@ -45,17 +55,15 @@ struct CollectiveSchedule {
 
     /// Begins a round: what follows happens after everything before.
     mutating func nextRound() {
-        if rounds.last.map({ !$0.transfers.isEmpty || !$0.steps.isEmpty }) ?? true { rounds.append(Round()) }
+        if let last = steps.last, !last.isEndOfRound { steps.append(.endOfRound) }
     }
 
     mutating func send(_ buffer: SendBuffer, to peer: Int) {
-        if rounds.isEmpty { rounds.append(Round()) }
-        rounds[rounds.count - 1].transfers.append(.send(buffer, to: peer))
+        steps.append(.send(buffer, to: peer))
     }
 
     mutating func receive(_ buffer: ReceiveBuffer, from peer: Int) {
-        if rounds.isEmpty { rounds.append(Round()) }
-        rounds[rounds.count - 1].transfers.append(.receive(buffer, from: peer))
+        steps.append(.receive(buffer, from: peer))
     }
 
     /// Sends `outgoing` to `destination` and receives `incoming` from
@@ -69,8 +77,7 @@ struct CollectiveSchedule {
     /// for no elements, whose buffers may have no address).
     mutating func reduce(_ operation: ReductionOperation, _ input: UnsafeMutableRawPointer?, into output: UnsafeMutableRawPointer?, count: Int, _ datatype: Datatype) {
         guard count > 0, let input, let output else { return }
-        if rounds.isEmpty { rounds.append(Round()) }
-        rounds[rounds.count - 1].steps.append(.reduce(operation, input: UnsafeRawPointer(input), output: output, count: count, datatype: datatype))
+        steps.append(.reduce(operation, input: UnsafeRawPointer(input), output: output, count: count, datatype: datatype))
     }
 
     /// Copies `source`'s elements into `destination` (after the round's
@@ -81,8 +88,7 @@ struct CollectiveSchedule {
             throw MPIError(.truncated, "\(name): this rank's own block is \(source.length) bytes on one side and \(destination.capacity) on the other (a count or datatype that differs)")
         }
         guard source.length > 0 else { return }
-        if rounds.isEmpty { rounds.append(Round()) }
-        rounds[rounds.count - 1].steps.append(.copy(source, into: destination))
+        steps.append(.copy(source, into: destination))
     }
 
     /// Memory for `bytes` the schedule owns until it ends.
@@ -99,7 +105,8 @@ struct CollectiveSchedule {
     }
 }
 
-extension CollectiveSchedule.LocalStep {
+extension CollectiveSchedule.Step {
+    /// Runs a local step (transfers and ends of rounds do nothing here).
     func run() {
         switch self {
         case .reduce(let operation, let input, let output, let count, let datatype):
@@ -116,6 +123,8 @@ extension CollectiveSchedule.LocalStep {
             } else {
                 source.copy(length: source.length, to: target)
             }
+        case .send, .receive, .endOfRound:
+            break
         }
     }
 }

@@ -8,12 +8,22 @@ struct ScratchMemory {
 /// Where schedules get their working memory: blocks larger than an eager
 /// message come from the registered pool, so that a rendezvous lands in
 /// them without a registration of its own; smaller ones from the heap.
-struct ScratchAllocator: Sendable {
-    let transport: PointToPointTransport
+/// (A class: schedules pass it around, and the transport's closures it
+/// uses are not copied each time.)
+final class ScratchAllocator: Sendable {
+    private let eagerLimit: Int
+    private let allocateRegistered: @Sendable (Int) throws(MPIError) -> UnsafeMutableRawBufferPointer
+    private let freeRegistered: @Sendable (UnsafeMutableRawPointer) throws(MPIError) -> Void
+
+    init(transport: PointToPointTransport) {
+        eagerLimit = transport.settings.eagerLimit
+        allocateRegistered = transport.allocateMemory
+        freeRegistered = transport.freeMemory
+    }
 
     func allocate(_ bytes: Int) throws(MPIError) -> ScratchMemory {
-        if bytes > transport.settings.eagerLimit {
-            return ScratchMemory(base: try transport.allocateMemory(bytes).baseAddress!, registered: true)
+        if bytes > eagerLimit {
+            return ScratchMemory(base: try allocateRegistered(bytes).baseAddress!, registered: true)
         }
         return ScratchMemory(base: .allocate(byteCount: max(bytes, 1), alignment: 64), registered: false)
     }
@@ -21,7 +31,7 @@ struct ScratchAllocator: Sendable {
     func release(_ memory: ScratchMemory) {
         if memory.registered {
             // Only fails for memory the pool did not hand out.
-            try? transport.freeMemory(memory.base)
+            try? freeRegistered(memory.base)
         } else {
             memory.base.deallocate()
         }
