@@ -165,7 +165,7 @@ extension CollectiveSchedule {
             }
         }
         let largest = outgoing.map(\.bytes).max() ?? 0
-        try allToAll(outgoing, into: incoming, pairwise: runtime.collectiveSettings.chooseAllToAll(bytesPerBlock: largest) == .pairwise)
+        try allToAll(outgoing, into: incoming, pairwise: runtime.collectiveSettings.chooseAllToAll(bytesPerBlock: largest, ranks: size) == .pairwise)
     }
 
     /// Reduce-scatter: a ring when the operation commutes; otherwise a

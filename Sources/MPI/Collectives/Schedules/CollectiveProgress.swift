@@ -46,7 +46,8 @@ final class CollectiveProgress: @unchecked Sendable {  // all mutable state unde
     /// The next collective's number on each internal context: its
     /// messages' tag. Every rank starts a communicator's collectives in
     /// the same order, so the numbers agree.
-    @exclusivity(unchecked) private var sequences: [UInt32: Int] = [:]
+    /// (Contexts are small numbers, given out in order.)
+    @exclusivity(unchecked) private var sequences: [Int] = []
     /// Schedules that failed with transfers still in flight: their memory
     /// is given back once those have ended.
     @exclusivity(unchecked) private var draining: [(pending: [Request], schedule: CollectiveSchedule)] = []
@@ -62,8 +63,9 @@ final class CollectiveProgress: @unchecked Sendable {  // all mutable state unde
     func start(_ schedule: CollectiveSchedule) throws(MPIError) -> Request {
         lock.lock()
         defer { lock.unlock() }
-        let context = schedule.communicator.internalContext
-        let tag = sequences[context, default: 0]
+        let context = Int(schedule.communicator.internalContext)
+        if sequences.count <= context { sequences += Array(repeating: 0, count: context + 1 - sequences.count) }
+        let tag = sequences[context]
         sequences[context] = tag == MessageTag.upperBound ? 0 : tag + 1
         let index: UInt32
         if let reused = freeEntries.popLast() {
