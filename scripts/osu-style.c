@@ -1,8 +1,10 @@
 /*
  * An OSU-style MPI benchmark in C, the same loops as mpibench's (OSU's
  * latency, bw, bibw and mbw_mr, plus a ring and an all-pairs exchange for
- * more ranks than cores), so that any MPI's mpicc can build it and
- * scripts/bench-mpi.sh can run the peers beside this project's MPI.
+ * more ranks than cores, and the collectives barrier, allreduce, bcast and
+ * alltoall), so that any MPI's mpicc can build it and scripts/bench-mpi.sh
+ * and scripts/bench-collectives.sh can run the peers beside this project's
+ * MPI.
  *
  *   mpicc -O2 -o osu-style scripts/osu-style.c
  *   mpirun -n 2 ./osu-style TEST SIZE [SCALE]
@@ -10,11 +12,24 @@
  * TEST: latency, bw, bibw, mbw_mr, ring, allpairs. Rank 0 prints one line:
  *   osu-style TEST SIZE VALUE UNIT [p99 STEP_US]
  * with the units mpibench uses (us one-way, MB/s, msg/s).
+ *
+ * TEST: barrier, allreduce (SIZE bytes of MPI_FLOAT, SIZE/4 elements but at
+ * least one, MPI_SUM), bcast (SIZE bytes from rank 0), alltoall (SIZE bytes
+ * to and from every rank). Every rank times each operation on its own;
+ * rank 0 prints the slowest rank's mean and 99th percentile per operation:
+ *   osu-style TEST SIZE AVG_US us p99 P99_US
+ * (barrier ignores SIZE and prints it as given).
  */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* MPICH defines MPI_STATUSES_IGNORE as (MPI_Status *)1, which GCC 11 and
+ * later read as an empty array that MPI_Waitall would write past. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
+#endif
 
 #define WINDOW 64
 
@@ -35,6 +50,71 @@ static int compare(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+enum collective { NOT_COLLECTIVE = -1, BARRIER, ALLREDUCE, BCAST, ALLTOALL };
+
+static enum collective collective_of(const char *test) {
+    if (!strcmp(test, "barrier")) return BARRIER;
+    if (!strcmp(test, "allreduce")) return ALLREDUCE;
+    if (!strcmp(test, "bcast")) return BCAST;
+    if (!strcmp(test, "alltoall")) return ALLTOALL;
+    return NOT_COLLECTIVE;
+}
+
+/*
+ * One collective, the same loop as mpibench's: warm-up, a barrier, then
+ * every operation timed on its own, since a mean alone hides the stalls a
+ * collective's slowest round adds. Each rank keeps its own times (a
+ * collective ends at different moments on different ranks); rank 0 prints
+ * the slowest rank's mean and 99th percentile.
+ */
+static void collective(enum collective op, const char *test, long bytes, int iters, int warmup, int rank, int size) {
+    /* OSU's allreduce counts SIZE bytes as floats; a size below one float
+     * still sends one, so that 1..3 bytes are not an empty operation. */
+    int count = op == ALLREDUCE ? (int)(bytes / 4) : (int)bytes;
+    if (op == ALLREDUCE && bytes > 0 && count == 0) count = 1;
+    size_t span = op == ALLTOALL ? (size_t)bytes * size : op == ALLREDUCE ? (size_t)count * sizeof(float) : (size_t)bytes;
+    if (span == 0) span = 1;
+    char *send = malloc(span), *receive = malloc(span);
+    double *times = malloc(sizeof(double) * iters);
+    if (op == ALLREDUCE)
+        /* Ones: ordinary floats with exact sums, where memset's 0x01 bytes
+         * would be floats near 1e-38, at the edge of the denormals some
+         * reductions handle slowly. */
+        for (int i = 0; i < count; i++) ((float *)send)[i] = 1.0f;
+    else
+        memset(send, 1, span);
+    memset(receive, 0, span);
+
+    for (int i = 0; i < warmup + iters; i++) {
+        if (i == warmup) MPI_Barrier(MPI_COMM_WORLD);
+        double before = MPI_Wtime();
+        switch (op) {
+        case BARRIER: MPI_Barrier(MPI_COMM_WORLD); break;
+        case ALLREDUCE: MPI_Allreduce(send, receive, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD); break;
+        case BCAST: MPI_Bcast(send, count, MPI_BYTE, 0, MPI_COMM_WORLD); break;
+        case ALLTOALL: MPI_Alltoall(send, count, MPI_BYTE, receive, count, MPI_BYTE, MPI_COMM_WORLD); break;
+        case NOT_COLLECTIVE: break;
+        }
+        double after = MPI_Wtime();
+        if (i >= warmup) times[i - warmup] = after - before;
+    }
+
+    /* The 99th percentile is the sorted time at ceil(0.99 n) - 1, taken in
+     * integers: (99 n + 99) / 100 is ceil(99 n / 100) exactly (the same as
+     * ceil(0.99 n) in doubles for every count up to 200000), and needs no
+     * libm, which bench scripts do not link. */
+    double mine[2] = {0, 0}, slowest[2] = {0, 0};
+    for (int i = 0; i < iters; i++) mine[0] += times[i];
+    mine[0] /= iters;
+    qsort(times, iters, sizeof(double), compare);
+    mine[1] = times[(int)((99L * iters + 99) / 100) - 1];
+    MPI_Reduce(mine, slowest, 2, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+    if (rank == 0) printf("osu-style %s %ld %.2f us p99 %.2f\n", test, bytes, slowest[0] * 1e6, slowest[1] * 1e6);
+    free(times);
+    free(receive);
+    free(send);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int rank, size;
@@ -49,6 +129,12 @@ int main(int argc, char **argv) {
     double scale = argc > 3 ? atof(argv[3]) : 1.0;
     int warmup;
     int iters = iterations(test, bytes, scale, &warmup);
+    enum collective op = collective_of(test);
+    if (op != NOT_COLLECTIVE) {
+        collective(op, test, bytes, iters, warmup, rank, size);
+        MPI_Finalize();
+        return 0;
+    }
     int slots = size > WINDOW ? size : WINDOW;
     char *send = malloc(bytes > 4 ? bytes : 4);
     char *receive = malloc(bytes > 4 ? bytes : 4);
