@@ -13,7 +13,9 @@ extension MPIRuntime {
     public func duplicate(_ communicator: Communicator) throws(MPIError) -> Communicator {
         do {
             let gathered = try agree(on: communicator, [0, 0])
-            return try make(context: gathered.context, worldRanks: communicator.worldRanks)!
+            let duplicate = try make(context: gathered.context, worldRanks: communicator.worldRanks)!
+            attributes.copy(from: communicator, to: duplicate)
+            return duplicate
         } catch {
             return try raise(error)
         }
@@ -59,13 +61,15 @@ extension MPIRuntime {
     }
 
     /// Ends `communicator` (MPI_Comm_free): operations on it are refused
-    /// from now on; messages already sent on it still arrive.
+    /// from now on; messages already sent on it still arrive. Its
+    /// attributes' delete callbacks run.
     public func free(_ communicator: Communicator) throws(MPIError) {
         do throws(MPIError) {
             guard communicator.context >= Communicator.firstMadeContext else {
                 throw MPIError(.invalidArgument, "\(communicator) cannot be freed")
             }
             try transport.retire(communicator)
+            attributes.forget(communicator)
         } catch {
             try raise(error) as Void
         }

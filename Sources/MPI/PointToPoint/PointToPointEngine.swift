@@ -489,6 +489,14 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         if !closed { progress() }
     }
 
+    /// Posts the frames gathered so far (a collective's round, started
+    /// from within another wait, leaves at once rather than at the next call).
+    func flush() {
+        lock.lock()
+        defer { lock.unlock() }
+        if !closed { flushAll() }
+    }
+
     /// Says whether `request` is complete, without advancing.
     func isFinished(_ request: Request) throws(MPIError) -> Bool {
         lock.lock()
@@ -1220,6 +1228,7 @@ struct PointToPointTransport: Sendable {
     let completedRequest: @Sendable (Int) -> Request
     let retire: @Sendable (Communicator) throws(MPIError) -> Void
     let checkUsable: @Sendable (Communicator) throws(MPIError) -> Void
+    let flush: @Sendable () -> Void
 
     init<Device: FabricDevice>(_ engine: PointToPointEngine<Device>) {
         connectionCount = { engine.connectionCount }
@@ -1253,5 +1262,6 @@ struct PointToPointTransport: Sendable {
         completedRequest = { engine.completedRequest(count: $0) }
         retire = { (communicator) throws(MPIError) in try engine.retire(communicator) }
         checkUsable = { (communicator) throws(MPIError) in try engine.checkUsable(communicator) }
+        flush = { engine.flush() }
     }
 }

@@ -49,6 +49,8 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
     let attachedBuffer = AttachedBuffer()
     /// The next context this rank would propose for a new communicator.
     let contexts = ContextCounter()
+    /// Communicators' names and attributes.
+    let attributes = CommunicatorAttributes()
     /// The runtime's own messages (the finalize barrier) travel on a
     /// communicator of their own, so they never match an application's receive.
     let runtimeCommunicator: Communicator

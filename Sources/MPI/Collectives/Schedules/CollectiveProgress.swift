@@ -196,6 +196,9 @@ final class CollectiveProgress: @unchecked Sendable {  // all mutable state unde
                 break
             }
         }
+        // The round's frames leave now: a blocking collective may return
+        // (or a nonblocking one be left to compute beside) right after.
+        if !entries[i].pending.isEmpty { transport.flush() }
     }
 
     /// Ends the entry's collective: its request completes (with `error`,
