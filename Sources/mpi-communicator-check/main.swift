@@ -1,7 +1,8 @@
 // A rank for the communicator tests: every rank of the job makes
 // communicators from world (dup, split, create from a group), exchanges
 // messages on them and checks that none crosses into another
-// communicator, then frees them. Prints "rank R: communicators ok ...";
+// communicator, then frees them; then names, attributes and split by
+// type (Attributes.swift). Prints "rank R: communicators ok ...";
 // a failed check prints what differed and exits 1.
 import Glibc
 import MPI
@@ -66,6 +67,7 @@ do {
     } catch {
         check(error.message.contains("cannot be freed"), "free of world: \(error.message)")
     }
+    try checkNamesAndAttributes(mpi)
     print("rank \(rank): communicators ok, \(size) ranks, contexts \(contexts.map(String.init).joined(separator: " "))")
     try mpi.finalize()
 } catch {

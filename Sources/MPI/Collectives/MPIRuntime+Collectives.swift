@@ -38,7 +38,7 @@ extension MPIRuntime {
             try checkRoot(root, schedule)
             let buffer = try output(base, count, datatype, "a broadcast")
             switch collectiveSettings.chooseBroadcast(bytes: buffer.bytes, ranks: schedule.size) {
-            case .binomial: schedule.binomialBroadcast(buffer, root: root)
+            case .binomial: schedule.binomialBroadcast(buffer, root: root, segmentBytes: collectiveSettings.broadcastSegment)
             case .scatterAllgather: schedule.scatterAllgatherBroadcast(buffer, root: root)
             }
         }

@@ -126,43 +126,46 @@ public struct ReductionOperation: Sendable, CustomStringConvertible {
         }
     }
 
+    // Each operation is chosen once per call, outside the loop over the
+    // elements, so that the loop is one load-combine-store the compiler
+    // can vectorise (with the switch inside, a 1 MiB float sum took
+    // several times as long).
+
     private func integers<T: FixedWidthInteger>(_: T.Type, _ input: UnsafeRawPointer, _ output: UnsafeMutableRawPointer, _ count: Int) {
-        let stride = max(MemoryLayout<T>.stride, 1)
-        for index in 0..<count {
-            let a = input.loadUnaligned(fromByteOffset: index * stride, as: T.self)
-            let b = output.loadUnaligned(fromByteOffset: index * stride, as: T.self)
-            let result: T
-            switch kind {
-            case .sum: result = a &+ b
-            case .product: result = a &* b
-            case .minimum: result = min(a, b)
-            case .maximum: result = max(a, b)
-            case .logicalAnd: result = (a != 0 && b != 0) ? 1 : 0
-            case .logicalOr: result = (a != 0 || b != 0) ? 1 : 0
-            case .logicalXor: result = ((a != 0) != (b != 0)) ? 1 : 0
-            case .bitwiseAnd: result = a & b
-            case .bitwiseOr: result = a | b
-            case .bitwiseXor: result = a ^ b
-            default: result = b
-            }
-            output.storeBytes(of: result, toByteOffset: index * stride, as: T.self)
+        switch kind {
+        case .sum: combine(input, output, count) { (a: T, b: T) in a &+ b }
+        case .product: combine(input, output, count) { (a: T, b: T) in a &* b }
+        case .minimum: combine(input, output, count) { (a: T, b: T) in Swift.min(a, b) }
+        case .maximum: combine(input, output, count) { (a: T, b: T) in Swift.max(a, b) }
+        case .logicalAnd: combine(input, output, count) { (a: T, b: T) in (a != 0 && b != 0) ? 1 : 0 }
+        case .logicalOr: combine(input, output, count) { (a: T, b: T) in (a != 0 || b != 0) ? 1 : 0 }
+        case .logicalXor: combine(input, output, count) { (a: T, b: T) in ((a != 0) != (b != 0)) ? 1 : 0 }
+        case .bitwiseAnd: combine(input, output, count) { (a: T, b: T) in a & b }
+        case .bitwiseOr: combine(input, output, count) { (a: T, b: T) in a | b }
+        case .bitwiseXor: combine(input, output, count) { (a: T, b: T) in a ^ b }
+        default: break
         }
     }
 
     private func floats<T: BinaryFloatingPoint>(_: T.Type, _ input: UnsafeRawPointer, _ output: UnsafeMutableRawPointer, _ count: Int) {
+        switch kind {
+        case .sum: combine(input, output, count) { (a: T, b: T) in a + b }
+        case .product: combine(input, output, count) { (a: T, b: T) in a * b }
+        case .minimum: combine(input, output, count) { (a: T, b: T) in Swift.min(a, b) }
+        case .maximum: combine(input, output, count) { (a: T, b: T) in Swift.max(a, b) }
+        default: break
+        }
+    }
+
+    /// `output[i] = operation(input[i], output[i])` over `count` elements
+    /// of `T` (unaligned: a datatype may place them anywhere).
+    @inline(__always)
+    private func combine<T>(_ input: UnsafeRawPointer, _ output: UnsafeMutableRawPointer, _ count: Int, _ operation: (T, T) -> T) {
         let stride = MemoryLayout<T>.stride
         for index in 0..<count {
-            let a = input.loadUnaligned(fromByteOffset: index * stride, as: T.self)
-            let b = output.loadUnaligned(fromByteOffset: index * stride, as: T.self)
-            let result: T
-            switch kind {
-            case .sum: result = a + b
-            case .product: result = a * b
-            case .minimum: result = Swift.min(a, b)
-            case .maximum: result = Swift.max(a, b)
-            default: result = b
-            }
-            output.storeBytes(of: result, toByteOffset: index * stride, as: T.self)
+            let offset = index * stride
+            let result = operation(input.loadUnaligned(fromByteOffset: offset, as: T.self), output.loadUnaligned(fromByteOffset: offset, as: T.self))
+            output.storeBytes(of: result, toByteOffset: offset, as: T.self)
         }
     }
 

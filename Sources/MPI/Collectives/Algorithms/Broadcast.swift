@@ -1,23 +1,51 @@
 extension CollectiveSchedule {
     /// Binomial tree from `root`: a rank receives once, from the rank
     /// that differs in its lowest set bit (counted from the root), then
-    /// sends to the ranks below that bit.
-    mutating func binomialBroadcast(_ buffer: Elements, root: Int) {
+    /// sends to the ranks below that bit. A message of at least two
+    /// `segmentBytes` goes in segments, pipelined down the tree: in round
+    /// s a rank receives segment s and passes segment s - 1 on, so the
+    /// tree's levels work at once (each segment is written once and only
+    /// read afterwards: its sends are waited for at the end).
+    mutating func binomialBroadcast(_ buffer: Elements, root: Int, segmentBytes: Int = .max) {
         let relative = (rank - root + size) % size
         var mask = 1
+        var parent: Int?
         while mask < size {
             if relative & mask != 0 {
-                nextRound()
-                receive(buffer.receiveBuffer, from: (relative - mask + root) % size)
+                parent = (relative - mask + root) % size
                 break
             }
             mask <<= 1
         }
-        nextRound()
+        var children: [Int] = []
         mask >>= 1
         while mask > 0 {
-            if relative + mask < size { send(buffer.sendBuffer, to: (relative + mask + root) % size) }
+            if relative + mask < size { children.append((relative + mask + root) % size) }
             mask >>= 1
+        }
+        let segmentCount = buffer.datatype.size == 0 ? 1 : max(1, segmentBytes / buffer.datatype.size)
+        guard segmentBytes <= buffer.bytes / 2, segmentCount <= buffer.count / 2 else {
+            if let parent {
+                nextRound()
+                receive(buffer.receiveBuffer, from: parent)
+            }
+            nextRound()
+            for child in children { send(buffer.sendBuffer, to: child) }
+            return
+        }
+        let segments = (buffer.count + segmentCount - 1) / segmentCount
+        func segment(_ index: Int) -> Elements {
+            buffer.elements(index * segmentCount..<min(buffer.count, (index + 1) * segmentCount))
+        }
+        for round in 0...segments {
+            nextRound()
+            if let parent, round < segments { receive(segment(round).receiveBuffer, from: parent) }
+            // The root has every segment from the start; the others pass
+            // on the one the round before brought.
+            let passing = parent == nil ? round : round - 1
+            if passing >= 0 && passing < segments {
+                for child in children { deferredSend(segment(passing).sendBuffer, to: child) }
+            }
         }
     }
 

@@ -162,18 +162,25 @@ extension CollectiveSchedule {
             // partial block the step before finished.
             let source = step == 0 ? input : output
             nextRound()
-            exchange(source.elements(blocks.range(outgoing)).sendBuffer, to: next, target.receiveBuffer, from: previous)
+            // The next step needs only what arrives: the block sent is
+            // not written again before the allgather, which waits for it.
+            receive(target.receiveBuffer, from: previous)
+            deferredSend(source.elements(blocks.range(outgoing)).sendBuffer, to: next)
             if inPlace {
                 reduce(operation, target.base, into: output.elements(arrivingRange).base, count: arrivingRange.count, output.datatype)
             } else {
                 reduce(operation, input.elements(arrivingRange).base, into: target.base, count: arrivingRange.count, output.datatype)
             }
         }
+        waitForDeferredSends()
+        // Each block goes on once and is never written again here: the
+        // sends are waited for at the end.
         for step in 0..<(size - 1) {
             let outgoing = (rank + 1 - step + size) % size
             let arriving = (rank - step + size) % size
             nextRound()
-            exchange(output.elements(blocks.range(outgoing)).sendBuffer, to: next, output.elements(blocks.range(arriving)).receiveBuffer, from: previous)
+            receive(output.elements(blocks.range(arriving)).receiveBuffer, from: previous)
+            deferredSend(output.elements(blocks.range(outgoing)).sendBuffer, to: next)
         }
     }
 

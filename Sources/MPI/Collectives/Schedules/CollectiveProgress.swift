@@ -19,6 +19,9 @@ final class CollectiveProgress: @unchecked Sendable {  // all mutable state unde
         var roundStart = -1
         var roundEnd = -1
         var pending: [Pending] = []
+        /// Deferred sends in flight: waited for at a `sendsComplete`
+        /// step and before the collective completes.
+        var deferred: [Pending] = []
         var complete = false
         var error: MPIError?
         /// The tag of its messages: its number on the communicator.
@@ -79,6 +82,7 @@ final class CollectiveProgress: @unchecked Sendable {  // all mutable state unde
         entries[Int(index)].roundStart = -1
         entries[Int(index)].roundEnd = -1
         entries[Int(index)].pending.removeAll(keepingCapacity: true)
+        entries[Int(index)].deferred.removeAll(keepingCapacity: true)
         entries[Int(index)].complete = false
         entries[Int(index)].error = nil
         entries[Int(index)].tag = tag
@@ -165,9 +169,18 @@ final class CollectiveProgress: @unchecked Sendable {  // all mutable state unde
             if entries[i].roundStart >= 0 {
                 for localStep in steps[entries[i].roundStart..<entries[i].roundEnd] where !localStep.isTransfer { localStep.run() }
             }
-            // The next round: up to the next end of round (or the end).
+            // The next round: up to the next end of round (or the end,
+            // once the deferred sends have completed too).
             let start = entries[i].roundEnd + 1
-            guard start < steps.count else { return finish(index, nil) }
+            guard start < steps.count else {
+                guard entries[i].deferred.isEmpty else {
+                    // A last wait, with no local steps to run after it.
+                    swap(&entries[i].pending, &entries[i].deferred)
+                    entries[i].roundStart = -1
+                    continue
+                }
+                return finish(index, nil)
+            }
             var end = start
             while end < steps.count, !steps[end].isEndOfRound { end += 1 }
             entries[i].roundStart = start
@@ -184,21 +197,31 @@ final class CollectiveProgress: @unchecked Sendable {  // all mutable state unde
         let i = Int(index)
         let own = entries[i].schedule!.communicator.internalCommunicator
         let tag = entries[i].tag
+        var posted = false
         for step in round {
             switch step {
             case .receive(let buffer, let source):
                 let request = try transport.startReceive(buffer, MessageSource(source), MessageTag(tag), own)
+                posted = true
                 entries[i].pending.append(Pending(request: request, peer: source, expected: buffer.capacity))
-            case .send(let buffer, let destination):
+            case .send(let buffer, let destination, let deferred):
                 let request = try transport.startSend(buffer, destination, tag, own, false)
-                entries[i].pending.append(Pending(request: request, peer: destination, expected: -1))
+                posted = true
+                if deferred {
+                    entries[i].deferred.append(Pending(request: request, peer: destination, expected: -1))
+                } else {
+                    entries[i].pending.append(Pending(request: request, peer: destination, expected: -1))
+                }
+            case .sendsComplete:
+                entries[i].pending += entries[i].deferred
+                entries[i].deferred.removeAll(keepingCapacity: true)
             default:
                 break
             }
         }
         // The round's frames leave now: a blocking collective may return
         // (or a nonblocking one be left to compute beside) right after.
-        if !entries[i].pending.isEmpty { transport.flush() }
+        if posted { transport.flush() }
     }
 
     /// Ends the entry's collective: its request completes (with `error`,
@@ -211,15 +234,17 @@ final class CollectiveProgress: @unchecked Sendable {  // all mutable state unde
         running.subtract(1, ordering: .relaxed)
         var schedule = entries[i].schedule!
         entries[i].schedule = nil
-        if entries[i].pending.isEmpty {
+        let inFlight = entries[i].pending + entries[i].deferred
+        entries[i].pending.removeAll(keepingCapacity: true)
+        entries[i].deferred.removeAll(keepingCapacity: true)
+        if inFlight.isEmpty {
             schedule.releaseScratch(to: allocator)
         } else {
             // Receives that can never match are withdrawn; the rest end
             // on their own or with their connection.
-            for transfer in entries[i].pending { try? transport.cancel(transfer.request) }
-            draining.append((entries[i].pending.map(\.request), schedule))
+            for transfer in inFlight { try? transport.cancel(transfer.request) }
+            draining.append((inFlight.map(\.request), schedule))
             running.add(1, ordering: .relaxed)
-            entries[i].pending = []
         }
     }
 }

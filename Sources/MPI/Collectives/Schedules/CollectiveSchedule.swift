@@ -14,13 +14,17 @@ struct CollectiveSchedule {
     /// little: it is built for every call, blocking ones too); a round is
     /// the steps up to an `endOfRound`.
     enum Step {
-        case send(SendBuffer, to: Int)
+        /// `deferred`: the round does not wait for it; it must complete by
+        /// the next `sendsComplete` step or the end of the schedule.
+        case send(SendBuffer, to: Int, deferred: Bool)
         case receive(ReceiveBuffer, from: Int)
         /// `output = input op output`, element by element.
         case reduce(ReductionOperation, input: UnsafeRawPointer, output: UnsafeMutableRawPointer, count: Int, datatype: Datatype)
         /// The elements of one buffer into another of the same type signature.
         case copy(SendBuffer, into: ReceiveBuffer)
         case endOfRound
+        /// A round of its own that waits for every deferred send so far.
+        case sendsComplete
 
         var isTransfer: Bool {
             switch self {
@@ -58,8 +62,23 @@ struct CollectiveSchedule {
         if let last = steps.last, !last.isEndOfRound { steps.append(.endOfRound) }
     }
 
+    /// A send the round waits for: its buffer may be written afterwards.
     mutating func send(_ buffer: SendBuffer, to peer: Int) {
-        steps.append(.send(buffer, to: peer))
+        steps.append(.send(buffer, to: peer, deferred: false))
+    }
+
+    /// A send the next round need not wait for (a pipeline: the ring's
+    /// next step depends only on what it received), for a buffer nothing
+    /// writes before the next `waitForDeferredSends` or the end.
+    mutating func deferredSend(_ buffer: SendBuffer, to peer: Int) {
+        steps.append(.send(buffer, to: peer, deferred: true))
+    }
+
+    /// Waits, in a round of its own, for every deferred send so far.
+    mutating func waitForDeferredSends() {
+        nextRound()
+        steps.append(.sendsComplete)
+        steps.append(.endOfRound)
     }
 
     mutating func receive(_ buffer: ReceiveBuffer, from peer: Int) {
@@ -123,7 +142,7 @@ extension CollectiveSchedule.Step {
             } else {
                 source.copy(length: source.length, to: target)
             }
-        case .send, .receive, .endOfRound:
+        case .send, .receive, .endOfRound, .sendsComplete:
             break
         }
     }
