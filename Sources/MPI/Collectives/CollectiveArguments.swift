@@ -132,18 +132,19 @@ extension CollectiveSchedule {
         try linearScatter(blocks, into: own, root: root)
     }
 
-    /// Allgather(v): recursive doubling where the blocks are equal, laid
-    /// one after another, and the settings choose it; else the ring.
+    /// Allgather(v): recursive doubling for the plain form when the
+    /// settings choose it; else the ring. (Not for the v form even with
+    /// equal blocks: its displacements may differ between ranks, and all
+    /// must run the same algorithm.)
     mutating func allgather(
         _ send: UnsafeRawPointer?, _ count: Int, _ datatype: Datatype, _ receive: UnsafeMutableRawPointer?,
-        _ counts: [Int], _ displacements: [Int], _ receiveDatatype: Datatype, runtime: MPIRuntime
+        _ counts: [Int], _ displacements: [Int], _ receiveDatatype: Datatype, plain: Bool, runtime: MPIRuntime
     ) throws(MPIError) {
         try runtime.checkCounts(counts, "receive counts", self)
         let blocks = try runtime.blocks(receive, counts, displacements, receiveDatatype, "\(name)'s receive buffer")
         let own = send == MPIRuntime.inPlace ? nil : try runtime.input(send, count, datatype, orIn: nil, name)
-        let equal = counts.allSatisfy { $0 == counts[0] } && displacements == runtime.equalBlocks(counts)
         let bytesPerRank = counts[rank] * receiveDatatype.size
-        if equal, runtime.collectiveSettings.chooseAllgather(bytesPerRank: bytesPerRank, ranks: size) == .recursiveDoubling {
+        if plain, runtime.collectiveSettings.chooseAllgather(bytesPerRank: bytesPerRank, ranks: size) == .recursiveDoubling {
             try recursiveDoublingAllgather(own, into: Elements(receive, count: counts[0] * size, receiveDatatype), blockCount: counts[0])
         } else {
             try ringAllgather(own, into: blocks)

@@ -37,9 +37,21 @@ extension MPIRuntime {
         try startCollective("a broadcast", on: communicator) { (schedule) throws(MPIError) in
             try checkRoot(root, schedule)
             let buffer = try output(base, count, datatype, "a broadcast")
-            switch collectiveSettings.chooseBroadcast(bytes: buffer.bytes, ranks: schedule.size) {
-            case .binomial: schedule.binomialBroadcast(buffer, root: root, segmentBytes: collectiveSettings.broadcastSegment)
-            case .scatterAllgather: schedule.scatterAllgatherBroadcast(buffer, root: root)
+            let algorithm = collectiveSettings.chooseBroadcast(bytes: buffer.bytes, ranks: schedule.size)
+            let segment = collectiveSettings.broadcastSegment
+            // Algorithms that cut the message into pieces cut it by bytes,
+            // which every rank agrees on (ranks may give different
+            // datatypes of one signature): a spread-out buffer then goes
+            // through a contiguous copy of its bytes.
+            let pieces = algorithm == .scatterAllgather || segment <= buffer.bytes / 2
+            let bytes = pieces ? try schedule.contiguousBytes(of: buffer, filledOn: root, allocator: collectives.scratchAllocator) : buffer
+            switch algorithm {
+            case .binomial: schedule.binomialBroadcast(bytes, root: root, segmentBytes: segment)
+            case .scatterAllgather: schedule.scatterAllgatherBroadcast(bytes, root: root)
+            }
+            if pieces, bytes.base != buffer.base, schedule.rank != root {
+                schedule.nextRound()
+                try schedule.copy(bytes.sendBuffer, into: buffer.receiveBuffer)
             }
         }
     }
@@ -296,7 +308,7 @@ extension MPIRuntime {
         try startCollective("an allgather", on: communicator) { (schedule) throws(MPIError) in
             let counts = Array(repeating: receiveCount, count: schedule.size)
             let displacements = equalBlocks(counts)
-            try schedule.allgather(send, count, datatype, receive, counts, displacements, receiveDatatype, runtime: self)
+            try schedule.allgather(send, count, datatype, receive, counts, displacements, receiveDatatype, plain: true, runtime: self)
         }
     }
 
@@ -318,7 +330,7 @@ extension MPIRuntime {
         on communicator: Communicator? = nil
     ) throws(MPIError) -> Request {
         try startCollective("an allgatherv", on: communicator) { (schedule) throws(MPIError) in
-            try schedule.allgather(send, count, datatype, receive, receiveCounts, displacements, receiveDatatype, runtime: self)
+            try schedule.allgather(send, count, datatype, receive, receiveCounts, displacements, receiveDatatype, plain: false, runtime: self)
         }
     }
 

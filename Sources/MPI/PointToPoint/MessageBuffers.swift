@@ -21,11 +21,17 @@ struct SendBuffer {
     /// are one range becomes that range.
     init(_ base: UnsafeRawPointer?, count: Int, datatype: Datatype, for operation: @autoclosure () -> String) throws(MPIError) {
         try datatype.checkUsable(in: operation())
-        length = try datatype.checkedSize(count: count, in: operation())
-        self.count = count
+        let length = try datatype.checkedSize(count: count, in: operation())
         guard length == 0 || base != nil else { throw MPIError(.invalidBuffer, "\(operation()) of \(length) bytes from a null buffer") }
+        self.init(checked: base, count: count, datatype: datatype)
+    }
+
+    /// Elements checked already (a collective's blocks).
+    init(checked base: UnsafeRawPointer?, count: Int, datatype: Datatype) {
+        self.count = count
+        length = count * datatype.size
         if let offset = datatype.contiguousRange(count: count) {
-            self.base = length == 0 ? base : base! + offset
+            self.base = length == 0 ? base : base.map { $0 + offset }
             layout = nil
         } else {
             self.base = base
@@ -68,11 +74,17 @@ struct ReceiveBuffer {
 
     init(_ base: UnsafeMutableRawPointer?, count: Int, datatype: Datatype, for operation: @autoclosure () -> String) throws(MPIError) {
         try datatype.checkUsable(in: operation())
-        capacity = try datatype.checkedSize(count: count, in: operation())
-        self.count = count
+        let capacity = try datatype.checkedSize(count: count, in: operation())
         guard capacity == 0 || base != nil else { throw MPIError(.invalidBuffer, "\(operation()) of \(capacity) bytes into a null buffer") }
+        self.init(checked: base, count: count, datatype: datatype)
+    }
+
+    /// Elements checked already (a collective's blocks).
+    init(checked base: UnsafeMutableRawPointer?, count: Int, datatype: Datatype) {
+        self.count = count
+        capacity = count * datatype.size
         if let offset = datatype.contiguousRange(count: count) {
-            self.base = capacity == 0 ? base : base! + offset
+            self.base = capacity == 0 ? base : base.map { $0 + offset }
             layout = nil
         } else {
             self.base = base

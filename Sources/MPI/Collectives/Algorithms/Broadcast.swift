@@ -23,6 +23,7 @@ extension CollectiveSchedule {
             if relative + mask < size { children.append((relative + mask + root) % size) }
             mask >>= 1
         }
+        // (Pieces are cut by elements: the caller passes bytes when it cuts.)
         let segmentCount = buffer.datatype.size == 0 ? 1 : max(1, segmentBytes / buffer.datatype.size)
         guard segmentBytes <= buffer.bytes / 2, segmentCount <= buffer.count / 2 else {
             if let parent {

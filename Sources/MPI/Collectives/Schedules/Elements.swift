@@ -24,16 +24,6 @@ struct Elements {
         Elements(base.map { $0 + range.lowerBound * datatype.extent }, count: range.count, datatype)
     }
 
-    /// Block `index` of blocks of `count` elements each, the first at `base`.
-    func block(_ index: Int) -> Elements {
-        Elements(base.map { $0 + index * count * datatype.extent }, count: count, datatype)
-    }
-
-    /// The same elements `displacement` extents further on (the v-variants' displacements).
-    func displaced(by displacement: Int, count: Int) -> Elements {
-        Elements(base.map { $0 + displacement * datatype.extent }, count: count, datatype)
-    }
-
     var sendBuffer: SendBuffer {
         SendBuffer(checked: base.map { UnsafeRawPointer($0) }, count: count, datatype: datatype)
     }
@@ -43,31 +33,16 @@ struct Elements {
     }
 }
 
-extension SendBuffer {
-    /// Elements a collective has checked already.
-    init(checked base: UnsafeRawPointer?, count: Int, datatype: Datatype) {
-        self.count = count
-        length = count * datatype.size
-        if let offset = datatype.contiguousRange(count: count) {
-            self.base = length == 0 ? base : base.map { $0 + offset }
-            layout = nil
-        } else {
-            self.base = base
-            layout = datatype
+extension CollectiveSchedule {
+    /// `buffer`'s bytes as one run of bytes: the buffer itself when its
+    /// elements are one range, else scratch memory (on `root`, filled from
+    /// the buffer in a first round; elsewhere the caller copies it back).
+    mutating func contiguousBytes(of buffer: Elements, filledOn root: Int, allocator: ScratchAllocator) throws(MPIError) -> Elements {
+        if let offset = buffer.datatype.contiguousRange(count: buffer.count) {
+            return Elements(buffer.bytes == 0 ? buffer.base : buffer.base.map { $0 + offset }, count: buffer.bytes, .byte)
         }
-    }
-}
-
-extension ReceiveBuffer {
-    init(checked base: UnsafeMutableRawPointer?, count: Int, datatype: Datatype) {
-        self.count = count
-        capacity = count * datatype.size
-        if let offset = datatype.contiguousRange(count: count) {
-            self.base = capacity == 0 ? base : base.map { $0 + offset }
-            layout = nil
-        } else {
-            self.base = base
-            layout = datatype
-        }
+        let staging = try scratchElements(count: buffer.bytes, .byte, from: allocator)
+        if rank == root { try copy(buffer.sendBuffer, into: staging.receiveBuffer) }
+        return staging
     }
 }
