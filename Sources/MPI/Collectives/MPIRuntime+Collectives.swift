@@ -47,7 +47,7 @@ extension MPIRuntime {
             let bytes = pieces ? try schedule.contiguousBytes(of: buffer, filledOn: root, allocator: collectives.scratchAllocator) : buffer
             switch algorithm {
             case .binomial: schedule.binomialBroadcast(bytes, root: root, segmentBytes: segment)
-            case .scatterAllgather: schedule.scatterAllgatherBroadcast(bytes, root: root)
+            case .scatterAllgather: try schedule.scatterAllgatherBroadcast(bytes, root: root)
             }
             if pieces, bytes.base != buffer.base, schedule.rank != root {
                 schedule.nextRound()

@@ -54,7 +54,7 @@ extension CollectiveSchedule {
     /// down a binomial tree, then a ring allgathers the blocks. Every
     /// rank sends and receives about twice the message, whatever n, and
     /// each block lands in place (nothing is copied).
-    mutating func scatterAllgatherBroadcast(_ buffer: Elements, root: Int) {
+    mutating func scatterAllgatherBroadcast(_ buffer: Elements, root: Int) throws(MPIError) {
         let partition = BlockPartition(count: buffer.count, parts: size)
         let relative = (rank - root + size) % size
         func blocks(_ first: Int, _ end: Int) -> Elements {
@@ -78,16 +78,9 @@ extension CollectiveSchedule {
             }
             mask >>= 1
         }
-        // Ring over relative ranks: in step k, block relative - k goes on
-        // and block relative - k - 1 comes in.
-        let next = (rank + 1) % size
-        let previous = (rank + size - 1) % size
-        for step in 0..<max(0, size - 1) {
-            nextRound()
-            let outgoing = (relative - step + size) % size
-            let incoming = (relative - step - 1 + 2 * size) % size
-            exchange(blocks(outgoing, outgoing + 1).sendBuffer, to: next, blocks(incoming, incoming + 1).receiveBuffer, from: previous)
-        }
+        // The ring allgather, with rank r's place holding block r - root
+        // (the block its relative rank owns).
+        try ringAllgather(nil, into: (0..<size).map { blocks(($0 - root + size) % size, ($0 - root + size) % size + 1) })
     }
 }
 

@@ -39,7 +39,7 @@ struct CollectiveSchedule {
         }
     }
 
-    /// The collective's name, for errors and the wait description.
+    /// The collective's name, for its errors ("a broadcast failed: ...").
     let name: String
     /// The communicator the collective runs on (its ranks, its internal context).
     let communicator: Communicator
