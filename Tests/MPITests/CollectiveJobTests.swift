@@ -27,7 +27,7 @@ struct CollectiveJobTests {
     /// their environment variables: each must give the same results.
     @Test("the other algorithms, forced", arguments: [
         ["FABRIC_MPI_BCAST": "scatter-allgather", "FABRIC_MPI_ALLREDUCE": "ring", "FABRIC_MPI_ALLTOALL": "pairwise", "FABRIC_MPI_ALLGATHER": "ring"],
-        ["FABRIC_MPI_BCAST": "binomial", "FABRIC_MPI_BCAST_SEGMENT": "64", "FABRIC_MPI_ALLREDUCE": "reduce-broadcast", "FABRIC_MPI_ALLTOALL": "linear",
+        ["FABRIC_MPI_BCAST": "binomial", "FABRIC_MPI_BCAST_SEGMENT": "4096", "FABRIC_MPI_ALLREDUCE": "reduce-broadcast", "FABRIC_MPI_ALLTOALL": "linear",
          "FABRIC_MPI_ALLGATHER": "recursive-doubling"],
     ])
     func forcedAlgorithms(environment: [String: String]) throws {
