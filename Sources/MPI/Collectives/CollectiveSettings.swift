@@ -56,7 +56,7 @@ struct CollectiveSettings: Sendable, Equatable {
          "recursive-doubling below FABRIC_MPI_COLL_LARGE bytes per rank when the ranks are a power of two, else ring"),
         ("FABRIC_MPI_ALLTOALL", "the all-to-all algorithm: " + AllToAll.allCases.map(\.rawValue).joined(separator: ", "),
          "linear, pairwise from FABRIC_MPI_ALLTOALL_SMALL bytes per block with more than 32 ranks"),
-        ("FABRIC_MPI_BCAST_SEGMENT", "bytes per segment of a binomial broadcast pipelined down its tree (messages of two segments or more)", "524288"),
+        ("FABRIC_MPI_BCAST_SEGMENT", "bytes per segment of a binomial broadcast pipelined down its tree (messages of two segments or more; at least 1024)", "524288"),
         ("FABRIC_MPI_COLL_LARGE", "bytes from which broadcast, allreduce and allgather use their large-message algorithms", "65536"),
         ("FABRIC_MPI_ALLTOALL_SMALL", "bytes per block from which all-to-all with more than 32 ranks goes pairwise", "1024"),
     ]
@@ -82,7 +82,9 @@ struct CollectiveSettings: Sendable, Equatable {
         if let value = try bytes("FABRIC_MPI_COLL_LARGE") { settings.largeMessage = value }
         if let value = try bytes("FABRIC_MPI_ALLTOALL_SMALL") { settings.smallAllToAllBlock = value }
         if let value = try bytes("FABRIC_MPI_BCAST_SEGMENT") {
-            guard value > 0 else { throw MPIError(.invalidArgument, "FABRIC_MPI_BCAST_SEGMENT=0: a segment holds at least one byte") }
+            // Smaller segments make a round per few bytes: a 1 MiB broadcast
+            // in 64 B segments is 16384 rounds.
+            guard value >= 1024 else { throw MPIError(.invalidArgument, "FABRIC_MPI_BCAST_SEGMENT=\(value): a segment is at least 1024 bytes") }
             settings.broadcastSegment = value
         }
         return settings
