@@ -65,25 +65,9 @@ swift build -c release --product mpibench >/dev/null
 swift build -c release --product mpirun >/dev/null
 bin=$(swift build -c release --show-bin-path)
 
-peers=()
 PEERS=${PEERS:-auto}   # none: this MPI only; install: apt-get installs both first
-if [ "$PEERS" = install ]; then
-    missing=()
-    command -v mpicc.mpich >/dev/null 2>&1 || missing+=(mpich libmpich-dev)
-    command -v mpicc.openmpi >/dev/null 2>&1 || missing+=(openmpi-bin libopenmpi-dev)
-    if [ "${#missing[@]}" -gt 0 ]; then
-        echo "# installing ${missing[*]} (Debian)" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
-fi
-if [ "$PEERS" != none ] && command -v mpicc.mpich >/dev/null 2>&1; then
-    mpicc.mpich -O2 -o "$OUT/osu-style-mpich" scripts/osu-style.c 2>/dev/null
-    for mode in $PEER_MODES; do peers+=("mpich-$mode"); done
-fi
-if [ "$PEERS" != none ] && command -v mpicc.openmpi >/dev/null 2>&1; then
-    mpicc.openmpi -O2 -o "$OUT/osu-style-openmpi" scripts/osu-style.c 2>/dev/null
-    for mode in $PEER_MODES; do peers+=("openmpi-$mode"); done
-fi
+source scripts/peer-mpis.sh
+find_peers "$PEER_MODES"
 
 # peer_exec NAME RANKS TEST SIZE: becomes that peer's timed-out mpirun
 # (exec, so that the caller's $! is timeout's and can stop the run).
