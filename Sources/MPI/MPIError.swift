@@ -24,6 +24,9 @@ public struct MPIError: Error, Hashable, Sendable, CustomStringConvertible {
         /// A buffer that cannot serve: a buffered send without room in the
         /// attached buffer, or a null address with a nonzero count (MPI_ERR_BUFFER).
         case invalidBuffer
+        /// A communicator without the topology the call needs, or a
+        /// topology that cannot be (MPI_ERR_TOPOLOGY, MPI_ERR_DIMS).
+        case invalidTopology
         /// A message longer than the receive buffer (MPI_ERR_TRUNCATE).
         case truncated
         /// A message longer than what this operation carries.

@@ -2,7 +2,8 @@
 // nonblocking, at the element counts given (argument 1, comma-separated;
 // default 0,1,13,131072: empty, one element, an odd size and 1 MiB of
 // int64), each result checked element by element against a serial
-// computation; then nonblocking collectives overlapping on several
+// computation; then topologies and the neighbourhood collectives
+// (Neighbourhood.swift), nonblocking collectives overlapping on several
 // communicators, the progress rule, and bad input. Prints "rank R:
 // collectives ok ..."; a failed check prints what differed and exits 1.
 import Glibc
@@ -31,6 +32,7 @@ do {
             try reducing.scans(count)
         }
     }
+    try NeighbourhoodChecks(mpi: mpi).run()
     try checkOverlapping(mpi)
     try checkProgressRule(mpi)
     try checkBadInput(mpi)

@@ -412,7 +412,7 @@ extension MPIRuntime {
 
     /// Checks the runtime and the communicator, has `build` make this
     /// rank's schedule, and starts it; errors go to the error handler.
-    private func startCollective(
+    func startCollective(
         _ name: String, on communicator: Communicator?, _ build: (inout CollectiveSchedule) throws(MPIError) -> Void
     ) throws(MPIError) -> Request {
         let communicator = communicator ?? world

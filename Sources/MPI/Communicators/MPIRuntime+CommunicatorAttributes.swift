@@ -75,10 +75,8 @@ extension MPIRuntime {
     /// name is also shared, as ranks of one job on one host do).
     static let hostIdentity: Int = {
         let bootIdentifier = (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8)) ?? ""
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in (hostName() + "|" + bootIdentifier).utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
-        }
-        return Int(truncatingIfNeeded: hash & 0x7fff_ffff_ffff_ffff)
+        var hash = StableHash()
+        hash.combine(bytes: (hostName() + "|" + bootIdentifier).utf8)
+        return hash.value
     }()
 }

@@ -15,6 +15,7 @@ extension MPIRuntime {
             let gathered = try agree(on: communicator, [0, 0])
             let duplicate = try make(context: gathered.context, worldRanks: communicator.worldRanks)!
             attributes.copy(from: communicator, to: duplicate)
+            topologies.copy(from: communicator, to: duplicate)
             return duplicate
         } catch {
             return try raise(error)
@@ -30,15 +31,25 @@ extension MPIRuntime {
             guard color.map({ $0 >= 0 }) ?? true else {
                 throw MPIError(.invalidArgument, "a split with color \(color!): colors are 0 or more, or none")
             }
-            let gathered = try agree(on: communicator, [color ?? -1, key])
-            guard let color else { return nil }
-            let members = communicator.worldRanks.indices
-                .filter { gathered.values[$0][0] == color }
-                .sorted { (gathered.values[$0][1], $0) < (gathered.values[$1][1], $1) }
-            return try make(context: gathered.context, worldRanks: members.map { communicator.worldRanks[$0] })
+            return try split(communicator, color: color, key: key, agreeingOn: 0, "a split")
         } catch {
             return try raise(error)
         }
+    }
+
+    /// A split in which every rank also gives `signature` (a hash of
+    /// arguments MPI requires to be the same on all ranks, such as a
+    /// topology's): the first rank that gave another is named.
+    func split(_ communicator: Communicator, color: Int?, key: Int, agreeingOn signature: Int, _ name: String) throws(MPIError) -> Communicator? {
+        let gathered = try agree(on: communicator, [color ?? -1, key, signature])
+        if let rank = gathered.values.indices.first(where: { gathered.values[$0][2] != signature }) {
+            throw MPIError(.invalidArgument, "\(name) on \(communicator) where rank \(rank) gave other arguments than rank \(communicator.rank)")
+        }
+        guard let color else { return nil }
+        let members = communicator.worldRanks.indices
+            .filter { gathered.values[$0][0] == color }
+            .sorted { (gathered.values[$0][1], $0) < (gathered.values[$1][1], $1) }
+        return try make(context: gathered.context, worldRanks: members.map { communicator.worldRanks[$0] })
     }
 
     /// A communicator of the members of `group`, which must be ranks of
@@ -70,6 +81,7 @@ extension MPIRuntime {
             }
             try transport.retire(communicator)
             attributes.forget(communicator)
+            topologies.forget(communicator)
         } catch {
             try raise(error) as Void
         }
