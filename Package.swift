@@ -108,7 +108,7 @@ let package = Package(
         // use, the job's end); point-to-point and the rest build on it.
         .target(
             name: "MPI",
-            dependencies: ["Fabric", "FabricRegistrationCache", "PMI", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Fabric", "FabricRegistrationCache", "PMI", "CFabricShims", .product(name: "Logging", package: "swift-log")]
         ),
         // What this MPI would do here: launchers, bootstrap, backend, settings.
         .executableTarget(

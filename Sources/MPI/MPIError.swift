@@ -27,6 +27,13 @@ public struct MPIError: Error, Hashable, Sendable, CustomStringConvertible {
         /// A communicator without the topology the call needs, or a
         /// topology that cannot be (MPI_ERR_TOPOLOGY, MPI_ERR_DIMS).
         case invalidTopology
+        /// A window that is not one of this runtime's, or is freed (MPI_ERR_WIN).
+        case invalidWindow
+        /// A one-sided access outside the target's window (MPI_ERR_RMA_RANGE).
+        case outsideWindow
+        /// A one-sided call outside the epoch it needs, or a lock or epoch
+        /// call that does not pair (MPI_ERR_RMA_SYNC).
+        case windowSynchronization
         /// A message longer than the receive buffer (MPI_ERR_TRUNCATE).
         case truncated
         /// A message longer than what this operation carries.

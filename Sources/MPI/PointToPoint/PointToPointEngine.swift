@@ -38,12 +38,15 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     let device: Device
     /// Ranges one READ scatters into (spread-out receives).
     let readScatterLimit: Int
-    private let domain: Device.ProtectionDomain
+    /// (Internal, as are `lock`, `closed`, `progress`, `checkOpen` and
+    /// `channel(toPeer:)`: the windows' part of the engine lives in
+    /// OneSided/PointToPointEngine+OneSided.swift.)
+    let domain: Device.ProtectionDomain
     /// Registrations of user buffers for rendezvous, kept for reuse.
     let registrations: RegistrationCache
     private let completions: Device.CompletionQueue
     @exclusivity(unchecked) private var connections: PeerConnections<Device>!
-    private let lock = ProgressLock()
+    let lock = ProgressLock()
 
     @exclusivity(unchecked) private var requests = RequestTable()
     @exclusivity(unchecked) private var matching = MatchingQueues()
@@ -82,7 +85,11 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     @exclusivity(unchecked) private var completionBatch: UnsafeMutableBufferPointer<Completion>
     @exclusivity(unchecked) private(set) var statistics = PointToPointStatistics()
     let waiting: WaitDescription
-    @exclusivity(unchecked) private var closed = false
+    @exclusivity(unchecked) private(set) var closed = false
+    /// The windows' one-sided operations in flight, and the registered
+    /// words their atomics' old values land in.
+    @exclusivity(unchecked) var oneSided = OneSidedTickets()
+    let atomicResults: SlotPool<Device>
 
     init(
         rank: Int, size: Int, device: Device, listener: Device.Listener, settings: PointToPointSettings,
@@ -100,6 +107,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             completions = try device.createCompletionQueue(capacity: 8192)
             bounce = try SlotPool(device: device, domain: domain, slotSize: settings.slotSize, count: settings.sendSlots, access: [.localWrite, .remoteRead])
             control = try SlotPool(device: device, domain: domain, slotSize: 64, count: 1024, access: .localWrite)
+            atomicResults = try SlotPool(device: device, domain: domain, slotSize: 64, count: 256, access: .localWrite)
             receiveSlots = try SlotPool(device: device, domain: domain, slotSize: settings.slotSize, count: settings.sharedSlots, access: .localWrite)
             sharedReceiveQueue = try device.createSharedReceiveQueue(in: domain, capacity: settings.sharedSlots, maxScatterEntries: 1)
             for slot in 0..<settings.sharedSlots {
@@ -554,6 +562,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         stalled.removeAll()
         bounce.close()
         control.close()
+        atomicResults.close()
         receiveSlots.close()
         registrations.close()
     }
@@ -562,7 +571,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
 
     /// Polls the completion queue once and handles what it found; retries
     /// channels that waited for room. Under the lock.
-    private func progress() {
+    func progress() {
         flushAll()
         let found = completions.poll(into: completionBatch)
         for index in 0..<found { handle(completionBatch[index]) }
@@ -613,6 +622,15 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             requests[index].readDone += chunk
             if requests[index].readDone == requests[index].readTotal { finishRendezvousReceive(index, on: channel) }
             issueReads(on: channel)
+        case .oneSided(let ticket):
+            sendsInFlight -= 1
+            guard completion.isSuccess else {
+                let reason = "a window's \(completion.opcode) ended with \(completion.status) (\(completion.detail))"
+                finishOneSided(ticket, error: MPIError(.peerFailed, "the connection to rank \(channel.rank) failed: \(reason)"))
+                fail(channel, reason)
+                return
+            }
+            finishOneSided(ticket, error: nil)
         }
     }
 
@@ -1035,6 +1053,15 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         return true
     }
 
+    /// Queues a window's one-sided work request behind the frames already
+    /// gathered for `channel` (it leaves in order with them).
+    func postOneSided(_ request: SendWorkRequest, on channel: PeerChannel<Device>) {
+        sendsInFlight += 1
+        channel.outbox.append(request)
+        if channel.outbox.count == 1 { unflushed.append(channel) }
+        if channel.outbox.count >= settings.sendBatch { flush(channel) }
+    }
+
     /// Posts the frames `channel` gathered, in one list (one doorbell; the
     /// software NIC sends them in as few system calls as fit).
     private func flush(_ channel: PeerChannel<Device>) {
@@ -1123,6 +1150,9 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             sendsInFlight -= 1
         }
         channel.outbox.removeAll()
+        // Window operations still queued or in flight end with the error
+        // (a flushed completion that comes later finds them ended).
+        for ticket in oneSided.pending(on: channel.rank) { finishOneSided(ticket, error: error) }
         channel.readQueue.removeAll()
         for slot in bounceReader.indices where bounceReader[slot] == channel.rank {
             bounceReader[slot] = -1
@@ -1141,7 +1171,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     }
 
     /// The channel to `peer`, connecting on first use.
-    private func channel(toPeer peer: Int) throws(MPIError) -> PeerChannel<Device> {
+    func channel(toPeer peer: Int) throws(MPIError) -> PeerChannel<Device> {
         if let known = peerChannels[peer] { return known }
         let made = try connections.channel(to: peer)
         remember(made)
@@ -1161,7 +1191,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         if channelsByQueuePair[channel.queuePair.number] == nil { channelsByQueuePair[channel.queuePair.number] = channel }
     }
 
-    private func checkOpen() throws(MPIError) {
+    func checkOpen() throws(MPIError) {
         guard !closed else { throw MPIError(.invalidState, "the MPI runtime of rank \(rank) is finalized") }
     }
 
@@ -1229,6 +1259,12 @@ struct PointToPointTransport: Sendable {
     let retire: @Sendable (Communicator) throws(MPIError) -> Void
     let checkUsable: @Sendable (Communicator) throws(MPIError) -> Void
     let flush: @Sendable () -> Void
+    let registerWindowMemory: @Sendable (UnsafeMutableRawPointer, Int) throws(MPIError) -> WindowMemoryRegistration
+    let startOneSided: @Sendable (OneSidedWork, Int, inout [Int]) throws(MPIError) -> Void
+    let collectOneSided: @Sendable (inout [Int]) throws(MPIError) -> Bool
+    /// What the device's atomics are atomic with (windows choose how
+    /// accumulates on their own memory are done).
+    let atomics: DeviceCapabilities.AtomicSupport
 
     init<Device: FabricDevice>(_ engine: PointToPointEngine<Device>) {
         connectionCount = { engine.connectionCount }
@@ -1263,5 +1299,9 @@ struct PointToPointTransport: Sendable {
         retire = { (communicator) throws(MPIError) in try engine.retire(communicator) }
         checkUsable = { (communicator) throws(MPIError) in try engine.checkUsable(communicator) }
         flush = { engine.flush() }
+        registerWindowMemory = { (base, length) throws(MPIError) in try engine.registerWindowMemory(base, length: length) }
+        startOneSided = { (work, peer, tickets) throws(MPIError) in try engine.startOneSided(work, to: peer, tickets: &tickets) }
+        collectOneSided = { (tickets) throws(MPIError) in try engine.collectOneSided(&tickets) }
+        atomics = engine.device.capabilities.atomics
     }
 }

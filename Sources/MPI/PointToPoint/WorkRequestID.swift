@@ -11,6 +11,8 @@ enum WorkRequestID: Equatable {
     /// A READ of `length` bytes of a rendezvous payload into receive
     /// request `index` (a length below 2^28: a chunk's).
     case rendezvousRead(UInt32, length: Int)
+    /// A window's put, get or atomic: its ticket (`OneSidedTickets`).
+    case oneSided(Int)
 
     /// The longest READ an id can name.
     static let readLengthLimit = 1 << 27
@@ -21,6 +23,7 @@ enum WorkRequestID: Equatable {
         case .bounceSlot(let slot): return 2 << 60 | UInt64(slot)
         case .controlSlot(let slot): return 3 << 60 | UInt64(slot)
         case .rendezvousRead(let index, let length): return 4 << 60 | UInt64(length) << 32 | UInt64(index)
+        case .oneSided(let ticket): return 5 << 60 | UInt64(ticket)
         }
     }
 
@@ -31,6 +34,7 @@ enum WorkRequestID: Equatable {
         case 2: self = .bounceSlot(Int(low))
         case 3: self = .controlSlot(Int(low))
         case 4: self = .rendezvousRead(UInt32(truncatingIfNeeded: low), length: Int(low >> 32))
+        case 5: self = .oneSided(Int(low))
         default: return nil
         }
     }
