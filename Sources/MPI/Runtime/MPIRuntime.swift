@@ -53,6 +53,8 @@ public final class MPIRuntime: @unchecked Sendable {  // the transport locks its
     let attributes = CommunicatorAttributes()
     /// Communicators' Cartesian and graph topologies.
     let topologies = CommunicatorTopologies()
+    /// The windows of one-sided communication.
+    let windows = WindowTable()
     /// The runtime's own messages (the finalize barrier) travel on a
     /// communicator of their own, so they never match an application's receive.
     let runtimeCommunicator: Communicator

@@ -1,0 +1,323 @@
+import FabricCore
+import Glibc
+
+/// Puts, gets and atomics (MPI_Put, MPI_Get, MPI_Accumulate,
+/// MPI_Get_accumulate, MPI_Fetch_and_op, MPI_Compare_and_swap). Every
+/// target range is checked here, at the origin, before anything is
+/// posted: an access outside the target's window is this caller's error,
+/// and the connection (with its point-to-point traffic) goes on. Puts,
+/// gets and fabric atomics return once posted and complete at the next
+/// flush, unlock or fence; the locked READ-modify-WRITE accumulates
+/// (`AccumulateMechanism`) complete before they return.
+extension MPIRuntime {
+    /// Writes `count` elements at `origin` into `target`'s window at
+    /// `displacement` (MPI_Put). The target's elements are `targetCount`
+    /// of `targetDatatype` (the origin's by default), one range.
+    public func put(
+        _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, to target: Int, displacement: Int,
+        targetCount: Int? = nil, targetDatatype: Datatype? = nil, on window: Window
+    ) throws(MPIError) {
+        do throws(MPIError) {
+            let state = try windows.state(of: window)
+            let source = try SendBuffer(origin, count: count, datatype: datatype, for: "a put")
+            let access = try targetAccess(state, "a put", target: target, displacement: displacement, count: targetCount ?? count,
+                                          datatype: targetDatatype ?? datatype, originBytes: source.length)
+            guard source.length > 0 else { return }
+            if let local = access.local {
+                source.copy(length: source.length, to: local)
+                return
+            }
+            var from = source.base!
+            if source.layout != nil {
+                // Spread-out origin elements leave from a packed copy, kept until flushed.
+                let staged = malloc(source.length)!
+                source.copy(length: source.length, to: staged)
+                let address = UInt(bitPattern: staged)
+                state.epochs.withLock { $0.staging.append(address) }
+                from = UnsafeRawPointer(staged)
+            }
+            var tickets: [Int] = []
+            try transport.startOneSided(.write(from, length: source.length, to: access.remote), access.worldRank, &tickets)
+            state.epochs.withLock { $0.pending[target] += tickets }
+        } catch {
+            try raise(error) as Void
+        }
+    }
+
+    /// Reads `count` elements from `target`'s window at `displacement`
+    /// into `origin` (MPI_Get); the data is there after the next flush.
+    public func get(
+        into origin: UnsafeMutableRawPointer?, count: Int, datatype: Datatype, from target: Int, displacement: Int,
+        targetCount: Int? = nil, targetDatatype: Datatype? = nil, on window: Window
+    ) throws(MPIError) {
+        do throws(MPIError) {
+            let state = try windows.state(of: window)
+            let destination = try ReceiveBuffer(origin, count: count, datatype: datatype, for: "a get")
+            let access = try targetAccess(state, "a get", target: target, displacement: displacement, count: targetCount ?? count,
+                                          datatype: targetDatatype ?? datatype, originBytes: destination.capacity)
+            guard destination.capacity > 0 else { return }
+            if let local = access.local {
+                place(UnsafeRawPointer(local), into: destination)
+                return
+            }
+            var tickets: [Int] = []
+            guard destination.layout != nil else {
+                try transport.startOneSided(.read(into: destination.base!, length: destination.capacity, from: access.remote), access.worldRank, &tickets)
+                state.epochs.withLock { $0.pending[target] += tickets }
+                return
+            }
+            // Spread-out origin elements: read into a packed copy and
+            // place it (this get completes before it returns).
+            let staged = malloc(destination.capacity)!
+            defer { Glibc.free(staged) }
+            try transport.startOneSided(.read(into: staged, length: destination.capacity, from: access.remote), access.worldRank, &tickets)
+            try waitFor(&tickets)
+            place(UnsafeRawPointer(staged), into: destination)
+        } catch {
+            try raise(error) as Void
+        }
+    }
+
+    /// Combines `count` elements at `origin` into `target`'s elements with
+    /// `operation`, atomically per element (MPI_Accumulate). Elements are
+    /// of one basic type (or a pair type), the same at both ends.
+    public func accumulate(
+        _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, to target: Int, displacement: Int,
+        operation: AccumulateOperation, on window: Window
+    ) throws(MPIError) {
+        do throws(MPIError) {
+            try accumulate(origin, count: count, datatype: datatype, result: nil, target: target, displacement: displacement, operation: operation,
+                           window: window, "an accumulate")
+        } catch {
+            try raise(error) as Void
+        }
+    }
+
+    /// The same, with the target's elements as they were before into
+    /// `result` (MPI_Get_accumulate; with `.noOperation`, an atomic read).
+    public func getAccumulate(
+        _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, result: UnsafeMutableRawPointer?, to target: Int, displacement: Int,
+        operation: AccumulateOperation, on window: Window
+    ) throws(MPIError) {
+        do throws(MPIError) {
+            guard count == 0 || datatype.size == 0 || result != nil else { throw MPIError(.invalidBuffer, "a get-accumulate of \(count) elements into a null result buffer") }
+            try accumulate(origin, count: count, datatype: datatype, result: result, target: target, displacement: displacement, operation: operation,
+                           window: window, "a get-accumulate")
+        } catch {
+            try raise(error) as Void
+        }
+    }
+
+    /// One element's get-accumulate (MPI_Fetch_and_op).
+    public func fetchAndOp(
+        _ origin: UnsafeRawPointer?, result: UnsafeMutableRawPointer, datatype: Datatype, target: Int, displacement: Int,
+        operation: AccumulateOperation, on window: Window
+    ) throws(MPIError) {
+        do throws(MPIError) {
+            try accumulate(origin, count: 1, datatype: datatype, result: result, target: target, displacement: displacement, operation: operation,
+                           window: window, "a fetch-and-op")
+        } catch {
+            try raise(error) as Void
+        }
+    }
+
+    /// Sets `target`'s element to `*origin` if it equals `*compare`; its
+    /// old value lands in `result` (MPI_Compare_and_swap).
+    public func compareAndSwap(
+        _ origin: UnsafeRawPointer, compare: UnsafeRawPointer, result: UnsafeMutableRawPointer, datatype: Datatype,
+        target: Int, displacement: Int, on window: Window
+    ) throws(MPIError) {
+        do throws(MPIError) {
+            let state = try windows.state(of: window)
+            try checkAccumulateType(datatype, "a compare-and-swap")
+            let access = try targetAccess(state, "a compare-and-swap", target: target, displacement: displacement, count: 1, datatype: datatype,
+                                          originBytes: datatype.size)
+            if AccumulateMechanism.chooseCompareAndSwap(datatype, atomics: transport.atomics) == .fabricAtomics, access.remote.address & 7 == 0 {
+                let word = WindowWord(worldRank: access.worldRank, remote: access.remote, local: access.local)
+                let swap = origin.loadUnaligned(as: UInt64.self), expected = compare.loadUnaligned(as: UInt64.self)
+                if word.local != nil {
+                    result.storeBytes(of: try compareAndSwap(word, compare: expected, swap: swap), as: UInt64.self)
+                } else {
+                    var tickets: [Int] = []
+                    try transport.startOneSided(.compareAndSwap(access.remote, compare: expected, swap: swap, oldValue: result), access.worldRank, &tickets)
+                    state.epochs.withLock { $0.pending[target] += tickets }
+                }
+                return
+            }
+            let bytes = datatype.size
+            try lockedUpdate(state, target: target, access, bytes: bytes) { current in
+                result.copyMemory(from: current, byteCount: bytes)
+                guard memcmp(current, compare, bytes) == 0 else { return false }
+                current.copyMemory(from: origin, byteCount: bytes)
+                return true
+            }
+        } catch {
+            try raise(error) as Void
+        }
+    }
+
+    // MARK: - Accumulates
+
+    private func accumulate(
+        _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, result: UnsafeMutableRawPointer?, target: Int, displacement: Int,
+        operation: AccumulateOperation, window: Window, _ what: String
+    ) throws(MPIError) {
+        let state = try windows.state(of: window)
+        try checkAccumulateType(datatype, what)
+        if case .reduce(let reduction) = operation {
+            if case .user = reduction.kind { throw MPIError(.invalidArgument, "\(what) with a user operation (one-sided calls take only built-in ones)") }
+            try reduction.check(datatype)
+        }
+        let bytes = try datatype.checkedSize(count: count, in: what)
+        if case .noOperation = operation {} else if bytes > 0, origin == nil {
+            throw MPIError(.invalidBuffer, "\(what) of \(count) elements from a null buffer")
+        }
+        let access = try targetAccess(state, what, target: target, displacement: displacement, count: count, datatype: datatype, originBytes: bytes)
+        guard bytes > 0 else { return }
+        if AccumulateMechanism.choose(operation, datatype, atomics: transport.atomics) == .fabricAtomics, access.remote.address & 7 == 0 {
+            try atomicAccumulate(state, target: target, access, origin: origin, count: count, result: result, operation: operation)
+            return
+        }
+        try lockedUpdate(state, target: target, access, bytes: bytes) { current in
+            if let result { result.copyMemory(from: current, byteCount: bytes) }
+            switch operation {
+            case .noOperation: return false
+            case .replace: current.copyMemory(from: origin!, byteCount: bytes)
+            case .reduce(let reduction): reduction.apply(origin!, to: current, count: count, datatype: datatype)
+            }
+            return true
+        }
+    }
+
+    /// 8-byte integers, one fabric atomic per element: sums and no-ops
+    /// are posted (complete at the next flush), replaces loop on
+    /// compare-and-swap until it holds (complete on return).
+    private func atomicAccumulate(
+        _ state: WindowState, target: Int, _ access: TargetAccess, origin: UnsafeRawPointer?, count: Int, result: UnsafeMutableRawPointer?,
+        operation: AccumulateOperation
+    ) throws(MPIError) {
+        var tickets: [Int] = []
+        defer { if !tickets.isEmpty { state.epochs.withLock { $0.pending[target] += tickets } } }
+        for index in 0..<count {
+            let word = WindowWord(worldRank: access.worldRank, remote: access.remote.advanced(by: 8 * index), local: access.local.map { $0 + 8 * index })
+            let oldValue = result.map { $0 + 8 * index }
+            switch operation {
+            case .replace:
+                let new = origin!.loadUnaligned(fromByteOffset: 8 * index, as: UInt64.self)
+                var seen = try fetchAndAdd(word, 0)
+                while true {
+                    let old = try compareAndSwap(word, compare: seen, swap: new)
+                    if old == seen { break }
+                    seen = old
+                }
+                oldValue?.storeBytes(of: seen, as: UInt64.self)
+            case .noOperation, .reduce:
+                let add = operation.isNoOperation ? 0 : origin!.loadUnaligned(fromByteOffset: 8 * index, as: UInt64.self)
+                if word.local != nil {
+                    let old = try fetchAndAdd(word, add)
+                    oldValue?.storeBytes(of: old, as: UInt64.self)
+                } else if add != 0 || oldValue != nil {
+                    try transport.startOneSided(.fetchAndAdd(word.remote, add: add, oldValue: oldValue), access.worldRank, &tickets)
+                }
+            }
+        }
+    }
+
+    /// Runs `update` on the target's current bytes while holding its
+    /// accumulate lock: on this rank's own memory directly; on a peer's,
+    /// on a copy READ from it and WRITTEN back if `update` says it changed.
+    private func lockedUpdate(
+        _ state: WindowState, target: Int, _ access: TargetAccess, bytes: Int, _ update: (UnsafeMutableRawPointer) -> Bool
+    ) throws(MPIError) {
+        let lock = word(state, target: target, offset: WindowControl.accumulateLockOffset, control: true)
+        let holder = UInt64(rank + 1)
+        try acquire(lock, as: holder)
+        do throws(MPIError) {
+            if let local = access.local {
+                _ = update(local)
+            } else {
+                let copy = malloc(bytes)!
+                defer { Glibc.free(copy) }
+                var tickets: [Int] = []
+                try transport.startOneSided(.read(into: copy, length: bytes, from: access.remote), access.worldRank, &tickets)
+                try waitFor(&tickets)
+                if update(copy) {
+                    try transport.startOneSided(.write(UnsafeRawPointer(copy), length: bytes, to: access.remote), access.worldRank, &tickets)
+                    try waitFor(&tickets)
+                }
+            }
+        } catch {
+            try? release(lock, heldAs: holder)
+            throw error
+        }
+        try release(lock, heldAs: holder)
+    }
+
+    private func checkAccumulateType(_ datatype: Datatype, _ what: String) throws(MPIError) {
+        try datatype.checkUsable(in: what)
+        switch datatype.construction {
+        case .basic, .pair: return
+        default: throw MPIError(.invalidDatatype, "\(what) on \(datatype): one-sided atomics take a basic type or a pair type")
+        }
+    }
+
+    // MARK: - Target ranges
+
+    /// Where an access goes, once checked.
+    struct TargetAccess {
+        let worldRank: Int
+        /// The first byte accessed, as a peer reaches it.
+        let remote: RemoteMemory
+        /// The same byte, when the target is this rank.
+        let local: UnsafeMutableRawPointer?
+    }
+
+    /// Checks an access of `count` elements of `datatype` at
+    /// `displacement` in `target`'s window: a rank of the window, an
+    /// epoch that covers it, as many bytes as the origin gives, one range,
+    /// and every byte inside the target's window.
+    func targetAccess(
+        _ state: WindowState, _ what: String, target: Int, displacement: Int, count: Int, datatype: Datatype, originBytes: Int
+    ) throws(MPIError) -> TargetAccess {
+        guard state.targets.indices.contains(target) else {
+            throw MPIError(.invalidRank, "\(what) to rank \(target) of \(state.window), whose ranks are 0 to \(state.targets.count - 1)")
+        }
+        guard state.epochs.withLock({ $0.covers(target) }) else {
+            throw MPIError(.windowSynchronization, "\(what) to rank \(target) of \(state.window) outside an access epoch (no fence, lock or start covers it)")
+        }
+        try datatype.checkUsable(in: what)
+        let bytes = try datatype.checkedSize(count: count, in: what)
+        guard bytes == originBytes else {
+            throw MPIError(.invalidDatatype, "\(what) of \(originBytes) bytes at the origin into \(bytes) bytes at the target (the counts or datatypes differ)")
+        }
+        guard let lowest = datatype.contiguousRange(count: count) else {
+            throw MPIError(.invalidDatatype, "\(what) with target elements spread out (\(datatype)): not supported yet; the target's elements must be one range")
+        }
+        let place = state.targets[target]
+        let (scaled, scaleOverflow) = displacement.multipliedReportingOverflow(by: place.displacementUnit)
+        let (start, startOverflow) = scaled.addingReportingOverflow(bytes == 0 ? 0 : lowest)
+        let (end, endOverflow) = start.addingReportingOverflow(bytes)
+        guard displacement >= 0, start >= 0, !scaleOverflow, !startOverflow, !endOverflow, end <= place.size else {
+            throw MPIError(.outsideWindow, "\(what) of \(bytes) bytes at displacement \(displacement) lies outside rank \(target)'s part of \(state.window) (\(place.size) bytes, displacement unit \(place.displacementUnit))")
+        }
+        let local = place.worldRank == rank ? state.base.map { $0 + start } : nil
+        return TargetAccess(worldRank: place.worldRank, remote: place.remote.advanced(by: start), local: local)
+    }
+
+    /// Copies packed bytes into a receive buffer's elements.
+    private func place(_ bytes: UnsafeRawPointer, into destination: ReceiveBuffer) {
+        guard let base = destination.base else { return }
+        if let layout = destination.layout {
+            layout.scatter(from: bytes, into: base, count: destination.count, packedFrom: 0, length: destination.capacity)
+        } else {
+            base.copyMemory(from: bytes, byteCount: destination.capacity)
+        }
+    }
+}
+
+extension AccumulateOperation {
+    var isNoOperation: Bool {
+        if case .noOperation = self { return true }
+        return false
+    }
+}

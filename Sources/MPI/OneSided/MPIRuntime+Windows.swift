@@ -1,0 +1,155 @@
+import FabricCore
+import Glibc
+
+/// Making and freeing windows (MPI_Win_create, MPI_Win_allocate,
+/// MPI_Win_free). Every rank of the communicator takes part. Each rank
+/// registers its window memory (a registration of the window's own, whose
+/// keys are revoked when the window is freed) and a small control block
+/// (its locks, `WindowControl`); the ranks then exchange where these are,
+/// so that every later put, get and atomic goes straight to the target's
+/// memory with no help from the target.
+extension MPIRuntime {
+    /// A window over `bytes` bytes at `base` on every rank (MPI_Win_create);
+    /// a displacement counts `displacementUnit` bytes.
+    public func createWindow(
+        _ base: UnsafeMutableRawPointer?, bytes: Int, displacementUnit: Int = 1, on communicator: Communicator? = nil
+    ) throws(MPIError) -> Window {
+        do throws(MPIError) {
+            guard bytes == 0 || base != nil else { throw MPIError(.invalidBuffer, "a window of \(bytes) bytes at a null address") }
+            return try makeWindow(base: bytes == 0 ? nil : base, bytes: bytes, displacementUnit: displacementUnit, flavor: .created, on: communicator ?? world)
+        } catch {
+            return try raise(error)
+        }
+    }
+
+    /// A window over `bytes` bytes the runtime allocates from its
+    /// registered pool on every rank (MPI_Win_allocate); the memory is
+    /// freed with the window.
+    public func allocateWindow(
+        bytes: Int, displacementUnit: Int = 1, on communicator: Communicator? = nil
+    ) throws(MPIError) -> (window: Window, base: UnsafeMutableRawPointer?) {
+        do throws(MPIError) {
+            guard bytes >= 0 else { throw MPIError(.invalidArgument, "a window of \(bytes) bytes") }
+            let memory = bytes == 0 ? nil : try transport.allocateMemory(bytes).baseAddress
+            do throws(MPIError) {
+                let window = try makeWindow(base: memory, bytes: bytes, displacementUnit: displacementUnit, flavor: .allocated, on: communicator ?? world)
+                return (window, memory)
+            } catch {
+                if let memory { try? transport.freeMemory(memory) }
+                throw error
+            }
+        } catch {
+            return try raise(error)
+        }
+    }
+
+    /// The window's base, size, displacement unit, flavor and model on this rank.
+    public func attributes(of window: Window) throws(MPIError) -> WindowAttributes {
+        do throws(MPIError) {
+            return try windows.state(of: window).attributes
+        } catch {
+            return try raise(error)
+        }
+    }
+
+    /// Ends the window on every rank (MPI_Win_free): this rank's operations
+    /// complete, then every rank waits for all (no peer still accesses its
+    /// memory), then the keys are revoked and allocated memory freed. A
+    /// rank that holds a lock or has an epoch open is refused.
+    public func free(_ window: Window) throws(MPIError) {
+        do throws(MPIError) {
+            let state = try windows.state(of: window)
+            let open = state.epochs.withLock { epochs in
+                !epochs.locks.isEmpty || epochs.lockAll || epochs.accessGroup != nil || epochs.exposureGroup != nil
+            }
+            guard !open else {
+                throw MPIError(.windowSynchronization, "freeing \(window) with a lock held or a post/start epoch open on rank \(state.communicator.rank)")
+            }
+            try completeOperations(on: state, targets: nil)
+            try barrier(state.communicator)
+            windows.remove(window)
+            for registration in state.registrations { registration.deregister() }
+            Glibc.free(state.control)
+            if state.flavor == .allocated, let base = state.base { try transport.freeMemory(base) }
+            try self.free(state.communicator)
+        } catch {
+            try raise(error) as Void
+        }
+    }
+
+    // MARK: - Making
+
+    private func makeWindow(
+        base: UnsafeMutableRawPointer?, bytes: Int, displacementUnit: Int, flavor: WindowFlavor, on parent: Communicator
+    ) throws(MPIError) -> Window {
+        try checkOpen()
+        guard bytes >= 0 else { throw MPIError(.invalidArgument, "a window of \(bytes) bytes") }
+        guard displacementUnit > 0 else { throw MPIError(.invalidArgument, "a window with displacement unit \(displacementUnit) (it must be 1 or more)") }
+        let communicator = try duplicate(parent)
+        // Registration may fail on one rank (memory that cannot be
+        // registered): every rank learns it in the exchange, and all
+        // refuse the window together.
+        var registrations: [WindowMemoryRegistration] = []
+        var control: UnsafeMutableRawPointer?
+        var failure: MPIError?
+        do throws(MPIError) {
+            var memory: UnsafeMutableRawPointer?
+            guard posix_memalign(&memory, 64, WindowControl.bytes) == 0, let memory else {
+                throw MPIError(.invalidArgument, "no memory for a window's control block")
+            }
+            memory.initializeMemory(as: UInt8.self, repeating: 0, count: WindowControl.bytes)
+            control = memory
+            registrations.append(try transport.registerWindowMemory(memory, WindowControl.bytes))
+            if let base, bytes > 0 { registrations.append(try transport.registerWindowMemory(base, bytes)) }
+        } catch {
+            failure = error
+        }
+        let data = registrations.count == 2 ? registrations[1].remote : RemoteMemory(address: 0, key: RemoteKey(rawValue: 0))
+        let controlRemote = registrations.first?.remote ?? RemoteMemory(address: 0, key: RemoteKey(rawValue: 0))
+        let mine = [failure == nil ? 1 : 0, Int(bitPattern: UInt(data.address)), bytes, displacementUnit, Int(data.key.rawValue),
+                    Int(bitPattern: UInt(controlRemote.address)), Int(controlRemote.key.rawValue)]
+        let all = try allgather(mine, on: communicator)
+        if let refused = all.firstIndex(where: { $0[0] == 0 }) {
+            for registration in registrations { registration.deregister() }
+            if let control { Glibc.free(control) }
+            try? free(communicator)
+            throw failure ?? MPIError(.invalidArgument, "a window on \(parent): rank \(refused) could not register its memory")
+        }
+        let targets = all.enumerated().map { rank, values in
+            WindowTarget(worldRank: communicator.worldRanks[rank],
+                         remote: RemoteMemory(address: UInt64(UInt(bitPattern: values[1])), key: RemoteKey(rawValue: UInt32(truncatingIfNeeded: values[4]))),
+                         size: values[2], displacementUnit: values[3],
+                         control: RemoteMemory(address: UInt64(UInt(bitPattern: values[5])), key: RemoteKey(rawValue: UInt32(truncatingIfNeeded: values[6]))))
+        }
+        let window = windows.nextWindow()
+        windows.add(WindowState(window: window, communicator: communicator, base: base, size: bytes, displacementUnit: displacementUnit,
+                                flavor: flavor, targets: targets, control: control!, registrations: registrations))
+        return window
+    }
+
+    // MARK: - Completion
+
+    /// Waits until every operation this rank posted on the window to
+    /// `targets` (all when nil) has completed at the target.
+    func completeOperations(on state: WindowState, targets: [Int]?) throws(MPIError) {
+        var tickets: [Int] = []
+        let staging = state.epochs.withLock { epochs in
+            for target in targets ?? Array(epochs.pending.indices) {
+                tickets += epochs.pending[target]
+                epochs.pending[target].removeAll()
+            }
+            // (Staged copies are freed only when every target is flushed.)
+            guard targets == nil else { return [UInt]() }
+            defer { epochs.staging.removeAll() }
+            return epochs.staging
+        }
+        defer { for address in staging { Glibc.free(UnsafeMutableRawPointer(bitPattern: address)) } }
+        try waitFor(&tickets)
+    }
+
+    /// Waits for one-sided tickets (the caller's own, blocking).
+    func waitFor(_ tickets: inout [Int]) throws(MPIError) {
+        guard !tickets.isEmpty else { return }
+        try transport.wait { () throws(MPIError) -> Bool in try transport.collectOneSided(&tickets) }
+    }
+}
