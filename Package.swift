@@ -151,6 +151,9 @@ let package = Package(
         // Optimised even in debug builds: its serial reference computations
         // over megabytes of elements would otherwise take most of the test's time.
         .executableTarget(name: "mpi-collective-check", dependencies: ["MPI", "RankCheck"], swiftSettings: [.unsafeFlags(["-O"])]),
+        // A rank for the window tests: creation, every one-sided operation and
+        // epoch kind, a passive target that computes, bad input.
+        .executableTarget(name: "mpi-window-check", dependencies: ["MPI", "RankCheck"]),
         // Ranks for the registration cache's tests: change a buffer's
         // mapping between transfers, check the bytes and the counters.
         .executableTarget(name: "mpi-regcache-check", dependencies: ["MPI", "FabricRegistrationCache", "FabricSupport", "CFabricShims", "RankCheck"]),
@@ -160,7 +163,7 @@ let package = Package(
         .executableTarget(name: "fabric-example", dependencies: ["Fabric"]),
         .testTarget(name: "FabricCoreTests", dependencies: ["FabricCore"]),
         .testTarget(name: "PMITests", dependencies: ["PMI", "pmi-test-rank", "mpi-runtime-check", "FabricTestSupport"]),
-        .testTarget(name: "MPITests", dependencies: ["MPI", "FabricTestSupport", "mpi-runtime-check", "mpi-p2p-check", "mpi-datatype-check", "mpi-requests-check", "mpi-communicator-check", "mpi-collective-check", "mpi-regcache-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
+        .testTarget(name: "MPITests", dependencies: ["MPI", "FabricTestSupport", "mpi-runtime-check", "mpi-p2p-check", "mpi-datatype-check", "mpi-requests-check", "mpi-communicator-check", "mpi-collective-check", "mpi-window-check", "mpi-regcache-check", "mpirun", "pmi-test-rank", "mpiinfo"]),
         .testTarget(name: "MPILauncherTests", dependencies: ["MPILauncher", "FabricTestSupport", "mpirun", "mpiexec", "pmi-test-rank"]),
         .testTarget(name: "FabricSupportTests", dependencies: ["FabricSupport"]),
         .testTarget(

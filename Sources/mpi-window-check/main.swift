@@ -1,0 +1,219 @@
+// A rank for the window tests: windows allocated from the registered pool
+// and created over the program's memory; puts and gets under fences,
+// under locks and under post/start/complete/wait; accumulates, fetch-and-
+// op and compare-and-swap from every rank at once, checked for atomicity
+// (every fetched value seen exactly once); a target that computes without
+// calling MPI while the others work on its memory (PassiveTarget.swift);
+// bad input. Prints "rank R: windows ok ..."; a failed check prints what
+// differed and exits 1.
+import Glibc
+import MPI
+import RankCheck
+
+do {
+    let mpi = try MPIRuntime.initialize()
+    mpi.errorHandler = .returnErrors
+    let rank = mpi.rank
+    let size = mpi.size
+    let next = (rank + 1) % size
+    let previous = (rank + size - 1) % size
+    let count = 4096  // int64 per rank: 32 KiB, one put of it is above the eager limit
+
+    // Allocated window: each rank puts its stamp into the next rank's
+    // window under a fence, then gets the previous rank's back.
+    let (window, base) = try mpi.allocateWindow(bytes: count * 8, displacementUnit: 8)
+    let attributes = try mpi.attributes(of: window)
+    check(attributes.size == count * 8 && attributes.displacementUnit == 8 && attributes.flavor == .allocated && attributes.base == base,
+          "allocated window's attributes: \(attributes)")
+    let mine = base!.bindMemory(to: Int64.self, capacity: count)
+    for index in 0..<count { mine[index] = -1 }
+    let stamp = (0..<count).map { Int64(rank * 1_000_000 + $0) }
+    try mpi.fence(on: window)
+    try mpi.put(stamp, count: count, datatype: .int64, to: next, displacement: 0, on: window)
+    try mpi.fence(on: window)
+    check((0..<count).allSatisfy { mine[$0] == Int64(previous * 1_000_000 + $0) }, "fence put: rank \(rank) holds \(mine[0]), \(mine[count - 1])")
+    var fetched = [Int64](repeating: 0, count: count)
+    try withPointer(to: &fetched) { (pointer) throws(MPIError) in
+        try mpi.get(into: pointer, count: count, datatype: .int64, from: next, displacement: 0, on: window)
+        try mpi.fence(on: window)
+    }
+    check(fetched == stamp, "fence get: rank \(rank) read back \(fetched[0]), \(fetched[count - 1]) from rank \(next)")
+
+    // A spread-out origin (every other int64) into one range at displacement 10.
+    let spaced = try Datatype.vector(count: 8, blockLength: 1, stride: 2, of: .int64)
+    try spaced.commit()
+    let source = (0..<16).map { Int64(rank * 100 + $0) }
+    try mpi.put(source, count: 1, datatype: spaced, to: next, displacement: 10, targetCount: 8, targetDatatype: .int64, on: window)
+    try mpi.fence(on: window)
+    check((0..<8).allSatisfy { mine[10 + $0] == Int64(previous * 100 + 2 * $0) }, "a put from a vector type: \(Array(UnsafeBufferPointer(start: mine + 10, count: 8)))")
+    try mpi.fence(.noSucceed, on: window)
+
+    // Created window over this program's memory, under locks.
+    let own = UnsafeMutablePointer<Int64>.allocate(capacity: count)
+    own.initialize(repeating: 0, count: count)
+    let created = try mpi.createWindow(UnsafeMutableRawPointer(own), bytes: count * 8, displacementUnit: 8)
+    try mpi.lock(.exclusive, target: next, on: created)
+    try mpi.put(stamp, count: count, datatype: .int64, to: next, displacement: 0, on: created)
+    try mpi.unlock(target: next, on: created)
+    try mpi.barrier()
+    check((0..<count).allSatisfy { own[$0] == Int64(previous * 1_000_000 + $0) }, "put under a lock: \(own[0])")
+    try mpi.lock(.shared, target: previous, on: created)
+    var back = [Int64](repeating: 0, count: 16)
+    try withPointer(to: &back) { (pointer) throws(MPIError) in
+        try mpi.get(into: pointer, count: 16, datatype: .int64, from: previous, displacement: count - 16, on: created)
+        try mpi.flush(target: previous, on: created)
+    }
+    try mpi.unlock(target: previous, on: created)
+    let expectedBack = (count - 16..<count).map { Int64(((previous + size - 1) % size) * 1_000_000 + $0) }
+    check(back == expectedBack, "get under a shared lock: \(back.prefix(2))")
+    try mpi.barrier()
+
+    try checkAtomics(mpi, window: created, words: own)
+    try checkPostStartCompleteWait(mpi, window: window, words: mine)
+    try checkBadInput(mpi, window: created)
+    try mpi.free(created)
+    own.deallocate()
+    try mpi.free(window)
+    try checkPassiveTarget(mpi)
+    try spaced.free()
+    print("rank \(rank): windows ok, \(size) ranks")
+    try mpi.finalize()
+} catch {
+    fail("\(error)")
+}
+
+/// Every rank at once on rank 0's words 0 to 5 of `window`: fetch-and-add
+/// (every old value seen once across ranks), int64 sum accumulates, double
+/// sums and int32 maxima (the locked mechanism), compare-and-swap
+/// increments, replace; blocking and under lock-all.
+func checkAtomics(_ mpi: MPIRuntime, window: Window, words: UnsafeMutablePointer<Int64>) throws(MPIError) {
+    let rank = mpi.rank, size = mpi.size
+    let rounds = 200
+    if rank == 0 { for index in 0..<16 { words[index] = 0 } }
+    try mpi.barrier()
+    try mpi.lockAll(on: window)
+    var olds: [Int64] = []
+    var one: Int64 = 1, old: Int64 = 0
+    var half = Double(0.5), third: Int32 = 0
+    for round in 0..<rounds {
+        try mpi.fetchAndOp(&one, result: &old, datatype: .int64, target: 0, displacement: 0, operation: .sum, on: window)
+        try mpi.flush(target: 0, on: window)
+        olds.append(old)
+        var add = Int64(rank + 1)
+        try mpi.accumulate(&add, count: 1, datatype: .int64, to: 0, displacement: 1, operation: .sum, on: window)
+        try mpi.accumulate(&half, count: 1, datatype: .double, to: 0, displacement: 2, operation: .sum, on: window)
+        third = Int32(rank * rounds + round)
+        try mpi.accumulate(&third, count: 1, datatype: .int32, to: 0, displacement: 3, operation: .reduce(.maximum), on: window)
+        // An increment by compare-and-swap: retried until it holds.
+        var seen: Int64 = 0
+        var zero: Int64 = 0
+        try mpi.fetchAndOp(&zero, result: &seen, datatype: .int64, target: 0, displacement: 4, operation: .noOperation, on: window)
+        try mpi.flush(target: 0, on: window)
+        while true {
+            var wanted = seen + 1, expected = seen, got: Int64 = 0
+            try mpi.compareAndSwap(&wanted, compare: &expected, result: &got, datatype: .int64, target: 0, displacement: 4, on: window)
+            try mpi.flush(target: 0, on: window)
+            if got == seen { break }
+            seen = got
+        }
+    }
+    var replacement = Int64(rank + 7)
+    try mpi.accumulate(&replacement, count: 1, datatype: .int64, to: 0, displacement: 5, operation: .replace, on: window)
+    try mpi.unlockAll(on: window)
+    try mpi.barrier()
+    // Every fetched counter value was seen by exactly one fetch.
+    let gathered = try mpi.gather(olds, count: rounds, root: 0)
+    if rank == 0 {
+        let all = gathered.sorted()
+        check(all == (0..<Int64(size * rounds)).map { $0 }, "fetch-and-add saw \(all.count) values, not each of 0..<\(size * rounds) once")
+        check(words[0] == Int64(size * rounds), "fetch-and-add total \(words[0])")
+        check(words[1] == Int64(rounds * size * (size + 1) / 2), "int64 sum accumulates: \(words[1])")
+        let doubles = UnsafeMutableRawPointer(words + 2).load(as: Double.self)
+        check(doubles == Double(size * rounds) * 0.5, "double sum accumulates (locked): \(doubles)")
+        let maximum = UnsafeMutableRawPointer(words + 3).load(as: Int32.self)
+        check(maximum == Int32((size - 1) * rounds + rounds - 1), "int32 max accumulates (locked): \(maximum)")
+        check(words[4] == Int64(size * rounds), "compare-and-swap increments: \(words[4])")
+        check((7..<7 + Int64(size)).contains(words[5]), "replace: \(words[5])")
+    }
+    try mpi.barrier()
+}
+
+/// Post/start/complete/wait on a ring: each rank exposes its memory to
+/// the previous rank and accesses the next one's.
+func checkPostStartCompleteWait(_ mpi: MPIRuntime, window: Window, words: UnsafeMutablePointer<Int64>) throws(MPIError) {
+    let rank = mpi.rank, size = mpi.size
+    let next = (rank + 1) % size, previous = (rank + size - 1) % size
+    try mpi.post(to: try mpi.world.group.including([previous]), on: window)
+    try mpi.start(to: try mpi.world.group.including([next]), on: window)
+    var value = Int64(rank + 5000)
+    try mpi.put(&value, count: 1, datatype: .int64, to: next, displacement: 100, on: window)
+    try mpi.complete(on: window)
+    try mpi.waitForOrigins(on: window)
+    check(words[100] == Int64(previous + 5000), "post/start/complete/wait put: \(words[100])")
+}
+
+/// Bad input is refused by name, and the connection to the target keeps
+/// working: point-to-point messages pass after an out-of-window put.
+func checkBadInput(_ mpi: MPIRuntime, window: Window) throws(MPIError) {
+    let size = mpi.size, next = (mpi.rank + 1) % size, previous = (mpi.rank + size - 1) % size
+    func expectError(_ what: String, _ kind: MPIError.Kind, containing text: String, _ body: () throws(MPIError) -> Void) {
+        do {
+            try body()
+            fail("\(what) was accepted")
+        } catch {
+            check(error.kind == kind && error.message.contains(text), "\(what): \(error.kind) \(error.message)")
+        }
+    }
+    var value: Int64 = 1
+    expectError("a put outside any epoch", .windowSynchronization, containing: "outside an access epoch") { () throws(MPIError) in
+        try mpi.put(&value, count: 1, datatype: .int64, to: next, displacement: 0, on: window)
+    }
+    expectError("an unlock without a lock", .windowSynchronization, containing: "has not locked") { () throws(MPIError) in
+        try mpi.unlock(target: next, on: window)
+    }
+    try mpi.lock(.shared, target: next, on: window)
+    expectError("a lock taken twice", .windowSynchronization, containing: "locked already") { () throws(MPIError) in
+        try mpi.lock(.shared, target: next, on: window)
+    }
+    expectError("a put past the window's end", .outsideWindow, containing: "outside rank \(next)'s part") { () throws(MPIError) in
+        try mpi.put(&value, count: 2, datatype: .int64, to: next, displacement: 4095, on: window)
+    }
+    expectError("a get at a negative displacement", .outsideWindow, containing: "displacement -1") { () throws(MPIError) in
+        try mpi.get(into: &value, count: 1, datatype: .int64, from: next, displacement: -1, on: window)
+    }
+    expectError("a put to rank \(size)", .invalidRank, containing: "rank \(size)") { () throws(MPIError) in
+        try mpi.put(&value, count: 1, datatype: .int64, to: size, displacement: 0, on: window)
+    }
+    expectError("an accumulate with a user operation", .invalidArgument, containing: "user operation") { () throws(MPIError) in
+        try mpi.accumulate(&value, count: 1, datatype: .int64, to: next, displacement: 0, operation: .reduce(.user(commutative: true) { _, _, _, _ in }), on: window)
+    }
+    try mpi.unlock(target: next, on: window)
+    // The connections still carry messages.
+    try mpi.send([Int64(mpi.rank)], to: next, tag: 9)
+    let (got, _) = try mpi.receive(Int64.self, count: 1, from: MessageSource(previous), tag: 9)
+    check(got == [Int64(previous)], "a message after the refused accesses: \(got)")
+    let (gone, _) = try mpi.allocateWindow(bytes: 8)
+    try mpi.free(gone)
+    expectError("a fence on a freed window", .invalidWindow, containing: "is freed") { () throws(MPIError) in try mpi.fence(on: gone) }
+}
+
+extension MPIRuntime {
+    /// Every rank's `values` (`count` each) on `root`, in rank order.
+    func gather(_ values: [Int64], count: Int, root: Int) throws(MPIError) -> [Int64] {
+        var all = [Int64](repeating: 0, count: rank == root ? count * size : 0)
+        try withPointer(to: &all) { (output) throws(MPIError) in
+            try gather(values, count: count, datatype: .int64, into: output, receiveCount: count, receiveDatatype: .int64, root: root)
+        }
+        return all
+    }
+}
+
+/// Runs `body` with the address of `array`'s elements, which stays put
+/// for the call (a get lands there at the flush inside `body`).
+func withPointer<T>(to array: inout [T], _ body: (UnsafeMutableRawPointer?) throws(MPIError) -> Void) throws(MPIError) {
+    var failure: MPIError?
+    array.withUnsafeMutableBytes { bytes in
+        do throws(MPIError) { try body(bytes.baseAddress) } catch { failure = error }
+    }
+    if let failure { throw failure }
+}
