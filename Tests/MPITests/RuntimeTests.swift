@@ -134,6 +134,7 @@ enum Job {
     static var requestsCheck: String { directory.appendingPathComponent("mpi-requests-check").path }
     static var communicatorCheck: String { directory.appendingPathComponent("mpi-communicator-check").path }
     static var collectiveCheck: String { directory.appendingPathComponent("mpi-collective-check").path }
+    static var windowCheck: String { directory.appendingPathComponent("mpi-window-check").path }
     static var registrationCacheCheck: String { directory.appendingPathComponent("mpi-regcache-check").path }
     static var pmiRank: String { directory.appendingPathComponent("pmi-test-rank").path }
     static let hydra: String? = ["/usr/bin/mpiexec.hydra"].first { FileManager.default.isExecutableFile(atPath: $0) }
