@@ -46,6 +46,26 @@ do {
     try mpi.put(source, count: 1, datatype: spaced, to: next, displacement: 10, targetCount: 8, targetDatatype: .int64, on: window)
     try mpi.fence(on: window)
     check((0..<8).allSatisfy { mine[10 + $0] == Int64(previous * 100 + 2 * $0) }, "a put from a vector type: \(Array(UnsafeBufferPointer(start: mine + 10, count: 8)))")
+    // A spread-out target (every third int64 from displacement 200), and
+    // a get from it into a spread-out origin (every other one).
+    let everyThird = try Datatype.vector(count: 5, blockLength: 1, stride: 3, of: .int64)
+    try everyThird.commit()
+    let five = (0..<5).map { Int64(rank * 10 + $0) }  // (alive until the fence: the put reads it then)
+    try mpi.put(five, count: 5, datatype: .int64, to: next, displacement: 200, targetCount: 1, targetDatatype: everyThird, on: window)
+    try mpi.fence(on: window)
+    check((0..<13).allSatisfy { mine[200 + $0] == ($0 % 3 == 0 ? Int64(previous * 10 + $0 / 3) : Int64(previous * 1_000_000 + 200 + $0)) },
+          "a put into a vector type: \(Array(UnsafeBufferPointer(start: mine + 200, count: 13)))")
+    let everyOther = try Datatype.vector(count: 5, blockLength: 1, stride: 2, of: .int64)
+    try everyOther.commit()
+    var spreadBack = [Int64](repeating: -7, count: 9)
+    try withPointer(to: &spreadBack) { (pointer) throws(MPIError) in
+        try mpi.get(into: pointer, count: 1, datatype: everyOther, from: previous, displacement: 200, targetCount: 1, targetDatatype: everyThird, on: window)
+        try mpi.fence(on: window)
+    }
+    let twoBack = (previous + size - 1) % size
+    check(spreadBack == (0..<9).map { $0 % 2 == 0 ? Int64(twoBack * 10 + $0 / 2) : -7 }, "a get from a vector type into one: \(spreadBack)")
+    try everyThird.free()
+    try everyOther.free()
     try mpi.fence(.noSucceed, on: window)
 
     // Created window over this program's memory, under locks.

@@ -21,24 +21,33 @@ extension MPIRuntime {
             let state = try windows.state(of: window)
             let source = try SendBuffer(origin, count: count, datatype: datatype, for: "a put")
             let access = try targetAccess(state, "a put", target: target, displacement: displacement, count: targetCount ?? count,
-                                          datatype: targetDatatype ?? datatype, originBytes: source.length)
+                                          datatype: targetDatatype ?? datatype, originBytes: source.length, spreadAllowed: true)
             guard source.length > 0 else { return }
+            // The bytes leave in packing order: from the origin's range, or
+            // from a packed copy of spread-out origin elements (kept until
+            // flushed).
+            var packed = source.base!
+            var staged: UnsafeMutableRawPointer?
+            if source.layout != nil {
+                staged = malloc(source.length)!
+                source.copy(length: source.length, to: staged!)
+                packed = UnsafeRawPointer(staged!)
+            }
+            let ranges = access.ranges(length: source.length)
             if let local = access.local {
-                source.copy(length: source.length, to: local)
+                for range in ranges { (local + range.target).copyMemory(from: packed + range.packed, byteCount: range.length) }
+                if let staged { Glibc.free(staged) }
                 return
             }
-            var from = source.base!
-            if source.layout != nil {
-                // Spread-out origin elements leave from a packed copy, kept until flushed.
-                let staged = malloc(source.length)!
-                source.copy(length: source.length, to: staged)
+            if let staged {
                 let address = UInt(bitPattern: staged)
                 state.epochs.withLock { $0.staging.append(address) }
-                from = UnsafeRawPointer(staged)
             }
             var tickets: [Int] = []
-            try transport.startOneSided(.write(from, length: source.length, to: access.remote), access.worldRank, &tickets)
-            state.epochs.withLock { $0.pending[target] += tickets }
+            defer { state.epochs.withLock { $0.pending[target] += tickets } }
+            for range in ranges {
+                try transport.startOneSided(.write(packed + range.packed, length: range.length, to: access.remote.advanced(by: range.target)), access.worldRank, &tickets)
+            }
         } catch {
             try raise(error) as Void
         }
@@ -54,25 +63,30 @@ extension MPIRuntime {
             let state = try windows.state(of: window)
             let destination = try ReceiveBuffer(origin, count: count, datatype: datatype, for: "a get")
             let access = try targetAccess(state, "a get", target: target, displacement: displacement, count: targetCount ?? count,
-                                          datatype: targetDatatype ?? datatype, originBytes: destination.capacity)
+                                          datatype: targetDatatype ?? datatype, originBytes: destination.capacity, spreadAllowed: true)
             guard destination.capacity > 0 else { return }
+            // The bytes arrive in packing order: into the origin's range, or
+            // into a packed copy placed into spread-out origin elements
+            // (then this get completes before it returns).
+            let staged = destination.layout == nil ? nil : malloc(destination.capacity)!
+            defer { if let staged { Glibc.free(staged) } }
+            let packed = staged ?? destination.base!
+            let ranges = access.ranges(length: destination.capacity)
             if let local = access.local {
-                place(UnsafeRawPointer(local), into: destination)
-                return
+                for range in ranges { (packed + range.packed).copyMemory(from: local + range.target, byteCount: range.length) }
+            } else {
+                var tickets: [Int] = []
+                for range in ranges {
+                    try transport.startOneSided(.read(into: packed + range.packed, length: range.length, from: access.remote.advanced(by: range.target)),
+                                                access.worldRank, &tickets)
+                }
+                guard staged != nil else {
+                    state.epochs.withLock { $0.pending[target] += tickets }
+                    return
+                }
+                try waitFor(&tickets)
             }
-            var tickets: [Int] = []
-            guard destination.layout != nil else {
-                try transport.startOneSided(.read(into: destination.base!, length: destination.capacity, from: access.remote), access.worldRank, &tickets)
-                state.epochs.withLock { $0.pending[target] += tickets }
-                return
-            }
-            // Spread-out origin elements: read into a packed copy and
-            // place it (this get completes before it returns).
-            let staged = malloc(destination.capacity)!
-            defer { Glibc.free(staged) }
-            try transport.startOneSided(.read(into: staged, length: destination.capacity, from: access.remote), access.worldRank, &tickets)
-            try waitFor(&tickets)
-            place(UnsafeRawPointer(staged), into: destination)
+            if let staged { place(UnsafeRawPointer(staged), into: destination) }
         } catch {
             try raise(error) as Void
         }
@@ -266,18 +280,37 @@ extension MPIRuntime {
     /// Where an access goes, once checked.
     struct TargetAccess {
         let worldRank: Int
-        /// The first byte accessed, as a peer reaches it.
+        /// The first byte accessed (of a spread-out datatype: the
+        /// displacement's byte), as a peer reaches it.
         let remote: RemoteMemory
         /// The same byte, when the target is this rank.
         let local: UnsafeMutableRawPointer?
+        /// Spread-out target elements: their datatype and count.
+        let spread: (datatype: Datatype, count: Int)?
+
+        /// The target's ranges in packing order: where each starts among
+        /// the packed bytes and from `remote` (or `local`).
+        func ranges(length: Int) -> [(packed: Int, target: Int, length: Int)] {
+            guard let spread else { return [(0, 0, length)] }
+            var ranges: [(packed: Int, target: Int, length: Int)] = []
+            var packed = 0
+            spread.datatype.forEachRange(count: spread.count, packedFrom: 0, length: length) { offset, bytes in
+                ranges.append((packed, offset, bytes))
+                packed += bytes
+                return true
+            }
+            return ranges
+        }
     }
 
     /// Checks an access of `count` elements of `datatype` at
     /// `displacement` in `target`'s window: a rank of the window, an
-    /// epoch that covers it, as many bytes as the origin gives, one range,
-    /// and every byte inside the target's window.
+    /// epoch that covers it, as many bytes as the origin gives, and every
+    /// byte the elements span inside the target's window. Atomics need the
+    /// elements in one range (`spreadAllowed` false).
     func targetAccess(
-        _ state: WindowState, _ what: String, target: Int, displacement: Int, count: Int, datatype: Datatype, originBytes: Int
+        _ state: WindowState, _ what: String, target: Int, displacement: Int, count: Int, datatype: Datatype, originBytes: Int,
+        spreadAllowed: Bool = false
     ) throws(MPIError) -> TargetAccess {
         guard state.targets.indices.contains(target) else {
             throw MPIError(.invalidRank, "\(what) to rank \(target) of \(state.window), whose ranks are 0 to \(state.targets.count - 1)")
@@ -290,18 +323,23 @@ extension MPIRuntime {
         guard bytes == originBytes else {
             throw MPIError(.invalidDatatype, "\(what) of \(originBytes) bytes at the origin into \(bytes) bytes at the target (the counts or datatypes differ)")
         }
-        guard let lowest = datatype.contiguousRange(count: count) else {
-            throw MPIError(.invalidDatatype, "\(what) with target elements spread out (\(datatype)): not supported yet; the target's elements must be one range")
+        let contiguous = datatype.contiguousRange(count: count)
+        guard contiguous != nil || spreadAllowed else {
+            throw MPIError(.invalidDatatype, "\(what) with target elements spread out (\(datatype)): atomics take elements in one range")
         }
+        // The bytes touched: the one range, or the span of the spread-out elements.
+        let touched = contiguous.map { bytes == 0 ? 0..<0 : $0..<($0 + bytes) } ?? datatype.trueSpan(count: count)
         let place = state.targets[target]
         let (scaled, scaleOverflow) = displacement.multipliedReportingOverflow(by: place.displacementUnit)
-        let (start, startOverflow) = scaled.addingReportingOverflow(bytes == 0 ? 0 : lowest)
-        let (end, endOverflow) = start.addingReportingOverflow(bytes)
-        guard displacement >= 0, start >= 0, !scaleOverflow, !startOverflow, !endOverflow, end <= place.size else {
+        let (first, firstOverflow) = scaled.addingReportingOverflow(touched.lowerBound)
+        let (end, endOverflow) = scaled.addingReportingOverflow(touched.upperBound)
+        guard displacement >= 0, first >= 0, !scaleOverflow, !firstOverflow, !endOverflow, end <= place.size else {
             throw MPIError(.outsideWindow, "\(what) of \(bytes) bytes at displacement \(displacement) lies outside rank \(target)'s part of \(state.window) (\(place.size) bytes, displacement unit \(place.displacementUnit))")
         }
+        let start = contiguous == nil ? scaled : first
         let local = place.worldRank == rank ? state.base.map { $0 + start } : nil
-        return TargetAccess(worldRank: place.worldRank, remote: place.remote.advanced(by: start), local: local)
+        return TargetAccess(worldRank: place.worldRank, remote: place.remote.advanced(by: start), local: local,
+                            spread: contiguous == nil ? (datatype, count) : nil)
     }
 
     /// Copies packed bytes into a receive buffer's elements.
