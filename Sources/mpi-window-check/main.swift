@@ -90,6 +90,7 @@ do {
 
     try checkAtomics(mpi, window: created, words: own)
     try checkPostStartCompleteWait(mpi, window: window, words: mine)
+    try checkRequestBased(mpi, window: created, words: own)
     try checkBadInput(mpi, window: created)
     try mpi.free(created)
     own.deallocate()
@@ -154,6 +155,43 @@ func checkAtomics(_ mpi: MPIRuntime, window: Window, words: UnsafeMutablePointer
         check(maximum == Int32((size - 1) * rounds + rounds - 1), "int32 max accumulates (locked): \(maximum)")
         check(words[4] == Int64(size * rounds), "compare-and-swap increments: \(words[4])")
         check((7..<7 + Int64(size)).contains(words[5]), "replace: \(words[5])")
+    }
+    try mpi.barrier()
+}
+
+/// Request-based operations under a lock: a put, then (after its request
+/// completed) a get of it back, an accumulate and a get-accumulate, each
+/// waited for through its request; refused outside a lock.
+func checkRequestBased(_ mpi: MPIRuntime, window: Window, words: UnsafeMutablePointer<Int64>) throws(MPIError) {
+    let rank = mpi.rank, size = mpi.size
+    let next = (rank + 1) % size, previous = (rank + size - 1) % size
+    let values = (0..<64).map { Int64(rank * 77 + $0) }
+    words[300] = 0
+    words[301] = 0
+    try mpi.barrier()
+    try mpi.lock(.exclusive, target: next, on: window)
+    _ = try mpi.wait(try mpi.startPut(values, count: 64, datatype: .int64, to: next, displacement: 200, on: window))
+    var back = [Int64](repeating: 0, count: 64)
+    var sum: Int64 = 5, before: Int64 = -1
+    var fetchedBefore: Int64 = -1
+    try withPointer(to: &back) { (pointer) throws(MPIError) in
+        let requests = [try mpi.startGet(into: pointer, count: 64, datatype: .int64, from: next, displacement: 200, on: window),
+                        try mpi.startAccumulate(&sum, count: 1, datatype: .int64, to: next, displacement: 300, operation: .sum, on: window),
+                        try mpi.startGetAccumulate(&sum, count: 1, datatype: .int64, result: &before, to: next, displacement: 301, operation: .replace, on: window)]
+        _ = try mpi.waitAll(requests)
+    }
+    try mpi.getAccumulate(nil, count: 1, datatype: .int64, result: &fetchedBefore, to: next, displacement: 300, operation: .noOperation, on: window)
+    try mpi.unlock(target: next, on: window)
+    check(back == values, "a request-based get of a request-based put: \(back.prefix(3))")
+    check(fetchedBefore == 5, "a request-based accumulate then a fetch: \(fetchedBefore)")
+    check(before == 0, "a request-based get-accumulate's old value: \(before)")
+    try mpi.barrier()
+    check(words[300] == 5 && words[301] == 5 && words[200] == Int64(previous * 77), "request-based operations landed: \(words[300]) \(words[301]) \(words[200])")
+    do {
+        _ = try mpi.startPut(values, count: 1, datatype: .int64, to: next, displacement: 0, on: window)
+        fail("a request-based put outside a lock was accepted")
+    } catch {
+        check(error.kind == .windowSynchronization && error.message.contains("outside a lock"), "a request-based put outside a lock: \(error.message)")
     }
     try mpi.barrier()
 }

@@ -12,12 +12,77 @@ import Glibc
 extension MPIRuntime {
     /// Writes `count` elements at `origin` into `target`'s window at
     /// `displacement` (MPI_Put). The target's elements are `targetCount`
-    /// of `targetDatatype` (the origin's by default), one range.
+    /// of `targetDatatype` (the origin's by default); the origin's memory
+    /// must stay as it is until the put completes (flush, unlock, fence).
     public func put(
         _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, to target: Int, displacement: Int,
         targetCount: Int? = nil, targetDatatype: Datatype? = nil, on window: Window
     ) throws(MPIError) {
         do throws(MPIError) {
+            var posted: [Int] = []
+            try putOperation(origin, count: count, datatype: datatype, to: target, displacement: displacement, targetCount: targetCount,
+                             targetDatatype: targetDatatype, on: window, posted: &posted)
+        } catch {
+            try raise(error) as Void
+        }
+    }
+
+    /// MPI_Rput: the same, in a lock or lock-all epoch, with a request that
+    /// completes when the put has.
+    public func startPut(
+        _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, to target: Int, displacement: Int,
+        targetCount: Int? = nil, targetDatatype: Datatype? = nil, on window: Window
+    ) throws(MPIError) -> Request {
+        do throws(MPIError) {
+            try checkPassiveEpoch(window, target: target, "a request-based put")
+            var posted: [Int] = []
+            try putOperation(origin, count: count, datatype: datatype, to: target, displacement: displacement, targetCount: targetCount,
+                             targetDatatype: targetDatatype, on: window, posted: &posted)
+            return transport.oneSidedRequest(posted)
+        } catch {
+            return try raise(error)
+        }
+    }
+
+    /// Reads `count` elements from `target`'s window at `displacement`
+    /// into `origin` (MPI_Get); the data is there after the next flush.
+    public func get(
+        into origin: UnsafeMutableRawPointer?, count: Int, datatype: Datatype, from target: Int, displacement: Int,
+        targetCount: Int? = nil, targetDatatype: Datatype? = nil, on window: Window
+    ) throws(MPIError) {
+        do throws(MPIError) {
+            var posted: [Int] = []
+            try getOperation(into: origin, count: count, datatype: datatype, from: target, displacement: displacement, targetCount: targetCount,
+                             targetDatatype: targetDatatype, on: window, posted: &posted)
+        } catch {
+            try raise(error) as Void
+        }
+    }
+
+    /// MPI_Rget: the same, in a lock or lock-all epoch, with a request that
+    /// completes when the data is in `origin`.
+    public func startGet(
+        into origin: UnsafeMutableRawPointer?, count: Int, datatype: Datatype, from target: Int, displacement: Int,
+        targetCount: Int? = nil, targetDatatype: Datatype? = nil, on window: Window
+    ) throws(MPIError) -> Request {
+        do throws(MPIError) {
+            try checkPassiveEpoch(window, target: target, "a request-based get")
+            var posted: [Int] = []
+            try getOperation(into: origin, count: count, datatype: datatype, from: target, displacement: displacement, targetCount: targetCount,
+                             targetDatatype: targetDatatype, on: window, posted: &posted)
+            return transport.oneSidedRequest(posted)
+        } catch {
+            return try raise(error)
+        }
+    }
+
+    // MARK: - Puts and gets
+
+    private func putOperation(
+        _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, to target: Int, displacement: Int,
+        targetCount: Int?, targetDatatype: Datatype?, on window: Window, posted: inout [Int]
+    ) throws(MPIError) {
+        do {
             let state = try windows.state(of: window)
             let source = try SendBuffer(origin, count: count, datatype: datatype, for: "a put")
             let access = try targetAccess(state, "a put", target: target, displacement: displacement, count: targetCount ?? count,
@@ -44,22 +109,21 @@ extension MPIRuntime {
                 state.epochs.withLock { $0.staging.append(address) }
             }
             var tickets: [Int] = []
-            defer { state.epochs.withLock { $0.pending[target] += tickets } }
+            defer {
+                state.epochs.withLock { $0.pending[target] += tickets }
+                posted += tickets
+            }
             for range in ranges {
                 try transport.startOneSided(.write(packed + range.packed, length: range.length, to: access.remote.advanced(by: range.target)), access.worldRank, &tickets)
             }
-        } catch {
-            try raise(error) as Void
         }
     }
 
-    /// Reads `count` elements from `target`'s window at `displacement`
-    /// into `origin` (MPI_Get); the data is there after the next flush.
-    public func get(
+    private func getOperation(
         into origin: UnsafeMutableRawPointer?, count: Int, datatype: Datatype, from target: Int, displacement: Int,
-        targetCount: Int? = nil, targetDatatype: Datatype? = nil, on window: Window
+        targetCount: Int?, targetDatatype: Datatype?, on window: Window, posted: inout [Int]
     ) throws(MPIError) {
-        do throws(MPIError) {
+        do {
             let state = try windows.state(of: window)
             let destination = try ReceiveBuffer(origin, count: count, datatype: datatype, for: "a get")
             let access = try targetAccess(state, "a get", target: target, displacement: displacement, count: targetCount ?? count,
@@ -82,13 +146,12 @@ extension MPIRuntime {
                 }
                 guard staged != nil else {
                     state.epochs.withLock { $0.pending[target] += tickets }
+                    posted += tickets
                     return
                 }
                 try waitFor(&tickets)
             }
             if let staged { place(UnsafeRawPointer(staged), into: destination) }
-        } catch {
-            try raise(error) as Void
         }
     }
 
@@ -100,10 +163,28 @@ extension MPIRuntime {
         operation: AccumulateOperation, on window: Window
     ) throws(MPIError) {
         do throws(MPIError) {
+            var posted: [Int] = []
             try accumulate(origin, count: count, datatype: datatype, result: nil, target: target, displacement: displacement, operation: operation,
-                           window: window, "an accumulate")
+                           window: window, "an accumulate", posted: &posted)
         } catch {
             try raise(error) as Void
+        }
+    }
+
+    /// MPI_Raccumulate: the same, in a lock or lock-all epoch, with a
+    /// request that completes when the accumulate has.
+    public func startAccumulate(
+        _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, to target: Int, displacement: Int,
+        operation: AccumulateOperation, on window: Window
+    ) throws(MPIError) -> Request {
+        do throws(MPIError) {
+            try checkPassiveEpoch(window, target: target, "a request-based accumulate")
+            var posted: [Int] = []
+            try accumulate(origin, count: count, datatype: datatype, result: nil, target: target, displacement: displacement, operation: operation,
+                           window: window, "an accumulate", posted: &posted)
+            return transport.oneSidedRequest(posted)
+        } catch {
+            return try raise(error)
         }
     }
 
@@ -114,11 +195,30 @@ extension MPIRuntime {
         operation: AccumulateOperation, on window: Window
     ) throws(MPIError) {
         do throws(MPIError) {
-            guard count == 0 || datatype.size == 0 || result != nil else { throw MPIError(.invalidBuffer, "a get-accumulate of \(count) elements into a null result buffer") }
+            try checkResultBuffer(result, count: count, datatype: datatype)
+            var posted: [Int] = []
             try accumulate(origin, count: count, datatype: datatype, result: result, target: target, displacement: displacement, operation: operation,
-                           window: window, "a get-accumulate")
+                           window: window, "a get-accumulate", posted: &posted)
         } catch {
             try raise(error) as Void
+        }
+    }
+
+    /// MPI_Rget_accumulate: the same, in a lock or lock-all epoch, with a
+    /// request that completes when `result` holds the old elements.
+    public func startGetAccumulate(
+        _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, result: UnsafeMutableRawPointer?, to target: Int, displacement: Int,
+        operation: AccumulateOperation, on window: Window
+    ) throws(MPIError) -> Request {
+        do throws(MPIError) {
+            try checkPassiveEpoch(window, target: target, "a request-based get-accumulate")
+            try checkResultBuffer(result, count: count, datatype: datatype)
+            var posted: [Int] = []
+            try accumulate(origin, count: count, datatype: datatype, result: result, target: target, displacement: displacement, operation: operation,
+                           window: window, "a get-accumulate", posted: &posted)
+            return transport.oneSidedRequest(posted)
+        } catch {
+            return try raise(error)
         }
     }
 
@@ -128,8 +228,9 @@ extension MPIRuntime {
         operation: AccumulateOperation, on window: Window
     ) throws(MPIError) {
         do throws(MPIError) {
+            var posted: [Int] = []
             try accumulate(origin, count: 1, datatype: datatype, result: result, target: target, displacement: displacement, operation: operation,
-                           window: window, "a fetch-and-op")
+                           window: window, "a fetch-and-op", posted: &posted)
         } catch {
             try raise(error) as Void
         }
@@ -174,7 +275,7 @@ extension MPIRuntime {
 
     private func accumulate(
         _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, result: UnsafeMutableRawPointer?, target: Int, displacement: Int,
-        operation: AccumulateOperation, window: Window, _ what: String
+        operation: AccumulateOperation, window: Window, _ what: String, posted: inout [Int]
     ) throws(MPIError) {
         let state = try windows.state(of: window)
         try checkAccumulateType(datatype, what)
@@ -189,7 +290,7 @@ extension MPIRuntime {
         let access = try targetAccess(state, what, target: target, displacement: displacement, count: count, datatype: datatype, originBytes: bytes)
         guard bytes > 0 else { return }
         if AccumulateMechanism.choose(operation, datatype, atomics: transport.atomics) == .fabricAtomics, access.remote.address & 7 == 0 {
-            try atomicAccumulate(state, target: target, access, origin: origin, count: count, result: result, operation: operation)
+            try atomicAccumulate(state, target: target, access, origin: origin, count: count, result: result, operation: operation, posted: &posted)
             return
         }
         try lockedUpdate(state, target: target, access, bytes: bytes) { current in
@@ -208,10 +309,13 @@ extension MPIRuntime {
     /// compare-and-swap until it holds (complete on return).
     private func atomicAccumulate(
         _ state: WindowState, target: Int, _ access: TargetAccess, origin: UnsafeRawPointer?, count: Int, result: UnsafeMutableRawPointer?,
-        operation: AccumulateOperation
+        operation: AccumulateOperation, posted: inout [Int]
     ) throws(MPIError) {
         var tickets: [Int] = []
-        defer { if !tickets.isEmpty { state.epochs.withLock { $0.pending[target] += tickets } } }
+        defer {
+            if !tickets.isEmpty { state.epochs.withLock { $0.pending[target] += tickets } }
+            posted += tickets
+        }
         for index in 0..<count {
             let word = WindowWord(worldRank: access.worldRank, remote: access.remote.advanced(by: 8 * index), local: access.local.map { $0 + 8 * index })
             let oldValue = result.map { $0 + 8 * index }
@@ -265,6 +369,20 @@ extension MPIRuntime {
             throw error
         }
         try release(lock, heldAs: holder)
+    }
+
+    /// Request-based operations belong to passive-target epochs (MPI 3.1 §11.3.5).
+    private func checkPassiveEpoch(_ window: Window, target: Int, _ what: String) throws(MPIError) {
+        let state = try windows.state(of: window)
+        guard state.epochs.withLock({ $0.lockAll || $0.locks[target] != nil }) else {
+            throw MPIError(.windowSynchronization, "\(what) to rank \(target) of \(window) outside a lock or lock-all epoch")
+        }
+    }
+
+    private func checkResultBuffer(_ result: UnsafeMutableRawPointer?, count: Int, datatype: Datatype) throws(MPIError) {
+        guard count == 0 || datatype.size == 0 || result != nil else {
+            throw MPIError(.invalidBuffer, "a get-accumulate of \(count) elements into a null result buffer")
+        }
     }
 
     private func checkAccumulateType(_ datatype: Datatype, _ what: String) throws(MPIError) {

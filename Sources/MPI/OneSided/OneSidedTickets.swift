@@ -23,6 +23,8 @@ struct OneSidedTickets {
         /// caller wants it (nil: a flush only waits for it).
         var resultSlot: Int?
         var resultDestination: UnsafeMutableRawPointer?
+        /// The request of a request-based operation this is part of.
+        var request: UInt32?
     }
 
     private var entries: [Entry] = []
@@ -51,6 +53,14 @@ struct OneSidedTickets {
     }
 
     func state(_ ticket: Int) -> State { entries[ticket].state }
+
+    /// Makes `ticket`, if still pending, part of request `index`; says
+    /// whether it was pending.
+    mutating func attach(_ ticket: Int, to index: UInt32) -> Bool {
+        guard case .pending = entries[ticket].state else { return false }
+        entries[ticket].request = index
+        return true
+    }
 
     /// The ticket serves another operation from now on.
     mutating func release(_ ticket: Int) {

@@ -109,6 +109,10 @@ extension PointToPointEngine {
     /// cache, its old value to the caller. Under the lock.
     func finishOneSided(_ ticket: Int, error: MPIError?) {
         guard let entry = oneSided.finish(ticket, error: error) else { return }
+        if let index = entry.request, requests[index].inUse, !requests[index].complete {
+            requests[index].ticketsLeft -= 1
+            if error != nil || requests[index].ticketsLeft == 0 { requests.complete(index, count: 0, error: error) }
+        }
         if let lease = entry.lease { registrations.release(lease) }
         if let slot = entry.resultSlot {
             if error == nil, let destination = entry.resultDestination {
@@ -116,6 +120,25 @@ extension PointToPointEngine {
             }
             atomicResults.give(back: slot)
         }
+    }
+
+    /// A request that completes when every one of `tickets` has (the
+    /// request-based operations; the window's flush still collects the
+    /// tickets themselves).
+    func oneSidedRequest(for tickets: [Int]) -> Request {
+        lock.lock()
+        defer { lock.unlock() }
+        let request = requests.start(.oneSided, peer: -1)
+        var left = 0
+        for ticket in tickets where oneSided.attach(ticket, to: request.index) { left += 1 }
+        requests[request.index].ticketsLeft = left
+        // A ticket that failed already ends the request with its error.
+        let failure = tickets.lazy.compactMap { (ticket) -> MPIError? in
+            if case .failed(let error) = self.oneSided.state(ticket) { return error }
+            return nil
+        }.first
+        if left == 0 || failure != nil { requests.complete(request.index, count: 0, error: failure) }
+        return request
     }
 
     /// Progresses once and takes the finished tickets out of `tickets`

@@ -48,7 +48,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     @exclusivity(unchecked) private var connections: PeerConnections<Device>!
     let lock = ProgressLock()
 
-    @exclusivity(unchecked) private var requests = RequestTable()
+    @exclusivity(unchecked) var requests = RequestTable()  // (internal: OneSided/PointToPointEngine+OneSided.swift)
     @exclusivity(unchecked) private var matching = MatchingQueues()
     /// Messages a matched probe took off the matching queue, until received.
     @exclusivity(unchecked) private var matchedMessages: [UInt64: MatchingQueues.ArrivedMessage] = [:]
@@ -1262,6 +1262,7 @@ struct PointToPointTransport: Sendable {
     let registerWindowMemory: @Sendable (UnsafeMutableRawPointer, Int) throws(MPIError) -> WindowMemoryRegistration
     let startOneSided: @Sendable (OneSidedWork, Int, inout [Int]) throws(MPIError) -> Void
     let collectOneSided: @Sendable (inout [Int]) throws(MPIError) -> Bool
+    let oneSidedRequest: @Sendable ([Int]) -> Request
     /// What the device's atomics are atomic with (windows choose how
     /// accumulates on their own memory are done).
     let atomics: DeviceCapabilities.AtomicSupport
@@ -1302,6 +1303,7 @@ struct PointToPointTransport: Sendable {
         registerWindowMemory = { (base, length) throws(MPIError) in try engine.registerWindowMemory(base, length: length) }
         startOneSided = { (work, peer, tickets) throws(MPIError) in try engine.startOneSided(work, to: peer, tickets: &tickets) }
         collectOneSided = { (tickets) throws(MPIError) in try engine.collectOneSided(&tickets) }
+        oneSidedRequest = { engine.oneSidedRequest(for: $0) }
         atomics = engine.device.capabilities.atomics
     }
 }

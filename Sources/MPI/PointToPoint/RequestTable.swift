@@ -5,7 +5,7 @@ import FabricRegistrationCache
 /// `Request` names an entry and its generation; a stale request (one whose
 /// entry was freed and reused) is told apart by the generation.
 struct RequestTable {
-    enum Operation { case send, receive }
+    enum Operation { case send, receive, oneSided }
 
     /// One operation's state.
     struct Entry {
@@ -42,6 +42,9 @@ struct RequestTable {
         var readIssued = 0
         var readDone = 0
         var cookie: UInt64 = 0
+        /// Request-based one-sided operations (MPI_Rput and kin): the
+        /// window tickets not yet finished.
+        var ticketsLeft = 0
     }
 
     private(set) var entries: [Entry] = []
