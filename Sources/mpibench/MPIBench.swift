@@ -44,6 +44,9 @@ struct MPIBench: ParsableCommand {
     @Flag(help: "Take the buffers from the library's registered memory (allocateMemory) instead of the heap: transfers skip the registration cache.")
     var pool = false
 
+    @Option(help: "One-sided tests: the target rank waits in MPI (polling) or computes without calling MPI (passive).")
+    var target: TargetMode = .polling
+
     @Flag(help: "Print one JSON object per row instead of a table.")
     var json = false
 
@@ -105,6 +108,8 @@ struct MPIBench: ParsableCommand {
                     case .ring: result = try loops.ring(size: size, iterations: iterations, warmup: warmup)
                     case .allPairs: result = try loops.allPairs(size: size, iterations: iterations, warmup: warmup)
                     case .barrier, .allreduce, .bcast, .alltoall: result = try loops.collective(test, size: size, iterations: iterations, warmup: warmup)
+                    case .putLatency, .getLatency, .putBandwidth, .getBandwidth, .accumulateLatency, .accumulateBandwidth, .fetchAndOpLatency, .compareAndSwapLatency:
+                        result = try loops.oneSided(test, size: size, iterations: iterations, warmup: warmup, passiveTarget: target == .passive)
                     }
                     let p99 = Sample.percentile(result.stepNanoseconds, 0.99)
                     let gathered = try coordination.gather([
@@ -128,6 +133,7 @@ struct MPIBench: ParsableCommand {
                 for row in rows { print(String(decoding: try encoder.encode(row), as: UTF8.self)) }
             } else {
                 print("# mpibench: \(mpi.size) ranks, backend \(mpi.backend), eager limit \(mpi.eagerLimit) B, \(repetitions) repetitions, window \(window)"
+                    + (chosen.contains(where: \.isOneSided) ? ", one-sided target \(target.rawValue)" : "")
                     + (pool ? ", buffers from allocateMemory (\(mpi.registeredMemoryPages))" : ""))
                 print(Row.table(rows))
                 let total = caches.reduce(into: [0.0, 0, 0, 0, 0]) { sum, rank in for index in sum.indices { sum[index] += rank[index] } }.map { Int($0) }

@@ -15,15 +15,26 @@ enum BenchTest: String, CaseIterable, Codable {
     case allPairs = "allpairs"
     /// Collectives on every rank, each operation timed (CollectiveLoops.swift).
     case barrier, allreduce, bcast, alltoall
+    /// One-sided, rank 0 on rank 1's window under a shared lock
+    /// (WindowLoops.swift): put or get then flush (latency); 64 puts or
+    /// gets then a flush (bandwidth); accumulate of doubles (sum) then
+    /// flush; fetch-and-op (int64 sum) and compare-and-swap, each waited for.
+    case putLatency = "put_lat", getLatency = "get_lat", putBandwidth = "put_bw", getBandwidth = "get_bw"
+    case accumulateLatency = "acc_lat", accumulateBandwidth = "acc_bw", fetchAndOpLatency = "fop_lat", compareAndSwapLatency = "cas_lat"
 
     var isCollective: Bool { [.barrier, .allreduce, .bcast, .alltoall].contains(self) }
+    var isOneSided: Bool {
+        [.putLatency, .getLatency, .putBandwidth, .getBandwidth, .accumulateLatency, .accumulateBandwidth, .fetchAndOpLatency, .compareAndSwapLatency].contains(self)
+    }
 
     /// OSU's iteration counts (fewer for large messages), scaled.
     func iterations(size: Int, scale: Double) -> (iterations: Int, warmup: Int) {
         let base: Int
         switch self {
-        case .latency, .ring, .allPairs, .barrier, .allreduce, .bcast, .alltoall: base = size <= 8192 ? 10000 : size <= (256 << 10) ? 1000 : 100
-        case .bw, .bwVector, .bibw, .mbwMR: base = size <= 8192 ? 100 : 20
+        case .latency, .ring, .allPairs, .barrier, .allreduce, .bcast, .alltoall, .putLatency, .getLatency, .accumulateLatency, .fetchAndOpLatency,
+             .compareAndSwapLatency:
+            base = size <= 8192 ? 10000 : size <= (256 << 10) ? 1000 : 100
+        case .bw, .bwVector, .bibw, .mbwMR, .putBandwidth, .getBandwidth, .accumulateBandwidth: base = size <= 8192 ? 100 : 20
         case .pack, .unpack, .memcpy: base = size <= 8192 ? 100_000 : 1000
         }
         let iterations = max(1, Int(Double(base) * scale))
@@ -33,7 +44,8 @@ enum BenchTest: String, CaseIterable, Codable {
     var unit: String {
         switch self {
         case .latency: return "us one-way"
-        case .bw, .bwVector, .bibw, .pack, .unpack, .memcpy: return "MB/s"
+        case .putLatency, .getLatency, .accumulateLatency, .fetchAndOpLatency, .compareAndSwapLatency: return "us per op"
+        case .bw, .bwVector, .bibw, .pack, .unpack, .memcpy, .putBandwidth, .getBandwidth, .accumulateBandwidth: return "MB/s"
         case .mbwMR, .ring, .allPairs: return "msg/s"
         case .barrier, .allreduce, .bcast, .alltoall: return "us per op"
         }
@@ -60,8 +72,11 @@ struct Sample {
         let pairs = ranks.count / 2
         var transmitted: Double
         switch test {
-        case .latency:
+        case .latency, .putLatency, .getLatency, .accumulateLatency, .fetchAndOpLatency, .compareAndSwapLatency:
             value = seconds[0] / max(1, messages[0]) * 1e6
+            transmitted = messages[0]
+        case .putBandwidth, .getBandwidth, .accumulateBandwidth:
+            value = messages[0] * Double(size) / max(seconds[0], 1e-12) / 1e6
             transmitted = messages[0]
         case .bw, .bwVector, .mbwMR:
             let rates = (0..<pairs).map { messages[$0] / max(seconds[$0], 1e-12) }
