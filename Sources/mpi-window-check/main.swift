@@ -95,6 +95,7 @@ do {
     try mpi.free(created)
     own.deallocate()
     try mpi.free(window)
+    try checkDynamicWindow(mpi)
     try checkPassiveTarget(mpi)
     try spaced.free()
     print("rank \(rank): windows ok, \(size) ranks")
@@ -196,6 +197,64 @@ func checkRequestBased(_ mpi: MPIRuntime, window: Window, words: UnsafeMutablePo
     try mpi.barrier()
 }
 
+/// A dynamic window: each rank attaches 64 int64, the ranks exchange
+/// addresses, then put, get and fetch-and-add at the next rank's address;
+/// an access past the range is refused by name; after a detach and a new
+/// attach elsewhere, the new range serves and the old address is refused.
+func checkDynamicWindow(_ mpi: MPIRuntime) throws(MPIError) {
+    let rank = mpi.rank, size = mpi.size
+    let next = (rank + 1) % size, previous = (rank + size - 1) % size
+    let window = try mpi.createDynamicWindow()
+    check(try mpi.attributes(of: window).flavor == .dynamic, "a dynamic window's flavor")
+    let first = UnsafeMutablePointer<Int64>.allocate(capacity: 64)
+    first.initialize(repeating: 0, count: 64)
+    try mpi.attach(first, bytes: 512, to: window)
+    var addresses = try mpi.allgatherAddresses(Int(bitPattern: UInt(bitPattern: first)))
+    try mpi.lockAll(on: window)
+    let stamp = (0..<8).map { Int64(rank * 31 + $0) }
+    try mpi.put(stamp, count: 8, datatype: .int64, to: next, displacement: addresses[next] + 64, on: window)
+    var one: Int64 = 1, old: Int64 = -1
+    try mpi.fetchAndOp(&one, result: &old, datatype: .int64, target: next, displacement: addresses[next], operation: .sum, on: window)
+    try mpi.flush(target: next, on: window)
+    var back = [Int64](repeating: 0, count: 8)
+    try withPointer(to: &back) { (pointer) throws(MPIError) in
+        try mpi.get(into: pointer, count: 8, datatype: .int64, from: next, displacement: addresses[next] + 64, on: window)
+        try mpi.flush(target: next, on: window)
+    }
+    check(back == stamp && old == 0, "a dynamic window: read back \(back.prefix(2)), fetched \(old)")
+    do {
+        try mpi.put(stamp, count: 8, datatype: .int64, to: next, displacement: addresses[next] + 480, on: window)
+        fail("a put past a dynamic window's attached range was accepted")
+    } catch {
+        check(error.kind == .outsideWindow && error.message.contains("no range attached there"), "a put past the attached range: \(error.message)")
+    }
+    try mpi.unlockAll(on: window)
+    try mpi.barrier()
+    check(first[0] == 1 && (0..<8).allSatisfy { first[8 + $0] == Int64(previous * 31 + $0) }, "a dynamic window's memory: \(first[0]), \(first[8])")
+    // Detach; attach other memory; the old address is refused, the new one serves.
+    let second = UnsafeMutablePointer<Int64>.allocate(capacity: 8)
+    second.initialize(repeating: 0, count: 8)
+    try mpi.detach(first, from: window)
+    try mpi.attach(second, bytes: 64, to: window)
+    let oldAddresses = addresses
+    addresses = try mpi.allgatherAddresses(Int(bitPattern: UInt(bitPattern: second)))
+    try mpi.lockAll(on: window)
+    try mpi.put(stamp, count: 8, datatype: .int64, to: next, displacement: addresses[next], on: window)
+    do {
+        try mpi.put(stamp, count: 1, datatype: .int64, to: next, displacement: oldAddresses[next], on: window)
+        fail("a put to a detached range was accepted")
+    } catch {
+        check(error.kind == .outsideWindow, "a put to a detached range: \(error.message)")
+    }
+    try mpi.unlockAll(on: window)
+    try mpi.barrier()
+    check((0..<8).allSatisfy { second[$0] == Int64(previous * 31 + $0) }, "the second attached range: \(second[0])")
+    try mpi.detach(second, from: window)
+    try mpi.free(window)
+    first.deallocate()
+    second.deallocate()
+}
+
 /// Post/start/complete/wait on a ring: each rank exposes its memory to
 /// the previous rank and accesses the next one's.
 func checkPostStartCompleteWait(_ mpi: MPIRuntime, window: Window, words: UnsafeMutablePointer<Int64>) throws(MPIError) {
@@ -256,6 +315,16 @@ func checkBadInput(_ mpi: MPIRuntime, window: Window) throws(MPIError) {
 }
 
 extension MPIRuntime {
+    /// Every rank's address, by rank.
+    func allgatherAddresses(_ address: Int) throws(MPIError) -> [Int] {
+        var all = [Int](repeating: 0, count: size)
+        var mine = address
+        try withPointer(to: &all) { (output) throws(MPIError) in
+            try allgather(&mine, count: 1, datatype: .int64, into: output, receiveCount: 1, receiveDatatype: .int64)
+        }
+        return all
+    }
+
     /// Every rank's `values` (`count` each) on `root`, in rank order.
     func gather(_ values: [Int64], count: Int, root: Int) throws(MPIError) -> [Int64] {
         var all = [Int64](repeating: 0, count: rank == root ? count * size : 0)

@@ -447,6 +447,10 @@ extension MPIRuntime {
         }
         // The bytes touched: the one range, or the span of the spread-out elements.
         let touched = contiguous.map { bytes == 0 ? 0..<0 : $0..<($0 + bytes) } ?? datatype.trueSpan(count: count)
+        if state.flavor == .dynamic {
+            return try dynamicAccess(state, what, target: target, address: displacement, touched: touched,
+                                     spread: contiguous == nil ? (datatype, count) : nil)
+        }
         let place = state.targets[target]
         let (scaled, scaleOverflow) = displacement.multipliedReportingOverflow(by: place.displacementUnit)
         let (first, firstOverflow) = scaled.addingReportingOverflow(touched.lowerBound)
@@ -458,6 +462,62 @@ extension MPIRuntime {
         let local = place.worldRank == rank ? state.base.map { $0 + start } : nil
         return TargetAccess(worldRank: place.worldRank, remote: place.remote.advanced(by: start), local: local,
                             spread: contiguous == nil ? (datatype, count) : nil)
+    }
+
+    /// An access to a dynamic window: `address` is the target's own
+    /// address, and the bytes touched must lie in one range it attached
+    /// (looked up in this rank's copy of its list, read again once if the
+    /// copy does not have it).
+    private func dynamicAccess(
+        _ state: WindowState, _ what: String, target: Int, address: Int, touched: Range<Int>, spread: (datatype: Datatype, count: Int)?
+    ) throws(MPIError) -> TargetAccess {
+        let place = state.targets[target]
+        guard !touched.isEmpty else {
+            return TargetAccess(worldRank: place.worldRank, remote: RemoteMemory(address: 0, key: RemoteKey(rawValue: 0)), local: nil, spread: spread)
+        }
+        let (first, firstOverflow) = address.addingReportingOverflow(touched.lowerBound)
+        let (end, endOverflow) = address.addingReportingOverflow(touched.upperBound)
+        guard address > 0, first > 0, !firstOverflow, !endOverflow else {
+            throw MPIError(.outsideWindow, "\(what) at address \(address) of a dynamic window (a displacement there is an address)")
+        }
+        let wanted = UInt64(first)..<UInt64(end)
+        var range = state.epochs.withLock { $0.attachedRanges[target]?.first { $0.covers(wanted) } }
+        if range == nil {
+            let fresh = try attachedRanges(of: target, in: state)
+            state.epochs.withLock { $0.attachedRanges[target] = fresh }
+            range = fresh.first { $0.covers(wanted) }
+        }
+        guard let range else {
+            throw MPIError(.outsideWindow, "\(what) of \(end - first) bytes at address 0x\(String(first, radix: 16)) on rank \(target) of \(state.window): no range attached there covers it")
+        }
+        let start = spread == nil ? first : address
+        let local = place.worldRank == rank ? UnsafeMutableRawPointer(bitPattern: start) : nil
+        return TargetAccess(worldRank: place.worldRank, remote: RemoteMemory(address: UInt64(start), key: range.key), local: local, spread: spread)
+    }
+
+    /// `target`'s attached ranges, read from its list with a READ (and
+    /// its version again, to be sure the list did not change meanwhile).
+    private func attachedRanges(of target: Int, in state: WindowState) throws(MPIError) -> [AttachedRange] {
+        let place = state.targets[target]
+        let copy = malloc(AttachmentTable.bytes)!
+        defer { Glibc.free(copy) }
+        var version: UInt64 = 0
+        for _ in 0..<1000 {
+            var tickets: [Int] = []
+            if place.worldRank == rank, let table = state.attachments {
+                copy.copyMemory(from: table.memory, byteCount: AttachmentTable.bytes)
+                version = table.memory.load(as: UInt64.self)
+            } else {
+                try transport.startOneSided(.read(into: copy, length: AttachmentTable.bytes, from: place.remote), place.worldRank, &tickets)
+                try withUnsafeMutableBytes(of: &version) { (word) throws(MPIError) in
+                    try transport.startOneSided(.read(into: word.baseAddress!, length: 8, from: place.remote), place.worldRank, &tickets)
+                    try waitFor(&tickets)
+                }
+            }
+            if let read = AttachmentTable.ranges(in: copy), read.version == version { return read.ranges }
+            advance()
+        }
+        throw MPIError(.windowSynchronization, "rank \(target)'s list of attached ranges on \(state.window) kept changing while this rank read it")
     }
 
     /// Copies packed bytes into a receive buffer's elements.

@@ -41,7 +41,10 @@ extension MPIRuntime {
                 }
             }
             try take(type, on: state, target: target)
-            state.epochs.withLock { $0.locks[target] = type }
+            state.epochs.withLock {
+                $0.locks[target] = type
+                $0.attachedRanges[target] = nil
+            }
         } catch {
             try raise(error) as Void
         }
@@ -74,7 +77,10 @@ extension MPIRuntime {
                 }
             }
             for target in state.targets.indices { try take(.shared, on: state, target: target) }
-            state.epochs.withLock { $0.lockAll = true }
+            state.epochs.withLock {
+                $0.lockAll = true
+                $0.attachedRanges.removeAll()
+            }
         } catch {
             try raise(error) as Void
         }
@@ -181,7 +187,10 @@ extension MPIRuntime {
                 throw MPIError(.windowSynchronization, "a start on \(window) while an earlier start is not completed")
             }
             for target in ranks { _ = try receive(UInt8.self, count: 0, from: MessageSource(target), tag: MessageTag(Self.postTag), on: state.communicator) }
-            state.epochs.withLock { $0.accessGroup = Set(ranks) }
+            state.epochs.withLock {
+                $0.accessGroup = Set(ranks)
+                $0.attachedRanges.removeAll()
+            }
         } catch {
             try raise(error) as Void
         }

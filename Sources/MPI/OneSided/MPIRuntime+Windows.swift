@@ -43,6 +43,51 @@ extension MPIRuntime {
         }
     }
 
+    /// A window with no memory yet (MPI_Win_create_dynamic): each rank
+    /// attaches memory to it with `attach` and detaches it with `detach`;
+    /// a displacement is the target's address (`UInt(bitPattern:)` of the
+    /// pointer, MPI_Get_address), and an access must lie within one
+    /// attached range. Origins learn a target's ranges by reading its list
+    /// (AttachmentTable), again after every synchronisation.
+    public func createDynamicWindow(on communicator: Communicator? = nil) throws(MPIError) -> Window {
+        do throws(MPIError) {
+            return try makeWindow(base: nil, bytes: 0, displacementUnit: 1, flavor: .dynamic, on: communicator ?? world)
+        } catch {
+            return try raise(error)
+        }
+    }
+
+    /// Makes `bytes` bytes at `base` reachable through a dynamic window
+    /// (MPI_Win_attach): registered with a registration of their own.
+    public func attach(_ base: UnsafeMutableRawPointer, bytes: Int, to window: Window) throws(MPIError) {
+        do throws(MPIError) {
+            let state = try windows.state(of: window)
+            guard let table = state.attachments else { throw MPIError(.invalidWindow, "an attach to \(window), which is not dynamic") }
+            guard bytes > 0 else { throw MPIError(.invalidArgument, "an attach of \(bytes) bytes") }
+            let registration = try transport.registerWindowMemory(base, bytes)
+            do throws(MPIError) {
+                try table.attach(AttachedRange(address: registration.remote.address, length: bytes, key: registration.remote.key), registration)
+            } catch {
+                registration.deregister()
+                throw error
+            }
+        } catch {
+            try raise(error) as Void
+        }
+    }
+
+    /// Ends what `attach` began at `base` (MPI_Win_detach): the range's
+    /// key is revoked; an origin that still used it would get an error.
+    public func detach(_ base: UnsafeMutableRawPointer, from window: Window) throws(MPIError) {
+        do throws(MPIError) {
+            let state = try windows.state(of: window)
+            guard let table = state.attachments else { throw MPIError(.invalidWindow, "a detach from \(window), which is not dynamic") }
+            try table.detach(at: UInt64(UInt(bitPattern: base))).deregister()
+        } catch {
+            try raise(error) as Void
+        }
+    }
+
     /// The window's base, size, displacement unit, flavor and model on this rank.
     public func attributes(of window: Window) throws(MPIError) -> WindowAttributes {
         do throws(MPIError) {
@@ -69,6 +114,7 @@ extension MPIRuntime {
             try barrier(state.communicator)
             windows.remove(window)
             for registration in state.registrations { registration.deregister() }
+            for registration in state.attachments?.detachAll() ?? [] { registration.deregister() }
             Glibc.free(state.control)
             if state.flavor == .allocated, let base = state.base { try transport.freeMemory(base) }
             try self.free(state.communicator)
@@ -91,6 +137,10 @@ extension MPIRuntime {
         // refuse the window together.
         var registrations: [WindowMemoryRegistration] = []
         var control: UnsafeMutableRawPointer?
+        // A dynamic window's peers reach its attachment table where others
+        // reach window memory.
+        let attachments = flavor == .dynamic ? AttachmentTable() : nil
+        let exposed = attachments.map { ($0.memory, AttachmentTable.bytes) } ?? (base, bytes)
         var failure: MPIError?
         do throws(MPIError) {
             var memory: UnsafeMutableRawPointer?
@@ -100,13 +150,13 @@ extension MPIRuntime {
             memory.initializeMemory(as: UInt8.self, repeating: 0, count: WindowControl.bytes)
             control = memory
             registrations.append(try transport.registerWindowMemory(memory, WindowControl.bytes))
-            if let base, bytes > 0 { registrations.append(try transport.registerWindowMemory(base, bytes)) }
+            if let exposedBase = exposed.0, exposed.1 > 0 { registrations.append(try transport.registerWindowMemory(exposedBase, exposed.1)) }
         } catch {
             failure = error
         }
         let data = registrations.count == 2 ? registrations[1].remote : RemoteMemory(address: 0, key: RemoteKey(rawValue: 0))
         let controlRemote = registrations.first?.remote ?? RemoteMemory(address: 0, key: RemoteKey(rawValue: 0))
-        let mine = [failure == nil ? 1 : 0, Int(bitPattern: UInt(data.address)), bytes, displacementUnit, Int(data.key.rawValue),
+        let mine = [failure == nil ? 1 : 0, Int(bitPattern: UInt(data.address)), exposed.1, displacementUnit, Int(data.key.rawValue),
                     Int(bitPattern: UInt(controlRemote.address)), Int(controlRemote.key.rawValue)]
         let all = try allgather(mine, on: communicator)
         if let refused = all.firstIndex(where: { $0[0] == 0 }) {
@@ -123,7 +173,7 @@ extension MPIRuntime {
         }
         let window = windows.nextWindow()
         windows.add(WindowState(window: window, communicator: communicator, base: base, size: bytes, displacementUnit: displacementUnit,
-                                flavor: flavor, targets: targets, control: control!, registrations: registrations))
+                                flavor: flavor, targets: targets, control: control!, registrations: registrations, attachments: attachments))
         return window
     }
 
@@ -134,6 +184,9 @@ extension MPIRuntime {
     func completeOperations(on state: WindowState, targets: [Int]?) throws(MPIError) {
         var tickets: [Int] = []
         let staging = state.epochs.withLock { epochs in
+            // (Targets of a dynamic window may attach and detach between
+            // synchronisations: their lists are read again.)
+            epochs.attachedRanges.removeAll()
             for target in targets ?? Array(epochs.pending.indices) {
                 tickets += epochs.pending[target]
                 epochs.pending[target].removeAll()

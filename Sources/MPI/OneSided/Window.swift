@@ -15,6 +15,9 @@ public enum WindowFlavor: Sendable {
     case created
     /// Memory the runtime allocated from its registered pool (MPI_Win_allocate).
     case allocated
+    /// Memory each rank attaches and detaches as it goes, addressed by
+    /// absolute address (MPI_Win_create_dynamic).
+    case dynamic
 }
 
 /// What a window is on this rank (MPI_Win_get_attr's predefined keys).

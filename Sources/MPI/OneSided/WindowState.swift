@@ -41,6 +41,10 @@ struct WindowEpochs {
     /// Packed copies of spread-out origin data (their addresses), freed
     /// once flushed.
     var staging: [UInt] = []
+    /// Dynamic windows: the ranges each target had attached when this rank
+    /// last read its table; forgotten at every synchronisation, when
+    /// targets may have attached or detached since.
+    var attachedRanges: [Int: [AttachedRange]] = [:]
 
     init(ranks: Int) { pending = Array(repeating: [], count: ranks) }
 
@@ -63,11 +67,13 @@ final class WindowState: Sendable {
     let targets: [WindowTarget]
     nonisolated(unsafe) let control: UnsafeMutableRawPointer
     let registrations: [WindowMemoryRegistration]
+    /// A dynamic window's ranges attached on this rank.
+    let attachments: AttachmentTable?
     let epochs: Mutex<WindowEpochs>
 
     init(
         window: Window, communicator: Communicator, base: UnsafeMutableRawPointer?, size: Int, displacementUnit: Int, flavor: WindowFlavor,
-        targets: [WindowTarget], control: UnsafeMutableRawPointer, registrations: [WindowMemoryRegistration]
+        targets: [WindowTarget], control: UnsafeMutableRawPointer, registrations: [WindowMemoryRegistration], attachments: AttachmentTable?
     ) {
         self.window = window
         self.communicator = communicator
@@ -78,6 +84,7 @@ final class WindowState: Sendable {
         self.targets = targets
         self.control = control
         self.registrations = registrations
+        self.attachments = attachments
         epochs = Mutex(WindowEpochs(ranks: targets.count))
     }
 
