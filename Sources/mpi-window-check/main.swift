@@ -96,6 +96,7 @@ do {
     own.deallocate()
     try mpi.free(window)
     try checkDynamicWindow(mpi)
+    try checkSharedWindow(mpi)
     try checkPassiveTarget(mpi)
     try spaced.free()
     print("rank \(rank): windows ok, \(size) ranks")
@@ -253,6 +254,63 @@ func checkDynamicWindow(_ mpi: MPIRuntime) throws(MPIError) {
     try mpi.free(window)
     first.deallocate()
     second.deallocate()
+}
+
+/// A shared-memory window over the ranks of this host: parts of
+/// different sizes (rank 1's empty), laid one after another; each rank
+/// stores into its own part and loads every other part through
+/// `sharedQuery`; a put into the next rank's part shows there too.
+func checkSharedWindow(_ mpi: MPIRuntime) throws(MPIError) {
+    guard let node = try mpi.split(mpi.world, type: .sharedMemory, key: 0) else { fail("split by type gave no communicator") }
+    let rank = node.rank, size = node.size
+    let counts = (0..<size).map { $0 == 1 ? 0 : 8 * ($0 + 1) }
+    let (window, base) = try mpi.allocateSharedWindow(bytes: counts[rank] * 8, displacementUnit: 8, on: node)
+    check(try mpi.attributes(of: window).flavor == .shared && (base == nil) == (counts[rank] == 0), "a shared window's base and flavor")
+    if let base {
+        let mine = base.assumingMemoryBound(to: Int64.self)
+        for index in 0..<counts[rank] { mine[index] = Int64(rank * 1000 + index) }
+    }
+    try mpi.synchronize(window)
+    try mpi.barrier(node)
+    var expectedOffset = 0
+    for other in 0..<size {
+        let (otherBase, bytes, unit) = try mpi.sharedQuery(window, rank: other)
+        check(bytes == counts[other] * 8 && unit == 8, "shared query of rank \(other): \(bytes) bytes, unit \(unit)")
+        if let otherBase {
+            if let base {
+                let myOffset = counts[..<rank].reduce(0, +) * 8
+                check(otherBase == base - myOffset + expectedOffset, "rank \(other)'s part is not where the parts are laid one after another")
+            }
+            let values = otherBase.assumingMemoryBound(to: Int64.self)
+            check((0..<counts[other]).allSatisfy { values[$0] == Int64(other * 1000 + $0) }, "rank \(other)'s part as rank \(rank) loads it: \(values[0])")
+        }
+        expectedOffset += counts[other] * 8
+    }
+    check(try mpi.sharedQuery(window, rank: nil).base == (try mpi.sharedQuery(window, rank: 0).base), "a shared query of no rank gives the first part")
+    try mpi.barrier(node)  // (every rank has read the parts before any put changes one)
+    // A put into the next non-empty part (rank 1's is empty) shows in
+    // that rank's loads.
+    func targetOf(_ writer: Int) -> Int {
+        var chosen = (writer + 1) % size
+        while counts[chosen] == 0 { chosen = (chosen + 1) % size }
+        return chosen
+    }
+    let target = targetOf(rank)
+    do {
+        try mpi.lock(.shared, target: target, on: window)
+        var value = Int64(-rank - 1)
+        try mpi.put(&value, count: 1, datatype: .int64, to: target, displacement: 0, on: window)
+        try mpi.unlock(target: target, on: window)
+    }
+    try mpi.barrier(node)
+    try mpi.synchronize(window)
+    let writers = (0..<size).filter { targetOf($0) == rank }
+    if let base, !writers.isEmpty {
+        let first = base.load(as: Int64.self)
+        check(writers.contains { Int64(-$0 - 1) == first }, "a put into a shared part: \(first), writers \(writers)")
+    }
+    try mpi.free(window)
+    try mpi.free(node)
 }
 
 /// Post/start/complete/wait on a ring: each rank exposes its memory to

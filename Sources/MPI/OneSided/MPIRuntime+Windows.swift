@@ -117,6 +117,7 @@ extension MPIRuntime {
             for registration in state.attachments?.detachAll() ?? [] { registration.deregister() }
             Glibc.free(state.control)
             if state.flavor == .allocated, let base = state.base { try transport.freeMemory(base) }
+            state.segment?.unmap()
             try self.free(state.communicator)
         } catch {
             try raise(error) as Void
@@ -125,8 +126,9 @@ extension MPIRuntime {
 
     // MARK: - Making
 
-    private func makeWindow(
-        base: UnsafeMutableRawPointer?, bytes: Int, displacementUnit: Int, flavor: WindowFlavor, on parent: Communicator
+    func makeWindow(
+        base: UnsafeMutableRawPointer?, bytes: Int, displacementUnit: Int, flavor: WindowFlavor, on parent: Communicator,
+        segment: SharedSegment? = nil
     ) throws(MPIError) -> Window {
         try checkOpen()
         guard bytes >= 0 else { throw MPIError(.invalidArgument, "a window of \(bytes) bytes") }
@@ -173,7 +175,8 @@ extension MPIRuntime {
         }
         let window = windows.nextWindow()
         windows.add(WindowState(window: window, communicator: communicator, base: base, size: bytes, displacementUnit: displacementUnit,
-                                flavor: flavor, targets: targets, control: control!, registrations: registrations, attachments: attachments))
+                                flavor: flavor, targets: targets, control: control!, registrations: registrations, attachments: attachments,
+                                segment: segment))
         return window
     }
 

@@ -18,6 +18,9 @@ public enum WindowFlavor: Sendable {
     /// Memory each rank attaches and detaches as it goes, addressed by
     /// absolute address (MPI_Win_create_dynamic).
     case dynamic
+    /// One shared-memory object that every rank maps, for ranks on one
+    /// host (MPI_Win_allocate_shared).
+    case shared
 }
 
 /// What a window is on this rank (MPI_Win_get_attr's predefined keys).

@@ -69,11 +69,14 @@ final class WindowState: Sendable {
     let registrations: [WindowMemoryRegistration]
     /// A dynamic window's ranges attached on this rank.
     let attachments: AttachmentTable?
+    /// A shared window's memory, as this process maps it.
+    let segment: SharedSegment?
     let epochs: Mutex<WindowEpochs>
 
     init(
         window: Window, communicator: Communicator, base: UnsafeMutableRawPointer?, size: Int, displacementUnit: Int, flavor: WindowFlavor,
-        targets: [WindowTarget], control: UnsafeMutableRawPointer, registrations: [WindowMemoryRegistration], attachments: AttachmentTable?
+        targets: [WindowTarget], control: UnsafeMutableRawPointer, registrations: [WindowMemoryRegistration], attachments: AttachmentTable?,
+        segment: SharedSegment?
     ) {
         self.window = window
         self.communicator = communicator
@@ -85,6 +88,7 @@ final class WindowState: Sendable {
         self.control = control
         self.registrations = registrations
         self.attachments = attachments
+        self.segment = segment
         epochs = Mutex(WindowEpochs(ranks: targets.count))
     }
 
