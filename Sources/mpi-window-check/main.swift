@@ -25,6 +25,7 @@ do {
     let attributes = try mpi.attributes(of: window)
     check(attributes.size == count * 8 && attributes.displacementUnit == 8 && attributes.flavor == .allocated && attributes.base == base,
           "allocated window's attributes: \(attributes)")
+    check(mpi.pointToPointStatistics.windowRegistrations == 2, "registrations of a window (memory and control block): \(mpi.pointToPointStatistics.windowRegistrations)")
     let mine = base!.bindMemory(to: Int64.self, capacity: count)
     for index in 0..<count { mine[index] = -1 }
     let stamp = (0..<count).map { Int64(rank * 1_000_000 + $0) }
@@ -99,6 +100,8 @@ do {
     try checkSharedWindow(mpi)
     try checkPassiveTarget(mpi)
     try spaced.free()
+    // Every window freed: every registration gone, so no key of theirs works.
+    check(mpi.pointToPointStatistics.windowRegistrations == 0, "window registrations left after every window was freed: \(mpi.pointToPointStatistics.windowRegistrations)")
     print("rank \(rank): windows ok, \(size) ranks")
     try mpi.finalize()
 } catch {

@@ -35,7 +35,13 @@ extension PointToPointEngine {
         try checkOpen()
         do {
             let region = try device.registerMemory(base, length: length, access: Self.windowAccess, in: domain)
-            return WindowMemoryRegistration(remote: region.remote(), deregister: { try? region.deregister() })
+            statistics.windowRegistrations += 1
+            return WindowMemoryRegistration(remote: region.remote(), deregister: { [self] in
+                try? region.deregister()
+                lock.lock()
+                defer { lock.unlock() }
+                statistics.windowRegistrations -= 1
+            })
         } catch {
             throw MPIError(error, while: "registering \(length) bytes of window memory")
         }

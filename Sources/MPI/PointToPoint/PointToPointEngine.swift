@@ -83,7 +83,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     @exclusivity(unchecked) private var sendsInFlight = 0
     @exclusivity(unchecked) private var unexpectedBytes = 0
     @exclusivity(unchecked) private var completionBatch: UnsafeMutableBufferPointer<Completion>
-    @exclusivity(unchecked) private(set) var statistics = PointToPointStatistics()
+    @exclusivity(unchecked) var statistics = PointToPointStatistics()  // (internal: the windows count theirs)
     let waiting: WaitDescription
     @exclusivity(unchecked) private(set) var closed = false
     /// The windows' one-sided operations in flight, and the registered

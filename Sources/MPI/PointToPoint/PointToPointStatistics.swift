@@ -22,6 +22,10 @@ public struct PointToPointStatistics: Hashable, Sendable, Codable {
     public var unexpectedCopies = 0
     /// Frames sent only to return eager slots.
     public var creditFrames = 0
+    /// Window memory registered now (window memory, control blocks,
+    /// attachment lists, attached ranges): back to what it was once the
+    /// windows are freed and their keys revoked.
+    public var windowRegistrations = 0
 
     public init() {}
 }
