@@ -19,6 +19,14 @@
  * rank 0 prints the slowest rank's mean and 99th percentile per operation:
  *   osu-style TEST SIZE AVG_US us p99 P99_US
  * (barrier ignores SIZE and prints it as given).
+ *
+ * TEST: put_lat, get_lat (SIZE bytes then MPI_Win_flush, per operation),
+ * put_bw, get_bw (64 operations then a flush), acc_lat, acc_bw (SIZE bytes
+ * of MPI_DOUBLE with MPI_SUM), fop_lat (MPI_Fetch_and_op, MPI_INT64_T,
+ * MPI_SUM) and cas_lat (MPI_Compare_and_swap, MPI_INT64_T): rank 0 on
+ * rank 1's window (MPI_Win_allocate) under MPI_Win_lock(SHARED), rank 1
+ * waiting in MPI_Barrier, as mpibench's one-sided tests with a polling
+ * target. Rank 0 prints one line as above (us per op, or MB/s).
  */
 #include <mpi.h>
 #include <stdio.h>
@@ -35,7 +43,8 @@
 
 static int iterations(const char *test, long size, double scale, int *warmup) {
     int base;
-    if (!strcmp(test, "bw") || !strcmp(test, "bibw") || !strcmp(test, "mbw_mr"))
+    if (!strcmp(test, "bw") || !strcmp(test, "bibw") || !strcmp(test, "mbw_mr") || !strcmp(test, "put_bw") || !strcmp(test, "get_bw")
+        || !strcmp(test, "acc_bw"))
         base = size <= 8192 ? 100 : 20;
     else
         base = size <= 8192 ? 10000 : size <= (256 << 10) ? 1000 : 100;
@@ -115,6 +124,49 @@ static void collective(enum collective op, const char *test, long bytes, int ite
     free(send);
 }
 
+/* The one-sided tests (see the top of this file). */
+static int one_sided(const char *test, long size, int iters, int warmup, int rank) {
+    int put = !strncmp(test, "put_", 4), get = !strncmp(test, "get_", 4), acc = !strncmp(test, "acc_", 4);
+    int fop = !strcmp(test, "fop_lat"), cas = !strcmp(test, "cas_lat");
+    if (!put && !get && !acc && !fop && !cas) return 0;
+    int bandwidth = strstr(test, "_bw") != NULL;
+    int per = bandwidth ? WINDOW : 1;
+    long bytes = size > 8 ? size : 8;
+    char *base;
+    MPI_Win window;
+    MPI_Win_allocate(bytes, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &base, &window);
+    memset(base, 0, bytes);
+    char *origin = malloc(bytes), *result = malloc(bytes + 16);
+    memset(origin, 1, bytes);
+    memset(result, 0, bytes + 16);
+    MPI_Barrier(MPI_COMM_WORLD);
+    double seconds = 0;
+    if (rank == 0) {
+        MPI_Win_lock(MPI_LOCK_SHARED, 1, 0, window);
+        double start = 0;
+        for (int i = 0; i < iters + warmup; i++) {
+            if (i == warmup) start = MPI_Wtime();
+            for (int j = 0; j < per; j++) {
+                if (put) MPI_Put(origin, size, MPI_CHAR, 1, 0, size, MPI_CHAR, window);
+                else if (get) MPI_Get(result, size, MPI_CHAR, 1, 0, size, MPI_CHAR, window);
+                else if (acc) MPI_Accumulate(origin, bytes / 8, MPI_DOUBLE, 1, 0, bytes / 8, MPI_DOUBLE, MPI_SUM, window);
+                else if (fop) MPI_Fetch_and_op(origin, result, MPI_INT64_T, 1, 0, MPI_SUM, window);
+                else MPI_Compare_and_swap(origin, result, result + 8, MPI_INT64_T, 1, 0, window);
+            }
+            MPI_Win_flush(1, window);
+        }
+        seconds = MPI_Wtime() - start;
+        MPI_Win_unlock(1, window);
+        double value = bandwidth ? (double)iters * per * size / seconds / 1e6 : seconds / iters * 1e6;
+        printf("osu-style %s %ld %.3f %s\n", test, size, value, bandwidth ? "MB/s" : "us per op");
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Win_free(&window);
+    free(origin);
+    free(result);
+    return 1;
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     int rank, size;
@@ -130,6 +182,10 @@ int main(int argc, char **argv) {
     int warmup;
     int iters = iterations(test, bytes, scale, &warmup);
     enum collective op = collective_of(test);
+    if (one_sided(test, bytes, iters, warmup, rank)) {
+        MPI_Finalize();
+        return 0;
+    }
     if (op != NOT_COLLECTIVE) {
         collective(op, test, bytes, iters, warmup, rank, size);
         MPI_Finalize();

@@ -350,25 +350,29 @@ extension MPIRuntime {
         let lock = word(state, target: target, offset: WindowControl.accumulateLockOffset, control: true)
         let holder = UInt64(rank + 1)
         try acquire(lock, as: holder)
+        if let local = access.local {
+            _ = update(local)
+            try release(lock, heldAs: holder)
+            return
+        }
+        let copy = malloc(bytes)!
+        defer { Glibc.free(copy) }
+        var tickets: [Int] = []
         do throws(MPIError) {
-            if let local = access.local {
-                _ = update(local)
-            } else {
-                let copy = malloc(bytes)!
-                defer { Glibc.free(copy) }
-                var tickets: [Int] = []
-                try transport.startOneSided(.read(into: copy, length: bytes, from: access.remote), access.worldRank, &tickets)
-                try waitFor(&tickets)
-                if update(copy) {
-                    try transport.startOneSided(.write(UnsafeRawPointer(copy), length: bytes, to: access.remote), access.worldRank, &tickets)
-                    try waitFor(&tickets)
-                }
+            try transport.startOneSided(.read(into: copy, length: bytes, from: access.remote), access.worldRank, &tickets)
+            try waitFor(&tickets)
+            if update(copy) {
+                try transport.startOneSided(.write(UnsafeRawPointer(copy), length: bytes, to: access.remote), access.worldRank, &tickets)
             }
         } catch {
             try? release(lock, heldAs: holder)
             throw error
         }
+        // The release (a compare-and-swap) follows the WRITE on the same
+        // connection, and a target applies a connection's requests in
+        // order: it need not wait for the WRITE (a round trip fewer).
         try release(lock, heldAs: holder)
+        try waitFor(&tickets)
     }
 
     /// Request-based operations belong to passive-target epochs (MPI 3.1 §11.3.5).
