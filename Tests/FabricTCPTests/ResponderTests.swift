@@ -105,6 +105,23 @@ struct ResponderTests {
         #expect(owed)
     }
 
+    @Test("a WRITE that asks for an acknowledgement gets it in the same round (no reply of this side will carry it); a SEND waits a round")
+    func acknowledgeWriteAtOnce() {
+        var responder = makeResponder()
+        var write = FrameHeader(opcode: .write)
+        write.sequence = 0
+        write.flags.insert(.acknowledgeRequested)
+        _ = responder.admit(write, connected: true)
+        responder.accept(now: 1_000)
+        let due = responder.standaloneAcknowledgeDue(by: .application, owedAtStart: false, now: 1_000)
+        #expect(due)
+        responder.acknowledgementSent()
+        _ = responder.admit(request(1, asksAcknowledge: true), connected: true)
+        responder.accept(now: 2_000)
+        let send = responder.standaloneAcknowledgeDue(by: .application, owedAtStart: false, now: 2_000)
+        #expect(!send)
+    }
+
     @Test("a batch of requests is acknowledged at once, and a sent acknowledgement owes nothing")
     func acknowledgeBatch() {
         var responder = makeResponder()

@@ -23,6 +23,9 @@ struct Responder: ~Copyable {
     private(set) var acknowledgeOwed = false
     /// A request since the last acknowledgement asked for one.
     private(set) var acknowledgeRequested = false
+    /// One of them was a plain WRITE: no reply of this side's application
+    /// will follow it to carry the acknowledgement, so it goes out at once.
+    private(set) var writeAcknowledgeRequested = false
     private(set) var acknowledgeOwedSince: UInt64 = 0
     private(set) var acceptedSinceAcknowledge = 0
     /// The region the peer's last one-sided request used.
@@ -53,7 +56,10 @@ struct Responder: ~Copyable {
     /// in error.
     @inline(__always)
     mutating func admit(_ header: FrameHeader, connected: Bool) -> Admission {
-        if header.flags.contains(.acknowledgeRequested) { acknowledgeRequested = true }
+        if header.flags.contains(.acknowledgeRequested) {
+            acknowledgeRequested = true
+            if header.opcode == .write { writeAcknowledgeRequested = true }
+        }
         if !connected { return .discard }
         if header.sequence != expectedSequence {
             if let waiting = awaitingRetryOf, header.sequence != waiting { return .droppedOutOfSequence }
@@ -98,14 +104,16 @@ struct Responder: ~Copyable {
 
     /// Whether the owed acknowledgement goes out alone in this round:
     /// only if nothing is about to carry it. The progress thread has no
-    /// application reply to wait for; the application had its chance if
-    /// the acknowledgement was already owed when the round began
-    /// (`owedAtStart`) and the peer asked for it; and a batch of requests,
-    /// or the delay, ends the wait anyway.
+    /// application reply to wait for; neither has a WRITE the peer waits
+    /// on (one-sided: this side's application plays no part); otherwise
+    /// the application had its chance if the acknowledgement was already
+    /// owed when the round began (`owedAtStart`) and the peer asked for
+    /// it; and a batch of requests, or the delay, ends the wait anyway.
     @inline(__always)
     func standaloneAcknowledgeDue(by driver: ProgressDriver, owedAtStart: Bool, now: UInt64) -> Bool {
         guard acknowledgeOwed else { return false }
         return driver == .progressThread
+            || writeAcknowledgeRequested
             || acceptedSinceAcknowledge >= EngineTuning.acknowledgeBatch
             || (owedAtStart && acknowledgeRequested)
             || (now > acknowledgeOwedSince && now - acknowledgeOwedSince >= acknowledgeDelay)
@@ -121,6 +129,7 @@ struct Responder: ~Copyable {
     mutating func acknowledgementSent() {
         acknowledgeOwed = false
         acknowledgeRequested = false
+        writeAcknowledgeRequested = false
         acceptedSinceAcknowledge = 0
     }
 
@@ -128,6 +137,7 @@ struct Responder: ~Copyable {
     mutating func forgetAcknowledgement() {
         acknowledgeOwed = false
         acknowledgeRequested = false
+        writeAcknowledgeRequested = false
     }
 
     // MARK: Responses
