@@ -370,6 +370,26 @@ func checkBadInput(_ mpi: MPIRuntime, window: Window) throws(MPIError) {
     try mpi.send([Int64(mpi.rank)], to: next, tag: 9)
     let (got, _) = try mpi.receive(Int64.self, count: 1, from: MessageSource(previous), tag: 9)
     check(got == [Int64(previous)], "a message after the refused accesses: \(got)")
+    expectError("a put of 2 int64 into 3 int32", .invalidDatatype, containing: "the counts or datatypes differ") { () throws(MPIError) in
+        var two: (Int64, Int64) = (1, 2)
+        try mpi.lockAll(on: window)
+        defer { try? mpi.unlockAll(on: window) }
+        try mpi.put(&two, count: 2, datatype: .int64, to: next, displacement: 0, targetCount: 3, targetDatatype: .int32, on: window)
+    }
+    // Memory that cannot be registered (rank 0 gives an unmapped page):
+    // every rank refuses the window, rank 0 saying why.
+    do {
+        let page = mmap(nil, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
+        munmap(page, 4096)
+        var own = [Int64](repeating: 0, count: 512)
+        try withPointer(to: &own) { (pointer) throws(MPIError) in
+            _ = try mpi.createWindow(mpi.rank == 0 ? page : pointer, bytes: 4096)
+        }
+        fail("a window over unmapped memory was made")
+    } catch {
+        let expected = mpi.rank == 0 ? "registering 4096 bytes of window memory" : "rank 0 could not register its memory"
+        check(error.message.contains(expected), "a window over unmapped memory: \(error.kind) \(error.message)")
+    }
     let (gone, _) = try mpi.allocateWindow(bytes: 8)
     try mpi.free(gone)
     expectError("a fence on a freed window", .invalidWindow, containing: "is freed") { () throws(MPIError) in try mpi.fence(on: gone) }
