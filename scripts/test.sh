@@ -11,9 +11,9 @@
 # under a sanitizer if FABRIC_SANITIZE names one (address or thread; off by
 # default), the benchmarks' allocation gates if FABRIC_BENCH_GATES=1 (off by
 # default: building the Benchmarks package costs more than CI's time allows,
-# docs/benchmarks.md), then the conformance suite and the registration
-# cache's cases over the verbs backend on a real soft-RoCE device inside a
-# qemu VM (FABRIC_SKIP_VM=1 skips them).
+# docs/benchmarks.md), then the conformance suite, the registration
+# cache's cases and the window tests over the verbs backend on a real
+# soft-RoCE device inside a qemu VM (FABRIC_SKIP_VM=1 skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FABRIC_SETUP_TEST_PACKAGES=1 source scripts/setup.sh
@@ -70,4 +70,6 @@ if [ "${FABRIC_SKIP_VM:-0}" != 1 ]; then
     # The registration cache over verbs, where stale registrations send
     # stale bytes: every case passes, and fails with invalidation off.
     bash scripts/test-regcache-verbs.sh
+    # One-sided windows over verbs: the card serves the passive target.
+    bash scripts/test-windows-verbs.sh
 fi
