@@ -19,7 +19,7 @@ extension MPIRuntime {
         targetCount: Int? = nil, targetDatatype: Datatype? = nil, on window: Window
     ) throws(MPIError) {
         do throws(MPIError) {
-            var posted: [Int] = []
+            var posted: [Int]? = nil
             try putOperation(origin, count: count, datatype: datatype, to: target, displacement: displacement, targetCount: targetCount,
                              targetDatatype: targetDatatype, on: window, posted: &posted)
         } catch {
@@ -35,10 +35,10 @@ extension MPIRuntime {
     ) throws(MPIError) -> Request {
         do throws(MPIError) {
             try checkPassiveEpoch(window, target: target, "a request-based put")
-            var posted: [Int] = []
+            var posted: [Int]? = []  // (recorded: the request waits for them)
             try putOperation(origin, count: count, datatype: datatype, to: target, displacement: displacement, targetCount: targetCount,
                              targetDatatype: targetDatatype, on: window, posted: &posted)
-            return transport.oneSidedRequest(posted)
+            return transport.oneSidedRequest(posted ?? [])
         } catch {
             return try raise(error)
         }
@@ -51,7 +51,7 @@ extension MPIRuntime {
         targetCount: Int? = nil, targetDatatype: Datatype? = nil, on window: Window
     ) throws(MPIError) {
         do throws(MPIError) {
-            var posted: [Int] = []
+            var posted: [Int]? = nil
             try getOperation(into: origin, count: count, datatype: datatype, from: target, displacement: displacement, targetCount: targetCount,
                              targetDatatype: targetDatatype, on: window, posted: &posted)
         } catch {
@@ -67,10 +67,10 @@ extension MPIRuntime {
     ) throws(MPIError) -> Request {
         do throws(MPIError) {
             try checkPassiveEpoch(window, target: target, "a request-based get")
-            var posted: [Int] = []
+            var posted: [Int]? = []  // (recorded: the request waits for them)
             try getOperation(into: origin, count: count, datatype: datatype, from: target, displacement: displacement, targetCount: targetCount,
                              targetDatatype: targetDatatype, on: window, posted: &posted)
-            return transport.oneSidedRequest(posted)
+            return transport.oneSidedRequest(posted ?? [])
         } catch {
             return try raise(error)
         }
@@ -80,7 +80,7 @@ extension MPIRuntime {
 
     private func putOperation(
         _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, to target: Int, displacement: Int,
-        targetCount: Int?, targetDatatype: Datatype?, on window: Window, posted: inout [Int]
+        targetCount: Int?, targetDatatype: Datatype?, on window: Window, posted: inout [Int]?
     ) throws(MPIError) {
         do {
             let state = try windows.state(of: window)
@@ -98,9 +98,8 @@ extension MPIRuntime {
                 source.copy(length: source.length, to: staged!)
                 packed = UnsafeRawPointer(staged!)
             }
-            let ranges = access.ranges(length: source.length)
             if let local = access.local {
-                for range in ranges { (local + range.target).copyMemory(from: packed + range.packed, byteCount: range.length) }
+                try access.forEachRange(length: source.length) { (from, to, length) throws(MPIError) in (local + to).copyMemory(from: packed + from, byteCount: length) }
                 if let staged { Glibc.free(staged) }
                 return
             }
@@ -108,20 +107,15 @@ extension MPIRuntime {
                 let address = UInt(bitPattern: staged)
                 state.epochs.withLock { $0.staging.append(address) }
             }
-            var tickets: [Int] = []
-            defer {
-                state.epochs.withLock { $0.pending[target] += tickets }
-                posted += tickets
-            }
-            for range in ranges {
-                try transport.startOneSided(.write(packed + range.packed, length: range.length, to: access.remote.advanced(by: range.target)), access.worldRank, &tickets)
+            try access.forEachRange(length: source.length) { (from, to, length) throws(MPIError) in
+                try post(.write(packed + from, length: length, to: access.remote.advanced(by: to)), state, target, access, &posted)
             }
         }
     }
 
     private func getOperation(
         into origin: UnsafeMutableRawPointer?, count: Int, datatype: Datatype, from target: Int, displacement: Int,
-        targetCount: Int?, targetDatatype: Datatype?, on window: Window, posted: inout [Int]
+        targetCount: Int?, targetDatatype: Datatype?, on window: Window, posted: inout [Int]?
     ) throws(MPIError) {
         do {
             let state = try windows.state(of: window)
@@ -135,19 +129,18 @@ extension MPIRuntime {
             let staged = destination.layout == nil ? nil : malloc(destination.capacity)!
             defer { if let staged { Glibc.free(staged) } }
             let packed = staged ?? destination.base!
-            let ranges = access.ranges(length: destination.capacity)
             if let local = access.local {
-                for range in ranges { (packed + range.packed).copyMemory(from: local + range.target, byteCount: range.length) }
+                try access.forEachRange(length: destination.capacity) { (to, from, length) throws(MPIError) in (packed + to).copyMemory(from: local + from, byteCount: length) }
             } else {
-                var tickets: [Int] = []
-                for range in ranges {
-                    try transport.startOneSided(.read(into: packed + range.packed, length: range.length, from: access.remote.advanced(by: range.target)),
-                                                access.worldRank, &tickets)
-                }
                 guard staged != nil else {
-                    state.epochs.withLock { $0.pending[target] += tickets }
-                    posted += tickets
+                    try access.forEachRange(length: destination.capacity) { (to, from, length) throws(MPIError) in
+                        try post(.read(into: packed + to, length: length, from: access.remote.advanced(by: from)), state, target, access, &posted)
+                    }
                     return
+                }
+                var tickets: [Int] = []
+                try access.forEachRange(length: destination.capacity) { (to, from, length) throws(MPIError) in
+                    try transport.startOneSided(.read(into: packed + to, length: length, from: access.remote.advanced(by: from)), access.worldRank, &tickets)
                 }
                 try waitFor(&tickets)
             }
@@ -163,7 +156,7 @@ extension MPIRuntime {
         operation: AccumulateOperation, on window: Window
     ) throws(MPIError) {
         do throws(MPIError) {
-            var posted: [Int] = []
+            var posted: [Int]? = nil
             try accumulate(origin, count: count, datatype: datatype, result: nil, target: target, displacement: displacement, operation: operation,
                            window: window, "an accumulate", posted: &posted)
         } catch {
@@ -179,10 +172,10 @@ extension MPIRuntime {
     ) throws(MPIError) -> Request {
         do throws(MPIError) {
             try checkPassiveEpoch(window, target: target, "a request-based accumulate")
-            var posted: [Int] = []
+            var posted: [Int]? = []  // (recorded: the request waits for them)
             try accumulate(origin, count: count, datatype: datatype, result: nil, target: target, displacement: displacement, operation: operation,
                            window: window, "an accumulate", posted: &posted)
-            return transport.oneSidedRequest(posted)
+            return transport.oneSidedRequest(posted ?? [])
         } catch {
             return try raise(error)
         }
@@ -196,7 +189,7 @@ extension MPIRuntime {
     ) throws(MPIError) {
         do throws(MPIError) {
             try checkResultBuffer(result, count: count, datatype: datatype)
-            var posted: [Int] = []
+            var posted: [Int]? = nil
             try accumulate(origin, count: count, datatype: datatype, result: result, target: target, displacement: displacement, operation: operation,
                            window: window, "a get-accumulate", posted: &posted)
         } catch {
@@ -213,10 +206,10 @@ extension MPIRuntime {
         do throws(MPIError) {
             try checkPassiveEpoch(window, target: target, "a request-based get-accumulate")
             try checkResultBuffer(result, count: count, datatype: datatype)
-            var posted: [Int] = []
+            var posted: [Int]? = []  // (recorded: the request waits for them)
             try accumulate(origin, count: count, datatype: datatype, result: result, target: target, displacement: displacement, operation: operation,
                            window: window, "a get-accumulate", posted: &posted)
-            return transport.oneSidedRequest(posted)
+            return transport.oneSidedRequest(posted ?? [])
         } catch {
             return try raise(error)
         }
@@ -228,7 +221,7 @@ extension MPIRuntime {
         operation: AccumulateOperation, on window: Window
     ) throws(MPIError) {
         do throws(MPIError) {
-            var posted: [Int] = []
+            var posted: [Int]? = nil
             try accumulate(origin, count: 1, datatype: datatype, result: result, target: target, displacement: displacement, operation: operation,
                            window: window, "a fetch-and-op", posted: &posted)
         } catch {
@@ -253,9 +246,8 @@ extension MPIRuntime {
                 if word.local != nil {
                     result.storeBytes(of: try compareAndSwap(word, compare: expected, swap: swap), as: UInt64.self)
                 } else {
-                    var tickets: [Int] = []
-                    try transport.startOneSided(.compareAndSwap(access.remote, compare: expected, swap: swap, oldValue: result), access.worldRank, &tickets)
-                    state.epochs.withLock { $0.pending[target] += tickets }
+                    var unrecorded: [Int]? = nil
+                    try post(.compareAndSwap(access.remote, compare: expected, swap: swap, oldValue: result), state, target, access, &unrecorded)
                 }
                 return
             }
@@ -275,7 +267,7 @@ extension MPIRuntime {
 
     private func accumulate(
         _ origin: UnsafeRawPointer?, count: Int, datatype: Datatype, result: UnsafeMutableRawPointer?, target: Int, displacement: Int,
-        operation: AccumulateOperation, window: Window, _ what: String, posted: inout [Int]
+        operation: AccumulateOperation, window: Window, _ what: String, posted: inout [Int]?
     ) throws(MPIError) {
         let state = try windows.state(of: window)
         try checkAccumulateType(datatype, what)
@@ -309,13 +301,8 @@ extension MPIRuntime {
     /// compare-and-swap until it holds (complete on return).
     private func atomicAccumulate(
         _ state: WindowState, target: Int, _ access: TargetAccess, origin: UnsafeRawPointer?, count: Int, result: UnsafeMutableRawPointer?,
-        operation: AccumulateOperation, posted: inout [Int]
+        operation: AccumulateOperation, posted: inout [Int]?
     ) throws(MPIError) {
-        var tickets: [Int] = []
-        defer {
-            if !tickets.isEmpty { state.epochs.withLock { $0.pending[target] += tickets } }
-            posted += tickets
-        }
         for index in 0..<count {
             let word = WindowWord(worldRank: access.worldRank, remote: access.remote.advanced(by: 8 * index), local: access.local.map { $0 + 8 * index })
             let oldValue = result.map { $0 + 8 * index }
@@ -335,9 +322,20 @@ extension MPIRuntime {
                     let old = try fetchAndAdd(word, add)
                     oldValue?.storeBytes(of: old, as: UInt64.self)
                 } else if add != 0 || oldValue != nil {
-                    try transport.startOneSided(.fetchAndAdd(word.remote, add: add, oldValue: oldValue), access.worldRank, &tickets)
+                    try post(.fetchAndAdd(word.remote, add: add, oldValue: oldValue), state, target, access, &posted)
                 }
             }
+        }
+    }
+
+    /// Posts `work` to the target: its tickets join the window's list for
+    /// that target (under the window's lock, straight into the list: no
+    /// array per operation), and `posted` too when a request waits for them.
+    private func post(_ work: OneSidedWork, _ state: WindowState, _ target: Int, _ access: TargetAccess, _ posted: inout [Int]?) throws(MPIError) {
+        try state.epochs.withLock { (epochs) throws(MPIError) in
+            let before = epochs.pending[target].count
+            try transport.startOneSided(work, access.worldRank, &epochs.pending[target])
+            if posted != nil { posted! += epochs.pending[target][before...] }
         }
     }
 
@@ -411,8 +409,14 @@ extension MPIRuntime {
         let spread: (datatype: Datatype, count: Int)?
 
         /// The target's ranges in packing order: where each starts among
-        /// the packed bytes and from `remote` (or `local`).
-        func ranges(length: Int) -> [(packed: Int, target: Int, length: Int)] {
+        /// the packed bytes and from `remote` (or `local`); one range (and
+        /// no array) for elements in one range.
+        func forEachRange(length: Int, _ body: (_ packed: Int, _ target: Int, _ length: Int) throws(MPIError) -> Void) throws(MPIError) {
+            guard spread != nil else { return try body(0, 0, length) }
+            for range in ranges(length: length) { try body(range.packed, range.target, range.length) }
+        }
+
+        private func ranges(length: Int) -> [(packed: Int, target: Int, length: Int)] {
             guard let spread else { return [(0, 0, length)] }
             var ranges: [(packed: Int, target: Int, length: Int)] = []
             var packed = 0

@@ -59,7 +59,7 @@ extension MPIRuntime {
             guard let type = state.epochs.withLock({ $0.locks[target] }) else {
                 throw MPIError(.windowSynchronization, "an unlock of rank \(target) of \(window), which this rank has not locked")
             }
-            try completeOperations(on: state, targets: [target])
+            try completeOperations(on: state, target: target)
             try give(type, on: state, target: target)
             state.epochs.withLock { $0.locks[target] = nil }
         } catch {
@@ -107,7 +107,7 @@ extension MPIRuntime {
         do throws(MPIError) {
             let state = try windows.state(of: window)
             if let target { try checkTarget(target, state, "a flush") }
-            try completeOperations(on: state, targets: target.map { [$0] })
+            if let target { try completeOperations(on: state, target: target) } else { try completeOperations(on: state, targets: nil) }
         } catch {
             try raise(error) as Void
         }

@@ -187,20 +187,39 @@ extension MPIRuntime {
     func completeOperations(on state: WindowState, targets: [Int]?) throws(MPIError) {
         var tickets: [Int] = []
         let staging = state.epochs.withLock { epochs in
-            // (Targets of a dynamic window may attach and detach between
-            // synchronisations: their lists are read again.)
-            epochs.attachedRanges.removeAll()
+            forgetAttachedRanges(&epochs)
             for target in targets ?? Array(epochs.pending.indices) {
                 tickets += epochs.pending[target]
-                epochs.pending[target].removeAll()
+                epochs.pending[target].removeAll(keepingCapacity: true)
             }
             // (Staged copies are freed only when every target is flushed.)
-            guard targets == nil else { return [UInt]() }
+            guard targets == nil, !epochs.staging.isEmpty else { return [UInt]() }
             defer { epochs.staging.removeAll() }
             return epochs.staging
         }
         defer { for address in staging { Glibc.free(UnsafeMutableRawPointer(bitPattern: address)) } }
         try waitFor(&tickets)
+    }
+
+    /// The same for one target. Its ticket list is swapped out and its
+    /// emptied storage given back, so that a flush after every operation
+    /// allocates nothing.
+    func completeOperations(on state: WindowState, target: Int) throws(MPIError) {
+        var tickets: [Int] = []
+        state.epochs.withLock { epochs in
+            forgetAttachedRanges(&epochs)
+            swap(&tickets, &epochs.pending[target])
+        }
+        try waitFor(&tickets)
+        state.epochs.withLock { epochs in
+            if epochs.pending[target].isEmpty { swap(&tickets, &epochs.pending[target]) }
+        }
+    }
+
+    /// Targets of a dynamic window may attach and detach between
+    /// synchronisations: their lists are read again after one.
+    private func forgetAttachedRanges(_ epochs: inout WindowEpochs) {
+        if !epochs.attachedRanges.isEmpty { epochs.attachedRanges.removeAll() }
     }
 
     /// Waits for one-sided tickets (the caller's own, blocking).
