@@ -12,6 +12,8 @@
 #
 # Figures (tcp backend, loopback):
 #   put_lat 8 B (put + flush) / fabric-perf lat-read 8 B       at most 1.15
+#     (with the transport's own WRITE-and-completion round trip,
+#     lat-write-rt, beside it: what of the gap is the transport's)
 #   fop_lat 8 B and cas_lat 8 B / fabric-perf lat-fadd 8 B      at most 1.1
 #   put_bw and get_bw at 1 MiB and 4 MiB / raw-TCP bw-write     at least 0.9
 #   (polling target; the passive target's rows are reported beside them)
@@ -54,7 +56,7 @@ run_peer() {
 }
 
 for round in $(seq 1 "$REPS"); do
-    "$bin/fabric-perf" --tests lat-read,lat-fadd,bw-write --sizes 8,1M,4M --reps 1 --mode poll --scale "$SCALE" --json \
+    "$bin/fabric-perf" --tests lat-read,lat-write-rt,lat-fadd,bw-write --sizes 8,1M,4M --reps 1 --mode poll --scale "$SCALE" --json \
         > "$OUT/fabric-perf-$round.json" 2> "$OUT/fabric-perf-$round.log"
     for target in polling passive; do
         "$bin/mpirun" --timeout 600 -n 2 "$bin/mpibench" --tests put_lat,get_lat,fop_lat,cas_lat,acc_lat --sizes 8 \
@@ -109,6 +111,10 @@ def figure(name, numerator, denominator, limit, below):
     met = ratio <= limit if below else ratio >= limit
     print(f"{name:48} {ratio:6.3f}  ({'at most' if below else 'at least'} {limit}: {'met' if met else 'NOT met'})")
 figure("put_lat 8 B / lat-read 8 B", ("mpibench", "put_lat", "polling", 8), ("fabric-perf", "lat-read", "tcp", 8), 1.15, True)
+ratio = median(("fabric-perf", "lat-write-rt", "tcp", 8)) / median(("fabric-perf", "lat-read", "tcp", 8))
+print(f"{'  (transport: lat-write-rt 8 B / lat-read 8 B)':48} {ratio:6.3f}")
+ratio = median(("mpibench", "put_lat", "polling", 8)) / median(("fabric-perf", "lat-write-rt", "tcp", 8))
+print(f"{'  (put_lat 8 B / lat-write-rt 8 B)':48} {ratio:6.3f}")
 figure("fop_lat 8 B / lat-fadd 8 B", ("mpibench", "fop_lat", "polling", 8), ("fabric-perf", "lat-fadd", "tcp", 8), 1.1, True)
 figure("cas_lat 8 B / lat-fadd 8 B", ("mpibench", "cas_lat", "polling", 8), ("fabric-perf", "lat-fadd", "tcp", 8), 1.1, True)
 for size in (1 << 20, 4 << 20):

@@ -178,7 +178,7 @@ struct FabricClient<D: FabricDevice> {
         let operation: SendOperation
         switch test {
         case .latencySend: operation = .send
-        case .latencyWrite: operation = .write(side.peer)
+        case .latencyWrite, .latencyWriteCompletion: operation = .write(side.peer)
         case .latencyRead, .latencyReadPassive: operation = .read(side.peer)
         case .latencyFetchAdd, .latencyFetchAddPassive: operation = .fetchAndAdd(side.peer, add: 1)
         case .latencyCompareSwap: operation = .compareAndSwap(side.peer, compare: 0, swap: 0)

@@ -2,6 +2,9 @@
 enum PerfTest: String, CaseIterable, Codable {
     case latencySend = "lat-send"
     case latencyWrite = "lat-write"
+    /// A WRITE and the wait for its completion (the peer's acknowledgement):
+    /// what a one-sided put followed by a flush costs.
+    case latencyWriteCompletion = "lat-write-rt"
     case latencyRead = "lat-read"
     case latencyFetchAdd = "lat-fadd"
     case latencyCompareSwap = "lat-cas"
@@ -23,7 +26,7 @@ enum PerfTest: String, CaseIterable, Codable {
     var metric: String {
         switch self {
         case .latencySend, .latencyWrite: return "one-way"
-        case .latencyRead, .latencyFetchAdd, .latencyCompareSwap, .latencyReadPassive, .latencyFetchAddPassive: return "round-trip"
+        case .latencyRead, .latencyWriteCompletion, .latencyFetchAdd, .latencyCompareSwap, .latencyReadPassive, .latencyFetchAddPassive: return "round-trip"
         default: return "throughput"
         }
     }

@@ -93,6 +93,7 @@ func rawShape(_ test: PerfTest, size: Int) -> (Int, Int) {
     switch test {
     case .latencySend, .latencyWrite: return (size, size)
     case .latencyRead, .latencyReadPassive: return (8, size)
+    case .latencyWriteCompletion: return (size, 8)
     default: return (8, 8)
     }
 }
