@@ -25,13 +25,26 @@ struct OneSidedTickets {
         var resultDestination: UnsafeMutableRawPointer?
         /// The request of a request-based operation this is part of.
         var request: UInt32?
+        /// A WRITE posted without a completion of its own, not yet covered
+        /// by a later signalled request of its connection.
+        var awaitsCover = false
+        /// The uncovered WRITEs this signalled request completes with it
+        /// (a connection's requests complete in order).
+        var covers: [Int] = []
+        /// A flush READ of the engine's own: released as it finishes.
+        var isFlush = false
+        /// Posted without a completion of its own (a WRITE).
+        var unsignaled = false
+        /// Counted in the engine's requests in flight (`sendsInFlight`):
+        /// cleared once when it leaves them.
+        var inFlight = false
     }
 
     private var entries: [Entry] = []
     private var unused: [Int] = []
 
     mutating func take(peer: Int, lease: RegistrationLease?, resultSlot: Int?, resultDestination: UnsafeMutableRawPointer?) -> Int {
-        let entry = Entry(state: .pending, peer: peer, lease: lease, resultSlot: resultSlot, resultDestination: resultDestination)
+        let entry = Entry(state: .pending, peer: peer, lease: lease, resultSlot: resultSlot, resultDestination: resultDestination, inFlight: true)
         if let ticket = unused.popLast() {
             entries[ticket] = entry
             return ticket
@@ -49,10 +62,42 @@ struct OneSidedTickets {
         entries[ticket].state = error.map { .failed($0) } ?? .done
         entries[ticket].lease = nil
         entries[ticket].resultSlot = nil
+        entries[ticket].awaitsCover = false
+        entries[ticket].covers = []
         return entry
     }
 
     func state(_ ticket: Int) -> State { entries[ticket].state }
+
+    func awaitsCover(_ ticket: Int) -> Bool { entries[ticket].awaitsCover }
+
+    /// `ticket` (a WRITE without a completion of its own) now waits for a
+    /// later signalled request to cover it.
+    mutating func markUncovered(_ ticket: Int) {
+        entries[ticket].awaitsCover = true
+        entries[ticket].unsignaled = true
+    }
+
+    func peer(_ ticket: Int) -> Int { entries.indices.contains(ticket) ? entries[ticket].peer : -1 }
+
+    func isUnsignaled(_ ticket: Int) -> Bool { entries[ticket].unsignaled }
+
+    /// Takes `ticket` out of the requests in flight; true if it was in
+    /// (each request leaves once: by its completion, by the completion
+    /// that covers it, or when its connection fails).
+    mutating func leaveFlight(_ ticket: Int) -> Bool {
+        guard entries.indices.contains(ticket), entries[ticket].inFlight else { return false }
+        entries[ticket].inFlight = false
+        return true
+    }
+
+    /// The signalled request `ticket` completes `covered` with it.
+    mutating func cover(_ covered: [Int], by ticket: Int) {
+        for uncovered in covered { entries[uncovered].awaitsCover = false }
+        entries[ticket].covers = covered
+    }
+
+    mutating func markFlush(_ ticket: Int) { entries[ticket].isFlush = true }
 
     /// Makes `ticket`, if still pending, part of request `index`; says
     /// whether it was pending.

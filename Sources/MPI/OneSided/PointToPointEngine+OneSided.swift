@@ -66,7 +66,7 @@ extension PointToPointEngine {
                     let piece = min(chunk, length - offset)
                     let lease = try registrations.acquire(source + offset, length: piece, access: [])
                     let element = try lease.element(at: source + offset, length: piece)
-                    post(.write(remote.advanced(by: offset)), element, lease: lease, to: channel, tickets: &tickets)
+                    post(.write(remote.advanced(by: offset)), element, lease: lease, unsignaledTo: remote.advanced(by: offset), to: channel, tickets: &tickets)
                     offset += piece
                 }
             case .read(let destination, let length, let remote):
@@ -91,13 +91,51 @@ extension PointToPointEngine {
         }
     }
 
+    /// A WRITE (`unsignaledTo` its target) goes without a completion of its
+    /// own: the next signalled request on the connection covers it, since a
+    /// target applies a connection's requests in order and the requester
+    /// completes them in order (a flush is then one READ round trip, not a
+    /// WRITE's acknowledgement; at most `uncoveredLimit` wait uncovered, so
+    /// that the send queue never fills with requests nothing retires).
     private func post(
         _ operation: SendOperation, _ element: ScatterGatherElement, lease: RegistrationLease? = nil, resultSlot: Int? = nil,
-        oldValue: UnsafeMutableRawPointer? = nil, to channel: PeerChannel<Device>, tickets: inout [Int]
+        oldValue: UnsafeMutableRawPointer? = nil, unsignaledTo target: RemoteMemory? = nil, to channel: PeerChannel<Device>, tickets: inout [Int]
     ) {
         let ticket = oneSided.take(peer: channel.rank, lease: lease, resultSlot: resultSlot, resultDestination: oldValue)
         tickets.append(ticket)
-        postOneSided(SendWorkRequest(id: WorkRequestID.oneSided(ticket).encoded, operation: operation, local: .single(element)), on: channel)
+        var flags: SendFlags = [.signaled]
+        if let target, channel.uncoveredWrites.count < Self.uncoveredLimit {
+            flags = []
+            oneSided.markUncovered(ticket)
+            channel.uncoveredWrites.append(ticket)
+            channel.lastUncoveredWrite = target
+        } else if !channel.uncoveredWrites.isEmpty {
+            oneSided.cover(channel.uncoveredWrites, by: ticket)
+            channel.uncoveredWrites.removeAll(keepingCapacity: true)
+        }
+        postOneSided(SendWorkRequest(id: WorkRequestID.oneSided(ticket).encoded, operation: operation, local: .single(element), flags: flags), on: channel)
+    }
+
+    static var uncoveredLimit: Int { 32 }
+
+    /// Covers `channel`'s uncovered WRITEs with a signalled READ of one
+    /// byte where the last of them went (into a results word), a ticket of
+    /// the engine's own. Under the lock.
+    func coverWrites(on channel: PeerChannel<Device>) {
+        guard !channel.uncoveredWrites.isEmpty, channel.failure == nil, let target = channel.lastUncoveredWrite,
+              let slot = atomicResults.take()
+        else { return }
+        var flush: [Int] = []
+        post(.read(target), atomicResults.element(slot, length: 1), resultSlot: slot, to: channel, tickets: &flush)
+        oneSided.markFlush(flush[0])
+    }
+
+    /// Covers the uncovered WRITEs among `tickets` (a flush waits for them).
+    /// Under the lock.
+    private func coverWrites(among tickets: [Int]) {
+        for ticket in tickets where oneSided.awaitsCover(ticket) {
+            if let channel = peerChannels[oneSided.peer(ticket)] { coverWrites(on: channel) }
+        }
     }
 
     /// A registered word for an atomic's old value; when all are in use,
@@ -115,6 +153,11 @@ extension PointToPointEngine {
     /// cache, its old value to the caller. Under the lock.
     func finishOneSided(_ ticket: Int, error: MPIError?) {
         guard let entry = oneSided.finish(ticket, error: error) else { return }
+        for covered in entry.covers {
+            if oneSided.leaveFlight(covered) { sendsInFlight -= 1 }
+            finishOneSided(covered, error: error)
+        }
+        defer { if entry.isFlush { oneSided.release(ticket) } }
         if let index = entry.request, requests[index].inUse, !requests[index].complete {
             requests[index].ticketsLeft -= 1
             if error != nil || requests[index].ticketsLeft == 0 { requests.complete(index, count: 0, error: error) }
@@ -134,6 +177,7 @@ extension PointToPointEngine {
     func oneSidedRequest(for tickets: [Int]) -> Request {
         lock.lock()
         defer { lock.unlock() }
+        coverWrites(among: tickets)
         let request = requests.start(.oneSided, peer: -1)
         var left = 0
         for ticket in tickets where oneSided.attach(ticket, to: request.index) { left += 1 }
@@ -153,6 +197,7 @@ extension PointToPointEngine {
     func collectOneSided(_ tickets: inout [Int]) throws(MPIError) -> Bool {
         lock.lock()
         defer { lock.unlock() }
+        coverWrites(among: tickets)
         if !closed { progress() }
         var failure: MPIError?
         tickets.removeAll { ticket in

@@ -31,6 +31,11 @@ final class PeerChannel<Device: FabricDevice>: @unchecked Sendable {  // set up 
     @exclusivity(unchecked) var readBytesInFlight = 0
     /// Why the connection is unusable, once it is.
     @exclusivity(unchecked) var failure: MPIError?
+    /// Windows' WRITEs posted without a completion of their own, until a
+    /// later signalled request on this connection covers them, and where
+    /// the last of them went (a flush READs one byte there).
+    @exclusivity(unchecked) var uncoveredWrites: [Int] = []
+    @exclusivity(unchecked) var lastUncoveredWrite: RemoteMemory?
 
     /// A frame to send later: its header, and the bounce slot its payload
     /// waits in (nil: header only, sent from a control slot).

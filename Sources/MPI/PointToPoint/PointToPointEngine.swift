@@ -61,7 +61,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     @exclusivity(unchecked) private var freedCommunicators: [Bool] = []
     /// Connected peers by world rank, as this engine has met them (the
     /// connection table's lookups take its lock; these do not).
-    @exclusivity(unchecked) private var peerChannels: [PeerChannel<Device>?]
+    @exclusivity(unchecked) var peerChannels: [PeerChannel<Device>?]  // (internal: the windows cover WRITEs per connection)
     /// Where every connection's frames land, and the queue they are posted on.
     private let receiveSlots: SlotPool<Device>
     private let sharedReceiveQueue: Device.SharedReceiveQueue
@@ -80,7 +80,7 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
     /// Channels with frames gathered and not yet posted.
     @exclusivity(unchecked) private var unflushed: [PeerChannel<Device>] = []
     /// SENDs and READs posted and not completed.
-    @exclusivity(unchecked) private var sendsInFlight = 0
+    @exclusivity(unchecked) var sendsInFlight = 0  // (internal: covered WRITEs leave it)
     @exclusivity(unchecked) private var unexpectedBytes = 0
     @exclusivity(unchecked) private var completionBatch: UnsafeMutableBufferPointer<Completion>
     @exclusivity(unchecked) var statistics = PointToPointStatistics()  // (internal: the windows count theirs)
@@ -524,6 +524,8 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         try wait { () throws(MPIError) -> Bool in
             lock.lock()
             defer { lock.unlock() }
+            // (Windows' WRITEs nothing covered yet: a READ covers them.)
+            for case let channel? in peerChannels where !channel.uncoveredWrites.isEmpty { coverWrites(on: channel) }
             if !closed { progress() }
             return sendsInFlight == 0 && stalled.isEmpty && !bounceReader.contains { $0 >= 0 }
         }
@@ -623,7 +625,10 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             if requests[index].readDone == requests[index].readTotal { finishRendezvousReceive(index, on: channel) }
             issueReads(on: channel)
         case .oneSided(let ticket):
-            sendsInFlight -= 1
+            // (A request of a connection that failed may complete after
+            // its ticket was ended and handed out again: the peer tells.)
+            guard oneSided.peer(ticket) == channel.rank else { return }
+            if oneSided.leaveFlight(ticket) { sendsInFlight -= 1 }
             guard completion.isSuccess else {
                 let reason = "a window's \(completion.opcode) ended with \(completion.status) (\(completion.detail))"
                 finishOneSided(ticket, error: MPIError(.peerFailed, "the connection to rank \(channel.rank) failed: \(reason)"))
@@ -1151,8 +1156,15 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
         }
         channel.outbox.removeAll()
         // Window operations still queued or in flight end with the error
-        // (a flushed completion that comes later finds them ended).
-        for ticket in oneSided.pending(on: channel.rank) { finishOneSided(ticket, error: error) }
+        // (a flushed completion that comes later finds them ended). A
+        // WRITE without a completion of its own that the target already
+        // acknowledged will never complete: it leaves the requests in
+        // flight here.
+        for ticket in oneSided.pending(on: channel.rank) {
+            if oneSided.isUnsignaled(ticket), oneSided.leaveFlight(ticket) { sendsInFlight -= 1 }
+            finishOneSided(ticket, error: error)
+        }
+        channel.uncoveredWrites.removeAll()
         channel.readQueue.removeAll()
         for slot in bounceReader.indices where bounceReader[slot] == channel.rank {
             bounceReader[slot] = -1
