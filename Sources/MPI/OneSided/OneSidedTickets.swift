@@ -33,8 +33,6 @@ struct OneSidedTickets {
         var covers: [Int] = []
         /// A flush READ of the engine's own: released as it finishes.
         var isFlush = false
-        /// Posted without a completion of its own (a WRITE).
-        var unsignaled = false
         /// Counted in the engine's requests in flight (`sendsInFlight`):
         /// cleared once when it leaves them.
         var inFlight = false
@@ -75,12 +73,9 @@ struct OneSidedTickets {
     /// later signalled request to cover it.
     mutating func markUncovered(_ ticket: Int) {
         entries[ticket].awaitsCover = true
-        entries[ticket].unsignaled = true
     }
 
     func peer(_ ticket: Int) -> Int { entries.indices.contains(ticket) ? entries[ticket].peer : -1 }
-
-    func isUnsignaled(_ ticket: Int) -> Bool { entries[ticket].unsignaled }
 
     /// Takes `ticket` out of the requests in flight; true if it was in
     /// (each request leaves once: by its completion, by the completion

@@ -1150,18 +1150,20 @@ final class PointToPointEngine<Device: FabricDevice>: @unchecked Sendable {  // 
             switch WorkRequestID(request.id) {
             case .bounceSlot(let slot): if bounceReader[slot] < 0 { bounce.give(back: slot) }
             case .controlSlot(let slot): control.give(back: slot)
+            case .oneSided: continue  // (below, with the window operations in flight)
             default: break
             }
             sendsInFlight -= 1
         }
         channel.outbox.removeAll()
         // Window operations still queued or in flight end with the error
-        // (a flushed completion that comes later finds them ended). A
-        // WRITE without a completion of its own that the target already
-        // acknowledged will never complete: it leaves the requests in
-        // flight here.
+        // and leave the requests in flight now: a WRITE the target already
+        // acknowledged without a completion of its own will never complete,
+        // and a ticket the window hands back may serve another peer before
+        // a flushed completion comes (which then finds it ended, or not
+        // this peer's, and is ignored).
         for ticket in oneSided.pending(on: channel.rank) {
-            if oneSided.isUnsignaled(ticket), oneSided.leaveFlight(ticket) { sendsInFlight -= 1 }
+            if oneSided.leaveFlight(ticket) { sendsInFlight -= 1 }
             finishOneSided(ticket, error: error)
         }
         channel.uncoveredWrites.removeAll()
