@@ -66,14 +66,13 @@ extension MPIRuntime {
         return blocks
     }
 
-    /// Blocks each of its own datatype, at displacements in bytes (MPI_Alltoallw).
+    /// Blocks each of its own datatype, at displacements in bytes
+    /// (MPI_Alltoallw and its neighbourhood form; the caller checks the
+    /// number of counts against the ranks or neighbours).
     @inline(never)  // inlined into a collective's closure, it crashed Swift 6.3.1's optimiser (CopyPropagation)
     func typedBlocks(
-        _ base: UnsafeRawPointer?, _ counts: [Int], _ byteDisplacements: [Int], _ datatypes: [Datatype], _ what: String,
-        neighbourCountsChecked: Bool = false, _ schedule: CollectiveSchedule
+        _ base: UnsafeRawPointer?, _ counts: [Int], _ byteDisplacements: [Int], _ datatypes: [Datatype], _ what: String
     ) throws(MPIError) -> [Elements] {
-        // A neighbourhood collective's caller checked the counts against its neighbours.
-        if !neighbourCountsChecked { try checkCounts(counts, "counts in \(what)", schedule) }
         guard byteDisplacements.count == counts.count, datatypes.count == counts.count else {
             throw MPIError(.invalidArgument, "\(what): \(counts.count) counts, \(byteDisplacements.count) displacements and \(datatypes.count) datatypes")
         }

@@ -402,8 +402,10 @@ extension MPIRuntime {
         on communicator: Communicator? = nil
     ) throws(MPIError) -> Request {
         try startCollective("an all-to-allw", on: communicator) { (schedule) throws(MPIError) in
-            let sendBlocks = send == Self.inPlace ? [] : try typedBlocks(send, sendCounts, sendByteDisplacements, sendDatatypes, "an all-to-allw's send buffer", schedule)
-            let receiveBlocks = try typedBlocks(receive, receiveCounts, receiveByteDisplacements, receiveDatatypes, "an all-to-allw's receive buffer", schedule)
+            if send != Self.inPlace { try checkCounts(sendCounts, "counts in an all-to-allw's send buffer", schedule) }
+            try checkCounts(receiveCounts, "counts in an all-to-allw's receive buffer", schedule)
+            let sendBlocks = send == Self.inPlace ? [] : try typedBlocks(send, sendCounts, sendByteDisplacements, sendDatatypes, "an all-to-allw's send buffer")
+            let receiveBlocks = try typedBlocks(receive, receiveCounts, receiveByteDisplacements, receiveDatatypes, "an all-to-allw's receive buffer")
             try schedule.allToAll(sendBlocks, receiveBlocks, runtime: self)
         }
     }

@@ -119,9 +119,8 @@ extension MPIRuntime {
         try startNeighbourhood("a neighbour all-to-allw", on: communicator) { (schedule, sources, destinations) throws(MPIError) in
             try checkNeighbourCounts(sendCounts, destinations.count, "send counts", schedule)
             try checkNeighbourCounts(receiveCounts, sources.count, "receive counts", schedule)
-            return (try typedBlocks(send, sendCounts, sendByteDisplacements, sendDatatypes, "\(schedule.name)'s send buffer", neighbourCountsChecked: true, schedule),
-                    try typedBlocks(receive, receiveCounts, receiveByteDisplacements, receiveDatatypes, "\(schedule.name)'s receive buffer",
-                                    neighbourCountsChecked: true, schedule))
+            return (try typedBlocks(send, sendCounts, sendByteDisplacements, sendDatatypes, "\(schedule.name)'s send buffer"),
+                    try typedBlocks(receive, receiveCounts, receiveByteDisplacements, receiveDatatypes, "\(schedule.name)'s receive buffer"))
         }
     }
 
