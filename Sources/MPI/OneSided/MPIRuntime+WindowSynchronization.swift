@@ -43,7 +43,7 @@ extension MPIRuntime {
             try take(type, on: state, target: target)
             state.epochs.withLock {
                 $0.locks[target] = type
-                $0.attachedRanges[target] = nil
+                $0.forgetAttachedRanges(of: target)
             }
         } catch {
             try raise(error) as Void
@@ -79,7 +79,7 @@ extension MPIRuntime {
             for target in state.targets.indices { try take(.shared, on: state, target: target) }
             state.epochs.withLock {
                 $0.lockAll = true
-                $0.attachedRanges.removeAll()
+                $0.forgetAttachedRanges()
             }
         } catch {
             try raise(error) as Void
@@ -133,18 +133,15 @@ extension MPIRuntime {
 
     private func take(_ type: WindowLock, on state: WindowState, target: Int) throws(MPIError) {
         let word = word(state, target: target, offset: WindowControl.epochLockOffset, control: true)
-        var attempts = 0
-        while true {
+        try keepTrying { () throws(MPIError) in
             switch type {
             case .shared:
-                if try fetchAndAdd(word, 1) & WindowControl.exclusive == 0 { return }
+                if try fetchAndAdd(word, 1) & WindowControl.exclusive == 0 { return true }
                 _ = try fetchAndAdd(word, UInt64.max)  // minus one: back off
+                return false
             case .exclusive:
-                if try compareAndSwap(word, compare: 0, swap: WindowControl.exclusive) == 0 { return }
+                return try compareAndSwap(word, compare: 0, swap: WindowControl.exclusive) == 0
             }
-            attempts += 1
-            advance()
-            if attempts > 64 { sched_yield() }
         }
     }
 
@@ -189,7 +186,7 @@ extension MPIRuntime {
             for target in ranks { _ = try receive(UInt8.self, count: 0, from: MessageSource(target), tag: MessageTag(Self.postTag), on: state.communicator) }
             state.epochs.withLock {
                 $0.accessGroup = Set(ranks)
-                $0.attachedRanges.removeAll()
+                $0.forgetAttachedRanges()
             }
         } catch {
             try raise(error) as Void

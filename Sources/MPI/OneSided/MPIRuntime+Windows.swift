@@ -187,7 +187,7 @@ extension MPIRuntime {
     func completeOperations(on state: WindowState, targets: [Int]?) throws(MPIError) {
         var tickets: [Int] = []
         let staging = state.epochs.withLock { epochs in
-            forgetAttachedRanges(&epochs)
+            epochs.forgetAttachedRanges()
             for target in targets ?? Array(epochs.pending.indices) {
                 tickets += epochs.pending[target]
                 epochs.pending[target].removeAll(keepingCapacity: true)
@@ -207,19 +207,13 @@ extension MPIRuntime {
     func completeOperations(on state: WindowState, target: Int) throws(MPIError) {
         var tickets: [Int] = []
         state.epochs.withLock { epochs in
-            forgetAttachedRanges(&epochs)
+            epochs.forgetAttachedRanges()
             swap(&tickets, &epochs.pending[target])
         }
         try waitFor(&tickets)
         state.epochs.withLock { epochs in
             if epochs.pending[target].isEmpty { swap(&tickets, &epochs.pending[target]) }
         }
-    }
-
-    /// Targets of a dynamic window may attach and detach between
-    /// synchronisations: their lists are read again after one.
-    private func forgetAttachedRanges(_ epochs: inout WindowEpochs) {
-        if !epochs.attachedRanges.isEmpty { epochs.attachedRanges.removeAll() }
     }
 
     /// Waits for one-sided tickets (the caller's own, blocking).

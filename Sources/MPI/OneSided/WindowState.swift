@@ -48,6 +48,13 @@ struct WindowEpochs {
 
     init(ranks: Int) { pending = Array(repeating: [], count: ranks) }
 
+    /// Targets of a dynamic window may attach and detach between
+    /// synchronisations: their lists are read again after one (of every
+    /// target, or of `target`).
+    mutating func forgetAttachedRanges(of target: Int? = nil) {
+        if let target { attachedRanges[target] = nil } else if !attachedRanges.isEmpty { attachedRanges.removeAll() }
+    }
+
     func covers(_ target: Int) -> Bool {
         fenceOpen || lockAll || locks[target] != nil || accessGroup?.contains(target) == true
     }

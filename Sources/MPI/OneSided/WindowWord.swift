@@ -61,13 +61,19 @@ extension MPIRuntime {
     }
 
     /// Takes a lock word with compare-and-swap from 0 to `holder`, trying
-    /// again until it is free (progressing this rank's other operations
-    /// meanwhile: a peer's unlock may wait for them).
+    /// again until it is free.
     func acquire(_ word: WindowWord, as holder: UInt64) throws(MPIError) {
+        try keepTrying { () throws(MPIError) in try compareAndSwap(word, compare: 0, swap: holder) == 0 }
+    }
+
+    /// Runs `attempt` until it succeeds (a lock taken), progressing this
+    /// rank's other operations between tries (a peer's release may wait
+    /// for them) and yielding the processor after 64 tries.
+    func keepTrying(_ attempt: () throws(MPIError) -> Bool) throws(MPIError) {
         var attempts = 0
-        while try compareAndSwap(word, compare: 0, swap: holder) != 0 {
+        while try !attempt() {
             attempts += 1
-            transport.advance()
+            advance()
             if attempts > 64 { sched_yield() }
         }
     }
