@@ -1,4 +1,5 @@
 import MPI
+import RankCheck
 
 /// Memory that stays put while a nonblocking collective uses it (an
 /// array's storage may move), with the array view the checks compare.
@@ -54,3 +55,23 @@ func multiply(_ a: [Int64], _ b: [Int64]) -> [Int64] {
 }
 
 func matrix(_ rank: Int, _ element: Int) -> [Int64] { [Int64(rank + 1), Int64(element % 5), Int64(rank % 3), 1] }
+
+/// Displacements with a one-element gap after each block.
+func gapped(_ counts: [Int]) -> [Int] {
+    var next = 0
+    return counts.map { count in
+        defer { next += count + 1 }
+        return next
+    }
+}
+
+/// Runs `body`, which must fail with an error of `kind` whose message
+/// contains `text`.
+func expectError(_ what: String, _ kind: MPIError.Kind, containing text: String, _ body: () throws(MPIError) -> Void) {
+    do {
+        try body()
+        fail("\(what) was accepted")
+    } catch {
+        check(error.kind == kind && error.message.contains(text), "\(what): \(error.kind) \(error.message)")
+    }
+}

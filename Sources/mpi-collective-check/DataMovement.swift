@@ -19,15 +19,6 @@ struct DataMovementChecks {
     /// Counts that differ by rank (some may be 0), for the v forms.
     func counts(_ count: Int) -> [Int] { (0..<size).map { count == 0 ? 0 : max(0, count + $0 % 3 - 1) } }
 
-    /// Displacements with a one-element gap after each block.
-    func gapped(_ counts: [Int]) -> [Int] {
-        var next = 0
-        return counts.map { count in
-            defer { next += count + 1 }
-            return next
-        }
-    }
-
     func broadcast(_ count: Int) throws(MPIError) {
         for root in roots {
             let data = Buffer(rank == root ? values(root, count, 1) : Array(repeating: -1, count: count))

@@ -124,14 +124,6 @@ func checkProgressRule(_ mpi: MPIRuntime) throws(MPIError) {
 /// ranks is caught by the rank that receives the odd block.
 func checkBadInput(_ mpi: MPIRuntime) throws(MPIError) {
     let size = mpi.size
-    func expectError(_ what: String, _ kind: MPIError.Kind, containing text: String, _ body: () throws(MPIError) -> Void) {
-        do {
-            try body()
-            fail("\(what) was accepted")
-        } catch {
-            check(error.kind == kind && error.message.contains(text), "\(what): \(error.kind) \(error.message)")
-        }
-    }
     expectError("a broadcast from root \(size)", .invalidRank, containing: "root \(size)") { () throws(MPIError) in
         try mpi.broadcast(nil, count: 0, datatype: .int64, root: size)
     }
